@@ -12,6 +12,9 @@ from masq.core.model import Family, Op, Ruleset
 
 
 class Metrics:
+    def __init__(self, resync_interval: float = 60.0) -> None:
+        self.resync_interval = resync_interval
+
     def config_loaded(self, fragments: int, merged: Merged) -> None:
         """A config was read and merged (called every sync)."""
 
