@@ -65,7 +65,7 @@ class Counters:
     bytes: int
 
 
-Action = Literal["RETURN", "MASQUERADE", "JUMP"]
+Action = Literal["RETURN", "MASQUERADE", "JUMP", "OTHER"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,12 @@ class Rule:
     rules; ``probability`` is kept in the kernel's own resolution (a multiple of
     2**-31) so what we ask for equals what we read back.  ``counters`` never take
     part in equality: a rule is the same rule whatever traffic it has seen.
+
+    ``action`` OTHER is a rule read from the kernel that the model cannot express
+    (someone added ``-s 1.2.3.4 -j ACCEPT`` to our chain, or a jump with extra
+    matches): ``spec`` holds its backend text verbatim so a plan can delete it,
+    and ``jump_chain`` its target, so a foreign-looking jump to our chain is
+    still recognised as ours.  ``spec`` is None for every modelled rule.
     """
 
     action: Action
@@ -89,6 +95,7 @@ class Rule:
     probability: float | None = None
     to_ports: str | None = None
     random_fully: bool = False
+    spec: str | None = None
     counters: Counters | None = field(default=None, compare=False, hash=False)
 
 
