@@ -1,31 +1,230 @@
-"""Merging fragments into the effective config, reporting every disagreement."""
+"""Merging fragments into the effective config, reporting every disagreement.
+
+Every rule here is a set operation (union, OR, minimum) so the result cannot
+depend on the order in which the shell happened to list the files; conflicts
+are collected as sets of ``(source, value)`` and sorted, for the same reason.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+import ipaddress
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from pyrsistent import pvector
 from pyrsistent.typing import PVector
-from returns.result import Result
+from returns.result import Failure, Result, Success
 
+from masq.core.duration import format_duration
 from masq.core.errors import ConfigError
-from masq.core.fragment import Fragment
-from masq.core.model import DEFAULT_RESYNC_SECONDS, MasqConfig
+from masq.core.fragment import (
+    CIDR_LIMIT,
+    MASQ_LINK_LOCAL,
+    MASQ_LINK_LOCAL_IPV6,
+    MASQUERADE_CIDRS,
+    NON_MASQUERADE_CIDRS,
+    RESYNC_INTERVAL,
+    Fragment,
+)
+from masq.core.model import (
+    DEFAULT_CIDR_LIMIT,
+    DEFAULT_RESYNC_SECONDS,
+    IPNetwork,
+    MasqConfig,
+    cidr_key,
+    sorted_cidrs,
+)
+
+T = TypeVar("T", bool, float, int)
+
+RFC1918: tuple[IPNetwork, ...] = tuple(
+    ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
+RESERVED_RANGES: tuple[IPNetwork, ...] = RFC1918 + tuple(
+    ipaddress.IPv4Network(c)
+    for c in (
+        "100.64.0.0/10",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+    )
+)
+MERGE_SOURCE = "<merged config>"
+"""``ConfigError.source`` when a merge failure has no file to blame (defaults alone)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
-    """Two or more sources explicitly disagree on ``key``; ``resolution`` says what won."""
+    """Two or more sources explicitly disagree on ``key``; ``resolution`` says what won.
+
+    ``cidr`` is set for a non-masquerade CIDR that masquerade CIDRs cover whole
+    (it has no effect); ``values`` then holds both sides, each prefixed with its key.
+    """
 
     key: str
     values: PVector[tuple[str, str]]  # (source, value as text), sorted by source
     resolution: str
+    cidr: IPNetwork | None = None
+
+    def __str__(self) -> str:
+        given = ", ".join(f"{source}={value}" for source, value in self.values)
+        return f"conflict on {self.key}: {given}; {self.resolution}"
 
 
 @dataclass(frozen=True, slots=True)
 class Merged:
     config: MasqConfig
     conflicts: PVector[Conflict]
+
+
+def provenance(fragments: Iterable[Fragment], network: IPNetwork) -> tuple[str, ...]:
+    """Sorted sources of the files that list exactly ``network`` (either CIDR key)."""
+    return tuple(
+        sorted(
+            {
+                f.source
+                for f in fragments
+                if network in (f.non_masquerade_cidrs or ())
+                or network in (f.masquerade_cidrs or ())
+            }
+        )
+    )
+
+
+def _conflict(
+    key: str, given: set[tuple[str, str]], resolution: str, cidr: IPNetwork | None = None
+) -> Conflict:
+    return Conflict(key, pvector(sorted(given)), resolution, cidr)
+
+
+def _disagreement(
+    fragments: list[Fragment],
+    key: str,
+    *,
+    get: Callable[[Fragment], T | None],
+    text: Callable[[T], str],
+    pick: Callable[[set[T]], T],
+    rule: str,
+) -> list[Conflict]:
+    """A conflict when the sources setting ``key`` give more than one distinct value."""
+    given = {(f.source, v) for f in fragments if (v := get(f)) is not None}
+    distinct = {value for _, value in given}
+    if len(distinct) < 2:
+        return []
+    shown = {(source, text(value)) for source, value in given}
+    return [_conflict(key, shown, f"{rule}: {text(pick(distinct))}")]
+
+
+def _scalar_conflicts(fragments: list[Fragment]) -> list[Conflict]:
+    return [
+        *_disagreement(
+            fragments,
+            MASQ_LINK_LOCAL,
+            get=lambda f: f.masq_link_local,
+            text=_bool_text,
+            pick=max,
+            rule=_OR,
+        ),
+        *_disagreement(
+            fragments,
+            MASQ_LINK_LOCAL_IPV6,
+            get=lambda f: f.masq_link_local_ipv6,
+            text=_bool_text,
+            pick=max,
+            rule=_OR,
+        ),
+        *_disagreement(
+            fragments,
+            RESYNC_INTERVAL,
+            get=lambda f: f.resync_interval,
+            text=format_duration,
+            pick=min,
+            rule="the shortest wins",
+        ),
+        *_disagreement(
+            fragments,
+            CIDR_LIMIT,
+            get=lambda f: f.cidr_limit,
+            text=str,
+            pick=min,
+            rule="the smallest wins",
+        ),
+    ]
+
+
+_OR = "OR: true (masquerade) wins"
+
+
+def _bool_text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _covered_conflicts(fragments: list[Fragment]) -> list[Conflict]:
+    """Explicit non-masquerade CIDRs that the union of masquerade CIDRs covers whole."""
+    masq_sources: dict[IPNetwork, set[str]] = {}
+    for f in fragments:
+        for net in f.masquerade_cidrs or ():
+            masq_sources.setdefault(net, set()).add(f.source)
+    if not masq_sources:
+        return []
+    # Collapsed blocks are disjoint and maximal, so a CIDR inside the union lies
+    # inside exactly one of them: one bisect per CIDR instead of a pairwise scan.
+    collapsed: dict[int, list[IPNetwork]] = {}
+    for version in (4, 6):
+        same = [n for n in masq_sources if n.version == version]
+        collapsed[version] = sorted(
+            ipaddress.collapse_addresses(same),  # type: ignore[type-var]
+            key=cidr_key,
+        )
+    starts = {v: [int(n.network_address) for n in nets] for v, nets in collapsed.items()}
+    masq_sorted = sorted(masq_sources, key=cidr_key)
+    masq_keys = [cidr_key(n) for n in masq_sorted]
+    non_sources: dict[IPNetwork, set[str]] = {}
+    for f in fragments:
+        for net in f.non_masquerade_cidrs or ():
+            non_sources.setdefault(net, set()).add(f.source)
+    conflicts: list[Conflict] = []
+    for net in sorted(non_sources, key=cidr_key):
+        blocks = collapsed[net.version]
+        i = bisect.bisect_right(starts[net.version], int(net.network_address)) - 1
+        if i < 0 or not net.subnet_of(blocks[i]):  # type: ignore[arg-type]
+            continue
+        given = {(s, f"{NON_MASQUERADE_CIDRS} {net}") for s in non_sources[net]}
+        for masq in _overlapping(net, masq_sorted, masq_keys, masq_sources):
+            given |= {(s, f"{MASQUERADE_CIDRS} {masq}") for s in masq_sources[masq]}
+        conflicts.append(
+            _conflict(
+                NON_MASQUERADE_CIDRS,
+                given,
+                f"{net} has no effect: {MASQUERADE_CIDRS} cover it whole (masquerade wins)",
+                net,
+            )
+        )
+    return conflicts
+
+
+def _overlapping(
+    net: IPNetwork,
+    masq_sorted: list[IPNetwork],
+    masq_keys: list[tuple[int, int, int]],
+    masq_sources: dict[IPNetwork, set[str]],
+) -> list[IPNetwork]:
+    """Masquerade CIDRs overlapping ``net``: its supernets, then those inside it."""
+    supers = [
+        s for s in (net.supernet(new_prefix=p) for p in range(net.prefixlen)) if s in masq_sources
+    ]
+    if net in masq_sources:
+        supers.append(net)
+    lo = bisect.bisect_right(masq_keys, cidr_key(net))
+    hi = bisect.bisect_right(masq_keys, (net.version, int(net.broadcast_address), 1 << 8))
+    inside = [m for m in masq_sorted[lo:hi] if m.subnet_of(net)]  # type: ignore[arg-type]
+    return sorted(set(supers) | set(inside), key=cidr_key)
 
 
 def merge(
@@ -35,5 +234,82 @@ def merge(
     enable_ipv6: bool = False,
     default_resync_interval: float = DEFAULT_RESYNC_SECONDS,
 ) -> Result[Merged, ConfigError]:
-    """Order-independent merge with per-key defaults (see DESIGN.md, Semantics)."""
-    raise NotImplementedError
+    """Order-independent merge with per-key defaults (see DESIGN.md, Semantics).
+
+    A key no fragment sets takes its default; a key some fragments set is
+    merged over those only (an explicit empty ``nonMasqueradeCIDRs`` is a choice,
+    not an absence).  Disagreements are resolved and returned as ``conflicts``;
+    only IPv6 without ``enable_ipv6`` and a CIDR count over ``cidrLimit`` fail.
+    """
+    frags = list(fragments)
+    setters = [f for f in frags if f.non_masquerade_cidrs is not None]
+    if setters:
+        non_masq = sorted_cidrs(n for f in setters for n in f.non_masquerade_cidrs or ())
+    else:
+        non_masq = sorted_cidrs(RESERVED_RANGES if reserved_ranges else RFC1918)
+    masq = sorted_cidrs(n for f in frags for n in f.masquerade_cidrs or ())
+
+    if not enable_ipv6:
+        v6 = sorted(
+            {
+                (f.source, key, net)
+                for f in frags
+                for key, nets in (
+                    (NON_MASQUERADE_CIDRS, f.non_masquerade_cidrs),
+                    (MASQUERADE_CIDRS, f.masquerade_cidrs),
+                )
+                for net in nets or ()
+                if net.version == 6
+            },
+            key=lambda t: (t[0], t[1], cidr_key(t[2])),
+        )
+        if v6:
+            sources = sorted({source for source, _, _ in v6})
+            _, key, first = v6[0]
+            return Failure(
+                ConfigError(
+                    ", ".join(sources),
+                    "IPv6 CIDR given but IPv6 is not enabled (--enable-ipv6=false)",
+                    key=key,
+                    value=str(first),
+                )
+            )
+
+    limits = {(f.source, f.cidr_limit) for f in frags if f.cidr_limit is not None}
+    limit = min((v for _, v in limits), default=DEFAULT_CIDR_LIMIT)
+    count = len(set(non_masq) | set(masq))
+    if count > limit:
+        listing = sorted({f.source for f in frags if f.non_masquerade_cidrs or f.masquerade_cidrs})
+        limit_sources = sorted(s for s, v in limits if v == limit)
+        origin = (
+            f"{CIDR_LIMIT} {limit} set by " + ", ".join(limit_sources)
+            if limit_sources
+            else f"default {CIDR_LIMIT} {limit}"
+        )
+        blamed = ", ".join(listing or limit_sources) or MERGE_SOURCE
+        return Failure(
+            ConfigError(
+                blamed,
+                f"merged config has {count} distinct CIDRs ({NON_MASQUERADE_CIDRS} +"
+                f" {MASQUERADE_CIDRS}), over the {origin}",
+                key=CIDR_LIMIT,
+                value=str(limit),
+            )
+        )
+
+    resyncs = [f.resync_interval for f in frags if f.resync_interval is not None]
+    config = MasqConfig(
+        non_masquerade_cidrs=non_masq,
+        masquerade_cidrs=masq,
+        masq_link_local=any(f.masq_link_local for f in frags),
+        masq_link_local_ipv6=any(f.masq_link_local_ipv6 for f in frags),
+        resync_interval=min(resyncs, default=default_resync_interval),
+        cidr_limit=limit,
+    )
+    conflicts = _scalar_conflicts(frags) + _covered_conflicts(frags)
+    conflicts.sort(key=_conflict_order)
+    return Success(Merged(config, pvector(conflicts)))
+
+
+def _conflict_order(c: Conflict) -> tuple[str, tuple[int, int, int], tuple[tuple[str, str], ...]]:
+    return (c.key, cidr_key(c.cidr) if c.cidr is not None else (0, 0, 0), tuple(c.values))
