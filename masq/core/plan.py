@@ -1,15 +1,199 @@
-"""Minimal ordered ops from observed to desired, and a pure model of applying them."""
+"""Minimal ordered ops from observed to desired, and a pure model of applying them.
+
+Our chain is ours alone, so it is edited by position; POSTROUTING is shared,
+so there we only ever delete a rule by its spec or append our jump, and
+foreign rules keep their order.
+"""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
-from masq.core.model import Op, Ruleset
+from pyrsistent import pmap, pvector
+
+from masq.core.model import (
+    POSTROUTING,
+    AppendRule,
+    Chain,
+    CreateChain,
+    DeleteChain,
+    DeleteRule,
+    DeleteRuleAt,
+    FlushChain,
+    InsertRule,
+    Op,
+    Rule,
+    Ruleset,
+)
+
+BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"})
+
+
+def owned_chain(desired: Ruleset) -> str:
+    """The agent's chain: the one non-built-in chain of a desired ruleset."""
+    names = sorted(n for n in desired.chains if n not in BUILTIN_CHAINS)
+    if len(names) != 1:
+        raise ValueError(f"a desired ruleset holds exactly one chain of ours, not {names}")
+    return names[0]
+
+
+def _jumps(ruleset: Ruleset, chain: str) -> list[Rule]:
+    post = ruleset.chain(POSTROUTING)
+    return [r for r in (post.rules if post else ()) if r.jump_chain == chain]
+
+
+def _kept_positions(desired: Sequence[Rule], observed: Sequence[Rule]) -> list[int]:
+    """Observed indices of a longest common subsequence (desired rules are unique: LIS)."""
+    index = {rule: i for i, rule in enumerate(desired)}
+    tails: list[int] = []  # tails[k]: smallest desired index ending an increasing run of k+1
+    tail_at: list[int] = []  # observed index of that tail
+    parent: dict[int, int] = {}  # observed index -> observed index of its predecessor
+    for oi, rule in enumerate(observed):
+        di = index.get(rule)
+        if di is None:
+            continue
+        k = bisect.bisect_left(tails, di)
+        prev = tail_at[k - 1] if k > 0 else -1
+        if k == len(tails):
+            tails.append(di)
+            tail_at.append(oi)
+        else:
+            tails[k] = di
+            tail_at[k] = oi
+        parent[oi] = prev
+    kept: list[int] = []
+    oi = tail_at[-1] if tail_at else -1
+    while oi >= 0:
+        kept.append(oi)
+        oi = parent[oi]
+    kept.reverse()
+    return kept
+
+
+def _chain_ops(chain: str, desired: Sequence[Rule], observed: Chain | None) -> list[Op]:
+    if observed is None:
+        return [CreateChain(chain), *(AppendRule(chain, r) for r in desired)]
+    current = list(observed.rules)
+    kept = _kept_positions(desired, current)
+    kept_set = set(kept)
+    ops: list[Op] = [
+        DeleteRuleAt(chain, oi + 1) for oi in reversed(range(len(current))) if oi not in kept_set
+    ]
+    have = {current[oi] for oi in kept}
+    length = len(kept)
+    for di, rule in enumerate(desired):
+        if rule in have:
+            continue
+        ops.append(AppendRule(chain, rule) if di == length else InsertRule(chain, di + 1, rule))
+        length += 1
+    return ops
+
+
+def _jump_ops(desired: Ruleset, observed: Ruleset, chain: str) -> list[Op]:
+    wanted = _jumps(desired, chain)
+    ours = _jumps(observed, chain)
+    keep = wanted[0] if wanted else None
+    kept = False
+    ops: list[Op] = []
+    for rule in ours:
+        if rule == keep and not kept:
+            kept = True
+        else:
+            ops.append(DeleteRule(POSTROUTING, rule))
+    if keep is not None and not kept:
+        ops.append(AppendRule(POSTROUTING, keep))
+    return ops
 
 
 def plan(desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
-    raise NotImplementedError
+    """Ordered, minimal ops turning what the agent owns in ``observed`` into ``desired``.
+
+    Empty when equal, so a steady-state sync writes nothing and counters survive.
+    Deletes go by position from the highest down, inserts ascend by final
+    position, so every position is valid when the kernel reaches it.
+    """
+    chain = owned_chain(desired)
+    want = desired.chain(chain)
+    rules = list(want.rules) if want else []
+    if len(set(rules)) != len(rules):
+        raise ValueError("desired rules must be distinct")
+    return (*_chain_ops(chain, rules, observed.chain(chain)), *_jump_ops(desired, observed, chain))
+
+
+def replace_ops(desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
+    """Full-sync fallback: flush (or create) our chain, append every rule, fix the jump."""
+    chain = owned_chain(desired)
+    want = desired.chain(chain)
+    return (
+        CreateChain(chain),
+        *(AppendRule(chain, r) for r in (want.rules if want else ())),
+        *_jump_ops(desired, observed, chain),
+    )
+
+
+def cleanup_ops(observed: Ruleset, chain: str) -> tuple[Op, ...]:
+    """Remove every trace of the agent: its jumps, then its chain (empty if none is there)."""
+    ops: list[Op] = [DeleteRule(POSTROUTING, r) for r in _jumps(observed, chain)]
+    if observed.chain(chain) is not None:
+        ops += [FlushChain(chain), DeleteChain(chain)]
+    return tuple(ops)
+
+
+# --- the kernel, modelled --------------------------------------------------
+
+
+def _rules(chains: dict[str, list[Rule]], name: str, op: Op) -> list[Rule]:
+    if name not in chains:
+        raise ValueError(f"{op!r}: no chain {name}")
+    return chains[name]
+
+
+def _check_target(chains: dict[str, list[Rule]], rule: Rule, op: Op) -> None:
+    if rule.action == "JUMP" and rule.jump_chain not in chains:
+        raise ValueError(f"{op!r}: jump to missing chain {rule.jump_chain}")
 
 
 def apply_ops(observed: Ruleset, ops: Sequence[Op]) -> Ruleset:
-    raise NotImplementedError
+    """What the kernel makes of ``ops`` (iptables-restore --noflush); ValueError if refused."""
+    chains = {name: list(chain.rules) for name, chain in observed.chains.items()}
+    for op in ops:
+        match op:
+            case CreateChain(chain=c):
+                if c in BUILTIN_CHAINS:
+                    raise ValueError(f"{op!r}: built-in chain")
+                chains[c] = []
+            case FlushChain(chain=c):
+                _rules(chains, c, op).clear()
+            case DeleteChain(chain=c):
+                if c in BUILTIN_CHAINS or _rules(chains, c, op):
+                    raise ValueError(f"{op!r}: built-in or not empty")
+                if any(r.jump_chain == c for rules in chains.values() for r in rules):
+                    raise ValueError(f"{op!r}: still referenced")
+                del chains[c]
+            case AppendRule(chain=c, rule=r):
+                rules = _rules(chains, c, op)
+                _check_target(chains, r, op)
+                rules.append(r)
+            case InsertRule(chain=c, position=p, rule=r):
+                rules = _rules(chains, c, op)
+                _check_target(chains, r, op)
+                if not 1 <= p <= len(rules) + 1:
+                    raise ValueError(f"{op!r}: position out of range")
+                rules.insert(p - 1, r)
+            case DeleteRuleAt(chain=c, position=p):
+                rules = _rules(chains, c, op)
+                if not 1 <= p <= len(rules):
+                    raise ValueError(f"{op!r}: position out of range")
+                del rules[p - 1]
+            case DeleteRule(chain=c, rule=r):
+                rules = _rules(chains, c, op)
+                if r not in rules:
+                    raise ValueError(f"{op!r}: no such rule")
+                rules.remove(r)
+            case _:
+                raise TypeError(f"not an op: {op!r}")
+    return Ruleset(
+        family=observed.family,
+        chains=pmap({name: Chain(name, pvector(rules)) for name, rules in chains.items()}),
+    )
