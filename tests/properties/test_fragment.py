@@ -1,0 +1,102 @@
+"""parse_fragment: never raises, always blames the source, and reads what we write."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from returns.result import Failure, Success
+
+from masq.core.duration import format_duration
+from masq.core.fragment import KNOWN_KEYS, Fragment, parse_fragment
+from masq.core.model import IPNetwork, sorted_cidrs
+
+SOURCE = "conf/ip-masq-agent.yaml"
+
+# Scalars that YAML reads in surprising ways, plus CIDR-ish and duration-ish text.
+TRICKY = st.sampled_from(
+    [
+        "yes", "no", "on", "~", "null", "0x10", "1_000", "1:30", "2020-01-01", ".inf", "-.nan",
+        "10.0.0.0/8", "10.0.0.1/8", "fd00::/8", "!!binary aGk=", "!!python/object:os.system",
+        "&a [1]", "*a", "<<: *a", "{", "[", "'", '"', "- ", ": ", "\t", "60s", "-1s", "%TAG",
+    ]
+)  # fmt: skip
+
+
+def yaml_garbage() -> st.SearchStrategy[str]:
+    """Structured garbage: real keys and YAML punctuation in random arrangements."""
+    token = st.one_of(TRICKY, st.sampled_from(KNOWN_KEYS), st.text(max_size=5))
+    line = st.lists(token, max_size=4).map(" ".join)
+    return st.lists(line, max_size=8).map("\n".join)
+
+
+# Fails if any loader/validation exception escapes (e.g. the catch-all in parse_fragment is
+# removed and a RecursionError, int-digits ValueError or YAML constructor error leaks), or a
+# Failure forgets the source or spans more than one line.
+@given(st.one_of(st.text(), st.binary(), yaml_garbage()))
+def test_never_raises_and_failures_name_the_source(text: str | bytes) -> None:
+    result = parse_fragment(text, SOURCE)
+    assert isinstance(result, Success | Failure)
+    if isinstance(result, Failure):
+        message = str(result.failure())
+        assert message.startswith(SOURCE + ": ")
+        assert "\n" not in message and "\r" not in message
+
+
+@st.composite
+def networks(draw: st.DrawFn) -> IPNetwork:
+    version = draw(st.sampled_from((4, 6)))
+    bits = 32 if version == 4 else 128
+    net: IPNetwork = ipaddress.ip_network(
+        (draw(st.integers(0, 2**bits - 1)), draw(st.integers(0, bits))), strict=False
+    )
+    return net
+
+
+DURATIONS = st.integers(1, 10**6).map(lambda ms: ms / 1000)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> tuple[dict[str, object], Fragment]:
+    """A valid config as plain data, and the Fragment it must parse to."""
+    data: dict[str, object] = {}
+    expected: dict[str, object] = {}
+    limit = draw(st.none() | st.integers(8, 10**6))
+    for key, field in (
+        ("nonMasqueradeCIDRs", "non_masquerade_cidrs"),
+        ("masqueradeCIDRs", "masquerade_cidrs"),
+    ):
+        if draw(st.booleans()):
+            nets = draw(st.lists(networks(), max_size=4))
+            data[key] = [str(n) for n in nets]
+            expected[field] = sorted_cidrs(nets)
+    for key, field in (
+        ("masqLinkLocal", "masq_link_local"),
+        ("masqLinkLocalIPv6", "masq_link_local_ipv6"),
+    ):
+        if draw(st.booleans()):
+            data[key] = expected[field] = draw(st.booleans())
+    if draw(st.booleans()):
+        seconds = draw(DURATIONS)
+        data["resyncInterval"] = format_duration(seconds)
+        expected["resync_interval"] = seconds
+    if limit is not None:
+        data["cidrLimit"] = expected["cidr_limit"] = limit
+    return data, Fragment(SOURCE, **expected)  # type: ignore[arg-type]
+
+
+# Fails if a key is dropped or renamed, CIDRs are stored unsorted/undeduplicated, a
+# duration is mis-scaled (e.g. ms read as s), or the JSON and YAML paths disagree.
+@given(documents(), st.booleans())
+def test_valid_configs_round_trip_yaml_and_json(
+    doc: tuple[dict[str, object], Fragment], flow: bool
+) -> None:
+    data, expected = doc
+    as_yaml = yaml.safe_dump(data, default_flow_style=flow)
+    as_json = json.dumps(data)
+    assert parse_fragment(as_yaml, SOURCE) == Success(expected)
+    assert parse_fragment(as_json, SOURCE) == Success(expected)
+    assert parse_fragment(as_json.encode(), SOURCE) == Success(expected)

@@ -1,0 +1,213 @@
+"""merge: order/duplication independence, conflicts iff explicit disagreement, defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+import netaddr
+from hypothesis import given
+from hypothesis import strategies as st
+from returns.result import Failure, Success
+
+from masq.core.fragment import Fragment
+from masq.core.merge import RESERVED_RANGES, RFC1918, merge
+from masq.core.model import IPNetwork, cidr_key, sorted_cidrs
+
+# A small pool so that fragments overlap, repeat and cover each other often.
+POOL_V4 = [
+    ipaddress.IPv4Network(c)
+    for c in (
+        "10.0.0.0/8",
+        "10.0.0.0/9",
+        "10.128.0.0/9",
+        "10.0.0.0/16",
+        "10.1.0.0/16",
+        "192.168.0.0/16",
+        "192.168.1.0/24",
+        "172.16.0.0/12",
+        "100.64.0.0/10",
+    )
+]
+POOL_V6 = [ipaddress.IPv6Network(c) for c in ("fd00::/8", "fd00::/9", "fd80::/9", "2001:db8::/32")]
+SOURCES = ["a.yaml", "b.yaml", "c.json", "d", "zz"]
+
+
+def cidr_lists(pool: list[IPNetwork]) -> st.SearchStrategy[object]:
+    return st.none() | st.lists(st.sampled_from(pool), max_size=4).map(sorted_cidrs)
+
+
+@st.composite
+def fragments(draw: st.DrawFn, v6: bool = True, limits: bool = True) -> Fragment:
+    pool = POOL_V4 + POOL_V6 if v6 else POOL_V4
+    return Fragment(
+        source=draw(st.sampled_from(SOURCES)),
+        non_masquerade_cidrs=draw(cidr_lists(pool)),  # type: ignore[arg-type]
+        masquerade_cidrs=draw(cidr_lists(pool)),  # type: ignore[arg-type]
+        masq_link_local=draw(st.none() | st.booleans()),
+        masq_link_local_ipv6=draw(st.none() | st.booleans()),
+        resync_interval=draw(st.none() | st.sampled_from([0.5, 30.0, 60.0, 90.0])),
+        cidr_limit=draw(st.none() | st.integers(0, 20)) if limits else None,
+    )
+
+
+def distinct_sources(frags: list[Fragment]) -> list[Fragment]:
+    """One fragment per source name, as a real config directory has."""
+    seen: dict[str, Fragment] = {}
+    for f in frags:
+        seen.setdefault(f.source, f)
+    return list(seen.values())
+
+
+# Fails if merge keeps "last file wins" for any key, or emits conflicts/CIDRs in input order.
+@given(st.lists(fragments(), max_size=5), st.randoms(use_true_random=False), st.booleans())
+def test_merge_is_order_and_duplication_independent(
+    frags: list[Fragment], rnd: object, v6: bool
+) -> None:
+    frags = distinct_sources(frags)
+    shuffled = list(frags)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    duplicated = shuffled + shuffled[: len(shuffled) // 2 + 1]
+    expected = merge(frags, enable_ipv6=v6)
+    assert merge(shuffled, enable_ipv6=v6) == expected
+    assert merge(duplicated, enable_ipv6=v6) == expected
+
+
+def expected_conflicts(frags: list[Fragment]) -> set[tuple[str, str | None, frozenset[str]]]:
+    """(key, covered CIDR, sources involved), computed from explicit values with netaddr."""
+    out: set[tuple[str, str | None, frozenset[str]]] = set()
+    scalar_keys: dict[str, Callable[[Fragment], object]] = {
+        "masqLinkLocal": lambda f: f.masq_link_local,
+        "masqLinkLocalIPv6": lambda f: f.masq_link_local_ipv6,
+        "resyncInterval": lambda f: f.resync_interval,
+        "cidrLimit": lambda f: f.cidr_limit,
+    }
+    for key, get in scalar_keys.items():
+        setters = [f for f in frags if get(f) is not None]
+        if len({get(f) for f in setters}) > 1:
+            out.add((key, None, frozenset(f.source for f in setters)))
+    masq = netaddr.IPSet(str(n) for f in frags for n in f.masquerade_cidrs or ())
+    explicit = {n for f in frags for n in f.non_masquerade_cidrs or ()}
+    for net in explicit:
+        if netaddr.IPSet([str(net)]).issubset(masq):
+            listing = {f.source for f in frags if net in (f.non_masquerade_cidrs or ())}
+            overlapping = {
+                f.source for f in frags for m in f.masquerade_cidrs or () if m.overlaps(net)
+            }
+            out.add(("nonMasqueradeCIDRs", str(net), frozenset(listing | overlapping)))
+    return out
+
+
+# Fails if a source that leaves a key out is counted as disagreeing (e.g. None treated as
+# false), if equal values from two files are reported, or if coverage by a *union* of
+# masquerade CIDRs (10.0.0.0/9 + 10.128.0.0/9 over 10.0.0.0/8) is missed.
+@given(st.lists(fragments(limits=False), max_size=5))
+def test_conflicts_iff_explicit_disagreement(frags: list[Fragment]) -> None:
+    frags = distinct_sources(frags)
+    merged = merge(frags, enable_ipv6=True).unwrap()
+    got = {
+        (c.key, None if c.cidr is None else str(c.cidr), frozenset(s for s, _ in c.values))
+        for c in merged.conflicts
+    }
+    assert got == expected_conflicts(frags)
+    order = [
+        (c.key, cidr_key(c.cidr) if c.cidr else (0, 0, 0), tuple(c.values))
+        for c in merged.conflicts
+    ]
+    assert order == sorted(order)  # deterministic report order
+    for c in merged.conflicts:
+        assert list(c.values) == sorted(c.values)  # values sorted by source
+        assert "\n" not in str(c) and c.key in str(c)
+
+
+# Fails if conflict reporting depends on which source name sorts first (e.g. only the
+# first source's value is compared against the rest).
+@given(st.lists(fragments(limits=False), max_size=5), st.permutations(SOURCES))
+def test_conflicts_symmetric_in_sources(frags: list[Fragment], names: list[str]) -> None:
+    frags = distinct_sources(frags)
+    rename = dict(zip(SOURCES, names, strict=True))
+    renamed = [
+        Fragment(
+            rename[f.source],
+            f.non_masquerade_cidrs,
+            f.masquerade_cidrs,
+            f.masq_link_local,
+            f.masq_link_local_ipv6,
+            f.resync_interval,
+            f.cidr_limit,
+        )
+        for f in frags
+    ]
+    before = merge(frags, enable_ipv6=True).unwrap()
+    after = merge(renamed, enable_ipv6=True).unwrap()
+    assert before.config == after.config
+    assert {
+        (c.key, c.cidr, frozenset((rename[s], v) for s, v in c.values)) for c in before.conflicts
+    } == {(c.key, c.cidr, frozenset(c.values)) for c in after.conflicts}
+
+
+# Fails if the nonMasqueradeCIDRs default is dropped when some file sets only another key
+# (upstream v2's bug), if an explicit empty list is replaced by the default, or if any
+# other key's default or merge rule (OR, minimum, union) is changed.
+@given(st.lists(fragments(limits=False), max_size=5), st.booleans(), st.sampled_from([5.0, 60.0]))
+def test_defaults_and_rules_per_key(frags: list[Fragment], reserved: bool, resync: float) -> None:
+    frags = distinct_sources(frags)
+    config = (
+        merge(frags, enable_ipv6=True, reserved_ranges=reserved, default_resync_interval=resync)
+        .unwrap()
+        .config
+    )
+    setters = [f.non_masquerade_cidrs for f in frags if f.non_masquerade_cidrs is not None]
+    if setters:
+        assert set(config.non_masquerade_cidrs) == {n for s in setters for n in s}
+    else:
+        assert set(config.non_masquerade_cidrs) == set(RESERVED_RANGES if reserved else RFC1918)
+    assert set(config.masquerade_cidrs) == {n for f in frags for n in f.masquerade_cidrs or ()}
+    assert config.masq_link_local == any(f.masq_link_local is True for f in frags)
+    assert config.masq_link_local_ipv6 == any(f.masq_link_local_ipv6 is True for f in frags)
+    explicit = [f.resync_interval for f in frags if f.resync_interval is not None]
+    assert config.resync_interval == (min(explicit) if explicit else resync)
+    assert config.cidr_limit == 64
+    assert list(config.non_masquerade_cidrs) == list(sorted_cidrs(config.non_masquerade_cidrs))
+
+
+# Fails if IPv6 CIDRs pass without enable_ipv6, or if the error blames only one of several
+# sources that list IPv6 CIDRs.
+@given(st.lists(fragments(limits=False), min_size=1, max_size=5))
+def test_ipv6_without_enable_names_every_source(frags: list[Fragment]) -> None:
+    frags = distinct_sources(frags)
+    v6_sources = {
+        f.source
+        for f in frags
+        for n in (*(f.non_masquerade_cidrs or ()), *(f.masquerade_cidrs or ()))
+        if n.version == 6
+    }
+    result = merge(frags, enable_ipv6=False)
+    if not v6_sources:
+        assert isinstance(result, Success)
+        return
+    assert isinstance(result, Failure)
+    error = result.failure()
+    assert set(error.source.split(", ")) == v6_sources
+    assert "IPv6" in str(error)
+
+
+# Fails if the merged count ignores masqueradeCIDRs or the default CIDRs, counts a CIDR in
+# both lists twice, uses the largest cidrLimit, or blames no source.
+@given(st.lists(fragments(v6=False), min_size=1, max_size=5))
+def test_over_limit_fails_naming_sources(frags: list[Fragment]) -> None:
+    frags = distinct_sources(frags)
+    setters = [f.non_masquerade_cidrs for f in frags if f.non_masquerade_cidrs is not None]
+    non_masq = {n for s in setters for n in s} if setters else set(RFC1918)
+    count = len(non_masq | {n for f in frags for n in f.masquerade_cidrs or ()})
+    limit = min((f.cidr_limit for f in frags if f.cidr_limit is not None), default=64)
+    result = merge(frags)
+    if count <= limit:
+        assert isinstance(result, Success)
+        return
+    assert isinstance(result, Failure)
+    error = result.failure()
+    listing = {f.source for f in frags if f.non_masquerade_cidrs or f.masquerade_cidrs}
+    limiting = {f.source for f in frags if f.cidr_limit == limit}
+    assert set(error.source.split(", ")) == (listing or limiting)
+    assert f"{count} distinct CIDRs" in str(error) and str(limit) in str(error)
