@@ -1,16 +1,167 @@
-"""The agent's one HTTP server: /healthz, /readyz, /metrics (placeholder until observability lands)."""
+"""The agent's one HTTP server: /healthz, /readyz, /metrics.
+
+stdlib ``ThreadingHTTPServer`` in a daemon thread: no framework, and a scrape or
+probe never blocks the reconcile loop (the handlers only read ``Metrics``).
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
-from masq.shell.metrics import Metrics
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from masq.shell.metrics import Health, Metrics
+
+LOG = logging.getLogger("masq")
+DISABLED = "0"
 
 
 class Server(Protocol):
     def shutdown(self) -> None: ...
 
 
+class ServerError(Exception):
+    """The endpoint cannot be served (bad address, port taken); ``str()`` is one line."""
+
+
+def parse_bind(bind: str) -> tuple[str, int] | None:
+    """``host:port``, ``[v6]:port`` or ``:port`` (all IPv4 interfaces); ``"0"`` is None.
+
+    Raises ``ValueError`` with a one-line reason for anything else, so the CLI can
+    reject a bad flag before the loop starts.
+    """
+    text = bind.strip()
+    if text == DISABLED:
+        return None
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(
+            f"--metrics-bind-address {bind!r}: want host:port (port 0-65535; 0 picks a free"
+            " one), or 0 to disable"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "":
+        host = "0.0.0.0"
+    elif ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(
+                f"--metrics-bind-address {bind!r}: bracket an IPv6 host, as [::1]:9931"
+            ) from None
+    return host, int(port_text)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    metrics: Metrics  # set on the per-server subclass
+    server_version = "ip-masq-agent"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def _serve(self, *, body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                self._reply(200, self.metrics.exposition(), CONTENT_TYPE_LATEST, body=body)
+            elif path in ("/healthz", "/livez"):
+                self._probe(self.metrics.healthz(), body=body)
+            elif path == "/readyz":
+                self._probe(self.metrics.readyz(), body=body)
+            else:
+                self._reply(404, b"not found: try /healthz, /readyz or /metrics\n", body=body)
+        except Exception as e:  # a broken scrape must not kill the server thread
+            LOG.debug("http: %s failed", path, exc_info=True)
+            self._reply(500, f"internal error: {e}\n".encode(), body=body)
+
+    def _probe(self, health: Health, *, body: bool) -> None:
+        self._reply(200 if health.ok else 503, (health.reason + "\n").encode(), body=body)
+
+    def _reply(
+        self,
+        code: int,
+        payload: bytes,
+        content_type: str = "text/plain; charset=utf-8",
+        *,
+        body: bool,
+    ) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if body:
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Probes arrive every few seconds: keep them out of the agent's log unless asked."""
+        LOG.debug("http: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """A running server; ``shutdown`` stops the thread and closes the socket."""
+
+    def __init__(self, server: _Server, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return int(self._server.server_address[1])
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=1.0)
+
+
 def start_server(bind: str, metrics: Metrics) -> Server | None:
-    """Serve in a daemon thread on ``host:port``; ``"0"`` disables it (returns None)."""
-    return None
+    """Serve in a daemon thread on ``host:port``; ``"0"`` disables it (returns None).
+
+    Raises ``ServerError`` (one line) when the address is invalid or cannot be bound.
+    """
+    try:
+        address = parse_bind(bind)
+    except ValueError as e:
+        raise ServerError(str(e)) from None
+    if address is None:
+        return None
+    handler = type("Handler", (_Handler,), {"metrics": metrics})
+    server_class = _Server6 if ":" in address[0] else _Server
+    try:
+        server = server_class(address, handler)
+    except OSError as e:
+        raise ServerError(
+            f"cannot serve /metrics on {bind}: {e.strerror or e} (set --metrics-bind-address)"
+        ) from None
+    thread = threading.Thread(
+        target=server.serve_forever, name="masq-http", kwargs={"poll_interval": 0.2}, daemon=True
+    )
+    thread.start()
+    running = MetricsServer(server, thread)
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    LOG.info(
+        "serving /healthz, /readyz and /metrics",
+        extra={"kv": {"address": f"{host}:{running.port}"}},
+    )
+    return running

@@ -1,31 +1,333 @@
-"""Agent metrics and health state (placeholder: the observability work fills this in).
+"""Agent metrics and health state, fed by the reconcile loop's hooks.
 
-The reconcile loop calls these hooks; they must stay cheap and never raise.
+Everything lives on a dedicated ``CollectorRegistry`` (never prometheus_client's global
+one), so tests and several agents in one process do not share series.  The per-rule
+traffic counters are not counted here: they are the kernel's own counters, copied from
+the sync's listing of our chain and exposed by a custom collector.  Since a steady-state
+sync writes nothing, those counters keep growing across syncs.
+
+Every hook catches everything: metrics are never a reason for the loop to fail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from masq import __version__
 from masq.core.merge import Merged
-from masq.core.model import Family, Op, Ruleset
+from masq.core.model import (
+    FAMILIES,
+    POSTROUTING,
+    AppendRule,
+    CreateChain,
+    DeleteChain,
+    DeleteRule,
+    DeleteRuleAt,
+    Family,
+    FlushChain,
+    InsertRule,
+    Op,
+    Ruleset,
+    family_of,
+)
+
+LOG = logging.getLogger("masq")
+PREFIX = "ip_masq_agent"
+HEALTH_INTERVALS = 3  # /healthz tolerates this many resync intervals without a success
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CATCH_ALL = {"ipv4": "0.0.0.0/0", "ipv6": "::/0"}
+OP_NAMES: dict[type, str] = {
+    CreateChain: "create_chain",
+    FlushChain: "flush_chain",
+    DeleteChain: "delete_chain",
+    AppendRule: "append",
+    InsertRule: "insert",
+    DeleteRuleAt: "delete",
+    DeleteRule: "delete",
+}
+KINDS = ("non_masquerade", "masquerade")
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One answer of a probe: ``ok`` decides 200 or 503, ``reason`` is the body."""
+
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTraffic:
+    """Kernel counters of the rules sharing one label set, summed."""
+
+    family: Family
+    cidr: str
+    action: str
+    packets: int
+    bytes: int
+
+
+def traffic_of(ruleset: Ruleset) -> tuple[RuleTraffic, ...]:
+    """Per (cidr, action) counters of our chain(s), in chain order.
+
+    Every chain but POSTROUTING is ours (the sync lists only what it owns).  Rules
+    sharing labels (v1's --to-ports rules are all catch-all MASQUERADEs) are summed,
+    since a label set may appear only once.  Rules without counters are skipped.
+    """
+    sums: dict[tuple[str, str], list[int]] = {}
+    for name in sorted(ruleset.chains):
+        if name == POSTROUTING:
+            continue
+        for rule in ruleset.chains[name].rules:
+            if rule.counters is None or rule.action not in ("RETURN", "MASQUERADE"):
+                continue
+            cidr = CATCH_ALL[ruleset.family] if rule.destination is None else str(rule.destination)
+            acc = sums.setdefault((cidr, rule.action), [0, 0])
+            acc[0] += rule.counters.packets
+            acc[1] += rule.counters.bytes
+    return tuple(
+        RuleTraffic(ruleset.family, cidr, action, packets, nbytes)
+        for (cidr, action), (packets, nbytes) in sums.items()
+    )
+
+
+class _TrafficCollector(Collector):
+    """Exposes the last observed kernel counters as they are (no local arithmetic)."""
+
+    def __init__(self, snapshot: Callable[[], tuple[RuleTraffic, ...]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["family", "cidr", "action"]
+        packets = CounterMetricFamily(
+            f"{PREFIX}_packets",
+            "Packets matched by each rule of the agent's chain (the kernel's counter).",
+            labels=labels,
+        )
+        nbytes = CounterMetricFamily(
+            f"{PREFIX}_bytes",
+            "Bytes matched by each rule of the agent's chain (the kernel's counter).",
+            labels=labels,
+        )
+        for t in self._snapshot():
+            packets.add_metric([t.family, t.cidr, t.action], t.packets)
+            nbytes.add_metric([t.family, t.cidr, t.action], t.bytes)
+        yield packets
+        yield nbytes
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class Metrics:
-    def __init__(self, resync_interval: float = 60.0) -> None:
+    """Counters, gauges and health for one agent; every method is thread-safe.
+
+    ``clock`` (monotonic) drives health, ``wall`` the exported timestamp; both are
+    injectable so tests can move time without sleeping.
+    """
+
+    def __init__(
+        self,
+        resync_interval: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        version: str = __version__,
+    ) -> None:
         self.resync_interval = resync_interval
+        self._clock = clock
+        self._wall = wall
+        self._lock = threading.Lock()
+        self._started = clock()
+        self._alive: float = self._started
+        self._last_success: float | None = None
+        self._last_error: str | None = None
+        self._last_ok = True
+        self._traffic: dict[Family, tuple[RuleTraffic, ...]] = {}
+
+        # ``*_created`` series only double the exposition; the agent owns its process.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._syncs = Counter(f"{PREFIX}_syncs", "Syncs by result.", ["result"], registry=r)
+        for result in ("success", "failure"):
+            self._syncs.labels(result=result)
+        self._duration = Histogram(
+            f"{PREFIX}_sync_duration_seconds",
+            "Wall time of one sync (read config, list, plan, write).",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self._writes = Counter(
+            f"{PREFIX}_rule_writes",
+            "Operations written to the kernel, by family and operation.",
+            ["family", "op"],
+            registry=r,
+        )
+        self._last_success_ts = Gauge(
+            f"{PREFIX}_last_success_timestamp_seconds",
+            "Unix time of the last successful sync (0 before the first).",
+            registry=r,
+        )
+        self._fragments = Gauge(
+            f"{PREFIX}_config_fragments", "Config files read by the last load.", registry=r
+        )
+        self._conflicts = Gauge(
+            f"{PREFIX}_config_conflicts",
+            "Conflicts between config files in the last merge.",
+            registry=r,
+        )
+        self._cidrs = Gauge(
+            f"{PREFIX}_cidrs",
+            "CIDRs in the effective config, by family and kind.",
+            ["family", "kind"],
+            registry=r,
+        )
+        for family in FAMILIES:
+            for kind in KINDS:
+                self._cidrs.labels(family=family, kind=kind)
+        self._build = Gauge(
+            f"{PREFIX}_build_info", "Always 1; the agent's version.", ["version"], registry=r
+        )
+        self._build.labels(version=version).set(1)
+        r.register(_TrafficCollector(self._traffic_snapshot))
+
+    # --- hooks the loop calls ---------------------------------------------------
 
     def config_loaded(self, fragments: int, merged: Merged) -> None:
         """A config was read and merged (called every sync)."""
+        try:
+            config = merged.config
+            self._fragments.set(fragments)
+            self._conflicts.set(len(merged.conflicts))
+            for kind, nets in (
+                ("non_masquerade", config.non_masquerade_cidrs),
+                ("masquerade", config.masquerade_cidrs),
+            ):
+                for family in FAMILIES:
+                    count = sum(1 for n in nets if family_of(n) == family)
+                    self._cidrs.labels(family=family, kind=kind).set(count)
+            with self._lock:
+                self.resync_interval = config.resync_interval
+        except Exception:
+            LOG.debug("metrics: config_loaded failed", exc_info=True)
 
     def rule_writes(self, family: Family, ops: Sequence[Op]) -> None:
         """Ops were written to the kernel for ``family`` (not called for empty plans)."""
+        try:
+            for op in ops:
+                name = OP_NAMES.get(type(op), type(op).__name__.lower())
+                self._writes.labels(family=family, op=name).inc()
+        except Exception:
+            LOG.debug("metrics: rule_writes failed", exc_info=True)
 
     def observed(self, family: Family, ruleset: Ruleset) -> None:
         """The sync's own listing of our chain, with kernel counters on each rule."""
+        try:
+            traffic = traffic_of(ruleset)
+            with self._lock:
+                self._traffic[family] = traffic
+        except Exception:
+            LOG.debug("metrics: observed failed", exc_info=True)
 
     def sync_finished(self, ok: bool, duration_seconds: float, reason: str | None = None) -> None:
         """One sync ended; ``reason`` is the one-line error when not ok."""
+        try:
+            now = self._clock()
+            self._syncs.labels(result="success" if ok else "failure").inc()
+            self._duration.observe(max(duration_seconds, 0.0))
+            with self._lock:
+                self._alive = now
+                self._last_ok = ok
+                if ok:
+                    self._last_success = now
+                    self._last_error = None
+                else:
+                    self._last_error = _one_line(reason) or "sync failed (no reason given)"
+            if ok:
+                self._last_success_ts.set(self._wall())
+        except Exception:
+            LOG.debug("metrics: sync_finished failed", exc_info=True)
 
     def loop_alive(self) -> None:
         """The loop woke up (called at least once per resync interval)."""
+        try:
+            now = self._clock()
+            with self._lock:
+                self._alive = now
+        except Exception:
+            LOG.debug("metrics: loop_alive failed", exc_info=True)
+
+    # --- what the endpoints read ------------------------------------------------
+
+    def healthz(self) -> Health:
+        """Healthy while the loop is alive and a sync succeeded within three intervals.
+
+        Before the first success the agent's start counts as one, so a slow first
+        sync is not a liveness failure (readiness covers it).  A failed last sync
+        is reported in the body even while the grace period keeps the status 200.
+        """
+        now = self._clock()
+        with self._lock:
+            limit = HEALTH_INTERVALS * self.resync_interval
+            alive_age = now - self._alive
+            success_age = now - (
+                self._last_success if self._last_success is not None else self._started
+            )
+            error = self._last_error if not self._last_ok else None
+            ever = self._last_success is not None
+        if alive_age > limit:
+            return Health(False, f"sync loop stalled: no sign of life for {alive_age:.1f}s")
+        if success_age > limit:
+            what = "no successful sync for" if ever else "no successful sync since start,"
+            detail = f"{what} {success_age:.1f}s (limit {limit:g}s)"
+            if error:
+                detail += f"; last error: {error}"
+            return Health(False, detail)
+        if error:
+            return Health(True, f"ok (last sync failed, retrying: {error})")
+        return Health(True, "ok")
+
+    def readyz(self) -> Health:
+        """Ready once the first sync succeeded (the rules are in place)."""
+        with self._lock:
+            ready = self._last_success is not None
+            error = self._last_error
+        if ready:
+            return Health(True, "ok")
+        reason = "no successful sync yet"
+        if error:
+            reason += f"; last error: {error}"
+        return Health(False, reason)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        data: bytes = generate_latest(self.registry)
+        return data
+
+    def _traffic_snapshot(self) -> tuple[RuleTraffic, ...]:
+        with self._lock:
+            return tuple(t for family in FAMILIES for t in self._traffic.get(family, ()))
+
+
+def _one_line(text: str | None, limit: int = 500) -> str:
+    """The error as one line (multi-line tool output joined), short enough for a probe body."""
+    if not text:
+        return ""
+    line = " / ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
