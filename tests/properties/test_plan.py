@@ -1,0 +1,264 @@
+"""Property 4: plans are correct, minimal, and leave foreign rules alone."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
+from pyrsistent import pmap, pvector
+
+from masq.core.model import (
+    POSTROUTING,
+    AppendRule,
+    Chain,
+    CreateChain,
+    DeleteChain,
+    DeleteRule,
+    DeleteRuleAt,
+    FlushChain,
+    InsertRule,
+    MasqConfig,
+    Op,
+    Rule,
+    Ruleset,
+    sorted_cidrs,
+)
+from masq.core.plan import apply_ops, cleanup_ops, plan, replace_ops
+from masq.core.ruleset import (
+    RETURN_COMMENT,
+    RulesetOptions,
+    desired_ruleset,
+    jump_comment,
+)
+
+CHAIN = "IP-MASQ-AGENT"
+OPTIONS = RulesetOptions(chain=CHAIN, to_ports=None)
+
+v4_cidrs = st.builds(
+    lambda value, prefix: ipaddress.IPv4Network((value, prefix), strict=False),
+    st.integers(0, 2**32 - 1),
+    st.integers(8, 32),
+)
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> MasqConfig:
+    return MasqConfig(
+        non_masquerade_cidrs=sorted_cidrs(draw(st.lists(v4_cidrs, max_size=12))),
+        masquerade_cidrs=sorted_cidrs(draw(st.lists(v4_cidrs, max_size=3))),
+        masq_link_local=draw(st.booleans()),
+    )
+
+
+def desired_for(config: MasqConfig, to_ports: str | None = None) -> Ruleset:
+    return desired_ruleset(config, "ipv4", RulesetOptions(chain=CHAIN, to_ports=to_ports))
+
+
+# Rules an observed kernel may hold that the desired ruleset never does.
+stray_rules = st.one_of(
+    st.builds(lambda n: Rule(action="RETURN", comment=RETURN_COMMENT, destination=n), v4_cidrs),
+    st.builds(
+        lambda n: Rule(action="OTHER", comment="", spec=f"-s {n} -j ACCEPT"),
+        v4_cidrs,
+    ),
+)
+jump_variants = st.sampled_from(
+    [
+        Rule(action="JUMP", comment=jump_comment(CHAIN), not_local=True, jump_chain=CHAIN),
+        Rule(action="JUMP", comment=f'"{jump_comment(CHAIN)}"', not_local=True, jump_chain=CHAIN),
+        Rule(
+            action="OTHER",
+            comment="",
+            jump_chain=CHAIN,
+            spec=f"-s 10.0.0.0/8 -j {CHAIN}",
+        ),
+    ]
+)
+foreign_rules = st.sampled_from(
+    [
+        Rule(action="OTHER", comment="", jump_chain="KUBE-POSTROUTING", spec="-j KUBE-POSTROUTING"),
+        Rule(action="MASQUERADE", comment="cni", destination=ipaddress.IPv4Network("10.1.0.0/16")),
+        Rule(action="OTHER", comment="", spec="-o eth9 -j MASQUERADE"),
+    ]
+)
+
+
+@st.composite
+def observed_for(draw: st.DrawFn, desired: Ruleset) -> Ruleset:
+    wanted = desired.chains[CHAIN].rules
+    chains: dict[str, Chain] = {}
+    if draw(st.booleans()) or not wanted:
+        kept = draw(st.lists(st.sampled_from(list(wanted)), max_size=len(wanted) + 2))
+        noise = draw(st.lists(stray_rules, max_size=4))
+        mixed = draw(st.permutations([*kept, *noise]))
+        chains[CHAIN] = Chain(CHAIN, pvector(mixed))
+    post = draw(
+        st.permutations(
+            [
+                *draw(st.lists(jump_variants, max_size=4)),
+                *draw(st.lists(foreign_rules, max_size=3, unique=True)),
+            ]
+        )
+    )
+    chains[POSTROUTING] = Chain(POSTROUTING, pvector(post))
+    return Ruleset(family="ipv4", chains=pmap(chains))
+
+
+def owned(ruleset: Ruleset) -> Ruleset:
+    """Our chain and our jumps only: what the agent is answerable for."""
+    post = ruleset.chains[POSTROUTING].rules
+    chains = {POSTROUTING: Chain(POSTROUTING, pvector(r for r in post if r.jump_chain == CHAIN))}
+    if CHAIN in ruleset.chains:
+        chains[CHAIN] = ruleset.chains[CHAIN]
+    return Ruleset(family=ruleset.family, chains=pmap(chains))
+
+
+def foreign(ruleset: Ruleset) -> list[Rule]:
+    return [r for r in ruleset.chains[POSTROUTING].rules if r.jump_chain != CHAIN]
+
+
+def lcs(a: list[Rule], b: list[Rule]) -> int:
+    """Quadratic oracle for the minimal edit size."""
+    row = [0] * (len(b) + 1)
+    for x in a:
+        prev = 0
+        for j, y in enumerate(b):
+            cur = row[j + 1]
+            row[j + 1] = prev + 1 if x == y else max(row[j + 1], row[j])
+            prev = cur
+    return row[-1]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[Ruleset, Ruleset]:
+    desired = desired_for(draw(configs()), draw(st.sampled_from([None, "1024-65535", "1-2,5"])))
+    return desired, draw(observed_for(desired))
+
+
+@given(scenarios())
+def test_plan_reaches_desired_and_spares_foreign_rules(scenario: tuple[Ruleset, Ruleset]) -> None:
+    # Fails if deletes run low-to-high (positions shift), if inserts use the
+    # observed position, or if the jump fix-up deletes a foreign POSTROUTING rule.
+    desired, observed = scenario
+    result = apply_ops(observed, plan(desired, observed))
+    assert owned(result) == desired
+    assert foreign(result) == foreign(observed)
+
+
+@given(scenarios())
+def test_plan_edits_our_chain_minimally(scenario: tuple[Ruleset, Ruleset]) -> None:
+    # Fails if the diff keeps a common subsequence shorter than the longest one
+    # (e.g. a greedy match), or touches POSTROUTING more than the stale jumps need.
+    desired, observed = scenario
+    ops = plan(desired, observed)
+    chain_ops = [op for op in ops if getattr(op, "chain", None) == CHAIN]
+    want = list(desired.chains[CHAIN].rules)
+    if CHAIN in observed.chains:
+        have = list(observed.chains[CHAIN].rules)
+        assert len(chain_ops) == len(have) + len(want) - 2 * lcs(have, want)
+    else:
+        assert chain_ops == [CreateChain(CHAIN), *(AppendRule(CHAIN, r) for r in want)]
+    jumps = [r for r in observed.chains[POSTROUTING].rules if r.jump_chain == CHAIN]
+    keeps = desired.chains[POSTROUTING].rules[0] in jumps
+    post_ops = [op for op in ops if getattr(op, "chain", None) == POSTROUTING]
+    assert len(post_ops) == len(jumps) - (1 if keeps else 0) + (0 if keeps else 1)
+
+
+@given(configs())
+def test_plan_of_equal_rulesets_is_empty(config: MasqConfig) -> None:
+    # Fails if plan always re-appends the jump or rewrites the chain (every sync would write).
+    desired = desired_for(config)
+    assert plan(desired, desired) == ()
+
+
+@given(configs(), v4_cidrs)
+def test_one_added_cidr_is_one_insert(config: MasqConfig, extra: ipaddress.IPv4Network) -> None:
+    # Fails if the diff rewrites the tail after the new rule instead of inserting once.
+    before = desired_for(config)
+    after = desired_for(
+        MasqConfig(
+            non_masquerade_cidrs=sorted_cidrs([*config.non_masquerade_cidrs, extra]),
+            masquerade_cidrs=config.masquerade_cidrs,
+            masq_link_local=config.masq_link_local,
+        )
+    )
+    ops = plan(after, before)
+    if after == before:
+        assert ops == ()
+    else:
+        assert len(ops) == 1
+        assert isinstance(ops[0], InsertRule)
+        assert apply_ops(before, ops) == after
+
+
+@given(configs(), st.data())
+def test_one_removed_cidr_is_one_delete(config: MasqConfig, data: st.DataObject) -> None:
+    # Fails if deletes are planned by spec for our chain or a removal triggers a rewrite.
+    if not config.non_masquerade_cidrs:
+        return
+    gone = data.draw(st.sampled_from(list(config.non_masquerade_cidrs)))
+    before = desired_for(config)
+    after = desired_for(
+        MasqConfig(
+            non_masquerade_cidrs=config.non_masquerade_cidrs.remove(gone),
+            masquerade_cidrs=config.masquerade_cidrs,
+            masq_link_local=config.masq_link_local,
+        )
+    )
+    ops = plan(after, before)
+    if after == before:  # the link-local RETURN stays when masqLinkLocal is false
+        assert ops == ()
+    else:
+        assert len(ops) == 1
+        assert isinstance(ops[0], DeleteRuleAt)
+        assert apply_ops(before, ops) == after
+
+
+@given(scenarios())
+def test_replace_ops_also_reach_desired(scenario: tuple[Ruleset, Ruleset]) -> None:
+    # Fails if the full-sync fallback forgets the jump fix-up or appends before creating.
+    desired, observed = scenario
+    result = apply_ops(observed, replace_ops(desired, observed))
+    assert owned(result) == desired
+    assert foreign(result) == foreign(observed)
+
+
+@given(scenarios())
+def test_cleanup_removes_every_trace(scenario: tuple[Ruleset, Ruleset]) -> None:
+    # Fails if cleanup deletes the chain before the jumps (the kernel refuses) or
+    # leaves a v2-quoted jump behind.
+    _, observed = scenario
+    ops = cleanup_ops(observed, CHAIN)
+    result = apply_ops(observed, ops)
+    assert CHAIN not in result.chains
+    assert foreign(result) == foreign(observed)
+    assert len(result.chains[POSTROUTING].rules) == len(foreign(observed))
+    assert cleanup_ops(result, CHAIN) == ()
+
+
+def test_apply_ops_refuses_what_the_kernel_refuses() -> None:
+    desired = desired_for(MasqConfig())
+    empty = Ruleset(family="ipv4", chains=pmap({POSTROUTING: Chain(POSTROUTING)}))
+    refused: list[list[Op]] = [
+        [AppendRule(POSTROUTING, desired.chains[POSTROUTING].rules[0])],  # jump to missing chain
+        [CreateChain(CHAIN), DeleteRuleAt(CHAIN, 1)],
+        [CreateChain(CHAIN), InsertRule(CHAIN, 2, desired.chains[CHAIN].rules[0])],
+        [DeleteRule(POSTROUTING, desired.chains[POSTROUTING].rules[0])],
+        [FlushChain(CHAIN)],
+        [CreateChain(POSTROUTING)],
+    ]
+    for ops in refused:
+        try:
+            apply_ops(empty, ops)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {ops}")
+    # A referenced chain cannot be deleted, even when empty.
+    full = apply_ops(empty, plan(desired, empty))
+    try:
+        apply_ops(full, [FlushChain(CHAIN), DeleteChain(CHAIN)])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("deleted a referenced chain")
