@@ -1,0 +1,324 @@
+"""The ``ip-masq-agent`` command line: Go ``flag``-style parsing, then dispatch.
+
+Go's ``flag`` package (which v1 and v2 use) accepts ``-flag`` and ``--flag``,
+``=value`` or a separate value, and booleans only as bare ``-flag`` or
+``-flag=value``.  argparse cannot express "a bool never takes the next
+argument" together with single-dash long names, so this is a small table-driven
+parser that behaves like Go's, which lets existing DaemonSet args work unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from returns.result import Failure
+
+from masq import __version__
+from masq.core.ports import parse_to_ports, valid_chain_name
+from masq.shell.options import DEFAULT_METRICS_BIND, Options
+
+PROG = "ip-masq-agent"
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad command line: one line on stderr and exit 2, like Go's flag package."""
+
+
+Kind = Literal["bool", "str"]
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    name: str
+    kind: Kind
+    help: str
+    field: str | None = None  # Options field; None: accepted and ignored (klog)
+    convert: Callable[[str], Any] | None = None  # str flags only; raises UsageError
+
+
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def parse_bool(text: str) -> bool:
+    """Go's ``strconv.ParseBool``: exactly these spellings, nothing else."""
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise UsageError(f"invalid boolean value {text!r}")
+
+
+def _chain(text: str) -> str:
+    if not valid_chain_name(text):
+        raise UsageError(
+            f"invalid chain name {text!r}: 1..28 printable characters, no quotes, not starting"
+            " with '-' or '!', not a built-in chain or target"
+        )
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"invalid seconds {text!r}: want a number such as 60 or 0.5") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"invalid seconds {text!r}: must be greater than 0")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise UsageError(f"invalid integer {text!r}") from None
+
+
+def _to_ports(text: str) -> str | None:
+    if text == "":
+        return None  # v1: empty means "no --to-ports"
+    parsed = parse_to_ports(text)
+    if isinstance(parsed, Failure):
+        raise UsageError(str(parsed.failure()))
+    return text
+
+
+def _backend(text: str) -> str:
+    if text not in ("auto", "nft", "legacy"):
+        raise UsageError(f"invalid backend {text!r}: want auto, nft or legacy")
+    return text
+
+
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise UsageError(f"invalid log format {text!r}: want text or json")
+    return text
+
+
+def _bind(text: str) -> str:
+    if text == "0":
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise UsageError(f"invalid address {text!r}: want host:port, :port or 0 to disable")
+    if host.startswith("[") != host.endswith("]"):
+        raise UsageError(f"invalid address {text!r}: unbalanced brackets")
+    return text
+
+
+def _nonempty(text: str) -> str:
+    if text == "":
+        raise UsageError("must not be empty")
+    return text
+
+
+FLAGS: tuple[Flag, ...] = (
+    # upstream v1/v2
+    Flag("masq-chain", "str", "nat chain for the masquerade rules", "masq_chain", _chain),
+    Flag(
+        "nomasq-all-reserved-ranges",
+        "bool",
+        "default nonMasqueradeCIDRs: every reserved IPv4 range, not only RFC 1918",
+        "nomasq_all_reserved_ranges",
+    ),
+    Flag("enable-ipv6", "bool", "also manage ip6tables", "enable_ipv6"),
+    Flag("resync-interval", "str", "seconds between resyncs", "resync_interval", _seconds),
+    Flag("random-fully", "bool", "add --random-fully where supported", "random_fully"),
+    Flag(
+        "to-ports",
+        "str",
+        'MASQUERADE to these ports, e.g. "1024-29999,32768-65535"',
+        "to_ports",
+        _to_ports,
+    ),
+    Flag("v", "str", "log verbosity (klog style)", "verbosity", _int),
+    # ours
+    Flag("config-dir", "str", "directory holding the config files", "config_dir", _nonempty),
+    Flag("config-prefix", "str", "config file name prefix", "config_prefix"),
+    Flag("once", "bool", "sync once and exit", "once"),
+    Flag("dry-run", "bool", "print the plan, change nothing", "dry_run"),
+    Flag("cleanup", "bool", "remove our chain and POSTROUTING jump, then exit", "cleanup"),
+    Flag("fail-on-conflict", "bool", "treat config conflicts as fatal", "fail_on_conflict"),
+    Flag("iptables-backend", "str", "auto, nft or legacy", "iptables_backend", _backend),
+    Flag(
+        "metrics-bind-address",
+        "str",
+        f"HTTP host:port ({DEFAULT_METRICS_BIND}); 0 disables",
+        "metrics_bind_address",
+        _bind,
+    ),
+    Flag("log-format", "str", "text or json", "log_format", _log_format),
+    Flag(
+        "explain",
+        "str",
+        "explain the decision for one destination IP, then exit",
+        "explain",
+        _nonempty,
+    ),
+    Flag("validate", "bool", "validate the config dir, then exit", "validate"),
+    Flag("version", "bool", "print the version and exit"),
+    Flag("help", "bool", "print this help"),
+    Flag("h", "bool", "print this help"),
+    # klog's common flags: accepted and ignored so existing DaemonSet args keep working
+    Flag("logtostderr", "bool", "(klog, ignored)"),
+    Flag("alsologtostderr", "bool", "(klog, ignored)"),
+    Flag("stderrthreshold", "str", "(klog, ignored)"),
+    Flag("log_dir", "str", "(klog, ignored)"),
+    Flag("log_file", "str", "(klog, ignored)"),
+    Flag("log_file_max_size", "str", "(klog, ignored)"),
+    Flag("log_backtrace_at", "str", "(klog, ignored)"),
+    Flag("one_output", "bool", "(klog, ignored)"),
+    Flag("skip_headers", "bool", "(klog, ignored)"),
+    Flag("skip_log_headers", "bool", "(klog, ignored)"),
+    Flag("add_dir_header", "bool", "(klog, ignored)"),
+    Flag("vmodule", "str", "(klog, ignored)"),
+)
+_BY_NAME = {f.name: f for f in FLAGS}
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    options: Options
+    version: bool = False
+    help: bool = False
+
+
+def parse_args(argv: Sequence[str]) -> Parsed:
+    """Go ``flag`` semantics; raises UsageError with a one-line message."""
+    values: dict[str, Any] = {}
+    ignored: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            if i < len(argv):
+                raise UsageError(f"unexpected argument {argv[i]!r}")
+            break
+        if not arg.startswith("-") or arg == "-":
+            raise UsageError(f"unexpected argument {arg!r}")
+        body = arg[2:] if arg.startswith("--") else arg[1:]
+        if not body or body.startswith(("-", "=")):
+            raise UsageError(f"bad flag syntax: {arg}")
+        name, eq, value = body.partition("=")
+        flag = _BY_NAME.get(name)
+        if flag is None:
+            raise UsageError(f"flag provided but not defined: -{name}")
+        if flag.kind == "bool":
+            parsed: Any = True
+            if eq:
+                try:
+                    parsed = parse_bool(value)
+                except UsageError as e:
+                    raise UsageError(f"invalid value {value!r} for flag -{name}: {e}") from None
+        else:
+            if not eq:
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = argv[i]
+                i += 1
+            parsed = value
+            if flag.convert is not None:
+                try:
+                    parsed = flag.convert(value)
+                except UsageError as e:
+                    raise UsageError(f"invalid value {value!r} for flag -{name}: {e}") from None
+        if flag.field is not None:
+            values[flag.field] = parsed
+        else:
+            ignored[name] = parsed
+    return Parsed(
+        options=Options(**values),
+        version=ignored.get("version") is True,
+        help=ignored.get("help") is True or ignored.get("h") is True,
+    )
+
+
+def usage() -> str:
+    lines = [f"Usage of {PROG}:"]
+    defaults = Options()
+    for f in FLAGS:
+        default = ""
+        if f.field is not None:
+            value = getattr(defaults, f.field)
+            if value not in (None, "", False):
+                default = f" (default {value})"
+        arg = "" if f.kind == "bool" else " value"
+        lines.append(f"  -{f.name}{arg}\n    \t{f.help}{default}")
+    return "\n".join(lines)
+
+
+def _flags_line(opts: Options) -> str:
+    """Every effective flag, as v1 logs them at start-up."""
+    return " ".join(f"--{f.name}={getattr(opts, f.field)}" for f in FLAGS if f.field is not None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script and ``python -m masq``; returns the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        parsed = parse_args(args)
+    except UsageError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"Run '{PROG} --help' for usage.", file=sys.stderr)
+        return EXIT_USAGE
+    if parsed.help:
+        print(usage())
+        return 0
+    if parsed.version:
+        print(f"{PROG} {__version__}")
+        return 0
+    opts = parsed.options
+
+    from masq.shell import logs
+
+    logs.setup(opts.verbosity, opts.log_format)
+    logs.LOG.info("starting", extra={"kv": {"version": __version__, "flags": _flags_line(opts)}})
+    return run(opts)
+
+
+def run(opts: Options) -> int:
+    """Dispatch on the mode flags; every failure becomes one line and an exit code."""
+    from masq.shell.errors import AgentError
+
+    try:
+        if opts.explain is not None:
+            return _observability_command("explain", opts)
+        if opts.validate:
+            return _observability_command("validate", opts)
+        from masq.shell import agent
+
+        if opts.cleanup:
+            return agent.cleanup(opts)
+        if opts.once or opts.dry_run:
+            return agent.run_once(opts)
+        from masq.shell import daemon
+
+        return daemon.run(opts)
+    except AgentError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def _observability_command(name: str, opts: Options) -> int:
+    """``--explain``/``--validate`` live in commands.py (observability work)."""
+    import importlib
+
+    from masq.shell.errors import AgentError
+
+    try:
+        commands = importlib.import_module("masq.shell.commands")
+    except ImportError:
+        raise AgentError(f"--{name} is not available in this build") from None
+    if name == "explain":
+        assert opts.explain is not None
+        return int(commands.explain(opts, opts.explain))
+    return int(commands.validate(opts))

@@ -1,0 +1,219 @@
+"""The daemon: sync, then sleep in one ``select`` until the config changes, the resync
+interval passes, or a signal arrives.
+
+Idle cost is one blocked ``select`` on the inotify fd and a signal pipe; nothing
+polls unless the config dir and its parent are both missing (then once a second).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from inotify_simple import INotify
+from inotify_simple import flags as F
+
+from masq.shell import http
+from masq.shell.agent import MAX_ATTEMPTS, Agent, backoff_seconds
+from masq.shell.errors import AgentError, TransientError
+from masq.shell.metrics import Metrics
+from masq.shell.options import Options
+
+LOG = logging.getLogger("masq.daemon")
+DEBOUNCE_SECONDS = 0.1
+DEBOUNCE_MAX_SECONDS = 0.5  # a burst of writes never delays a sync longer than this
+POLL_SECONDS = 1.0
+DIR_MASK = (
+    F.CREATE
+    | F.DELETE
+    | F.MOVED_FROM
+    | F.MOVED_TO
+    | F.MODIFY
+    | F.ATTRIB
+    | F.CLOSE_WRITE
+    | F.DELETE_SELF
+    | F.MOVE_SELF
+)
+PARENT_MASK = F.CREATE | F.MOVED_TO | F.DELETE | F.MOVED_FROM | F.ATTRIB
+
+
+class ConfigWatcher:
+    """inotify on the config dir (or, while it is missing, on its parent)."""
+
+    def __init__(self, config_dir: str) -> None:
+        self.config_dir = os.path.abspath(config_dir)
+        self.parent = os.path.dirname(self.config_dir) or "/"
+        self.name = os.path.basename(self.config_dir)
+        self.inotify = INotify()
+        self._wd: int | None = None
+        self._watching_dir = False
+        self.rewatch()
+
+    def fileno(self) -> int:
+        return int(self.inotify.fileno())
+
+    @property
+    def polling(self) -> bool:
+        """Neither the dir nor its parent can be watched: callers wake once a second."""
+        return self._wd is None
+
+    def rewatch(self) -> None:
+        """Watch the dir if it exists, else its parent (to see it appear), else nothing."""
+        if self._wd is not None:
+            with contextlib.suppress(OSError):  # already gone with the dir (IN_IGNORED)
+                self.inotify.rm_watch(self._wd)
+            self._wd = None
+        for path, mask, is_dir in (
+            (self.config_dir, DIR_MASK, True),
+            (self.parent, PARENT_MASK, False),
+        ):
+            try:
+                self._wd = int(self.inotify.add_watch(path, mask))
+                self._watching_dir = is_dir
+                return
+            except OSError:
+                continue
+
+    def drain(self) -> bool:
+        """Read pending events; True if any could change the config."""
+        relevant = False
+        need_rewatch = False
+        for event in self.inotify.read(timeout=0):
+            mask = int(event.mask)
+            if mask & (F.IGNORED | F.DELETE_SELF | F.MOVE_SELF):
+                need_rewatch = True
+                relevant = True
+            elif self._watching_dir:
+                # Any entry counts, dot-names too: the kubelet's ``..data`` symlink swap
+                # (MOVED_TO) is the one event a ConfigMap update is guaranteed to make.
+                relevant = True
+            elif event.name == self.name:
+                need_rewatch = True
+                relevant = True
+        if need_rewatch or (not self._watching_dir and os.path.isdir(self.config_dir)):
+            self.rewatch()
+        return relevant
+
+    def close(self) -> None:
+        self.inotify.close()
+
+
+class Stopper:
+    """SIGTERM/SIGINT set a flag and wake the ``select`` through a pipe."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        with contextlib.suppress(OSError):  # pipe full: a wake-up is pending anyway
+            os.write(self.write_fd, b"x")
+
+    @property
+    def stopped(self) -> bool:
+        return self.signum is not None
+
+    def close(self) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)  # type: ignore[arg-type]
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+def wait_for_change(
+    watcher: ConfigWatcher,
+    stopper: Stopper,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Block until ``"config"`` changed (debounced), ``"timeout"`` or ``"signal"``."""
+    deadline = clock() + timeout
+    while True:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return "timeout"
+        step = min(remaining, POLL_SECONDS) if watcher.polling else remaining
+        ready, _, _ = select.select([watcher.fileno(), stopper.read_fd], [], [], step)
+        if stopper.stopped:
+            return "signal"
+        if watcher.polling:
+            watcher.rewatch()
+            if not watcher.polling:
+                return "config"  # the dir (or its parent) appeared
+            continue
+        if ready and watcher.drain():
+            _debounce(watcher, stopper, clock)
+            return "signal" if stopper.stopped else "config"
+
+
+def _debounce(watcher: ConfigWatcher, stopper: Stopper, clock: Callable[[], float]) -> None:
+    """Let a burst of writes (a ConfigMap swap is several events) settle for ~100 ms."""
+    limit = clock() + DEBOUNCE_MAX_SECONDS
+    while clock() < limit and not stopper.stopped:
+        ready, _, _ = select.select([watcher.fileno(), stopper.read_fd], [], [], DEBOUNCE_SECONDS)
+        if not ready:
+            return
+        watcher.drain()
+
+
+def run(opts: Options) -> int:
+    """The daemon; returns 0 on SIGTERM/SIGINT, 1 on a fatal error (rules stay as they are)."""
+    metrics = Metrics(resync_interval=opts.resync_interval)
+    agent = Agent(opts, metrics)
+    stopper = Stopper()
+    watcher = ConfigWatcher(opts.config_dir)
+    server = http.start_server(opts.metrics_bind_address, metrics)
+    try:
+        return _loop(opts, agent, metrics, watcher, stopper)
+    finally:
+        if server is not None:
+            server.shutdown()
+        watcher.close()
+        stopper.close()
+
+
+def _loop(
+    opts: Options, agent: Agent, metrics: Metrics, watcher: ConfigWatcher, stopper: Stopper
+) -> int:
+    failures = 0
+    interval = opts.resync_interval
+    while not stopper.stopped:
+        metrics.loop_alive()
+        started = time.monotonic()
+        try:
+            report = agent.sync()
+        except TransientError as e:
+            failures += 1
+            metrics.sync_finished(False, time.monotonic() - started, str(e))
+            LOG.warning(
+                "sync failed, will retry",
+                extra={"kv": {"error": str(e), "attempt": failures}},
+            )
+            if failures >= MAX_ATTEMPTS:
+                raise AgentError(f"{e} ({failures} attempts)") from None
+            wait = backoff_seconds(failures, interval)
+        except AgentError as e:
+            metrics.sync_finished(False, time.monotonic() - started, str(e))
+            raise
+        else:
+            failures = 0
+            metrics.sync_finished(True, time.monotonic() - started)
+            interval = min(opts.resync_interval, report.resync_interval)
+            wait = interval
+        if stopper.stopped:
+            break
+        why = wait_for_change(watcher, stopper, wait)
+        LOG.log(logging.DEBUG, "woke", extra={"kv": {"reason": why}})
+    LOG.info("stopping, rules left in place", extra={"kv": {"signal": stopper.signum}})
+    return 0
