@@ -1,0 +1,1 @@
+"""Real-network tests: the agent in network namespaces, real iptables, real packets."""

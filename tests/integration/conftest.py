@@ -1,0 +1,55 @@
+"""Fixtures for the real-network tests: a fresh pod -> node -> dest topology per test.
+
+Outside CI the directory skips cleanly (with the reason) when it cannot run here; under
+``CI=true`` it fails instead, so a CI runner without root or ``ip netns`` cannot pass with
+zero integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integration import netns
+from integration.netns import Backend, Topology
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _integration_environment() -> None:
+    problem = netns.environment_problem()
+    if problem is not None:
+        if _in_ci():
+            pytest.fail(f"CI=true but integration tests cannot run: {problem}", pytrace=False)
+        pytest.skip(problem)
+    netns.sweep_stale_namespaces()
+
+
+def _topology(backend: Backend) -> Iterator[Topology]:
+    with netns.topology(backend) as topo:
+        yield topo
+
+
+@pytest.fixture(params=netns.BACKENDS)
+def topo(request: pytest.FixtureRequest) -> Iterator[Topology]:
+    """A fresh topology, once per iptables backend (nft and legacy)."""
+    yield from _topology(request.param)
+
+
+@pytest.fixture
+def nft_topo() -> Iterator[Topology]:
+    """A fresh topology for tests whose subject does not depend on the backend."""
+    yield from _topology("nft")
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "config"
+    path.mkdir()
+    return path
