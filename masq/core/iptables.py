@@ -74,7 +74,7 @@ def render_spec(rule: Rule) -> str:
             raise ValueError("an OTHER rule needs its spec")
         return rule.spec
     words: list[str] = []
-    if rule.destination is not None:
+    if rule.destination is not None and rule.destination.prefixlen > 0:
         words += ["-d", render_network(rule.destination)]
     if rule.protocol is not None:
         words += ["-p", rule.protocol]
@@ -150,7 +150,7 @@ def _network(text: str, family: Family) -> IPNetwork | None:
         net = ipaddress.ip_network(text, strict=True)
     except ValueError:
         return None
-    if (net.version == 4) != (family == "ipv4") or "/" not in text:
+    if (net.version == 4) != (family == "ipv4") or "/" not in text or net.prefixlen == 0:
         return None
     return net
 
@@ -218,8 +218,9 @@ def _model_rule(words: list[str], family: Family) -> Rule | None:
 
 
 def _target(words: list[str]) -> str | None:
+    """The user chain an opaque rule jumps or goes to (None for verdicts and extensions)."""
     for i, word in enumerate(words[:-1]):
-        if word in {"-j", "--jump", "-g", "--goto"}:
+        if word in {"-j", "--jump", "-g", "--goto"} and words[i + 1] not in RESERVED_TARGETS:
             return words[i + 1]
     return None
 

@@ -79,6 +79,11 @@ def _to_ports_rules(ranges: tuple[PortRange, ...], random_fully: bool) -> list[R
     return rules
 
 
+def _dest(net: IPNetwork) -> IPNetwork | None:
+    """iptables prints no ``-d`` for a /0, so the model says "any" for it too."""
+    return None if net.prefixlen == 0 else net
+
+
 def _of_family(nets: object, family: Family) -> list[IPNetwork]:
     return [n for n in sorted_cidrs(nets) if family_of(n) == family]
 
@@ -92,7 +97,7 @@ def desired_ruleset(config: MasqConfig, family: Family, options: RulesetOptions)
     """
     rf = options.random_fully
     rules: list[Rule] = [
-        Rule(action="MASQUERADE", comment=EXCEPTION_COMMENT, destination=n, random_fully=rf)
+        Rule(action="MASQUERADE", comment=EXCEPTION_COMMENT, destination=_dest(n), random_fully=rf)
         for n in _of_family(config.masquerade_cidrs, family)
     ]
     link_local: IPNetwork = LINK_LOCAL_V4 if family == "ipv4" else LINK_LOCAL_V6
@@ -100,7 +105,7 @@ def desired_ruleset(config: MasqConfig, family: Family, options: RulesetOptions)
     returns = _of_family(config.non_masquerade_cidrs, family)
     if not masq_ll:
         returns = [link_local, *(n for n in returns if n != link_local)]
-    rules += [Rule(action="RETURN", comment=RETURN_COMMENT, destination=n) for n in returns]
+    rules += [Rule(action="RETURN", comment=RETURN_COMMENT, destination=_dest(n)) for n in returns]
     if options.to_ports:
         parsed = parse_to_ports(options.to_ports)
         if isinstance(parsed, Failure):

@@ -1,0 +1,149 @@
+"""Order invariants of the desired chain, and family separation."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from masq.core.model import (
+    LINK_LOCAL_V4,
+    LINK_LOCAL_V6,
+    POSTROUTING,
+    Family,
+    IPNetwork,
+    MasqConfig,
+    cidr_key,
+    family_of,
+    sorted_cidrs,
+)
+from masq.core.ports import parse_to_ports, valid_chain_name
+from masq.core.ruleset import (
+    EXCEPTION_COMMENT,
+    MASQ_COMMENT,
+    RETURN_COMMENT,
+    RulesetOptions,
+    desired_ruleset,
+    desired_rulesets,
+    jump_comment,
+)
+
+nets: st.SearchStrategy[IPNetwork] = st.one_of(
+    st.builds(
+        lambda v, p: ipaddress.IPv4Network((v, p), strict=False),
+        st.integers(0, 2**32 - 1),
+        st.integers(1, 32),
+    ),
+    st.builds(
+        lambda v, p: ipaddress.IPv6Network((v, p), strict=False),
+        st.integers(0, 2**128 - 1),
+        st.integers(1, 128),
+    ),
+    st.sampled_from([LINK_LOCAL_V4, LINK_LOCAL_V6]),
+)
+configs = st.builds(
+    lambda non, masq, ll, ll6: MasqConfig(
+        non_masquerade_cidrs=sorted_cidrs(non),
+        masquerade_cidrs=sorted_cidrs(masq),
+        masq_link_local=ll,
+        masq_link_local_ipv6=ll6,
+    ),
+    st.lists(nets, max_size=10),
+    st.lists(nets, max_size=4),
+    st.booleans(),
+    st.booleans(),
+)
+options = st.builds(
+    RulesetOptions,
+    chain=st.sampled_from(["IP-MASQ-AGENT", "MY-MASQ"]),
+    enable_ipv6=st.booleans(),
+    random_fully=st.booleans(),
+    to_ports=st.sampled_from([None, "1024-29999,32768-65535", "7"]),
+)
+
+
+@given(configs, st.sampled_from(["ipv4", "ipv6"]), options)
+def test_chain_order(config: MasqConfig, family: Family, opts: RulesetOptions) -> None:
+    # Fails if RETURNs are emitted in config order instead of canonical order,
+    # if link-local goes after them, or the final MASQUERADE is not last.
+    ruleset = desired_ruleset(config, family, opts)
+    rules = list(ruleset.chains[opts.chain].rules)
+    kinds = [
+        "exception"
+        if r.comment == EXCEPTION_COMMENT
+        else "return"
+        if r.action == "RETURN"
+        else "to-ports"
+        if r.to_ports
+        else "final"
+        for r in rules
+    ]
+    assert kinds == sorted(kinds, key=["exception", "return", "to-ports", "final"].index)
+    assert kinds[-1] == "final"
+    assert rules[-1].comment == MASQ_COMMENT
+    assert rules[-1].destination is None
+    assert rules[-1].random_fully is opts.random_fully
+    link_local = LINK_LOCAL_V4 if family == "ipv4" else LINK_LOCAL_V6
+    masq_ll = config.masq_link_local if family == "ipv4" else config.masq_link_local_ipv6
+    returns = [r.destination for r in rules if r.action == "RETURN"]
+    assert all(r.comment == RETURN_COMMENT for r in rules if r.action == "RETURN")
+    if masq_ll:
+        expected = [n for n in config.non_masquerade_cidrs if family_of(n) == family]
+    else:
+        expected = [link_local] + [
+            n for n in config.non_masquerade_cidrs if family_of(n) == family and n != link_local
+        ]
+    assert returns == expected
+    rest = [n for n in returns[0 if masq_ll else 1 :] if n is not None]
+    assert rest == sorted(rest, key=cidr_key)
+    assert len(set(rules)) == len(rules)
+    exceptions = [r.destination for r in rules if r.comment == EXCEPTION_COMMENT]
+    assert exceptions == [n for n in config.masquerade_cidrs if family_of(n) == family]
+    assert ruleset.chains[POSTROUTING].rules[0].comment == jump_comment(opts.chain)
+    assert len(ruleset.chains[POSTROUTING].rules) == 1
+
+
+@given(configs, options)
+def test_family_separation(config: MasqConfig, opts: RulesetOptions) -> None:
+    # Fails if desired_ruleset forgets the family filter (an IPv6 CIDR in iptables).
+    rulesets = desired_rulesets(config, opts)
+    assert [r.family for r in rulesets] == (["ipv4", "ipv6"] if opts.enable_ipv6 else ["ipv4"])
+    for ruleset in rulesets:
+        for rule in ruleset.chains[opts.chain].rules:
+            assert rule.destination is None or family_of(rule.destination) == ruleset.family
+
+
+@given(st.lists(st.tuples(st.integers(1, 65535), st.integers(0, 2000)), min_size=1, max_size=4))
+def test_to_ports_round_trip(ranges: list[tuple[int, int]]) -> None:
+    # Fails if a single port is spelled "n-n" or the range order is changed.
+    text = ",".join(str(a) if b == 0 or a + b > 65535 else f"{a}-{a + b}" for a, b in ranges)
+    parsed = parse_to_ports(text).unwrap()
+    assert ",".join(str(r) for r in parsed) == text
+
+
+def test_to_ports_rejects_v1_invalid_input() -> None:
+    for bad in ["", "0", "65536", "10-5", "1-2-3", "a", "1,,2", " 80", "-5"]:
+        assert parse_to_ports(bad).failure()
+
+
+def test_probabilities_follow_v1() -> None:
+    rules = (
+        desired_ruleset(MasqConfig(), "ipv4", RulesetOptions(to_ports="1024-29999,32768-65535"))
+        .chains["IP-MASQ-AGENT"]
+        .rules
+    )
+    tcp = [r for r in rules if r.protocol == "tcp"]
+    assert [r.to_ports for r in tcp] == ["1024-29999", "32768-65535"]
+    share = 28976 / (28976 + 32768)
+    assert tcp[0].probability is not None
+    assert abs(tcp[0].probability - share) < 2**-31
+    assert tcp[1].probability is None
+    assert [r.protocol for r in rules if r.protocol] == ["tcp"] * 2 + ["udp"] * 2 + ["sctp"] * 2
+
+
+def test_chain_names() -> None:
+    assert valid_chain_name("IP-MASQ-AGENT")
+    assert valid_chain_name("x" * 28)
+    for bad in ["", "x" * 29, "-X", "!X", "A B", "RETURN", "MASQUERADE", "ACCEPT", 'a"b']:
+        assert not valid_chain_name(bad), bad
