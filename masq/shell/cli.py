@@ -265,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parsed = parse_args(args)
     except UsageError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        print(f"Run '{PROG} --help' for usage.", file=sys.stderr)
+        print(f"{PROG}: {e} (see --help)", file=sys.stderr)
         return EXIT_USAGE
     if parsed.help:
         print(usage())
