@@ -462,9 +462,9 @@ def write_config(config_dir: Path, name: str, content: str | bytes) -> Path:
     return path
 
 
-def one_line_error(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+def error_lines(stderr: str) -> list[str]:
+    """stderr minus the agent's structured log records (``time=... level=...``)."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("time=")]
 
 
 # -- expected rule text (DESIGN.md's block, exactly as iptables-save prints it) ----------
@@ -537,3 +537,28 @@ def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
         f"agent exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     )
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def assert_config_error(proc: subprocess.CompletedProcess[str], file_name: str) -> None:
+    """Bad config: exit 1, no traceback, one error line (besides log records) naming the file."""
+    assert proc.returncode == 1, (
+        f"expected exit 1, got {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = error_lines(proc.stderr)
+    assert len(errors) == 1, f"expected one error line, got {errors!r}"
+    assert file_name in errors[0], errors[0]
+
+
+def verdicts(topo: Topology, *dests: str) -> dict[str, str]:
+    """Per destination: 'kept' (dest saw the pod) or 'masq' (dest saw the node)."""
+    out = {}
+    for dest in dests:
+        seen = topo.source_seen(dest)
+        if seen in (POD_IP, POD_IP6):
+            out[dest] = "kept"
+        elif seen in (NODE_UPLINK, NODE_UPLINK6):
+            out[dest] = "masq"
+        else:
+            out[dest] = f"unexpected source {seen}"
+    return out
