@@ -9,7 +9,7 @@ from masq.core.decision import should_masquerade
 from masq.core.errors import ConfigError
 from masq.core.fragment import Fragment, parse_fragment
 from masq.core.iptables import parse_save, render_restore
-from masq.core.merge import Conflict, Merged, merge
+from masq.core.merge import Conflict, Merged, merge, provenance
 from masq.core.model import (
     AppendRule,
     Chain,
@@ -56,6 +56,7 @@ __all__ = [
     "parse_fragment",
     "parse_save",
     "plan",
+    "provenance",
     "render_restore",
     "should_masquerade",
 ]
