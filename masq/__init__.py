@@ -7,8 +7,9 @@ Anything not re-exported here is private.
 
 from masq.core.decision import should_masquerade
 from masq.core.errors import ConfigError
+from masq.core.evaluate import first_match, masquerades
 from masq.core.fragment import Fragment, parse_fragment
-from masq.core.iptables import parse_save, render_restore
+from masq.core.iptables import parse_save, render_ops_readable, render_restore, render_rule
 from masq.core.merge import Conflict, Merged, merge, provenance
 from masq.core.model import (
     AppendRule,
@@ -25,8 +26,9 @@ from masq.core.model import (
     Rule,
     Ruleset,
 )
-from masq.core.plan import apply_ops, plan
-from masq.core.ruleset import RulesetOptions, desired_ruleset
+from masq.core.plan import apply_ops, cleanup_ops, plan, replace_ops
+from masq.core.ports import PortRange, parse_to_ports, valid_chain_name
+from masq.core.ruleset import RulesetOptions, desired_ruleset, desired_rulesets
 
 __version__ = "0.1.0"
 
@@ -46,17 +48,27 @@ __all__ = [
     "MasqConfig",
     "Merged",
     "Op",
+    "PortRange",
     "Rule",
     "Ruleset",
     "RulesetOptions",
     "__version__",
     "apply_ops",
+    "cleanup_ops",
     "desired_ruleset",
+    "desired_rulesets",
+    "first_match",
+    "masquerades",
     "merge",
     "parse_fragment",
     "parse_save",
+    "parse_to_ports",
     "plan",
     "provenance",
+    "render_ops_readable",
     "render_restore",
+    "render_rule",
+    "replace_ops",
     "should_masquerade",
+    "valid_chain_name",
 ]
