@@ -13,12 +13,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
 from masq.shell.metrics import Health, Metrics
 
 LOG = logging.getLogger("masq")
 DISABLED = "0"
+# What generate_latest writes; spelled out because newer clients advertise 1.0.0,
+# which Prometheus 2 servers do not know (legacy metric names read the same in both).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Server(Protocol):
@@ -45,16 +46,14 @@ def parse_bind(bind: str) -> tuple[str, int] | None:
             " one), or 0 to disable"
         )
     if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host == "":
-        host = "0.0.0.0"
-    elif ":" in host:
         try:
-            ipaddress.IPv6Address(host)
+            host = str(ipaddress.IPv6Address(host[1:-1]))
         except ValueError:
-            raise ValueError(
-                f"--metrics-bind-address {bind!r}: bracket an IPv6 host, as [::1]:9931"
-            ) from None
+            raise ValueError(f"--metrics-bind-address {bind!r}: not an IPv6 address") from None
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError(f"--metrics-bind-address {bind!r}: bracket an IPv6 host, as [::1]:9931")
+    elif host == "":
+        host = "0.0.0.0"
     return host, int(port_text)
 
 
@@ -73,7 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         try:
             if path == "/metrics":
-                self._reply(200, self.metrics.exposition(), CONTENT_TYPE_LATEST, body=body)
+                self._reply(200, self.metrics.exposition(), CONTENT_TYPE, body=body)
             elif path in ("/healthz", "/livez"):
                 self._probe(self.metrics.healthz(), body=body)
             elif path == "/readyz":

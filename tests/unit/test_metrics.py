@@ -1,0 +1,408 @@
+"""Metrics names and labels (parsed back with prometheus_client's parser), health, HTTP."""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pyrsistent import pmap, pvector
+
+from masq import __version__
+from masq.core.fragment import Fragment
+from masq.core.merge import merge
+from masq.core.model import (
+    POSTROUTING,
+    AppendRule,
+    Chain,
+    Counters,
+    CreateChain,
+    DeleteRule,
+    DeleteRuleAt,
+    Family,
+    InsertRule,
+    Rule,
+    Ruleset,
+)
+from masq.core.ruleset import RulesetOptions, desired_ruleset, jump_rule
+from masq.shell import http
+from masq.shell.metrics import HEALTH_INTERVALS, Metrics
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def samples(m: Metrics) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(m.exposition().decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def families(m: Metrics) -> dict[str, tuple[str, set[str]]]:
+    """Family name -> (type, label names over its samples)."""
+    out: dict[str, tuple[str, set[str]]] = {}
+    for family in text_string_to_metric_families(m.exposition().decode()):
+        names = {k for s in family.samples for k in s.labels if k != "le"}
+        out[family.name] = (family.type, names)
+    return out
+
+
+def value(m: Metrics, name: str, **labels: str) -> float:
+    return samples(m)[(name, tuple(sorted(labels.items())))]
+
+
+def rule(action: str, cidr: str | None, packets: int, nbytes: int, **kw: object) -> Rule:
+    return Rule(
+        action=action,  # type: ignore[arg-type]
+        comment="c",
+        destination=ipaddress.ip_network(cidr) if cidr else None,
+        counters=Counters(packets, nbytes),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def observed(family: Family, *rules: Rule, chain: str = "IP-MASQ-AGENT") -> Ruleset:
+    jump = jump_rule(chain)
+    return Ruleset(
+        family=family,
+        chains=pmap(
+            {
+                POSTROUTING: Chain(
+                    POSTROUTING,
+                    pvector([replace(jump, counters=Counters(999, 99999))]),
+                ),
+                chain: Chain(chain, pvector(rules)),
+            }
+        ),
+    )
+
+
+def test_every_required_metric_with_its_type_and_labels() -> None:
+    m = Metrics()
+    m.observed("ipv4", observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2)))
+    m.rule_writes("ipv4", [CreateChain("X")])
+    got = families(m)
+    expected = {
+        "ip_masq_agent_syncs": ("counter", {"result"}),
+        "ip_masq_agent_sync_duration_seconds": ("histogram", set()),
+        "ip_masq_agent_rule_writes": ("counter", {"family", "op"}),
+        "ip_masq_agent_last_success_timestamp_seconds": ("gauge", set()),
+        "ip_masq_agent_config_fragments": ("gauge", set()),
+        "ip_masq_agent_config_conflicts": ("gauge", set()),
+        "ip_masq_agent_cidrs": ("gauge", {"family", "kind"}),
+        "ip_masq_agent_build_info": ("gauge", {"version"}),
+        "ip_masq_agent_packets": ("counter", {"family", "cidr", "action"}),
+        "ip_masq_agent_bytes": ("counter", {"family", "cidr", "action"}),
+    }
+    for name, want in expected.items():
+        assert got.get(name) == want, name
+    names = {n for n, _ in samples(m)}
+    for counter in ("syncs", "rule_writes", "packets", "bytes"):
+        assert f"ip_masq_agent_{counter}_total" in names
+    assert not any(n.endswith("_created") for n in names)
+    assert value(m, "ip_masq_agent_build_info", version=__version__) == 1
+
+
+def test_sync_results_and_duration_histogram() -> None:
+    m = Metrics(clock=FakeClock(), wall=lambda: 1_700_000_000.0)
+    assert value(m, "ip_masq_agent_syncs_total", result="success") == 0
+    assert value(m, "ip_masq_agent_syncs_total", result="failure") == 0
+    m.sync_finished(True, 0.004)
+    m.sync_finished(False, 0.2, "boom")
+    m.sync_finished(True, 0.02)
+    assert value(m, "ip_masq_agent_syncs_total", result="success") == 2
+    assert value(m, "ip_masq_agent_syncs_total", result="failure") == 1
+    assert value(m, "ip_masq_agent_sync_duration_seconds_count") == 3
+    assert value(m, "ip_masq_agent_sync_duration_seconds_sum") == pytest.approx(0.224)
+    assert value(m, "ip_masq_agent_sync_duration_seconds_bucket", le="0.005") == 1
+    assert value(m, "ip_masq_agent_sync_duration_seconds_bucket", le="+Inf") == 3
+    assert value(m, "ip_masq_agent_last_success_timestamp_seconds") == 1_700_000_000.0
+
+
+def test_rule_writes_by_family_and_op() -> None:
+    m = Metrics()
+    r = rule("RETURN", "10.0.0.0/8", 0, 0)
+    m.rule_writes(
+        "ipv4",
+        [CreateChain("C"), AppendRule("C", r), AppendRule("C", r), InsertRule("C", 1, r)],
+    )
+    m.rule_writes("ipv6", [DeleteRuleAt("C", 2), DeleteRule(POSTROUTING, r)])
+    assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="create_chain") == 1
+    assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="append") == 2
+    assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="insert") == 1
+    assert value(m, "ip_masq_agent_rule_writes_total", family="ipv6", op="delete") == 2
+
+
+def test_config_gauges_follow_the_last_merge() -> None:
+    m = Metrics()
+    a = Fragment(
+        "ip-masq-a",
+        non_masquerade_cidrs=pvector([ipaddress.ip_network("10.0.0.0/8")]),
+        masquerade_cidrs=pvector(
+            [ipaddress.ip_network("10.240.0.0/16"), ipaddress.ip_network("fd00::/8")]
+        ),
+        masq_link_local=True,
+        resync_interval=5.0,
+    )
+    b = Fragment("ip-masq-b", masq_link_local=False)
+    merged = merge([a, b], enable_ipv6=True).unwrap()
+    m.config_loaded(2, merged)
+    assert value(m, "ip_masq_agent_config_fragments") == 2
+    assert value(m, "ip_masq_agent_config_conflicts") == len(merged.conflicts) == 1
+    assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="non_masquerade") == 1
+    assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 1
+    assert value(m, "ip_masq_agent_cidrs", family="ipv6", kind="masquerade") == 1
+    assert value(m, "ip_masq_agent_cidrs", family="ipv6", kind="non_masquerade") == 0
+    assert m.resync_interval == 5.0  # the config's interval drives health from now on
+    m.config_loaded(0, merge([]).unwrap())
+    assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="non_masquerade") == 3  # RFC 1918
+    assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 0
+
+
+def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
+    m = Metrics()
+    m.observed(
+        "ipv4",
+        observed(
+            "ipv4",
+            rule("MASQUERADE", "10.240.0.0/16", 5, 500),
+            rule("RETURN", "10.0.0.0/8", 7, 700),
+            rule("MASQUERADE", None, 11, 1100),
+        ),
+    )
+    m.observed(
+        "ipv6",
+        observed("ipv6", rule("RETURN", "fe80::/10", 1, 80), rule("MASQUERADE", None, 2, 160)),
+    )
+    pk = "ip_masq_agent_packets_total"
+    assert value(m, pk, family="ipv4", cidr="10.240.0.0/16", action="MASQUERADE") == 5
+    assert value(m, pk, family="ipv4", cidr="10.0.0.0/8", action="RETURN") == 7
+    assert value(m, pk, family="ipv4", cidr="0.0.0.0/0", action="MASQUERADE") == 11
+    assert (
+        value(m, "ip_masq_agent_bytes_total", family="ipv4", cidr="0.0.0.0/0", action="MASQUERADE")
+        == 1100
+    )
+    assert value(m, pk, family="ipv6", cidr="::/0", action="MASQUERADE") == 2
+    # The next listing replaces the values (a local increment would read 7 + 9 = 16).
+    m.observed("ipv4", observed("ipv4", rule("RETURN", "10.0.0.0/8", 9, 900)))
+    assert value(m, pk, family="ipv4", cidr="10.0.0.0/8", action="RETURN") == 9
+    gone = (
+        "ip_masq_agent_packets_total",
+        (("action", "MASQUERADE"), ("cidr", "0.0.0.0/0"), ("family", "ipv4")),
+    )
+    assert gone not in samples(m)  # a rule that left the chain leaves the metrics
+    # The POSTROUTING jump is not a per-CIDR rule.
+    assert all(v != 999 for (n, _), v in samples(m).items() if n == pk)
+
+
+def test_rules_sharing_labels_are_summed_and_uncounted_rules_skipped() -> None:
+    m = Metrics()
+    to_ports = [
+        rule("MASQUERADE", None, 3, 30, protocol="tcp", to_ports="1024-2047"),
+        rule("MASQUERADE", None, 4, 40, protocol="udp", to_ports="1024-2047"),
+        rule("MASQUERADE", None, 5, 50),
+    ]
+    bare = Rule(action="RETURN", comment="c", destination=ipaddress.ip_network("10.0.0.0/8"))
+    m.observed("ipv4", observed("ipv4", bare, *to_ports))
+    pk = "ip_masq_agent_packets_total"
+    assert value(m, pk, family="ipv4", cidr="0.0.0.0/0", action="MASQUERADE") == 12
+    assert not any(dict(lbl).get("cidr") == "10.0.0.0/8" for n, lbl in samples(m) if n == pk)
+
+
+def test_desired_ruleset_rules_map_to_labels() -> None:
+    """Every rule the agent writes gets a distinct label set (catch-all spelled 0.0.0.0/0)."""
+    config = merge([]).unwrap().config
+    desired = desired_ruleset(config, "ipv4", RulesetOptions())
+    counted = Ruleset(
+        "ipv4",
+        pmap(
+            {
+                name: Chain(
+                    name,
+                    pvector(
+                        replace(r, counters=Counters(i, i * 10))
+                        for i, r in enumerate(chain.rules, 1)
+                    ),
+                )
+                for name, chain in desired.chains.items()
+            }
+        ),
+    )
+    m = Metrics()
+    m.observed("ipv4", counted)
+    got = {
+        (dict(lbl)["cidr"], dict(lbl)["action"])
+        for n, lbl in samples(m)
+        if n == "ip_masq_agent_packets_total"
+    }
+    assert got == {
+        ("169.254.0.0/16", "RETURN"),
+        ("10.0.0.0/8", "RETURN"),
+        ("172.16.0.0/12", "RETURN"),
+        ("192.168.0.0/16", "RETURN"),
+        ("0.0.0.0/0", "MASQUERADE"),
+    }
+
+
+def test_hooks_never_raise() -> None:
+    m = Metrics()
+    m.config_loaded(1, None)  # type: ignore[arg-type]
+    m.rule_writes("ipv4", None)  # type: ignore[arg-type]
+    m.observed("ipv4", None)  # type: ignore[arg-type]
+    m.sync_finished(True, "slow")  # type: ignore[arg-type]
+    m.loop_alive()
+    assert m.exposition().startswith(b"# HELP")
+
+
+# --- health ---------------------------------------------------------------------
+
+
+def test_health_transitions() -> None:
+    clock = FakeClock()
+    m = Metrics(resync_interval=10.0, clock=clock)
+    limit = HEALTH_INTERVALS * 10.0
+    # Starting: alive (grace), not ready.
+    assert m.healthz().ok
+    assert not m.readyz().ok
+    assert "no successful sync yet" in m.readyz().reason
+    # A first failure: still within the grace, and both probes say why.
+    clock.now += 1
+    m.sync_finished(
+        False, 0.1, "iptables-restore failed: Another app is currently holding the xtables lock"
+    )
+    assert m.healthz().ok
+    assert "xtables lock" in m.healthz().reason
+    assert not m.readyz().ok
+    assert "xtables lock" in m.readyz().reason
+    # Success: healthy and ready.
+    m.sync_finished(True, 0.1)
+    assert m.healthz() == m.readyz()
+    assert m.healthz().ok and m.healthz().reason == "ok"
+    # Failures for longer than three intervals: 503 with the last error as the reason.
+    for _ in range(4):
+        clock.now += limit / 4 + 0.01
+        m.sync_finished(False, 0.1, "restore exited 4\nsecond line")
+    health = m.healthz()
+    assert not health.ok
+    assert "restore exited 4 / second line" in health.reason
+    assert "no successful sync for" in health.reason
+    assert m.readyz().ok  # ready stays ready: the rules were put in place once
+    # Recovery.
+    m.sync_finished(True, 0.1)
+    assert m.healthz().ok and m.healthz().reason == "ok"
+
+
+def test_health_boundary_is_three_intervals() -> None:
+    clock = FakeClock()
+    m = Metrics(resync_interval=2.0, clock=clock)
+    m.sync_finished(True, 0.01)
+    clock.now += 3 * 2.0
+    m.loop_alive()
+    assert m.healthz().ok
+    clock.now += 0.001
+    assert not m.healthz().ok
+
+
+def test_a_stalled_loop_is_unhealthy_even_after_success() -> None:
+    clock = FakeClock()
+    m = Metrics(resync_interval=1.0, clock=clock)
+    m.sync_finished(True, 0.01)
+    clock.now += 3.5
+    health = m.healthz()
+    assert not health.ok
+    assert "stalled" in health.reason
+
+
+def test_no_success_since_start_turns_unhealthy_after_the_grace() -> None:
+    clock = FakeClock()
+    m = Metrics(resync_interval=1.0, clock=clock)
+    clock.now += 2.5
+    m.loop_alive()
+    assert m.healthz().ok
+    clock.now += 1.0
+    m.loop_alive()
+    assert not m.healthz().ok
+    assert "since start" in m.healthz().reason
+
+
+# --- HTTP -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[Metrics, int]]:
+    clock = FakeClock()
+    m = Metrics(resync_interval=1.0, clock=clock)
+    server = http.start_server("127.0.0.1:0", m)
+    assert isinstance(server, http.MetricsServer)
+    try:
+        yield m, server.port
+    finally:
+        server.shutdown()
+
+
+def get(port: int, path: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read().decode()
+
+
+def test_http_endpoints(served: tuple[Metrics, int]) -> None:
+    m, port = served
+    assert get(port, "/healthz")[0] == 200
+    code, _, body = get(port, "/readyz")
+    assert (code, body) == (503, "no successful sync yet\n")
+    m.sync_finished(True, 0.01)
+    assert get(port, "/readyz")[:1] == (200,)
+    code, ctype, body = get(port, "/metrics")
+    assert code == 200
+    assert ctype.startswith("text/plain; version=0.0.4")
+    parsed = {f.name for f in text_string_to_metric_families(body)}
+    assert "ip_masq_agent_syncs" in parsed
+    assert get(port, "/nope")[0] == 404
+    m._clock.now += 10  # type: ignore[attr-defined]
+    code, _, body = get(port, "/healthz")
+    assert code == 503
+    assert "stalled" in body
+
+
+def test_http_disabled_and_bad_addresses() -> None:
+    assert http.start_server("0", Metrics()) is None
+    for bad in ("nonsense", "1.2.3.4:99999", "::1:9931", "host:", "[nope]:1", "[::1:1"):
+        with pytest.raises(http.ServerError):
+            http.start_server(bad, Metrics())
+
+
+def test_http_port_in_use_is_one_line_error(served: tuple[Metrics, int]) -> None:
+    _, port = served
+    with pytest.raises(http.ServerError, match=f"127.0.0.1:{port}"):
+        http.start_server(f"127.0.0.1:{port}", Metrics())
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("0", None),
+        ("0.0.0.0:9931", ("0.0.0.0", 9931)),
+        (":9931", ("0.0.0.0", 9931)),
+        ("[::1]:9931", ("::1", 9931)),
+        ("[::]:80", ("::", 80)),
+        ("localhost:8080", ("localhost", 8080)),
+    ],
+)
+def test_parse_bind(text: str, want: tuple[str, int] | None) -> None:
+    assert http.parse_bind(text) == want
