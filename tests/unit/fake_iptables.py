@@ -1,0 +1,67 @@
+"""A scripted stand-in for the iptables binaries: answers listings, records every call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from masq.core.iptables import render_rule
+from masq.core.model import POSTROUTING, Ruleset
+from masq.shell.iptables import Completed
+
+Handler = Callable[[list[str], str | None], Completed | None]
+
+
+def listing(ruleset: Ruleset, chain: str) -> tuple[str, str | None]:
+    """What ``-S POSTROUTING`` and ``-S CHAIN -v`` print for ``ruleset`` (None: chain absent)."""
+    post = ruleset.chain(POSTROUTING)
+    post_text = "-P POSTROUTING ACCEPT\n" + "".join(
+        render_rule(POSTROUTING, r) + "\n" for r in (post.rules if post else ())
+    )
+    own = ruleset.chain(chain)
+    if own is None:
+        return post_text, None
+    return post_text, f"-N {chain}\n" + "".join(render_rule(chain, r) + "\n" for r in own.rules)
+
+
+@dataclass
+class FakeIptables:
+    post: str = "-P POSTROUTING ACCEPT\n"
+    chain: str | None = None  # -S CHAIN output; None: the chain does not exist
+    version: str = "iptables v1.8.9 (nf_tables)\n"
+    restore_results: list[tuple[int, str]] = field(default_factory=list)  # popped per restore
+    calls: list[list[str]] = field(default_factory=list)
+    stdin: list[str] = field(default_factory=list)
+    on_restore: Callable[[str], None] | None = None
+
+    def __call__(self, argv: list[str], stdin: str | None) -> Completed:
+        self.calls.append(argv)
+        name = argv[0]
+        if name.endswith("-restore"):
+            self.stdin.append(stdin or "")
+            code, err = self.restore_results.pop(0) if self.restore_results else (0, "")
+            if code == 0 and self.on_restore is not None:
+                self.on_restore(stdin or "")
+            return Completed(tuple(argv), code, "", err)
+        if "--version" in argv:
+            return Completed(tuple(argv), 0, self.version, "")
+        if name.endswith("-save"):
+            text = "*nat\n:POSTROUTING ACCEPT [0:0]\n" + self._body() + "COMMIT\n"
+            return Completed(tuple(argv), 0, text, "")
+        if argv[-1] == POSTROUTING or argv[-2:] == [POSTROUTING, "-v"]:
+            return Completed(tuple(argv), 0, self.post, "")
+        if self.chain is None:
+            return Completed(tuple(argv), 1, "", "iptables: No chain/target/match by that name.\n")
+        return Completed(tuple(argv), 0, self.chain, "")
+
+    def _body(self) -> str:
+        lines = [ln for ln in self.post.splitlines() if ln.startswith("-A")]
+        if self.chain is not None:
+            lines += self.chain.splitlines()
+        return "".join(
+            ln.replace("-N ", ":", 1) + " - [0:0]\n" if ln.startswith("-N ") else ln + "\n"
+            for ln in lines
+        )
+
+    def binaries(self) -> list[str]:
+        return [c[0] for c in self.calls]

@@ -1,0 +1,247 @@
+"""Go ``flag``-style parsing: every spelling upstream DaemonSets use, and every rejection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from masq.shell import cli
+from masq.shell.cli import UsageError, parse_args, parse_bool
+from masq.shell.options import Options
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--masq-chain=FOO"],
+        ["--masq-chain", "FOO"],
+        ["-masq-chain=FOO"],
+        ["-masq-chain", "FOO"],
+    ],
+)
+def test_value_flag_spellings(argv: list[str]) -> None:
+    assert parse_args(argv).options.masq_chain == "FOO"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--enable-ipv6"], True),
+        (["-enable-ipv6"], True),
+        (["--enable-ipv6=true"], True),
+        (["--enable-ipv6=1"], True),
+        (["--enable-ipv6=t"], True),
+        (["--enable-ipv6=TRUE"], True),
+        (["--enable-ipv6=false"], False),
+        (["-enable-ipv6=0"], False),
+        (["--enable-ipv6=F"], False),
+        ([], False),
+    ],
+)
+def test_bool_flag_spellings(argv: list[str], expected: bool) -> None:
+    assert parse_args(argv).options.enable_ipv6 is expected
+
+
+def test_random_fully_defaults_true_and_can_be_turned_off() -> None:
+    assert parse_args([]).options.random_fully is True
+    assert parse_args(["--random-fully=false"]).options.random_fully is False
+
+
+def test_bool_does_not_swallow_the_next_argument() -> None:
+    # "--once false" is Go's classic trap: "false" is a stray positional, not the value.
+    with pytest.raises(UsageError, match="unexpected argument 'false'"):
+        parse_args(["--once", "false"])
+    parsed = parse_args(["--once", "--masq-chain", "X"]).options
+    assert parsed.once is True
+    assert parsed.masq_chain == "X"
+
+
+def test_all_defaults() -> None:
+    assert parse_args([]).options == Options()
+
+
+def test_typical_upstream_daemonset_args() -> None:
+    opts = parse_args(
+        [
+            "--masq-chain=IP-MASQ",
+            "--nomasq-all-reserved-ranges",
+            "--resync-interval=30",
+            "--enable-ipv6=true",
+            "--v=2",
+            "--logtostderr",
+            "--alsologtostderr=false",
+            "--stderrthreshold=INFO",
+            "--log_dir",
+            "/var/log",
+            "--vmodule=foo=2",
+            "--to-ports=1024-29999,32768-65535",
+        ]
+    ).options
+    assert opts.masq_chain == "IP-MASQ"
+    assert opts.nomasq_all_reserved_ranges is True
+    assert opts.resync_interval == 30.0
+    assert opts.enable_ipv6 is True
+    assert opts.verbosity == 2
+    assert opts.to_ports == "1024-29999,32768-65535"
+
+
+def test_ours() -> None:
+    opts = parse_args(
+        [
+            "--config-dir=/cfg",
+            "--config-prefix",
+            "x",
+            "--once",
+            "--dry-run",
+            "--cleanup",
+            "--fail-on-conflict",
+            "--iptables-backend=legacy",
+            "--metrics-bind-address=127.0.0.1:9000",
+            "--log-format=json",
+            "--explain=10.1.2.3",
+            "--validate",
+        ]
+    ).options
+    assert (opts.config_dir, opts.config_prefix) == ("/cfg", "x")
+    assert opts.once and opts.dry_run and opts.cleanup and opts.fail_on_conflict and opts.validate
+    assert opts.iptables_backend == "legacy"
+    assert opts.metrics_bind_address == "127.0.0.1:9000"
+    assert opts.log_format == "json"
+    assert opts.explain == "10.1.2.3"
+
+
+def test_last_occurrence_wins_like_go() -> None:
+    assert parse_args(["--v=1", "--v=3"]).options.verbosity == 3
+
+
+@pytest.mark.parametrize("value", ["1.5", "0.25", "60"])
+def test_resync_interval_accepts_positive_numbers(value: str) -> None:
+    assert parse_args([f"--resync-interval={value}"]).options.resync_interval == float(value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--bogus"],
+        ["--masq-chain"],  # value missing
+        ["--resync-interval=0"],
+        ["--resync-interval=-1"],
+        ["--resync-interval=nan"],
+        ["--resync-interval=inf"],
+        ["--resync-interval=1m"],
+        ["--v=x"],
+        ["--once=maybe"],
+        ["--once=yes"],
+        ["--iptables-backend=iptables"],
+        ["--log-format=xml"],
+        ["--metrics-bind-address=9000"],
+        ["--metrics-bind-address=:99999"],
+        ["--config-dir="],
+        ["---once"],
+        ["--=x"],
+        ["positional"],
+        ["--", "positional"],
+    ],
+)
+def test_rejections(argv: list[str]) -> None:
+    with pytest.raises(UsageError):
+        parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "A" * 29,
+        "-CHAIN",
+        "!CHAIN",
+        "MY CHAIN",
+        "TAB\tCHAIN",
+        "POSTROUTING",
+        "RETURN",
+        "MASQUERADE",
+        "ACCEPT",
+        "DROP",
+        'QUO"TE',
+    ],
+)
+def test_chain_name_rejected(name: str) -> None:
+    with pytest.raises(UsageError, match="chain name"):
+        parse_args([f"--masq-chain={name}"])
+
+
+@pytest.mark.parametrize("name", ["IP-MASQ-AGENT", "A" * 28, "x", "MY_CHAIN.1"])
+def test_chain_name_accepted(name: str) -> None:
+    assert parse_args(["--masq-chain", name]).options.masq_chain == name
+
+
+@pytest.mark.parametrize("value", ["1024-29999,32768-65535", "80", "1-65535", "10-10,20-30"])
+def test_to_ports_accepted(value: str) -> None:
+    assert parse_args([f"--to-ports={value}"]).options.to_ports == value
+
+
+def test_empty_to_ports_means_none_like_v1() -> None:
+    assert parse_args(["--to-ports="]).options.to_ports is None
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "65536", "2-1", "1-2-3", "a", "1,", ",1", "1-", "-1", " 1", "1024-29999;1"]
+)
+def test_to_ports_rejected(value: str) -> None:
+    with pytest.raises(UsageError, match="to-ports"):
+        parse_args([f"--to-ports={value}"])
+
+
+@given(st.text())
+def test_parse_bool_accepts_exactly_go_spellings(text: str) -> None:
+    # Fails if parse_bool grows a spelling Go rejects (e.g. "yes") or drops one.
+    go = {"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"}
+    if text in go:
+        assert parse_bool(text) is (text in {"1", "t", "T", "TRUE", "true", "True"})
+    else:
+        with pytest.raises(UsageError):
+            parse_bool(text)
+
+
+@given(st.sampled_from([f for f in cli.FLAGS if f.kind == "bool"]), st.booleans())
+def test_every_bool_flag_takes_every_spelling(flag: cli.Flag, value: bool) -> None:
+    # Fails if a bool flag is wired as a value flag (then "--flag" alone would need an argument).
+    for spelling in (f"--{flag.name}={str(value).lower()}", f"-{flag.name}={int(value)}"):
+        parsed = parse_args([spelling])
+        if flag.field is not None:
+            assert getattr(parsed.options, flag.field) is value
+
+
+def test_main_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("ip-masq-agent: flag provided but not defined: -nope")
+
+
+def test_main_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("ip-masq-agent 0.")
+
+
+def test_main_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["-h"]) == 0
+    out = capsys.readouterr().out
+    for f in cli.FLAGS:
+        assert f"-{f.name}" in out
+
+
+def test_main_bad_config_is_one_line_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "ip-masq-agent").write_text("nonMasqueradeCIDRs: [10.0.0.1/8]\n")
+    # --dry-run would reach iptables only after the config is valid; it is not.
+    assert cli.main(["--dry-run", f"--config-dir={cfg}", "--iptables-backend=nft"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ip-masq-agent: ip-masq-agent: nonMasqueradeCIDRs[0]")
+    assert "Traceback" not in "".join(err)

@@ -1,0 +1,133 @@
+"""The config directory as the kubelet lays out a ConfigMap volume, and as people hand-write it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from returns.result import Failure, Success
+
+from masq.core.fragment import MAX_FRAGMENT_BYTES
+from masq.shell.configdir import load_config, read_config_files
+from masq.shell.options import Options
+
+
+def kubelet_layout(root: Path, files: dict[str, str]) -> None:
+    """What the kubelet's atomic writer makes: ..<ts>/ data dir, ..data symlink, key symlinks."""
+    ts = root / "..2026_11_26_13_00_00.000000001"
+    ts.mkdir()
+    for name, text in files.items():
+        (ts / name).write_text(text)
+    (root / "..data").symlink_to(ts.name)
+    for name in files:
+        (root / name).symlink_to(f"..data/{name}")
+
+
+def test_regular_files_sorted_by_name(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-b").write_text("b")
+    (tmp_path / "ip-masq-a").write_text("a")
+    (tmp_path / "ip-masq").write_text("plain")
+    assert read_config_files(str(tmp_path), "ip-masq") == (
+        ("ip-masq", b"plain"),
+        ("ip-masq-a", b"a"),
+        ("ip-masq-b", b"b"),
+    )
+
+
+def test_wrong_prefix_ignored(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-agent").write_text("x")
+    (tmp_path / "config").write_text("y")
+    (tmp_path / "my-ip-masq").write_text("z")
+    assert read_config_files(str(tmp_path), "ip-masq") == (("ip-masq-agent", b"x"),)
+
+
+def test_kubelet_configmap_layout_counts_each_key_once(tmp_path: Path) -> None:
+    kubelet_layout(tmp_path, {"ip-masq-agent": "a: 1", "ip-masq-extra": "b: 2"})
+    assert read_config_files(str(tmp_path), "ip-masq") == (
+        ("ip-masq-agent", b"a: 1"),
+        ("ip-masq-extra", b"b: 2"),
+    )
+
+
+def test_dot_names_ignored_even_with_matching_prefix(tmp_path: Path) -> None:
+    (tmp_path / ".ip-masq-hidden").write_text("h")
+    (tmp_path / "ip-masq-x").write_text("x")
+    assert read_config_files(str(tmp_path), ".ip-masq") == ()
+    assert read_config_files(str(tmp_path), "") == (("ip-masq-x", b"x"),)
+
+
+def test_directories_dangling_symlinks_and_fifos_ignored(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-dir").mkdir()
+    (tmp_path / "ip-masq-dangling").symlink_to("nowhere")
+    (tmp_path / "ip-masq-dirlink").symlink_to("ip-masq-dir")
+    os.mkfifo(tmp_path / "ip-masq-fifo")
+    (tmp_path / "ip-masq-ok").write_text("ok")
+    assert read_config_files(str(tmp_path), "ip-masq") == (("ip-masq-ok", b"ok"),)
+
+
+def test_symlink_to_file_outside_dir_is_read(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.yaml"
+    target.write_text("t")
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "ip-masq-agent").symlink_to(target)
+    assert read_config_files(str(cfg), "ip-masq") == (("ip-masq-agent", b"t"),)
+
+
+def test_missing_dir_is_empty(tmp_path: Path) -> None:
+    assert read_config_files(str(tmp_path / "absent"), "ip-masq") == ()
+
+
+def test_read_is_capped_just_above_the_limit(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-big").write_bytes(b"#" * (3 * MAX_FRAGMENT_BYTES))
+    ((_, data),) = read_config_files(str(tmp_path), "ip-masq")
+    assert len(data) == MAX_FRAGMENT_BYTES + 1
+
+
+def test_load_config_merges_files(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("nonMasqueradeCIDRs: [10.0.0.0/8]\n")
+    (tmp_path / "ip-masq-b").write_text('{"nonMasqueradeCIDRs": ["192.168.0.0/16"]}')
+    loaded = load_config(Options(config_dir=str(tmp_path)))
+    assert isinstance(loaded, Success)
+    value = loaded.unwrap()
+    assert value.files == ("ip-masq-a", "ip-masq-b")
+    assert len(value.fragments) == 2
+    assert [str(n) for n in value.merged.config.non_masquerade_cidrs] == [
+        "10.0.0.0/8",
+        "192.168.0.0/16",
+    ]
+
+
+def test_load_config_defaults_when_dir_missing(tmp_path: Path) -> None:
+    loaded = load_config(
+        Options(config_dir=str(tmp_path / "x"), nomasq_all_reserved_ranges=True)
+    ).unwrap()
+    assert loaded.files == ()
+    assert len(loaded.merged.config.non_masquerade_cidrs) > 3  # all reserved ranges
+
+
+def test_load_config_passes_flag_resync_interval_as_default(tmp_path: Path) -> None:
+    loaded = load_config(Options(config_dir=str(tmp_path), resync_interval=7.0)).unwrap()
+    assert loaded.merged.config.resync_interval == 7.0
+
+
+def test_load_config_error_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("nonMasqueradeCIDRs: [10.0.0.0/8]\n")
+    (tmp_path / "ip-masq-bad").write_text("nonMasqueradeCIDR: [10.0.0.0/8]\n")
+    loaded = load_config(Options(config_dir=str(tmp_path)))
+    assert isinstance(loaded, Failure)
+    assert loaded.failure().source == "ip-masq-bad"
+
+
+def test_load_config_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("{}")
+    os.chmod(tmp_path / "ip-masq-a", 0)
+    try:
+        if os.access(tmp_path / "ip-masq-a", os.R_OK):
+            pytest.skip("running as root: mode 000 does not stop reads")
+        loaded = load_config(Options(config_dir=str(tmp_path)))
+        assert isinstance(loaded, Failure)
+        assert "cannot read" in str(loaded.failure())
+    finally:
+        os.chmod(tmp_path / "ip-masq-a", 0o600)

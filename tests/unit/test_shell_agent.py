@@ -1,0 +1,183 @@
+"""One sync against scripted iptables: zero writes in steady state, fallback, errors, retries."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from fake_iptables import FakeIptables, listing
+
+from masq.core.model import MasqConfig, Ruleset
+from masq.core.ruleset import RulesetOptions, desired_ruleset
+from masq.shell import backend, iptables
+from masq.shell.agent import Agent, backoff_seconds, with_retries
+from masq.shell.errors import AgentError, TransientError
+from masq.shell.metrics import Metrics
+from masq.shell.options import Options
+
+CHAIN = "IP-MASQ-AGENT"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(iptables, "_random_fully_cache", {})
+    monkeypatch.setattr(backend, "_chosen", {})
+
+
+def options(tmp_path: Path, **kw: object) -> Options:
+    return Options(config_dir=str(tmp_path), iptables_backend="nft", **kw)  # type: ignore[arg-type]
+
+
+def in_sync(config: MasqConfig | None = None) -> FakeIptables:
+    desired: Ruleset = desired_ruleset(config or MasqConfig(), "ipv4", RulesetOptions())
+    post, own = listing(desired, CHAIN)
+    return FakeIptables(post=post, chain=own)
+
+
+def default_config(tmp_path: Path) -> MasqConfig:
+    agent = Agent(options(tmp_path), Metrics())
+    return agent.load().merged.config
+
+
+def test_steady_state_runs_two_read_only_commands(tmp_path: Path) -> None:
+    fake = in_sync(default_config(tmp_path))
+    report = Agent(options(tmp_path), Metrics(), fake).sync()
+    assert report.wrote is False
+    assert fake.binaries() == ["iptables-nft", "iptables-nft"]
+
+
+def test_empty_kernel_gets_one_restore(tmp_path: Path) -> None:
+    fake = FakeIptables()
+    report = Agent(options(tmp_path), Metrics(), fake).sync()
+    assert report.wrote is True
+    restores = [c for c in fake.binaries() if c.endswith("-restore")]
+    assert restores == ["iptables-nft-restore"]
+    assert fake.stdin[0].startswith("*nat\n")
+    assert "-A POSTROUTING" in fake.stdin[0]
+
+
+def test_one_added_cidr_is_one_insert(tmp_path: Path) -> None:
+    fake = in_sync(default_config(tmp_path))
+    (tmp_path / "ip-masq-agent").write_text(
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10]\n"
+    )
+    Agent(options(tmp_path), Metrics(), fake).sync()
+    body = fake.stdin[0].splitlines()[1:-1]
+    assert len(body) == 1
+    assert body[0].startswith(f"-I {CHAIN} ")
+    assert "100.64.0.0/10" in body[0]
+
+
+def test_refused_restore_falls_back_to_replacing_the_chain(tmp_path: Path) -> None:
+    fake = FakeIptables(restore_results=[(1, "iptables-restore: line 2 failed"), (0, "")])
+    Agent(options(tmp_path), Metrics(), fake).sync()
+    assert len(fake.stdin) == 2
+    assert f":{CHAIN} - [0:0]" in fake.stdin[1]
+    # it re-observed between the two attempts
+    restore_at = [i for i, c in enumerate(fake.binaries()) if c.endswith("-restore")]
+    assert any(c[-1] == "-v" for c in fake.calls[restore_at[0] : restore_at[1]])
+
+
+def test_both_attempts_refused_is_fatal(tmp_path: Path) -> None:
+    fake = FakeIptables(restore_results=[(1, "line 2 failed"), (1, "line 3 failed")])
+    with pytest.raises(AgentError, match="line 3 failed") as info:
+        Agent(options(tmp_path), Metrics(), fake).sync()
+    assert not isinstance(info.value, TransientError)
+
+
+def test_transient_restore_failure_does_not_fall_back(tmp_path: Path) -> None:
+    fake = FakeIptables(restore_results=[(4, "Another app is currently holding the xtables lock")])
+    with pytest.raises(TransientError):
+        Agent(options(tmp_path), Metrics(), fake).sync()
+    assert len(fake.stdin) == 1
+
+
+def test_dry_run_prints_and_writes_nothing(tmp_path: Path) -> None:
+    fake = FakeIptables()
+    out = io.StringIO()
+    report = Agent(options(tmp_path, dry_run=True), Metrics(), fake, out=out).sync()
+    assert report.wrote is False
+    assert fake.stdin == []
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("# ipv4")
+    assert any(f"-A {CHAIN}" in ln for ln in lines)
+
+
+def test_invalid_config_writes_nothing_and_reads_no_iptables(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-agent").write_text("nonMasqueradeCIDRs: [not-a-cidr]\n")
+    fake = FakeIptables()
+    with pytest.raises(AgentError, match="ip-masq-agent: nonMasqueradeCIDRs"):
+        Agent(options(tmp_path), Metrics(), fake).sync()
+    assert fake.calls == []
+
+
+def test_ipv6_failure_in_planning_writes_nothing_for_ipv4(tmp_path: Path) -> None:
+    def runner(argv: list[str], stdin: str | None) -> iptables.Completed:
+        if argv[0].startswith("ip6tables"):
+            return iptables.Completed(tuple(argv), 2, "", "ip6tables: bad things")
+        return FakeIptables()(argv, stdin)
+
+    with pytest.raises(AgentError, match="bad things"):
+        Agent(options(tmp_path, enable_ipv6=True), Metrics(), runner).sync()
+
+
+def test_conflict_fatal_only_with_flag(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("masqLinkLocal: true\n")
+    (tmp_path / "ip-masq-b").write_text("masqLinkLocal: false\n")
+    Agent(options(tmp_path), Metrics(), FakeIptables()).sync()
+    fake = FakeIptables()
+    with pytest.raises(AgentError, match=r"masqLinkLocal: ip-masq-a=true, ip-masq-b=false"):
+        Agent(options(tmp_path, fail_on_conflict=True), Metrics(), fake).sync()
+    assert fake.calls == []
+
+
+def test_config_is_reparsed_only_when_bytes_change(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("masqLinkLocal: true\n")
+    agent = Agent(options(tmp_path), Metrics(), FakeIptables())
+    first = agent.load()
+    assert agent.load() is first
+    (tmp_path / "ip-masq-a").write_text("masqLinkLocal: false\n")
+    assert agent.load() is not first
+
+
+def test_cleanup_removes_jump_and_chain(tmp_path: Path) -> None:
+    fake = in_sync(default_config(tmp_path))
+    Agent(options(tmp_path), Metrics(), fake).cleanup()
+    script = fake.stdin[0]
+    assert "-D POSTROUTING" in script
+    assert f"-X {CHAIN}" in script
+
+
+def test_cleanup_of_clean_kernel_writes_nothing(tmp_path: Path) -> None:
+    fake = FakeIptables()
+    assert Agent(options(tmp_path), Metrics(), fake).cleanup() == 0
+    assert fake.stdin == []
+
+
+def test_backoff_doubles_and_caps() -> None:
+    # Fails if the backoff stops doubling or ignores the cap (the resync interval).
+    assert [backoff_seconds(n, 3.0) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_with_retries_gives_up_after_ten_transient_failures() -> None:
+    sleeps: list[float] = []
+
+    def step() -> None:
+        raise TransientError("lock")
+
+    with pytest.raises(AgentError, match="10 attempts"):
+        with_retries(step, cap=60.0, sleep=sleeps.append)
+    assert len(sleeps) == 9
+
+
+def test_with_retries_recovers() -> None:
+    attempts = []
+
+    def step() -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise TransientError("lock")
+
+    with_retries(step, cap=60.0, sleep=lambda s: None)
+    assert len(attempts) == 3

@@ -1,0 +1,140 @@
+"""``--iptables-backend=auto``: the decision, and that it asks for expensive signals last."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from masq.shell import backend
+from masq.shell.backend import (
+    SystemProbe,
+    choose_backend,
+    count_rules,
+    parse_nft_tables,
+    resolve_backend,
+)
+from masq.shell.iptables import Completed, ResolvedBackend
+
+
+@dataclass
+class FakeProbe:
+    legacy: frozenset[str] = frozenset()
+    nft: frozenset[str] = frozenset()
+    chains: set[tuple[str, str, str]] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+
+    def legacy_tables(self) -> frozenset[str]:
+        self.asked.append("legacy_tables")
+        return self.legacy
+
+    def nft_tables(self) -> frozenset[str]:
+        self.asked.append("nft_tables")
+        return self.nft
+
+    def has_chain(self, backend: ResolvedBackend, table: str, chain: str) -> bool:
+        self.asked.append(f"has_chain {backend} {chain}")
+        return (backend, table, chain) in self.chains
+
+    def rule_count(self, backend: ResolvedBackend) -> int:
+        self.asked.append(f"count {backend}")
+        return self.counts.get(backend, 0)
+
+
+ALL = frozenset({"filter", "nat", "mangle"})
+
+
+def test_no_legacy_tables_means_nft_without_any_process() -> None:
+    probe = FakeProbe(nft=ALL)
+    assert choose_backend(probe)[0] == "nft"
+    assert probe.asked == ["legacy_tables"]
+
+
+def test_empty_node_defaults_to_nft() -> None:
+    assert choose_backend(FakeProbe())[0] == "nft"
+
+
+def test_only_legacy_tables_means_legacy() -> None:
+    probe = FakeProbe(legacy=frozenset({"nat"}))
+    assert choose_backend(probe)[0] == "legacy"
+    assert probe.asked == ["legacy_tables", "nft_tables"]
+
+
+@pytest.mark.parametrize(
+    ("chains", "expected"),
+    [
+        ({("nft", "mangle", "KUBE-IPTABLES-HINT")}, "nft"),
+        ({("legacy", "mangle", "KUBE-IPTABLES-HINT")}, "legacy"),
+        ({("nft", "mangle", "KUBE-KUBELET-CANARY")}, "nft"),
+        ({("legacy", "mangle", "KUBE-KUBELET-CANARY")}, "legacy"),
+        # the hint outranks the canary, whichever backend holds the canary
+        (
+            {("legacy", "mangle", "KUBE-IPTABLES-HINT"), ("nft", "mangle", "KUBE-KUBELET-CANARY")},
+            "legacy",
+        ),
+    ],
+)
+def test_kubelet_hints_decide_when_both_have_tables(
+    chains: set[tuple[str, str, str]], expected: str
+) -> None:
+    probe = FakeProbe(legacy=ALL, nft=ALL, chains=chains, counts={"legacy": 0, "nft": 10000})
+    assert choose_backend(probe)[0] == expected
+    assert not any(a.startswith("count") for a in probe.asked)
+
+
+@pytest.mark.parametrize(
+    ("legacy", "nft", "expected"),
+    [
+        (10, 50000, "legacy"),  # the wrapper's rule: 10 legacy rules are enough
+        (3, 2, "legacy"),
+        (3, 3, "legacy"),
+        (3, 4, "nft"),
+        (0, 0, "nft"),
+        (0, 5, "nft"),
+    ],
+)
+def test_counting_when_no_hint(legacy: int, nft: int, expected: str) -> None:
+    probe = FakeProbe(legacy=ALL, nft=ALL, counts={"legacy": legacy, "nft": nft})
+    assert choose_backend(probe)[0] == expected
+
+
+def test_many_legacy_rules_skip_counting_nft() -> None:
+    probe = FakeProbe(legacy=ALL, nft=ALL, counts={"legacy": 10})
+    choose_backend(probe)
+    assert "count nft" not in probe.asked
+
+
+def test_parse_nft_tables_keeps_only_iptables_nft_tables() -> None:
+    text = "table ip nat\ntable ip6 mangle\ntable inet firewalld\ntable ip kube-proxy\n"
+    assert parse_nft_tables(text) == frozenset({"nat", "mangle"})
+
+
+def test_count_rules_counts_appends_with_or_without_counters() -> None:
+    text = "*nat\n:POSTROUTING ACCEPT [0:0]\n-A X -j RETURN\n[1:2] -A Y -j RETURN\nCOMMIT\n"
+    assert count_rules(text) == 2
+
+
+def test_system_probe_reads_legacy_names_files(tmp_path: Path) -> None:
+    (tmp_path / "v4").write_text("nat\nfilter\n")
+    probe = SystemProbe(names_files=[str(tmp_path / "v4"), str(tmp_path / "missing")])
+    assert probe.legacy_tables() == frozenset({"nat", "filter"})
+
+
+def test_system_probe_nft_failure_falls_back_to_counting() -> None:
+    def runner(argv: list[str], stdin: str | None) -> Completed:
+        return Completed(tuple(argv), 1, "", "Operation not permitted")
+
+    # Unknown nft state must not look like "no nft tables" (that would pick legacy).
+    assert SystemProbe(runner=runner).nft_tables() == backend.IPTABLES_TABLES
+
+
+def test_resolve_backend_decides_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend, "_chosen", {})
+    first = FakeProbe(legacy=frozenset({"nat"}))
+    assert resolve_backend("auto", first) == "legacy"
+    second = FakeProbe()
+    assert resolve_backend("auto", second) == "legacy"
+    assert second.asked == []
+    assert resolve_backend("nft", second) == "nft"

@@ -1,0 +1,120 @@
+"""The iptables runner: which commands each backend runs, and how failures are classified."""
+
+from __future__ import annotations
+
+import pytest
+from fake_iptables import FakeIptables, listing
+
+from masq.core.model import MasqConfig
+from masq.core.ruleset import RulesetOptions, desired_ruleset
+from masq.shell import iptables
+from masq.shell.errors import AgentError, TransientError
+from masq.shell.iptables import Completed, Iptables, is_transient, parse_version
+
+CHAIN = "IP-MASQ-AGENT"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_version_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(iptables, "_random_fully_cache", {})
+
+
+def test_nft_observes_with_two_chain_listings() -> None:
+    fake = FakeIptables()
+    Iptables("nft", "ipv4", fake).observe(CHAIN)
+    assert fake.calls == [
+        ["iptables-nft", "-t", "nat", "-S", "POSTROUTING"],
+        ["iptables-nft", "-t", "nat", "-S", CHAIN, "-v"],
+    ]
+
+
+def test_legacy_observes_with_one_save() -> None:
+    fake = FakeIptables()
+    Iptables("legacy", "ipv6", fake).observe(CHAIN)
+    assert fake.calls == [["ip6tables-legacy-save", "-t", "nat", "-c"]]
+
+
+def test_absent_chain_is_not_an_error() -> None:
+    observed = Iptables("nft", "ipv4", FakeIptables(chain=None)).observe(CHAIN)
+    assert observed.chain(CHAIN) is None
+
+
+def test_nft_1_8_9_incompatible_message_for_missing_chain_means_absent() -> None:
+    def runner(argv: list[str], stdin: str | None) -> Completed:
+        if argv[-1] == "-v":
+            err = "iptables v1.8.9 (nf_tables): chain `X' in table `nat' is incompatible"
+            return Completed(tuple(argv), 1, "", err)
+        return Completed(tuple(argv), 0, "-P POSTROUTING ACCEPT\n", "")
+
+    assert Iptables("nft", "ipv4", runner).observe(CHAIN).chain(CHAIN) is None
+
+
+def test_observe_round_trips_the_desired_rules() -> None:
+    desired = desired_ruleset(MasqConfig(), "ipv4", RulesetOptions())
+    post, own = listing(desired, CHAIN)
+    observed = Iptables("nft", "ipv4", FakeIptables(post=post, chain=own)).observe(CHAIN)
+    assert observed == desired
+
+
+def test_listing_failure_raises_with_stderr_reason() -> None:
+    def runner(argv: list[str], stdin: str | None) -> Completed:
+        return Completed(tuple(argv), 3, "", "iptables: Permission denied (you must be root)\n")
+
+    with pytest.raises(AgentError, match="Permission denied") as info:
+        Iptables("nft", "ipv4", runner).observe(CHAIN)
+    assert not isinstance(info.value, TransientError)
+
+
+@pytest.mark.parametrize(
+    ("code", "stderr", "transient"),
+    [
+        (4, "", True),
+        (1, "Another app is currently holding the xtables lock. Stopped waiting after 5s.", True),
+        (1, "iptables-restore: Resource temporarily unavailable", True),
+        (1, "iptables-restore: line 3 failed", False),
+        (2, "Bad argument", False),
+    ],
+)
+def test_transient_classification(code: int, stderr: str, transient: bool) -> None:
+    assert is_transient(Completed(("x",), code, "", stderr)) is transient
+
+
+def test_restore_sends_script_on_stdin_with_bounded_lock_wait() -> None:
+    fake = FakeIptables()
+    Iptables("nft", "ipv6", fake).restore("*nat\nCOMMIT\n")
+    assert fake.calls == [["ip6tables-nft-restore", "--noflush", "--wait=5"]]
+    assert fake.stdin == ["*nat\nCOMMIT\n"]
+
+
+def test_restore_lock_contention_is_transient() -> None:
+    fake = FakeIptables(restore_results=[(4, "Another app is currently holding the xtables lock")])
+    with pytest.raises(TransientError):
+        Iptables("legacy", "ipv4", fake).restore("*nat\nCOMMIT\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("iptables v1.8.9 (nf_tables)", (1, 8, 9)),
+        ("iptables v1.6.1", (1, 6, 1)),
+        ("ip6tables-legacy v1.4", (1, 4, 0)),
+        ("garbage", None),
+    ],
+)
+def test_parse_version(text: str, expected: tuple[int, int, int] | None) -> None:
+    assert parse_version(text) == expected
+
+
+def test_random_fully_trusts_the_kernel_without_a_process() -> None:
+    fake = FakeIptables()
+    assert Iptables("nft", "ipv4", fake).supports_random_fully(True) is True
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(("version", "supported"), [("v1.6.2", True), ("v1.6.1", False)])
+def test_random_fully_asks_version_once_per_binary(version: str, supported: bool) -> None:
+    fake = FakeIptables(version=f"iptables {version} (legacy)")
+    table = Iptables("legacy", "ipv4", fake)
+    assert table.supports_random_fully(False) is supported
+    assert table.supports_random_fully(False) is supported
+    assert fake.calls == [["iptables-legacy", "--version"]]
