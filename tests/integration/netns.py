@@ -31,6 +31,7 @@ from typing import Literal
 Backend = Literal["nft", "legacy"]
 BACKENDS: tuple[Backend, ...] = ("nft", "legacy")
 Family = Literal[4, 6]
+FAMILIES: tuple[Family, ...] = (4, 6)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_PYTHON = sys.executable

@@ -1,0 +1,209 @@
+"""Reconcile against a real kernel: zero-write steady state, incremental change, decay
+healing, foreign rules untouched, --dry-run and --cleanup."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from integration.netns import (
+    DEFAULT_CHAIN,
+    DEST_DOC_A,
+    DEST_PRIVATE,
+    DEST_UPLINK,
+    FAMILIES,
+    JUMP_COMMENT,
+    RFC1918,
+    Topology,
+    assert_ok,
+    counted,
+    expected_rules,
+    jump_rule,
+    verdicts,
+    write_config,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+HANDLE = re.compile(r"^\s*(?P<rule>.*?)\s*# handle (?P<handle>\d+)$")
+COUNTER = re.compile(r"counter packets \d+ bytes \d+ ")
+
+
+def nft_rule_handles(topo: Topology, chain: str = DEFAULT_CHAIN) -> dict[str, str]:
+    """nft rule (counters blanked) -> its handle; only a rewrite gives a rule a new handle."""
+    out = {}
+    for line in topo.nft_handles(chain).splitlines():
+        match = HANDLE.match(line)
+        if match and not match["rule"].startswith("chain "):
+            out[COUNTER.sub("counter ", match["rule"])] = match["handle"]
+    return out
+
+
+def add_foreign_rules(topo: Topology) -> None:
+    """What kube-proxy, a CNI or an admin leave in the same tables."""
+    topo.ipt("-t", "nat", "-N", "KUBE-FOREIGN")
+    topo.ipt("-t", "nat", "-A", "KUBE-FOREIGN", "-d", "198.18.0.0/15", "-j", "RETURN")
+    topo.ipt("-t", "nat", "-A", "PREROUTING", "-j", "KUBE-FOREIGN")
+    topo.ipt("-t", "nat", "-A", "OUTPUT", "-d", "198.18.0.1/32", "-j", "RETURN")
+    topo.ipt(
+        "-t", "nat", "-A", "POSTROUTING", "-s", "10.99.0.0/16",
+        "-m", "comment", "--comment", "foreign post", "-j", "RETURN",
+    )  # fmt: skip
+    topo.ipt("-t", "filter", "-A", "FORWARD", "-s", "10.98.0.0/16", "-j", "ACCEPT")
+    topo.ipt("-t", "nat", "-A", "POSTROUTING", "-d", "fd00:99::/64", "-j", "RETURN", family=6)
+
+
+POLICY_COUNTERS = re.compile(r"^(:\S+ \S+) \[\d+:\d+\]$")
+
+
+def foreign(snapshot: tuple[str, str], chain: str = DEFAULT_CHAIN) -> list[str]:
+    """Every saved line (rule counters included) that is not our chain or a jump to it.
+
+    Built-in chains' policy counters are left out: iptables-legacy zeroes them on every
+    write of the table by anyone (checked by hand: one ``iptables-legacy -A`` of an
+    unrelated rule does it), so they cannot tell whether the agent touched anything.
+    """
+    lines = []
+    for text in snapshot:
+        for line in text.splitlines():
+            if f"-A {chain} " in line or f":{chain} " in line or f"-j {chain}" in line:
+                continue
+            lines.append(POLICY_COUNTERS.sub(r"\1", line))
+    return lines
+
+
+def test_steady_state_writes_nothing(topo: Topology, config_dir: Path) -> None:
+    assert_ok(topo.run_agent(config_dir))
+    # traffic through the RETURN and the final MASQUERADE rule, so counters are non-zero
+    assert verdicts(topo, DEST_UPLINK, DEST_DOC_A) == {DEST_UPLINK: "kept", DEST_DOC_A: "masq"}
+    before = topo.snapshot()
+    ours = counted(before[0], DEFAULT_CHAIN)
+    assert sum(1 for c in ours.values() if c != "[0:0]") == 2, ours
+    handles = nft_rule_handles(topo) if topo.backend == "nft" else {}
+    proc = topo.run_agent(config_dir)
+    assert_ok(proc)
+    assert topo.snapshot() == before  # byte-identical, counters included
+    if topo.backend == "nft":
+        assert nft_rule_handles(topo) == handles
+    assert "rules updated" not in proc.stderr
+
+
+def test_one_cidr_change_inserts_one_rule(topo: Topology, config_dir: Path) -> None:
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n")
+    assert_ok(topo.run_agent(config_dir))
+    assert verdicts(topo, DEST_UPLINK, DEST_DOC_A, DEST_PRIVATE) == {
+        DEST_UPLINK: "kept",
+        DEST_DOC_A: "masq",
+        DEST_PRIVATE: "masq",
+    }
+    old = counted(topo.save(counters=True), DEFAULT_CHAIN)
+    old_handles = nft_rule_handles(topo) if topo.backend == "nft" else {}
+    write_config(
+        config_dir,
+        "ip-masq-agent",
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]",
+    )
+    assert_ok(topo.run_agent(config_dir))
+    assert topo.rules() == expected_rules(RFC1918)
+    new = counted(topo.save(counters=True), DEFAULT_CHAIN)
+    added = set(new) - set(old)
+    assert len(added) == 1 and "172.16.0.0/12" in added.pop()
+    assert {rule: new[rule] for rule in old} == old  # every old rule kept its counters
+    if topo.backend == "nft":
+        new_handles = nft_rule_handles(topo)
+        assert set(old_handles.values()) < set(new_handles.values())
+        assert len(new_handles) == len(old_handles) + 1
+    assert verdicts(topo, DEST_PRIVATE) == {DEST_PRIVATE: "kept"}
+
+
+def v2_jump_args(chain: str = DEFAULT_CHAIN) -> list[str]:
+    """The jump as ip-masq-agent-v2 writes it: its comment carries literal quotes."""
+    comment = '"' + JUMP_COMMENT.format(chain=chain) + '"'
+    return ["-m", "comment", "--comment", comment, "-m", "addrtype", "!", "--dst-type", "LOCAL",
+            "-j", chain]  # fmt: skip
+
+
+DECAYS = ["deleted-jump", "deleted-rule", "stray-rule", "second-v2-jump"]
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+def test_decay_is_healed_by_the_next_sync(topo: Topology, config_dir: Path, decay: str) -> None:
+    assert_ok(topo.run_agent(config_dir))
+    pristine = (topo.rules("POSTROUTING"), topo.rules())
+    if decay == "deleted-jump":
+        topo.ipt("-t", "nat", "-D", "POSTROUTING", "1")
+        assert verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "kept"}  # the decay is real
+    elif decay == "deleted-rule":
+        position = next(i for i, r in enumerate(topo.rules(), 1) if "192.168.0.0/16" in r)
+        topo.ipt("-t", "nat", "-D", DEFAULT_CHAIN, str(position))
+        assert verdicts(topo, DEST_UPLINK) == {DEST_UPLINK: "masq"}
+    elif decay == "stray-rule":
+        topo.ipt("-t", "nat", "-I", DEFAULT_CHAIN, "1", "-d", "203.0.113.0/24", "-j", "RETURN")
+        assert verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "kept"}
+    else:
+        topo.ipt("-t", "nat", "-A", "POSTROUTING", *v2_jump_args())
+        assert len(topo.jumps_to()) == 2
+    assert (topo.rules("POSTROUTING"), topo.rules()) != pristine
+    assert_ok(topo.run_agent(config_dir))
+    assert (topo.rules("POSTROUTING"), topo.rules()) == pristine
+    assert verdicts(topo, DEST_DOC_A, DEST_UPLINK) == {DEST_DOC_A: "masq", DEST_UPLINK: "kept"}
+
+
+def test_v2_leftover_jump_counts_as_ours(nft_topo: Topology, config_dir: Path) -> None:
+    nft_topo.ipt("-t", "nat", "-N", DEFAULT_CHAIN)
+    nft_topo.ipt("-t", "nat", "-A", "POSTROUTING", *v2_jump_args())
+    assert_ok(nft_topo.run_agent(config_dir))
+    assert len(nft_topo.jumps_to()) == 1
+    assert nft_topo.rules() == expected_rules(RFC1918)
+    assert verdicts(nft_topo, DEST_DOC_A) == {DEST_DOC_A: "masq"}
+
+
+def test_foreign_rules_are_never_touched(topo: Topology, config_dir: Path) -> None:
+    add_foreign_rules(topo)
+    assert_ok(topo.run_agent(config_dir, "--enable-ipv6"))
+    topo.ipt("-t", "nat", "-A", "POSTROUTING", "-d", "198.18.0.0/15", "-j", "MASQUERADE")
+    assert verdicts(topo, DEST_DOC_A, DEST_UPLINK) == {DEST_DOC_A: "masq", DEST_UPLINK: "kept"}
+    before = foreign(topo.snapshot())
+    assert any(line.startswith("[") and not line.startswith("[0:0]") for line in before), before
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, fd00:100::/64]\n")
+    proc = topo.run_agent(config_dir, "--enable-ipv6")
+    assert_ok(proc)
+    assert "rules updated" in proc.stderr  # this sync did write
+    assert topo.rules() == expected_rules(["10.0.0.0/8"])
+    assert foreign(topo.snapshot()) == before
+    topo.ipt("-t", "nat", "-D", "POSTROUTING", "1")  # decay, then a healing sync
+    assert_ok(topo.run_agent(config_dir, "--enable-ipv6"))
+    assert foreign(topo.snapshot()) == [line for line in before if "foreign post" not in line]
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(topo: Topology, config_dir: Path) -> None:
+    proc = topo.run_agent(config_dir, "--dry-run")
+    assert_ok(proc)
+    assert DEFAULT_CHAIN not in topo.chains()
+    assert "10.0.0.0/8" in proc.stdout, proc.stdout
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")
+    assert_ok(topo.run_agent(config_dir))
+    before = topo.snapshot()
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 198.18.0.0/15]\n")
+    proc = topo.run_agent(config_dir, "--dry-run")
+    assert_ok(proc)
+    assert "198.18.0.0/15" in proc.stdout, proc.stdout
+    assert topo.snapshot() == before
+
+
+def test_cleanup_removes_ours_and_only_ours(topo: Topology, config_dir: Path) -> None:
+    add_foreign_rules(topo)
+    assert_ok(topo.run_agent(config_dir, "--enable-ipv6"))
+    assert topo.jumps_to(family=6) == [jump_rule()]
+    before = foreign(topo.snapshot())
+    assert_ok(topo.run_agent(config_dir, "--cleanup", "--enable-ipv6"))
+    for family in FAMILIES:
+        assert DEFAULT_CHAIN not in topo.chains(family=family)
+        assert topo.jumps_to(family=family) == []
+    assert foreign(topo.snapshot()) == before
+    assert verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "kept"}
+    after_traffic = topo.snapshot()
+    assert_ok(topo.run_agent(config_dir, "--cleanup", "--enable-ipv6"))  # idempotent: no write
+    assert topo.snapshot() == after_traffic
