@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Install what the agent and its tests need on a Debian 12 machine: system packages and a
+# virtualenv with the project installed (editable) plus its test extra.  Idempotent: packages
+# already present and an up-to-date venv are left alone, so every entry point (quickstart,
+# scripts/test.sh, .ci/run) can call it.
+#
+# Usage: scripts/setup.sh [--container] [--update]
+#   --container  also install buildah and debootstrap (the image test needs them)
+#   --update     always run `apt-get update` and the install (.ci/run on a fresh machine)
+# Environment: VENV (default: <repo>/.venv), PYTHON (default: python3).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+container=0
+update=0
+for arg in "$@"; do
+    case "$arg" in
+        --container) container=1 ;;
+        --update) update=1 ;;
+        *) echo "setup.sh: unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+# iptables ships both backends (iptables-legacy*, iptables-nft*) and ip6tables.
+packages=(iptables iproute2 conntrack nftables python3 python3-venv ca-certificates)
+if [ "$container" = 1 ]; then
+    packages+=(buildah debootstrap)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [ "$update" = 1 ] || [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup.sh: must run as root to install: ${missing[*]:-${packages[*]}}" >&2
+        exit 1
+    fi
+    echo "setup: apt-get install ${packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq -o Dpkg::Options::=--force-confold "${packages[@]}" >/dev/null
+fi
+
+# The venv is reinstalled only when pyproject.toml changed since the last install.
+stamp="$VENV/.ip-masq-agent-installed"
+want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "setup: venv $VENV is up to date"
+else
+    echo "setup: creating venv $VENV and installing the project with its test extra"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
+    echo "$want" >"$stamp"
+fi
