@@ -165,6 +165,26 @@ def _bool_text(value: bool) -> str:
     return "true" if value else "false"
 
 
+_Span = tuple[int, int, int]  # (version, first address, last address) as integers
+
+
+def _span(net: IPNetwork) -> _Span:
+    first = int(net.network_address)
+    return (net.version, first, first + (1 << (net.max_prefixlen - net.prefixlen)) - 1)
+
+
+def _union_spans(spans: Iterable[_Span]) -> list[_Span]:
+    """Disjoint, non-adjacent spans covering exactly the union (adjacent ones joined)."""
+    out: list[_Span] = []
+    for version, first, last in sorted(spans):
+        if out and out[-1][0] == version and first <= out[-1][2] + 1:
+            if last > out[-1][2]:
+                out[-1] = (version, out[-1][1], last)
+        else:
+            out.append((version, first, last))
+    return out
+
+
 def _covered_conflicts(fragments: list[Fragment]) -> list[Conflict]:
     """Explicit non-masquerade CIDRs that the union of masquerade CIDRs covers whole."""
     masq_sources: dict[IPNetwork, set[str]] = {}
@@ -173,30 +193,24 @@ def _covered_conflicts(fragments: list[Fragment]) -> list[Conflict]:
             masq_sources.setdefault(net, set()).add(f.source)
     if not masq_sources:
         return []
-    # Collapsed blocks are disjoint and maximal, so a CIDR inside the union lies
-    # inside exactly one of them: one bisect per CIDR instead of a pairwise scan.
-    collapsed: dict[int, list[IPNetwork]] = {}
-    for version in (4, 6):
-        same = [n for n in masq_sources if n.version == version]
-        collapsed[version] = sorted(
-            ipaddress.collapse_addresses(same),  # type: ignore[type-var]
-            key=cidr_key,
-        )
-    starts = {v: [int(n.network_address) for n in nets] for v, nets in collapsed.items()}
-    masq_sorted = sorted(masq_sources, key=cidr_key)
-    masq_keys = [cidr_key(n) for n in masq_sorted]
+    # The union as maximal integer spans: a range inside the union lies inside
+    # exactly one of them, so one bisect per CIDR replaces a pairwise scan.
+    union = _union_spans(_span(n) for n in masq_sources)
+    masq_by_span = sorted((_span(n), n) for n in masq_sources)
+    spans = [span for span, _ in masq_by_span]
+    by_span = dict(masq_by_span)
     non_sources: dict[IPNetwork, set[str]] = {}
     for f in fragments:
         for net in f.non_masquerade_cidrs or ():
             non_sources.setdefault(net, set()).add(f.source)
     conflicts: list[Conflict] = []
     for net in sorted(non_sources, key=cidr_key):
-        blocks = collapsed[net.version]
-        i = bisect.bisect_right(starts[net.version], int(net.network_address)) - 1
-        if i < 0 or not net.subnet_of(blocks[i]):  # type: ignore[arg-type]
+        version, first, last = _span(net)
+        i = bisect.bisect_right(union, (version, first, 1 << 129)) - 1
+        if i < 0 or union[i][0] != version or union[i][2] < last:
             continue
         given = {(s, f"{NON_MASQUERADE_CIDRS} {net}") for s in non_sources[net]}
-        for masq in _overlapping(net, masq_sorted, masq_keys, masq_sources):
+        for masq in _overlapping(net, spans, masq_by_span, by_span):
             given |= {(s, f"{MASQUERADE_CIDRS} {masq}") for s in masq_sources[masq]}
         conflicts.append(
             _conflict(
@@ -211,20 +225,27 @@ def _covered_conflicts(fragments: list[Fragment]) -> list[Conflict]:
 
 def _overlapping(
     net: IPNetwork,
-    masq_sorted: list[IPNetwork],
-    masq_keys: list[tuple[int, int, int]],
-    masq_sources: dict[IPNetwork, set[str]],
+    spans: list[_Span],
+    masq_by_span: list[tuple[_Span, IPNetwork]],
+    by_span: dict[_Span, IPNetwork],
 ) -> list[IPNetwork]:
-    """Masquerade CIDRs overlapping ``net``: its supernets, then those inside it."""
-    supers = [
-        s for s in (net.supernet(new_prefix=p) for p in range(net.prefixlen)) if s in masq_sources
-    ]
-    if net in masq_sources:
-        supers.append(net)
-    lo = bisect.bisect_right(masq_keys, cidr_key(net))
-    hi = bisect.bisect_right(masq_keys, (net.version, int(net.broadcast_address), 1 << 8))
-    inside = [m for m in masq_sorted[lo:hi] if m.subnet_of(net)]  # type: ignore[arg-type]
-    return sorted(set(supers) | set(inside), key=cidr_key)
+    """Masquerade CIDRs overlapping ``net``.
+
+    CIDRs nest or are disjoint, so an overlapping one either starts inside
+    ``net`` (a bisect range) or is one of its supernets (one lookup per prefix).
+    """
+    version, first, last = _span(net)
+    lo = bisect.bisect_left(spans, (version, first, 0))
+    hi = bisect.bisect_right(spans, (version, last, 1 << 129))
+    found = [masq for _, masq in masq_by_span[lo:hi]]
+    bits = net.max_prefixlen
+    for prefix in range(net.prefixlen):
+        size = 1 << (bits - prefix)
+        start = first - first % size
+        supernet = by_span.get((version, start, start + size - 1))
+        if supernet is not None and start < first:  # same start: already in the range
+            found.append(supernet)
+    return sorted(found, key=cidr_key)
 
 
 def merge(
