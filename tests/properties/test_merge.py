@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from masq.core.fragment import Fragment
-from masq.core.merge import RESERVED_RANGES, RFC1918, merge
+from masq.core.merge import RESERVED_RANGES, RFC1918, merge, provenance
 from masq.core.model import IPNetwork, cidr_key, sorted_cidrs
 
 # A small pool so that fragments overlap, repeat and cover each other often.
@@ -211,3 +211,20 @@ def test_over_limit_fails_naming_sources(frags: list[Fragment]) -> None:
     limiting = {f.source for f in frags if f.cidr_limit == limit}
     assert set(error.source.split(", ")) == (listing or limiting)
     assert f"{count} distinct CIDRs" in str(error) and str(limit) in str(error)
+
+
+# Fails if provenance returns sources in input order, includes files that list only a
+# supernet of the network, or ignores masqueradeCIDRs.
+@given(st.lists(fragments(limits=False), max_size=5), st.sampled_from(POOL_V4 + POOL_V6))
+def test_provenance_names_exactly_the_listing_sources(
+    frags: list[Fragment], net: IPNetwork
+) -> None:
+    expected = sorted(
+        {
+            f.source
+            for f in frags
+            if any(n == net for n in (*(f.non_masquerade_cidrs or ()), *(f.masquerade_cidrs or ())))
+        }
+    )
+    assert provenance(frags, net) == tuple(expected)
+    assert provenance(reversed(frags), net) == tuple(expected)
