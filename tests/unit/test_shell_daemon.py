@@ -1,0 +1,110 @@
+"""The daemon's wake-ups: config changes (inotify), the resync timer, and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from masq.shell.daemon import ConfigWatcher, Stopper, wait_for_change
+
+
+@pytest.fixture
+def stopper() -> Iterator[Stopper]:
+    s = Stopper()
+    yield s
+    s.close()
+
+
+def later(seconds: float, action: object) -> threading.Timer:
+    t = threading.Timer(seconds, action)  # type: ignore[arg-type]
+    t.start()
+    return t
+
+
+def test_timeout_without_events(tmp_path: Path, stopper: Stopper) -> None:
+    watcher = ConfigWatcher(str(tmp_path))
+    try:
+        assert wait_for_change(watcher, stopper, 0.05) == "timeout"
+    finally:
+        watcher.close()
+
+
+def test_new_file_wakes_up(tmp_path: Path, stopper: Stopper) -> None:
+    watcher = ConfigWatcher(str(tmp_path))
+    try:
+        later(0.05, lambda: (tmp_path / "ip-masq-x").write_text("a"))
+        assert wait_for_change(watcher, stopper, 5) == "config"
+    finally:
+        watcher.close()
+
+
+def test_kubelet_data_symlink_swap_wakes_up(tmp_path: Path, stopper: Stopper) -> None:
+    (tmp_path / "..v1").mkdir()
+    (tmp_path / "..v2").mkdir()
+    (tmp_path / "..data").symlink_to("..v1")
+    watcher = ConfigWatcher(str(tmp_path))
+
+    def swap() -> None:
+        (tmp_path / "..data_tmp").symlink_to("..v2")
+        os.rename(tmp_path / "..data_tmp", tmp_path / "..data")
+
+    try:
+        later(0.05, swap)
+        assert wait_for_change(watcher, stopper, 5) == "config"
+    finally:
+        watcher.close()
+
+
+def test_missing_dir_is_watched_through_its_parent(tmp_path: Path, stopper: Stopper) -> None:
+    cfg = tmp_path / "cfg"
+    watcher = ConfigWatcher(str(cfg))
+    try:
+        assert not watcher.polling
+        later(0.05, cfg.mkdir)
+        assert wait_for_change(watcher, stopper, 5) == "config"
+        # now the dir itself is watched: a file in it wakes us
+        later(0.05, lambda: (cfg / "ip-masq-a").write_text("x"))
+        assert wait_for_change(watcher, stopper, 5) == "config"
+    finally:
+        watcher.close()
+
+
+def test_deleted_and_recreated_dir_is_followed(tmp_path: Path, stopper: Stopper) -> None:
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    watcher = ConfigWatcher(str(cfg))
+    try:
+        later(0.05, cfg.rmdir)
+        assert wait_for_change(watcher, stopper, 5) == "config"
+        later(0.05, cfg.mkdir)
+        assert wait_for_change(watcher, stopper, 5) == "config"
+        later(0.05, lambda: (cfg / "ip-masq-a").write_text("x"))
+        assert wait_for_change(watcher, stopper, 5) == "config"
+    finally:
+        watcher.close()
+
+
+def test_no_dir_and_no_parent_polls(tmp_path: Path, stopper: Stopper) -> None:
+    watcher = ConfigWatcher(str(tmp_path / "a" / "b"))
+    try:
+        assert watcher.polling
+        later(0.05, (tmp_path / "a").mkdir)
+        assert wait_for_change(watcher, stopper, 5) == "config"
+        assert not watcher.polling
+    finally:
+        watcher.close()
+
+
+def test_sigterm_wakes_up(tmp_path: Path, stopper: Stopper) -> None:
+    watcher = ConfigWatcher(str(tmp_path))
+    try:
+        later(0.05, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        assert wait_for_change(watcher, stopper, 5) == "signal"
+        assert stopper.signum == signal.SIGTERM
+    finally:
+        watcher.close()
