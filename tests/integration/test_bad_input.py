@@ -1,0 +1,87 @@
+"""Every bad-input class: exit 1, one error line naming the file, no traceback, and the
+kernel's tables byte-identical to before (no partial write ever happens)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from integration.netns import (
+    DEST_DOC_A,
+    DEST_UPLINK,
+    Topology,
+    assert_config_error,
+    assert_ok,
+    expected_rules,
+    verdicts,
+    write_config,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+GOOD = "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n"
+TOO_MANY = "nonMasqueradeCIDRs:\n" + "".join(f"  - 10.{i}.0.0/16\n" for i in range(65))
+OVER_ONE_MIB = GOOD + "# " + "x" * (1 << 20) + "\n"
+
+BAD: dict[str, str | bytes] = {
+    "invalid-yaml": "nonMasqueradeCIDRs: [10.0.0.0/8\n",
+    "invalid-json": '{"nonMasqueradeCIDRs": ["10.0.0.0/8"]',
+    "not-a-mapping": "- 10.0.0.0/8\n",
+    "unknown-key": "nonMasqueradeCIDR:\n  - 10.0.0.0/8\n",
+    "wrong-type-list": "nonMasqueradeCIDRs: 42\n",
+    "wrong-type-bool": "masqLinkLocal: [true]\n",
+    "empty-entry": 'nonMasqueradeCIDRs:\n  - ""\n',
+    "null-entry": "nonMasqueradeCIDRs:\n  -\n",
+    "unparsable-cidr": "nonMasqueradeCIDRs: [10.0.0.0/33]\n",
+    "misaligned-cidr": "nonMasqueradeCIDRs: [10.0.0.1/8]\n",
+    "iptables-words": 'nonMasqueradeCIDRs: ["10.0.0.0/8 -j ACCEPT"]\n',
+    "ipv6-without-flag": "nonMasqueradeCIDRs: [fd00:100::/64]\n",
+    "over-file-cidr-limit": "cidrLimit: 2\nnonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]\n",  # noqa: E501
+    "over-default-cidr-limit": TOO_MANY,
+    "bad-resync-interval": "resyncInterval: soon\n",
+    "over-1-mib": OVER_ONE_MIB,
+    "not-utf-8": b"nonMasqueradeCIDRs:\n  - 10.0.0.0/8  # caf\xe9\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_file_exits_1_and_leaves_the_kernel_alone(
+    nft_topo: Topology, config_dir: Path, kind: str
+) -> None:
+    write_config(config_dir, "ip-masq-agent", GOOD)
+    assert_ok(nft_topo.run_agent(config_dir))
+    before = nft_topo.snapshot()
+    write_config(config_dir, "ip-masq-broken", BAD[kind])
+    assert_config_error(nft_topo.run_agent(config_dir), "ip-masq-broken")
+    assert nft_topo.snapshot() == before
+
+
+@pytest.mark.parametrize("kind", ["misaligned-cidr", "not-utf-8", "iptables-words"])
+def test_bad_file_on_legacy_and_after_traffic(config_dir: Path, kind: str, topo: Topology) -> None:
+    write_config(config_dir, "ip-masq-agent", GOOD)
+    assert_ok(topo.run_agent(config_dir))
+    assert verdicts(topo, DEST_DOC_A, DEST_UPLINK) == {DEST_DOC_A: "masq", DEST_UPLINK: "kept"}
+    before = topo.snapshot()  # counters are non-zero now: any rewrite would show
+    write_config(config_dir, "ip-masq-broken", BAD[kind])
+    assert_config_error(topo.run_agent(config_dir), "ip-masq-broken")
+    assert topo.snapshot() == before
+
+
+def test_bad_file_on_a_clean_node_writes_nothing(nft_topo: Topology, config_dir: Path) -> None:
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
+    assert_config_error(nft_topo.run_agent(config_dir), "ip-masq-agent")
+    assert "IP-MASQ-AGENT" not in nft_topo.save()
+
+
+def test_merged_cidr_limit(nft_topo: Topology, config_dir: Path) -> None:
+    """Each file within the limit, the union over it: the error names the limit's source."""
+    write_config(config_dir, "ip-masq-a", "cidrLimit: 3\nnonMasqueradeCIDRs: [10.1.0.0/16, 10.2.0.0/16]\n")  # fmt: skip # noqa: E501
+    write_config(config_dir, "ip-masq-b", "nonMasqueradeCIDRs: [10.3.0.0/16, 10.4.0.0/16]\n")
+    proc = nft_topo.run_agent(config_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "IP-MASQ-AGENT" not in nft_topo.save()
+    write_config(config_dir, "ip-masq-b", "nonMasqueradeCIDRs: [10.3.0.0/16]\n")
+    assert_ok(nft_topo.run_agent(config_dir))
+    assert nft_topo.rules() == expected_rules(["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"])
