@@ -31,6 +31,7 @@ from masq.core.model import (
     Ruleset,
     family_of,
 )
+from masq.core.ruleset import EXCEPTION_COMMENT
 
 OriginKind = Literal[
     "masqueradeCIDRs",
@@ -193,19 +194,21 @@ def _origins(
                 "a rule the agent does not write decides: its outcome is not modelled",
             ),
         )
-    net = rule.destination
-    if net is None:
-        if rule.action == "MASQUERADE":
-            catch_all = ipaddress.ip_network("0.0.0.0/0" if family == "ipv4" else "::/0")
-            return (
-                Origin(
-                    "final catch-all",
-                    catch_all,
-                    (),
-                    "no earlier rule matches: outbound traffic is masqueraded",
-                ),
-            )
-        return (_stale(None, merged),)
+    catch_all = ipaddress.ip_network("0.0.0.0/0" if family == "ipv4" else "::/0")
+    net = rule.destination if rule.destination is not None else catch_all
+    if (
+        rule.action == "MASQUERADE"
+        and rule.destination is None
+        and rule.comment != EXCEPTION_COMMENT
+    ):
+        return (
+            Origin(
+                "final catch-all",
+                catch_all,
+                (),
+                "no earlier rule matches: outbound traffic is masqueraded",
+            ),
+        )
     if rule.action == "MASQUERADE":
         listed = _with(fragments, net, masq=True)
         if listed:

@@ -1,0 +1,365 @@
+"""--explain agrees with should_masquerade and names the right files; --validate's verdicts."""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from pyrsistent import pmap, pvector
+
+from masq.core.decision import should_masquerade
+from masq.core.explain import Explanation, explain, parse_ip, render_explanation
+from masq.core.fragment import Fragment, parse_fragment
+from masq.core.merge import Merged, merge
+from masq.core.model import (
+    LINK_LOCAL_V4,
+    LINK_LOCAL_V6,
+    Chain,
+    Family,
+    IPAddress,
+    Rule,
+    Ruleset,
+)
+from masq.core.ruleset import RETURN_COMMENT, RulesetOptions, desired_ruleset
+from masq.shell import commands
+from masq.shell.options import Options
+
+CHAIN = "IP-MASQ-AGENT"
+POOL4 = [
+    "10.0.0.0/8",
+    "10.240.0.0/16",
+    "10.240.7.0/24",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "169.254.169.254/32",
+    "100.64.0.0/10",
+    "203.0.113.0/24",
+    "0.0.0.0/0",
+]
+POOL6 = ["fd00::/8", "fd00:1::/32", "fe80::/10", "2001:db8::/32", "::/0"]
+NETS = [ipaddress.ip_network(c) for c in POOL4 + POOL6]
+
+
+def _nets(draw: st.DrawFn) -> object:
+    chosen = draw(st.lists(st.sampled_from(NETS), max_size=4, unique=True))
+    return pvector(chosen)
+
+
+@st.composite
+def fragment(draw: st.DrawFn, index: int) -> Fragment:
+    maybe_bool = st.one_of(st.none(), st.booleans())
+    return Fragment(
+        source=f"ip-masq-{index}",
+        non_masquerade_cidrs=_nets(draw) if draw(st.booleans()) else None,  # type: ignore[arg-type]
+        masquerade_cidrs=_nets(draw) if draw(st.booleans()) else None,  # type: ignore[arg-type]
+        masq_link_local=draw(maybe_bool),
+        masq_link_local_ipv6=draw(maybe_bool),
+    )
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> tuple[list[Fragment], Merged]:
+    count = draw(st.integers(0, 3))
+    frags = [draw(fragment(i)) for i in range(count)]
+    return frags, merge(frags, enable_ipv6=True).unwrap()
+
+
+@st.composite
+def addresses(draw: st.DrawFn, frags: list[Fragment], merged: Merged) -> IPAddress:
+    """Edges of every CIDR in play (first, last and their neighbours) or anything."""
+    nets = [*NETS, *merged.config.non_masquerade_cidrs, LINK_LOCAL_V4, LINK_LOCAL_V6]
+    net = draw(st.sampled_from(nets))
+    top = (1 << net.max_prefixlen) - 1
+    edge = draw(
+        st.sampled_from(
+            [
+                int(net.network_address) - 1,
+                int(net.network_address),
+                int(net.broadcast_address),
+                int(net.broadcast_address) + 1,
+                draw(st.integers(0, top)),
+            ]
+        )
+    )
+    value = min(max(edge, 0), top)
+    return ipaddress.ip_address(value) if net.version == 4 else ipaddress.IPv6Address(value)
+
+
+def desired(merged: Merged, family: Family) -> Ruleset:
+    return desired_ruleset(merged.config, family, RulesetOptions(enable_ipv6=True))
+
+
+@given(st.data())
+def test_explain_matches_should_masquerade(data: st.DataObject) -> None:
+    # Mutation: reading the chain last-match (or ignoring the masquerade exceptions
+    # that come first) makes the verdict differ for addresses in masqueradeCIDRs.
+    frags, merged = data.draw(configs())
+    ip = data.draw(addresses(frags, merged))
+    family: Family = "ipv4" if ip.version == 4 else "ipv6"
+    e = explain(ip, ruleset=desired(merged, family), fragments=frags, merged=merged)
+    assert e.masquerade == should_masquerade(merged.config, ip)
+    assert e.agrees is True
+    assert e.rule is not None and e.rule_text is not None
+    assert e.rule_text.startswith(f"-A {CHAIN} ")
+
+
+@given(st.data())
+def test_explain_names_exactly_the_files_that_put_the_rule_there(data: st.DataObject) -> None:
+    # Mutation: taking sources from the other CIDR key (masquerade for a RETURN rule), or
+    # dropping the "default" branch, breaks the file sets or leaves a desired rule unexplained.
+    frags, merged = data.draw(configs())
+    ip = data.draw(addresses(frags, merged))
+    family: Family = "ipv4" if ip.version == 4 else "ipv6"
+    e = explain(ip, ruleset=desired(merged, family), fragments=frags, merged=merged)
+    assert e.origins
+    assert all(o.kind not in ("not in config", "foreign rule", "no rule") for o in e.origins)
+    for o in e.origins:
+        if o.kind == "masqueradeCIDRs":
+            want = {f.source for f in frags if o.cidr in (f.masquerade_cidrs or ())}
+            assert set(o.sources) == want and want
+        elif o.kind == "nonMasqueradeCIDRs":
+            want = {f.source for f in frags if o.cidr in (f.non_masquerade_cidrs or ())}
+            assert set(o.sources) == want and want
+        elif o.kind == "default":
+            assert all(f.non_masquerade_cidrs is None for f in frags)
+        elif o.kind == "built-in link-local":
+            assert o.cidr in (LINK_LOCAL_V4, LINK_LOCAL_V6)
+        else:
+            assert o.kind == "final catch-all"
+            assert o.cidr is not None and o.cidr.prefixlen == 0
+        if o.cidr is not None:
+            assert ip in o.cidr
+
+
+def _merged(*texts: tuple[str, str]) -> tuple[list[Fragment], Merged]:
+    frags = [parse_fragment(text, name).unwrap() for name, text in texts]
+    return frags, merge(frags).unwrap()
+
+
+def _explain(
+    ip: str, frags: list[Fragment], merged: Merged, ruleset: Ruleset | None = None
+) -> Explanation:
+    address = parse_ip(ip).unwrap()
+    rs = ruleset if ruleset is not None else desired(merged, "ipv4")
+    return explain(address, ruleset=rs, fragments=frags, merged=merged)
+
+
+def test_origins_by_kind() -> None:
+    frags, merged = _merged(
+        ("ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [10.240.0.0/16]"),
+        ("ip-masq-b", "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: false"),
+    )
+    e = _explain("10.240.0.9", frags, merged)
+    assert (e.verdict, e.origins[0].kind, e.origins[0].sources) == (
+        "masquerade",
+        "masqueradeCIDRs",
+        ("ip-masq-a",),
+    )
+    assert len(e.shadowed) == 1 and "-d 10.0.0.0/8" in e.shadowed[0]
+    e = _explain("10.1.2.3", frags, merged)
+    assert (e.verdict, e.origins[0].kind, e.origins[0].sources) == (
+        "keep source",
+        "nonMasqueradeCIDRs",
+        ("ip-masq-a", "ip-masq-b"),
+    )
+    e = _explain("169.254.169.254", frags, merged)
+    assert e.origins[0].kind == "built-in link-local"
+    assert e.origins[0].sources == ("ip-masq-b",)
+    assert "masqLinkLocal is set false by ip-masq-b" in e.origins[0].note
+    e = _explain("8.8.8.8", frags, merged)
+    assert (e.verdict, e.origins[0].kind, str(e.origins[0].cidr)) == (
+        "masquerade",
+        "final catch-all",
+        "0.0.0.0/0",
+    )
+
+
+def test_default_ranges_are_named_as_defaults() -> None:
+    frags, merged = _merged(("ip-masq-x", "masqLinkLocal: true"))
+    e = _explain("172.20.0.1", frags, merged)
+    assert e.origins[0].kind == "default"
+    assert "RFC 1918" in e.origins[0].note
+    assert e.masquerade is False
+
+
+def test_live_rules_that_disagree_are_called_stale() -> None:
+    frags, merged = _merged(("ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.0/8]"))
+    live = desired(merged, "ipv4")
+    chain = live.chains[CHAIN]
+    stale = Rule("RETURN", RETURN_COMMENT, destination=ipaddress.ip_network("203.0.113.0/24"))
+    live = Ruleset("ipv4", live.chains.set(CHAIN, Chain(CHAIN, pvector([stale, *chain.rules]))))
+    e = _explain("203.0.113.7", frags, merged, live)
+    assert e.verdict == "keep source"
+    assert e.origins[0].kind == "not in config"
+    assert e.config_masquerade is True
+    assert e.agrees is False
+    assert "next sync will change them" in render_explanation(e, "live")
+
+
+def test_foreign_rule_makes_the_verdict_unknown() -> None:
+    frags, merged = _merged()
+    live = desired(merged, "ipv4")
+    foreign = Rule("OTHER", "", spec="-s 1.2.3.4/32 -j ACCEPT")
+    chain = live.chains[CHAIN]
+    live = Ruleset("ipv4", live.chains.set(CHAIN, Chain(CHAIN, pvector([foreign, *chain.rules]))))
+    e = _explain("8.8.8.8", frags, merged, live)
+    assert e.verdict == "unknown" and e.masquerade is None and e.agrees is None
+    assert e.origins[0].kind == "foreign rule"
+
+
+def test_no_jump_no_chain_local_and_disabled_family() -> None:
+    frags, merged = _merged()
+    ip = parse_ip("8.8.8.8").unwrap()
+    empty = Ruleset("ipv4", pmap())
+    e = explain(ip, ruleset=empty, fragments=frags, merged=merged)
+    assert e.masquerade is False and "does not jump" in e.origins[0].note
+    e = explain(ip, ruleset=empty, fragments=frags, merged=merged, chain=CHAIN)
+    assert e.masquerade is False and "does not exist" in e.origins[0].note
+    e = explain(ip, ruleset=desired(merged, "ipv4"), merged=merged, local=True)
+    assert e.masquerade is False and "LOCAL" in e.origins[0].note
+    v6 = parse_ip("2001:db8::1").unwrap()
+    e = explain(v6, ruleset=None, merged=merged)
+    assert e.masquerade is False and e.config_masquerade is None
+    with pytest.raises(ValueError):
+        explain(v6, ruleset=desired(merged, "ipv4"), merged=merged)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("10.0.0.1", True),
+        (" fd00::1 ", True),
+        ("10.0.0.0/8", False),
+        ("fe80::1%eth0", False),
+        ("10.0.0.256", False),
+        ("", False),
+        ("bogus", False),
+    ],
+)
+def test_parse_ip(text: str, ok: bool) -> None:
+    assert (parse_ip(text).value_or(None) is not None) == ok
+
+
+# --- the commands (no iptables: read_live=False) ---------------------------------
+
+
+def write(directory: Path, name: str, text: str) -> None:
+    (directory / name).write_text(text)
+
+
+def opts_for(directory: Path, **kw: object) -> Options:
+    return Options(config_dir=str(directory), **kw)  # type: ignore[arg-type]
+
+
+def test_explain_command_output_and_exit_codes(tmp_path: Path) -> None:
+    write(tmp_path, "ip-masq-a", "masqueradeCIDRs: [10.240.0.0/16]\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert (
+        commands.explain(opts_for(tmp_path), "10.240.1.1", out=out, err=err, read_live=False) == 0
+    )
+    text = out.getvalue()
+    assert "masqueraded: yes" in text
+    assert "-d 10.240.0.0/16" in text
+    assert "ip-masq-a" in text
+    assert "rules: desired" in text
+    assert commands.explain(opts_for(tmp_path), "10.240.1.1/16", out=out, err=err) == 2
+    assert "is a CIDR" in err.getvalue()
+
+
+def test_explain_command_json(tmp_path: Path) -> None:
+    out = io.StringIO()
+    opts = opts_for(tmp_path, log_format="json")
+    assert commands.explain(opts, "192.168.3.4", out=out, read_live=False) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["masqueraded"] is False
+    assert doc["origins"][0]["kind"] == "default"
+    assert doc["origins"][0]["cidr"] == "192.168.0.0/16"
+
+
+def test_explain_with_invalid_config_and_no_live_rules_fails(tmp_path: Path) -> None:
+    write(tmp_path, "ip-masq-bad", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
+    err = io.StringIO()
+    code = commands.explain(
+        opts_for(tmp_path), "10.0.0.1", out=io.StringIO(), err=err, read_live=False
+    )
+    assert code == 1
+    assert "ip-masq-bad" in err.getvalue()
+
+
+def test_validate_valid_prints_a_config_that_parses_back(tmp_path: Path) -> None:
+    write(tmp_path, "ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: true\n")
+    write(tmp_path, "ip-masq-b", "masqLinkLocal: false\nresyncInterval: 30s\n")
+    write(tmp_path, "other", "not: considered\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert commands.validate(opts_for(tmp_path), out=out, err=err) == 0
+    text = out.getvalue()
+    assert "files ip-masq-a, ip-masq-b" in text
+    assert "# conflicts: 1" in text
+    assert "masqLinkLocal" in text and "# valid" in text
+    assert err.getvalue() == ""
+    reparsed = parse_fragment(text, "printed").unwrap()  # the printout is itself a config
+    again = merge([reparsed]).unwrap().config
+    assert (
+        again
+        == merge(
+            [
+                parse_fragment((tmp_path / n).read_text(), n).unwrap()
+                for n in ("ip-masq-a", "ip-masq-b")
+            ]
+        )
+        .unwrap()
+        .config
+    )
+
+
+def test_validate_reports_every_bad_file_one_line_each(tmp_path: Path) -> None:
+    write(tmp_path, "ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
+    write(tmp_path, "ip-masq-b", "masqLinkLocl: true\n")
+    write(tmp_path, "ip-masq-c", "masqLinkLocal: true\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert commands.validate(opts_for(tmp_path), out=out, err=err) == 1
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("ip-masq-agent: ip-masq-a: nonMasqueradeCIDRs[0]")
+    assert lines[1].startswith("ip-masq-agent: ip-masq-b")
+    assert "masqLinkLocal" in lines[1]  # the suggestion
+    assert "# invalid" in out.getvalue()
+
+
+def test_validate_conflicts_fatal_only_with_fail_on_conflict(tmp_path: Path) -> None:
+    write(tmp_path, "ip-masq-a", "masqLinkLocal: true\n")
+    write(tmp_path, "ip-masq-b", "masqLinkLocal: false\n")
+    assert commands.validate(opts_for(tmp_path), out=io.StringIO(), err=io.StringIO()) == 0
+    err = io.StringIO()
+    opts = opts_for(tmp_path, fail_on_conflict=True)
+    assert commands.validate(opts, out=io.StringIO(), err=err) == 1
+    assert "masqLinkLocal" in err.getvalue()
+
+
+def test_validate_merge_failure_and_missing_dir(tmp_path: Path) -> None:
+    write(tmp_path, "ip-masq-a", "nonMasqueradeCIDRs: [fd00::/8]\n")
+    err = io.StringIO()
+    assert commands.validate(opts_for(tmp_path), out=io.StringIO(), err=err) == 1
+    assert "IPv6" in err.getvalue()
+    out = io.StringIO()
+    assert commands.validate(opts_for(tmp_path / "missing"), out=out, err=io.StringIO()) == 0
+    assert "does not exist: defaults apply" in out.getvalue()
+    doc = yaml.safe_load(out.getvalue())
+    assert doc["nonMasqueradeCIDRs"] == ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+
+
+def test_validate_json(tmp_path: Path) -> None:
+    write(tmp_path, "ip-masq-a", "cidrLimit: nope\n")
+    out = io.StringIO()
+    opts = opts_for(tmp_path, log_format="json")
+    assert commands.validate(opts, out=out, err=io.StringIO()) == 1
+    doc = json.loads(out.getvalue())
+    assert doc["valid"] is False and doc["config"] is None
+    assert len(doc["errors"]) == 1 and "cidrLimit" in doc["errors"][0]
