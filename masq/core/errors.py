@@ -21,11 +21,12 @@ class ConfigError:
     value: str | None = None
 
     def __str__(self) -> str:
-        where = self.source
+        # A file name may carry control characters; the message must stay one line.
+        where = self.source.encode("unicode_escape").decode("ascii")
         if self.key is not None:
             where += f": {self.key}"
             if self.index is not None:
                 where += f"[{self.index}]"
         if self.value is not None:
             where += f": {self.value!r}"
-        return f"{where}: {self.message}"
+        return f"{where}: {self.message}".replace("\n", "\\n").replace("\r", "\\r")
