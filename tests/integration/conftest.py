@@ -53,3 +53,23 @@ def config_dir(tmp_path: Path) -> Path:
     path = tmp_path / "config"
     path.mkdir()
     return path
+
+
+LATENCY_FILE = netns.REPO_ROOT / "benchmarks" / "results" / "integration-latency.txt"
+
+
+@pytest.fixture(scope="session")
+def latency_record() -> Iterator[list[str]]:
+    """Daemon latencies measured by the tests, written out once at the end of the session.
+
+    A figure, not a pass/fail threshold: the tests only require a generous bound.
+    """
+    lines: list[str] = []
+    yield lines
+    if lines:
+        LATENCY_FILE.parent.mkdir(parents=True, exist_ok=True)
+        header = (
+            "# config-change-to-rule-in-kernel latency of the daemon (inotify), measured by\n"
+            "# tests/integration/test_daemon.py; polling granularity about 20-30 ms\n"
+        )
+        LATENCY_FILE.write_text(header + "".join(f"{line}\n" for line in lines))

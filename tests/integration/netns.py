@@ -398,16 +398,18 @@ class Topology:
             check=False,
         )
 
-    def start_agent(self, config_dir: Path | str, *flags: str) -> subprocess.Popen[str]:
-        """The agent as a daemon in node; stop it with ``stop_agent``."""
-        return subprocess.Popen(
-            self.agent_argv(config_dir, *flags, once=False),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO_ROOT,
-            env=agent_env(),
-        )
+    def start_agent(self, config_dir: Path | str, *flags: str, log: Path) -> subprocess.Popen[str]:
+        """The agent as a daemon in node, output to ``log`` (a pipe could fill and block it)."""
+        with log.open("w") as out:
+            return subprocess.Popen(
+                self.agent_argv(config_dir, *flags, once=False),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=REPO_ROOT,
+                env=agent_env(),
+            )
 
 
 def agent_env() -> dict[str, str]:
@@ -417,16 +419,27 @@ def agent_env() -> dict[str, str]:
     return env
 
 
-def stop_agent(proc: subprocess.Popen[str], timeout: float = 5.0) -> tuple[int, str, str]:
-    """SIGTERM, bounded wait, SIGKILL as a last resort; returns (code, stdout, stderr)."""
+def stop_agent(proc: subprocess.Popen[str], timeout: float = 5.0) -> int:
+    """SIGTERM, bounded wait, SIGKILL as a last resort; returns the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
-        out, err = proc.communicate(timeout=timeout)
+        return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate(timeout=5)
-    return proc.returncode, out, err
+        return proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def daemon(
+    topo: Topology, config_dir: Path, *flags: str, log: Path
+) -> Iterator[subprocess.Popen[str]]:
+    """A running agent daemon, stopped on the way out whatever happened inside."""
+    proc = topo.start_agent(config_dir, *flags, log=log)
+    try:
+        yield proc
+    finally:
+        stop_agent(proc)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> float | None:
@@ -461,6 +474,22 @@ def write_config(config_dir: Path, name: str, content: str | bytes) -> Path:
         tmp.write_text(content)
     tmp.replace(path)  # atomic, as a config-management tool would
     return path
+
+
+def configmap_layout(config_dir: Path, files: dict[str, str], stamp: str) -> Path:
+    """The kubelet's ConfigMap volume: a timestamped dir, ``..data`` -> it, key -> ..data/key."""
+    data = config_dir / f"..{stamp}"
+    data.mkdir()
+    for name, content in files.items():
+        (data / name).write_text(content)
+    tmp_link = config_dir / "..data_tmp"
+    tmp_link.symlink_to(data.name)
+    tmp_link.replace(config_dir / "..data")  # atomic swap, as the kubelet does it
+    for name in files:
+        link = config_dir / name
+        if not link.is_symlink():
+            link.symlink_to(f"..data/{name}")
+    return data
 
 
 def error_lines(stderr: str) -> list[str]:

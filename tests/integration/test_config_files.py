@@ -18,6 +18,7 @@ from integration.netns import (
     RFC1918,
     Topology,
     assert_ok,
+    configmap_layout,
     expected_rules,
     jump_rule,
     verdicts,
@@ -118,22 +119,6 @@ def test_custom_config_prefix(nft_topo: Topology, config_dir: Path) -> None:
     write_config(config_dir, "mine-a", "nonMasqueradeCIDRs: [203.0.113.0/24]\n")
     assert_ok(nft_topo.run_agent(config_dir, "--config-prefix", "mine-"))
     assert nft_topo.rules() == expected_rules(["203.0.113.0/24"])
-
-
-def configmap_layout(config_dir: Path, files: dict[str, str], stamp: str) -> Path:
-    """The kubelet's ConfigMap volume: a timestamped dir, ``..data`` -> it, key -> ..data/key."""
-    data = config_dir / f"..{stamp}"
-    data.mkdir()
-    for name, content in files.items():
-        (data / name).write_text(content)
-    tmp_link = config_dir / "..data_tmp"
-    tmp_link.symlink_to(data.name)
-    tmp_link.replace(config_dir / "..data")  # atomic swap, as the kubelet does it
-    for name in files:
-        link = config_dir / name
-        if not link.is_symlink():
-            link.symlink_to(f"..data/{name}")
-    return data
 
 
 def test_configmap_symlink_layout(topo: Topology, config_dir: Path) -> None:

@@ -1,0 +1,156 @@
+"""Daemon mode: reaction to config changes (plain files and the ConfigMap ``..data`` swap),
+periodic resync healing decay, bad config ending the daemon, SIGTERM."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from integration.netns import (
+    DEST_DOC_A,
+    DEST_DOC_B,
+    RFC1918,
+    Topology,
+    configmap_layout,
+    daemon,
+    error_lines,
+    expected_rules,
+    jump_rule,
+    verdicts,
+    wait_for,
+    write_config,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+# Generous bounds: these tests prove the reaction happens; the latency itself is a figure
+# recorded in benchmarks/results/integration-latency.txt, not a timed assertion.
+REACT_WITHIN = 5.0
+START_WITHIN = 10.0
+
+
+def record(latency_record: list[str], topo: Topology, what: str, seconds: float) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    line = f"{stamp} backend={topo.backend} {what}: {seconds * 1000:.0f} ms"
+    print(line)
+    latency_record.append(line)
+
+
+def started(topo: Topology, proc: subprocess.Popen[str], rules: list[str], log: Path) -> None:
+    took = wait_for(lambda: proc.poll() is not None or topo.rules() == rules, START_WITHIN)
+    assert proc.poll() is None, f"daemon exited {proc.returncode}:\n{log.read_text()}"
+    assert took is not None, f"daemon did not apply its first sync:\n{log.read_text()}"
+
+
+def test_file_change_reaches_the_kernel(
+    topo: Topology, config_dir: Path, tmp_path: Path, latency_record: list[str]
+) -> None:
+    log = tmp_path / "agent.log"
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")
+    with daemon(topo, config_dir, "--resync-interval", "600", log=log) as proc:
+        started(topo, proc, expected_rules(["10.0.0.0/8"]), log)
+        want = expected_rules(["10.0.0.0/8", "203.0.113.0/24"])
+        t0 = time.monotonic()
+        write_config(
+            config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n"
+        )
+        took = wait_for(lambda: topo.rules() == want, REACT_WITHIN)
+        elapsed = time.monotonic() - t0
+        assert took is not None, f"no reaction within {REACT_WITHIN}s:\n{log.read_text()}"
+        record(latency_record, topo, "file rewrite (atomic rename)", elapsed)
+        # a new file appearing counts too
+        want = expected_rules(["10.0.0.0/8", "198.51.100.0/24", "203.0.113.0/24"])
+        t0 = time.monotonic()
+        write_config(config_dir, "ip-masq-second", "nonMasqueradeCIDRs: [198.51.100.0/24]\n")
+        assert wait_for(lambda: topo.rules() == want, REACT_WITHIN) is not None, log.read_text()
+        record(latency_record, topo, "new file", time.monotonic() - t0)
+        assert verdicts(topo, DEST_DOC_A, DEST_DOC_B) == {DEST_DOC_A: "kept", DEST_DOC_B: "kept"}
+        # and a file removed
+        want = expected_rules(["10.0.0.0/8", "203.0.113.0/24"])
+        (config_dir / "ip-masq-second").unlink()
+        assert wait_for(lambda: topo.rules() == want, REACT_WITHIN) is not None, log.read_text()
+        assert proc.poll() is None, log.read_text()
+
+
+def test_configmap_data_swap_triggers_a_resync(
+    nft_topo: Topology, config_dir: Path, tmp_path: Path, latency_record: list[str]
+) -> None:
+    log = tmp_path / "agent.log"
+    old = configmap_layout(
+        config_dir, {"ip-masq-agent": "nonMasqueradeCIDRs: [10.0.0.0/8]\n"}, "2026_11_26_13_00_00.1"
+    )
+    with daemon(nft_topo, config_dir, "--resync-interval", "600", log=log) as proc:
+        started(nft_topo, proc, expected_rules(["10.0.0.0/8"]), log)
+        want = expected_rules(["10.0.0.0/8", "198.51.100.0/24"])
+        t0 = time.monotonic()
+        configmap_layout(
+            config_dir,
+            {"ip-masq-agent": "nonMasqueradeCIDRs: [10.0.0.0/8, 198.51.100.0/24]\n"},
+            "2026_11_26_13_05_00.2",
+        )
+        shutil.rmtree(old)  # the kubelet removes the old timestamped dir after the swap
+        took = wait_for(lambda: nft_topo.rules() == want, REACT_WITHIN)
+        elapsed = time.monotonic() - t0
+        assert took is not None, f"no reaction to the ..data swap:\n{log.read_text()}"
+        record(latency_record, nft_topo, "ConfigMap ..data symlink swap", elapsed)
+        assert proc.poll() is None, log.read_text()
+
+
+def test_periodic_resync_heals_decay(nft_topo: Topology, config_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "agent.log"
+    with daemon(nft_topo, config_dir, "--resync-interval", "1", log=log) as proc:
+        started(nft_topo, proc, expected_rules(RFC1918), log)
+        nft_topo.ipt("-t", "nat", "-D", "POSTROUTING", "1")
+        assert nft_topo.jumps_to() == []
+        healed = wait_for(lambda: nft_topo.jumps_to() == [jump_rule()], REACT_WITHIN, 0.1)
+        assert healed is not None, f"jump not restored by the resync:\n{log.read_text()}"
+        assert proc.poll() is None, log.read_text()
+
+
+def test_bad_config_ends_the_daemon_and_keeps_the_rules(
+    nft_topo: Topology, config_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "agent.log"
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")
+    with daemon(nft_topo, config_dir, "--resync-interval", "600", log=log) as proc:
+        started(nft_topo, proc, expected_rules(["10.0.0.0/8"]), log)
+        before = nft_topo.snapshot()
+        write_config(config_dir, "ip-masq-broken", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
+        assert wait_for(lambda: proc.poll() is not None, REACT_WITHIN) is not None, (
+            f"daemon kept running on a bad config:\n{log.read_text()}"
+        )
+        assert proc.returncode == 1, log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    errors = error_lines(text)
+    assert len(errors) == 1 and "ip-masq-broken" in errors[0], text
+    assert nft_topo.snapshot() == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_signal_exits_0_within_a_second_and_leaves_the_rules(
+    topo: Topology, config_dir: Path, tmp_path: Path, signum: signal.Signals
+) -> None:
+    log = tmp_path / "agent.log"
+    with daemon(topo, config_dir, log=log) as proc:
+        started(topo, proc, expected_rules(RFC1918), log)
+        time.sleep(0.2)  # let it settle into its idle wait
+        before = topo.snapshot()
+        t0 = time.monotonic()
+        proc.send_signal(signum)
+        try:
+            code = proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit within 1 s of {signum.name}:\n{log.read_text()}")
+        elapsed = time.monotonic() - t0
+        assert code == 0, f"exit {code} after {elapsed:.3f}s:\n{log.read_text()}"
+    assert "Traceback" not in log.read_text()
+    assert topo.snapshot() == before
+    assert topo.jumps_to() == [jump_rule()]
+    assert verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "masq"}
