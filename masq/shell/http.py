@@ -13,6 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
+from masq.shell.errors import AgentError
 from masq.shell.metrics import Health, Metrics
 
 LOG = logging.getLogger("masq")
@@ -26,8 +27,8 @@ class Server(Protocol):
     def shutdown(self) -> None: ...
 
 
-class ServerError(Exception):
-    """The endpoint cannot be served (bad address, port taken); ``str()`` is one line."""
+class ServerError(AgentError):
+    """The endpoint cannot be served (bad address, port taken): fatal, one line, no traceback."""
 
 
 def parse_bind(bind: str) -> tuple[str, int] | None:
