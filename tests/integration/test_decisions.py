@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from integration import netns
 from integration.netns import (
     DEST_DOC6,
     DEST_DOC_A,
@@ -166,3 +167,19 @@ def test_ipv6_link_local_masqueraded_on_request(nft_topo: Topology, config_dir: 
     # IPv4 kept its own link-local rule: masqLinkLocalIPv6 is per family
     assert nft_topo.rules() == expected_rules([])
     assert verdicts(nft_topo, DEST_UPLINK6, DEST_DOC6) == {DEST_UPLINK6: "kept", DEST_DOC6: "masq"}
+
+
+@pytest.mark.parametrize("holder", ["nft", "legacy"])
+def test_auto_backend_follows_the_backend_that_holds_rules(holder: str, config_dir: Path) -> None:
+    """kube-proxy's backend already holds nat rules: auto must write there and only there."""
+    other = "legacy" if holder == "nft" else "nft"
+    with netns.topology(holder) as topo:  # type: ignore[arg-type]
+        topo.ipt("-t", "nat", "-N", "KUBE-POSTROUTING")
+        topo.ipt("-t", "nat", "-A", "POSTROUTING", "-j", "KUBE-POSTROUTING")
+        assert_ok(topo.run_agent(config_dir, "--iptables-backend=auto"))
+        assert topo.rules() == expected_rules(RFC1918)
+        other_save = netns.run(
+            topo.in_ns(topo.node, [netns.save_binary(other, 4), "-t", "nat"])
+        ).stdout
+        assert "IP-MASQ-AGENT" not in other_save
+        assert verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "masq"}
