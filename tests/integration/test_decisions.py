@@ -17,6 +17,7 @@ from integration.netns import (
     DEST_UPLINK6,
     RESERVED,
     RFC1918,
+    Backend,
     Topology,
     assert_ok,
     expected_rules,
@@ -169,11 +170,13 @@ def test_ipv6_link_local_masqueraded_on_request(nft_topo: Topology, config_dir: 
     assert verdicts(nft_topo, DEST_UPLINK6, DEST_DOC6) == {DEST_UPLINK6: "kept", DEST_DOC6: "masq"}
 
 
-@pytest.mark.parametrize("holder", ["nft", "legacy"])
-def test_auto_backend_follows_the_backend_that_holds_rules(holder: str, config_dir: Path) -> None:
+@pytest.mark.parametrize("holder", netns.BACKENDS)
+def test_auto_backend_follows_the_backend_that_holds_rules(
+    holder: Backend, config_dir: Path
+) -> None:
     """kube-proxy's backend already holds nat rules: auto must write there and only there."""
-    other = "legacy" if holder == "nft" else "nft"
-    with netns.topology(holder) as topo:  # type: ignore[arg-type]
+    other: Backend = "legacy" if holder == "nft" else "nft"
+    with netns.topology(holder) as topo:
         topo.ipt("-t", "nat", "-N", "KUBE-POSTROUTING")
         topo.ipt("-t", "nat", "-A", "POSTROUTING", "-j", "KUBE-POSTROUTING")
         assert_ok(topo.run_agent(config_dir, "--iptables-backend=auto"))
