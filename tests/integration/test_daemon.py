@@ -154,3 +154,15 @@ def test_signal_exits_0_within_a_second_and_leaves_the_rules(
     assert topo.snapshot() == before
     assert topo.jumps_to() == [jump_rule()]
     assert verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "masq"}
+
+
+def test_idle_resyncs_write_nothing(nft_topo: Topology, config_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "agent.log"
+    with daemon(nft_topo, config_dir, "--resync-interval", "1", log=log) as proc:
+        started(nft_topo, proc, expected_rules(RFC1918), log)
+        assert verdicts(nft_topo, DEST_DOC_A) == {DEST_DOC_A: "masq"}
+        before = nft_topo.snapshot()
+        time.sleep(2.5)  # at least two periodic resyncs
+        assert nft_topo.snapshot() == before
+        assert proc.poll() is None, log.read_text()
+    assert log.read_text().count("rules updated") == 1, log.read_text()

@@ -10,12 +10,15 @@ import pytest
 
 from integration.netns import (
     DEFAULT_CHAIN,
+    DEST_DOC6,
     DEST_DOC_A,
     DEST_PRIVATE,
     DEST_UPLINK,
+    DEST_UPLINK6,
     FAMILIES,
     JUMP_COMMENT,
     RFC1918,
+    Family,
     Topology,
     assert_ok,
     counted,
@@ -31,10 +34,12 @@ HANDLE = re.compile(r"^\s*(?P<rule>.*?)\s*# handle (?P<handle>\d+)$")
 COUNTER = re.compile(r"counter packets \d+ bytes \d+ ")
 
 
-def nft_rule_handles(topo: Topology, chain: str = DEFAULT_CHAIN) -> dict[str, str]:
+def nft_rule_handles(
+    topo: Topology, chain: str = DEFAULT_CHAIN, family: Family = 4
+) -> dict[str, str]:
     """nft rule (counters blanked) -> its handle; only a rewrite gives a rule a new handle."""
     out = {}
-    for line in topo.nft_handles(chain).splitlines():
+    for line in topo.nft_handles(chain, family).splitlines():
         match = HANDLE.match(line)
         if match and not match["rule"].startswith("chain "):
             out[COUNTER.sub("counter ", match["rule"])] = match["handle"]
@@ -207,3 +212,24 @@ def test_cleanup_removes_ours_and_only_ours(topo: Topology, config_dir: Path) ->
     after_traffic = topo.snapshot()
     assert_ok(topo.run_agent(config_dir, "--cleanup", "--enable-ipv6"))  # idempotent: no write
     assert topo.snapshot() == after_traffic
+
+
+def test_steady_state_writes_nothing_with_ipv6(topo: Topology, config_dir: Path) -> None:
+    write_config(
+        config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [192.168.0.0/16, fd00:100::/64]\n"
+    )
+    assert_ok(topo.run_agent(config_dir, "--enable-ipv6"))
+    assert verdicts(topo, DEST_UPLINK6, DEST_DOC6, DEST_DOC_A) == {
+        DEST_UPLINK6: "kept",
+        DEST_DOC6: "masq",
+        DEST_DOC_A: "masq",
+    }
+    before = topo.snapshot()
+    assert sum(1 for c in counted(before[1], DEFAULT_CHAIN).values() if c != "[0:0]") == 2
+    handles = nft_rule_handles(topo, family=6) if topo.backend == "nft" else {}
+    proc = topo.run_agent(config_dir, "--enable-ipv6")
+    assert_ok(proc)
+    assert topo.snapshot() == before
+    if topo.backend == "nft":
+        assert nft_rule_handles(topo, family=6) == handles
+    assert "rules updated" not in proc.stderr
