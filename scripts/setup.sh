@@ -56,6 +56,12 @@ if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want"
 else
     echo "setup: creating venv $VENV and installing the project with its test extra"
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
+    log="$VENV/pip-install.log"
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$ROOT[test]" \
+        >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "setup.sh: pip install failed; full log in $log" >&2
+        exit 1
+    fi
     echo "$want" >"$stamp"
 fi
