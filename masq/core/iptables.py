@@ -112,11 +112,37 @@ def render_rule(chain: str, rule: Rule) -> str:
 # --- parsing ---------------------------------------------------------------
 
 
+_SIMPLE_WORD = re.compile(r'[ \t]*(?:"([^"\\]*)"|([^\s"\\]+))(?=[ \t]|$)')
+_BLANK = re.compile(r"[ \t]*")
+
+
+def _simple_words(line: str) -> list[tuple[str, int, int]] | None:
+    """The common case without backslashes or mid-word quotes; None sends it the slow way."""
+    words: list[tuple[str, int, int]] = []
+    pos = 0
+    for m in _SIMPLE_WORD.finditer(line):
+        if m.start() != pos:
+            return None
+        pos = m.end()
+        quoted, bare = m.groups()
+        if bare is not None:
+            words.append((bare, pos - len(bare), pos))
+        else:
+            words.append((quoted, pos - len(quoted) - 2, pos))
+    return words if _BLANK.fullmatch(line, pos) else None
+
+
 def split_words(line: str) -> Result[list[tuple[str, int, int]], str]:
     """iptables-restore's tokenizer: words with their (start, end) offsets in ``line``.
 
     Double quotes group, a backslash escapes the next character.
     """
+    fast = _simple_words(line)
+    return Success(fast) if fast is not None else split_words_slow(line)
+
+
+def split_words_slow(line: str) -> Result[list[tuple[str, int, int]], str]:
+    """The general tokenizer, a character at a time (the fast path must agree with it)."""
     words: list[tuple[str, int, int]] = []
     buf: list[str] = []
     start = -1
@@ -213,8 +239,7 @@ def _model_rule(words: list[str], family: Family) -> Rule | None:
         fields["random_fully"] = True
     if w:
         return None
-    rule = Rule(action=action, comment=comment)  # type: ignore[arg-type]
-    return replace(rule, **fields)  # type: ignore[arg-type]
+    return Rule(action=action, comment=comment, **fields)  # type: ignore[arg-type]
 
 
 def _target(words: list[str]) -> str | None:
@@ -305,7 +330,8 @@ def parse_save(text: str, chain: str, family: Family) -> Result[Ruleset, str]:
         if isinstance(parsed, Failure):
             return Failure(f"{where}: {parsed.failure()}")
         rule, inline = parsed.unwrap()
-        rule = replace(rule, counters=inline or counters)
+        if inline or counters:
+            rule = replace(rule, counters=inline or counters)
         if name == chain:
             exists = True
             ours.append(rule)

@@ -11,7 +11,15 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from masq.core.iptables import parse_save, quote, render_restore, render_rule, split_words
+from masq.core.iptables import (
+    _simple_words,
+    parse_save,
+    quote,
+    render_restore,
+    render_rule,
+    split_words,
+    split_words_slow,
+)
 from masq.core.model import POSTROUTING, Counters, Family, IPNetwork, Rule
 from masq.core.ruleset import PROBABILITY_SCALE
 
@@ -102,6 +110,14 @@ def test_quote_round_trips_through_the_restore_tokenizer(comment: str) -> None:
     # Fails if quote() leaves a space or quote bare, splitting the word.
     words = split_words(f"--comment {quote(comment)} -j RETURN").unwrap()
     assert [w for w, _, _ in words] == ["--comment", comment, "-j", "RETURN"]
+
+
+@given(st.text(alphabet=' \t"\\ab-', max_size=30))
+def test_fast_tokenizer_agrees_with_the_general_one(line: str) -> None:
+    # Fails if the fast path accepts a mid-word quote or a backslash it cannot interpret.
+    fast = _simple_words(line)
+    if fast is not None:
+        assert split_words_slow(line).unwrap() == fast
 
 
 def test_parse_save_rejects_malformed_text() -> None:
