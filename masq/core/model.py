@@ -49,8 +49,8 @@ class MasqConfig:
     configs that mean the same are equal and render the same.
     """
 
-    non_masquerade_cidrs: PVector[IPNetwork] = field(default_factory=lambda: pvector())
-    masquerade_cidrs: PVector[IPNetwork] = field(default_factory=lambda: pvector())
+    non_masquerade_cidrs: PVector[IPNetwork] = field(default_factory=pvector)
+    masquerade_cidrs: PVector[IPNetwork] = field(default_factory=pvector)
     masq_link_local: bool = False
     masq_link_local_ipv6: bool = False
     resync_interval: float = DEFAULT_RESYNC_SECONDS
@@ -104,7 +104,7 @@ class Chain:
     """A chain's rules in kernel order (first match wins)."""
 
     name: str
-    rules: PVector[Rule] = field(default_factory=lambda: pvector())
+    rules: PVector[Rule] = field(default_factory=pvector)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,7 @@ class Ruleset:
     """
 
     family: Family
-    chains: PMap[str, Chain] = field(default_factory=lambda: pmap())
+    chains: PMap[str, Chain] = field(default_factory=pmap)
 
     def chain(self, name: str) -> Chain | None:
         return self.chains.get(name)
