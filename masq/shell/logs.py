@@ -191,10 +191,11 @@ def setup(
     """Route the ``masq`` logger to stderr in ``fmt`` at klog verbosity ``verbosity``.
 
     Idempotent: calling it again replaces the previous handler (tests, re-exec).
+    Records still propagate (the root logger has no handler in the agent, so nothing
+    is written twice, and pytest's caplog keeps working).
     """
     for old in list(LOG.handlers):
         if old.get_name() == _HANDLER_NAME:
             LOG.removeHandler(old)
     LOG.addHandler(make_handler(verbosity, fmt, stream, clock))
     LOG.setLevel(vlevel(verbosity))
-    LOG.propagate = False

@@ -150,6 +150,7 @@ class Metrics:
         version: str = __version__,
     ) -> None:
         self.resync_interval = resync_interval
+        self._flag_interval = resync_interval
         self._clock = clock
         self._wall = wall
         self._lock = threading.Lock()
@@ -222,8 +223,8 @@ class Metrics:
                 for family in FAMILIES:
                     count = sum(1 for n in nets if family_of(n) == family)
                     self._cidrs.labels(family=family, kind=kind).set(count)
-            with self._lock:
-                self.resync_interval = config.resync_interval
+            with self._lock:  # the loop waits min(flag, config); so does health
+                self.resync_interval = min(self._flag_interval, config.resync_interval)
         except Exception:
             LOG.debug("metrics: config_loaded failed", exc_info=True)
 

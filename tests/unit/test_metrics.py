@@ -166,7 +166,10 @@ def test_config_gauges_follow_the_last_merge() -> None:
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 1
     assert value(m, "ip_masq_agent_cidrs", family="ipv6", kind="masquerade") == 1
     assert value(m, "ip_masq_agent_cidrs", family="ipv6", kind="non_masquerade") == 0
-    assert m.resync_interval == 5.0  # the config's interval drives health from now on
+    assert m.resync_interval == 5.0  # the config's shorter interval drives health from now on
+    longer = Fragment("ip-masq-c", resync_interval=600.0)
+    m.config_loaded(1, merge([longer]).unwrap())
+    assert m.resync_interval == 60.0  # but never longer than the flag's
     m.config_loaded(0, merge([]).unwrap())
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="non_masquerade") == 3  # RFC 1918
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 0
