@@ -45,23 +45,11 @@ class FakeIptables:
             return Completed(tuple(argv), code, "", err)
         if "--version" in argv:
             return Completed(tuple(argv), 0, self.version, "")
-        if name.endswith("-save"):
-            text = "*nat\n:POSTROUTING ACCEPT [0:0]\n" + self._body() + "COMMIT\n"
-            return Completed(tuple(argv), 0, text, "")
         if argv[-1] == POSTROUTING or argv[-2:] == [POSTROUTING, "-v"]:
             return Completed(tuple(argv), 0, self.post, "")
         if self.chain is None:
             return Completed(tuple(argv), 1, "", "iptables: No chain/target/match by that name.\n")
         return Completed(tuple(argv), 0, self.chain, "")
-
-    def _body(self) -> str:
-        lines = [ln for ln in self.post.splitlines() if ln.startswith("-A")]
-        if self.chain is not None:
-            lines += self.chain.splitlines()
-        return "".join(
-            ln.replace("-N ", ":", 1) + " - [0:0]\n" if ln.startswith("-N ") else ln + "\n"
-            for ln in lines
-        )
 
     def binaries(self) -> list[str]:
         return [c[0] for c in self.calls]
