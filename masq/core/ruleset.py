@@ -58,7 +58,12 @@ def jump_rule(chain: str) -> Rule:
     return Rule(action="JUMP", comment=jump_comment(chain), not_local=True, jump_chain=chain)
 
 
-def _to_ports_rules(ranges: tuple[PortRange, ...], random_fully: bool) -> list[Rule]:
+def _to_ports_rules(
+    ranges: tuple[PortRange, ...],
+    random_fully: bool,
+    comment: str = MASQ_COMMENT,
+    destination: IPNetwork | None = None,
+) -> list[Rule]:
     """v1's spreading: per protocol, each interval takes its share of what is left."""
     rules: list[Rule] = []
     for protocol in TO_PORTS_PROTOCOLS:
@@ -69,7 +74,8 @@ def _to_ports_rules(ranges: tuple[PortRange, ...], random_fully: bool) -> list[R
             rules.append(
                 Rule(
                     action="MASQUERADE",
-                    comment=MASQ_COMMENT,
+                    comment=comment,
+                    destination=destination,
                     protocol=protocol,
                     probability=probability,
                     to_ports=str(r),
@@ -91,26 +97,38 @@ def _of_family(nets: object, family: Family) -> list[IPNetwork]:
 def desired_ruleset(config: MasqConfig, family: Family, options: RulesetOptions) -> Ruleset:
     """Our chain plus the POSTROUTING jump, in the exact order DESIGN.md fixes.
 
-    Order: masquerade exceptions, link-local RETURN, RETURNs in canonical order,
-    v1's --to-ports rules, the final MASQUERADE.  Every rule is distinct, which
+    Order: masquerade exceptions (each preceded by its own --to-ports rules when
+    set), link-local RETURN, RETURNs in canonical order, v1's --to-ports rules,
+    the final MASQUERADE.  Every rule is distinct, which
     lets the planner diff by longest increasing subsequence.
     """
     rf = options.random_fully
-    rules: list[Rule] = [
-        Rule(action="MASQUERADE", comment=EXCEPTION_COMMENT, destination=_dest(n), random_fully=rf)
-        for n in _of_family(config.masquerade_cidrs, family)
-    ]
+    ranges: tuple[PortRange, ...] = ()
+    if options.to_ports:
+        parsed = parse_to_ports(options.to_ports)
+        if isinstance(parsed, Failure):
+            raise ValueError(f"to_ports must be validated by the caller: {parsed.failure()}")
+        ranges = parsed.unwrap()
+    rules: list[Rule] = []
+    for net in _of_family(config.masquerade_cidrs, family):
+        # An exception masquerades like the final rule does, --to-ports included.
+        rules += _to_ports_rules(ranges, rf, EXCEPTION_COMMENT, _dest(net)) if ranges else []
+        rules.append(
+            Rule(
+                action="MASQUERADE",
+                comment=EXCEPTION_COMMENT,
+                destination=_dest(net),
+                random_fully=rf,
+            )
+        )
     link_local: IPNetwork = LINK_LOCAL_V4 if family == "ipv4" else LINK_LOCAL_V6
     masq_ll = config.masq_link_local if family == "ipv4" else config.masq_link_local_ipv6
     returns = _of_family(config.non_masquerade_cidrs, family)
     if not masq_ll:
         returns = [link_local, *(n for n in returns if n != link_local)]
     rules += [Rule(action="RETURN", comment=RETURN_COMMENT, destination=_dest(n)) for n in returns]
-    if options.to_ports:
-        parsed = parse_to_ports(options.to_ports)
-        if isinstance(parsed, Failure):
-            raise ValueError(f"to_ports must be validated by the caller: {parsed.failure()}")
-        rules += _to_ports_rules(parsed.unwrap(), rf)
+    if ranges:
+        rules += _to_ports_rules(ranges, rf)
     rules.append(Rule(action="MASQUERADE", comment=MASQ_COMMENT, random_fully=rf))
     return Ruleset(
         family=family,

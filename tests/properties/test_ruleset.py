@@ -99,7 +99,13 @@ def test_chain_order(config: MasqConfig, family: Family, opts: RulesetOptions) -
     assert rest == sorted(rest, key=cidr_key)
     assert len(set(rules)) == len(rules)
     exceptions = [r.destination for r in rules if r.comment == EXCEPTION_COMMENT]
-    assert exceptions == [n for n in config.masquerade_cidrs if family_of(n) == family]
+    per_cidr = 1 + (3 * len(opts.to_ports.split(",")) if opts.to_ports else 0)
+    assert exceptions == [
+        n for n in config.masquerade_cidrs if family_of(n) == family for _ in range(per_cidr)
+    ]
+    # With --to-ports, an exception masquerades tcp/udp/sctp into the ports too.
+    assert all(r.to_ports or r.protocol is None for r in rules if r.comment == EXCEPTION_COMMENT)
+    assert all((r.to_ports is not None) == (r.protocol is not None) for r in rules)
     assert ruleset.chains[POSTROUTING].rules[0].comment == jump_comment(opts.chain)
     assert len(ruleset.chains[POSTROUTING].rules) == 1
 
