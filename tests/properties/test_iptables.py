@@ -166,3 +166,28 @@ def test_restore_script_is_identical_under_different_hash_seeds() -> None:
 
 def test_render_restore_of_no_ops_is_empty() -> None:
     assert render_restore(()) == ""
+
+
+def test_readable_ops_show_every_op_once() -> None:
+    # Fails if the dry-run view drops ops or mislabels deletes as additions.
+    from masq.core.iptables import render_ops_readable
+    from masq.core.model import (
+        AppendRule,
+        CreateChain,
+        DeleteRule,
+        DeleteRuleAt,
+        InsertRule,
+        Op,
+    )
+
+    rule = Rule(action="RETURN", comment="c d", destination=ipaddress.IPv4Network("10.0.0.0/8"))
+    ops: list[Op] = [
+        CreateChain(CHAIN),
+        AppendRule(CHAIN, rule),
+        InsertRule(CHAIN, 1, rule),
+        DeleteRuleAt(CHAIN, 2),
+        DeleteRule(POSTROUTING, rule),
+    ]
+    shown = render_ops_readable(ops).splitlines()
+    assert [line[0] for line in shown] == ["*", "+", "+", "-", "-"]
+    assert [line[2:] for line in shown] == render_restore(ops).splitlines()[1:-1]
