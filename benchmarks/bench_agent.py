@@ -36,6 +36,7 @@ PYTHON = sys.executable
 CHAIN = "IP-MASQ-AGENT"
 FOREIGN_RULES = 50_000
 RULES_PER_CHAIN = 100
+ROUNDS = 7
 WRAPPED = [
     f"{fam}-{backend}{suffix}"
     for fam in ("iptables", "ip6tables")
@@ -232,17 +233,32 @@ def daemon_figures(ns: str, backend: str, cfg: Path, trials: int = 5) -> dict[st
 
 
 def bench_backend(backend: str, tmp: Path, out: list[str]) -> None:
+    """Two namespaces per backend, one empty and one with 50k foreign rules, so the
+    ratio can alternate between them and machine-load drift cancels out."""
     print(f"== {backend}", flush=True)
-    cfg = tmp / f"cfg-{backend}"
-    cfg.mkdir()
-    (cfg / "ip-masq-agent").write_text(CONFIG)
-    with netns(f"masq-bench-{backend}-{os.getpid()}") as ns:
-        ns_run(ns, agent_argv(backend, cfg, "--once", "--enable-ipv6"))
-        version = ns_run(ns, [f"iptables-{backend}", "--version"]).stdout.strip()
+    labels = ("empty nat table", f"{FOREIGN_RULES} foreign nat rules")
+    with (
+        netns(f"masq-bench-{backend}-e-{os.getpid()}") as empty,
+        netns(f"masq-bench-{backend}-l-{os.getpid()}") as loaded,
+    ):
+        cfgs = {}
+        for ns in (empty, loaded):
+            cfg = tmp / f"cfg-{ns}"
+            cfg.mkdir()
+            (cfg / "ip-masq-agent").write_text(CONFIG)
+            cfgs[ns] = cfg
+            ns_run(ns, agent_argv(backend, cfg, "--once", "--enable-ipv6"))
+        load_foreign_rules(loaded, backend)
+        version = ns_run(empty, [f"iptables-{backend}", "--version"]).stdout.strip()
         out.append(f"[{backend}] {version}")
-        for label in ("empty nat table", f"{FOREIGN_RULES} foreign nat rules"):
-            if label != "empty nat table":
-                load_foreign_rules(ns, backend)
+        in_proc: dict[str, list[float]] = {empty: [], loaded: []}
+        whole: dict[str, list[float]] = {empty: [], loaded: []}
+        for _ in range(ROUNDS):
+            for ns in (empty, loaded):
+                in_proc[ns].append(time_sync_in_process(ns, backend, cfgs[ns], 10))
+                whole[ns].append(time_once_process(ns, backend, cfgs[ns], 1))
+        for label, ns in zip(labels, (empty, loaded), strict=True):
+            cfg = cfgs[ns]
             procs = count_processes(ns, backend, cfg, tmp, "--enable-ipv6")
             v4 = [p for p in procs if p.startswith("iptables")]
             v6 = [p for p in procs if p.startswith("ip6tables")]
@@ -252,11 +268,10 @@ def bench_backend(backend: str, tmp: Path, out: list[str]) -> None:
                 f" ipv4 {len(v4)}, ipv6 {len(v6)}, writes {len(writes)}"
             )
             out += [f"      {p}" for p in procs]
-            in_proc = time_sync_in_process(ns, backend, cfg, 30)
-            whole = time_once_process(ns, backend, cfg, 5)
             out.append(
-                f"  {label}: steady-state sync (ipv4) in-process median {in_proc * 1000:.1f} ms;"
-                f" whole --once process median {whole * 1000:.0f} ms"
+                f"  {label}: steady-state sync (ipv4) in-process median"
+                f" {statistics.median(in_proc[ns]) * 1000:.1f} ms;"
+                f" whole --once process median {statistics.median(whole[ns]) * 1000:.0f} ms"
             )
             figures = daemon_figures(ns, backend, cfg)
             out.append(
@@ -272,11 +287,11 @@ def bench_backend(backend: str, tmp: Path, out: list[str]) -> None:
                 f" iptables children {figures['cpu_children_per_resync_ms']:.1f} ms"
                 f" ({figures['idle_resyncs']:.0f} resyncs in 10 s)"
             )
-            if label == "empty nat table":
-                empty_in, empty_whole = in_proc, whole
+        ratio_in = statistics.median(in_proc[loaded]) / statistics.median(in_proc[empty])
+        ratio_whole = statistics.median(whole[loaded]) / statistics.median(whole[empty])
         out.append(
-            f"  RATIO 50k/empty steady-state sync: in-process {in_proc / empty_in:.2f},"
-            f" whole process {whole / empty_whole:.2f}"
+            f"  RATIO 50k/empty steady-state sync ({ROUNDS} alternating rounds):"
+            f" in-process {ratio_in:.2f}, whole --once process {ratio_whole:.2f}"
         )
         print("\n".join(out[-1:]), flush=True)
 
