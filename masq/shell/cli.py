@@ -315,7 +315,9 @@ def _observability_command(name: str, opts: Options) -> int:
 
     try:
         commands = importlib.import_module("masq.shell.commands")
-    except ImportError:
+    except ModuleNotFoundError as e:
+        if e.name != "masq.shell.commands":
+            raise
         raise AgentError(f"--{name} is not available in this build") from None
     if name == "explain":
         assert opts.explain is not None

@@ -110,10 +110,11 @@ class Iptables:
 
     def observe_text(self, chain: str) -> str:
         """POSTROUTING's rules and our chain with counters, as two one-chain listings."""
-        post = self._run([self.binary, "-t", "nat", "-S", POSTROUTING], None)
+        wait = f"--wait={LOCK_WAIT_SECONDS}"  # legacy listings take the xtables lock too
+        post = self._run([self.binary, wait, "-t", "nat", "-S", POSTROUTING], None)
         if post.exit_code != 0:
             raise failure(post, "listing POSTROUTING")
-        own = self._run([self.binary, "-t", "nat", "-S", chain, "-v"], None)
+        own = self._run([self.binary, wait, "-t", "nat", "-S", chain, "-v"], None)
         if own.exit_code == 1 and any(t in own.stderr for t in _ABSENT_TEXT):
             return post.stdout  # our chain does not exist (yet)
         if own.exit_code != 0:

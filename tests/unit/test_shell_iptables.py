@@ -34,8 +34,8 @@ def test_observe_runs_two_chain_listings(
     fake = FakeIptables()
     Iptables(backend, family, fake).observe(CHAIN)
     assert fake.calls == [
-        [binary, "-t", "nat", "-S", "POSTROUTING"],
-        [binary, "-t", "nat", "-S", CHAIN, "-v"],
+        [binary, "--wait=5", "-t", "nat", "-S", "POSTROUTING"],
+        [binary, "--wait=5", "-t", "nat", "-S", CHAIN, "-v"],
     ]
 
 
