@@ -39,6 +39,7 @@ _NO_QUOTE = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPE = re.compile(r"([\"'\\])")
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]")
 _DIGITS = re.compile(r"\d+")
+_STRING_OPTIONS = frozenset({"--comment", "--log-prefix", "--nflog-prefix", "--string"})
 _TARGETS = {"RETURN": "RETURN", "MASQUERADE": "MASQUERADE"}
 
 
@@ -245,6 +246,8 @@ def _model_rule(words: list[str], family: Family) -> Rule | None:
 def _target(words: list[str]) -> str | None:
     """The user chain an opaque rule jumps or goes to (None for verdicts and extensions)."""
     for i, word in enumerate(words[:-1]):
+        if i > 0 and words[i - 1] in _STRING_OPTIONS:
+            continue  # a comment that reads "-j"
         if word in {"-j", "--jump", "-g", "--goto"} and words[i + 1] not in RESERVED_TARGETS:
             return words[i + 1]
     return None
@@ -260,7 +263,8 @@ def parse_rule_words(spec: str, family: Family) -> Result[tuple[Rule, Counters |
     kept: list[tuple[str, int, int]] = []
     i = 0
     while i < len(tokens):
-        if tokens[i][0] == "-c":
+        # "-c" is inline counters (iptables -S -v) unless it is a string option's value.
+        if tokens[i][0] == "-c" and (i == 0 or tokens[i - 1][0] not in _STRING_OPTIONS):
             if i + 2 >= len(tokens) or not all(
                 _DIGITS.fullmatch(t[0]) for t in tokens[i + 1 : i + 3]
             ):

@@ -120,6 +120,17 @@ def test_fast_tokenizer_agrees_with_the_general_one(line: str) -> None:
         assert split_words_slow(line).unwrap() == fast
 
 
+def test_option_like_comments_stay_comments() -> None:
+    # Found by the ci profile: a bare comment "-c" was taken for inline counters.
+    for comment in ["-c", "-j", "-c 1 2"]:
+        rule = Rule(action="RETURN", comment=comment)
+        text = f"*nat\n:{CHAIN} - [0:0]\n{render_rule(CHAIN, rule)} \nCOMMIT\n"
+        assert list(parse_save(text, CHAIN, "ipv4").unwrap().chains[CHAIN].rules) == [rule]
+    opaque = Rule(action="OTHER", comment="", spec="-m comment --comment -j -j DROP")
+    text = f"*nat\n:{CHAIN} - [0:0]\n{render_rule(CHAIN, opaque)}\nCOMMIT\n"
+    assert list(parse_save(text, CHAIN, "ipv4").unwrap().chains[CHAIN].rules) == [opaque]
+
+
 def test_parse_save_rejects_malformed_text() -> None:
     for text in [
         '*nat\n-A IP-MASQ-AGENT -m comment --comment "open -j RETURN\nCOMMIT\n',
