@@ -43,47 +43,57 @@ def _jumps(ruleset: Ruleset, chain: str) -> list[Rule]:
     return [r for r in (post.rules if post else ()) if r.jump_chain == chain]
 
 
-def _kept_positions(desired: Sequence[Rule], observed: Sequence[Rule]) -> list[int]:
-    """Observed indices of a longest common subsequence (desired rules are unique: LIS)."""
-    index = {rule: i for i, rule in enumerate(desired)}
+def _common(index: dict[Rule, int], observed: Sequence[Rule]) -> list[tuple[int, int]]:
+    """(observed, desired) index pairs of a longest common subsequence.
+
+    Desired rules are distinct, so this is a longest increasing subsequence of
+    the desired indices met along ``observed``: O(n log n) by patience sorting.
+    """
     tails: list[int] = []  # tails[k]: smallest desired index ending an increasing run of k+1
     tail_at: list[int] = []  # observed index of that tail
     parent: dict[int, int] = {}  # observed index -> observed index of its predecessor
+    match: dict[int, int] = {}  # observed index -> desired index
     for oi, rule in enumerate(observed):
         di = index.get(rule)
         if di is None:
             continue
         k = bisect.bisect_left(tails, di)
-        prev = tail_at[k - 1] if k > 0 else -1
         if k == len(tails):
             tails.append(di)
             tail_at.append(oi)
         else:
             tails[k] = di
             tail_at[k] = oi
-        parent[oi] = prev
-    kept: list[int] = []
+        parent[oi] = tail_at[k - 1] if k > 0 else -1
+        match[oi] = di
+    pairs: list[tuple[int, int]] = []
     oi = tail_at[-1] if tail_at else -1
     while oi >= 0:
-        kept.append(oi)
+        pairs.append((oi, match[oi]))
         oi = parent[oi]
-    kept.reverse()
-    return kept
+    pairs.reverse()
+    return pairs
 
 
-def _chain_ops(chain: str, desired: Sequence[Rule], observed: Chain | None) -> list[Op]:
+def _chain_ops(
+    chain: str, desired: Sequence[Rule], index: dict[Rule, int], observed: Chain | None
+) -> list[Op]:
     if observed is None:
         return [CreateChain(chain), *(AppendRule(chain, r) for r in desired)]
     current = list(observed.rules)
-    kept = _kept_positions(desired, current)
-    kept_set = set(kept)
+    if current == list(desired):
+        return []  # the steady state, without hashing a rule
+    pairs = _common(index, current)
+    kept_observed = {oi for oi, _ in pairs}
+    kept_desired = {di for _, di in pairs}
     ops: list[Op] = [
-        DeleteRuleAt(chain, oi + 1) for oi in reversed(range(len(current))) if oi not in kept_set
+        DeleteRuleAt(chain, oi + 1)
+        for oi in reversed(range(len(current)))
+        if oi not in kept_observed
     ]
-    have = {current[oi] for oi in kept}
-    length = len(kept)
+    length = len(pairs)
     for di, rule in enumerate(desired):
-        if rule in have:
+        if di in kept_desired:
             continue
         ops.append(AppendRule(chain, rule) if di == length else InsertRule(chain, di + 1, rule))
         length += 1
@@ -116,9 +126,13 @@ def plan(desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
     chain = owned_chain(desired)
     want = desired.chain(chain)
     rules = list(want.rules) if want else []
-    if len(set(rules)) != len(rules):
+    index = {rule: i for i, rule in enumerate(rules)}
+    if len(index) != len(rules):
         raise ValueError("desired rules must be distinct")
-    return (*_chain_ops(chain, rules, observed.chain(chain)), *_jump_ops(desired, observed, chain))
+    return (
+        *_chain_ops(chain, rules, index, observed.chain(chain)),
+        *_jump_ops(desired, observed, chain),
+    )
 
 
 def replace_ops(desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
