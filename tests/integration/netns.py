@@ -81,7 +81,7 @@ try:
         c.close()
     else:
         _, addr = s.recvfrom(2048)
-    print(addr[0], flush=True)
+    print(addr[0], addr[1], flush=True)
 except OSError:
     print("timeout", flush=True)
 """
@@ -331,6 +331,20 @@ class Topology:
         means masqueraded.  NAT is decided per connection, so each probe uses a fresh port
         and (by default) flushes conntrack in node first.
         """
+        return self.source_seen_with_port(dest_ip, port, proto=proto, timeout=timeout, flush=flush)[
+            0
+        ]
+
+    def source_seen_with_port(
+        self,
+        dest_ip: str,
+        port: int | None = None,
+        *,
+        proto: Literal["udp", "tcp"] = "udp",
+        timeout: float = 5.0,
+        flush: bool = True,
+    ) -> tuple[str, int]:
+        """``source_seen``, plus the source port the listener saw (``--to-ports`` checks)."""
         if flush:
             self.conntrack_flush()
         port = next(_ports) if port is None else port
@@ -361,12 +375,13 @@ class Topology:
                     proc.kill()
                     proc.wait(timeout=5)
         seen = out.strip()
-        if seen in ("", "timeout"):
+        if seen in ("", "timeout") or " " not in seen:
             raise AssertionError(
                 f"no {proto} packet from pod reached {dest_ip}:{port} within {timeout}s "
                 f"(listener stderr: {err.strip()!r})\nnode nat table:\n{self.save()}"
             )
-        return seen
+        address, seen_port = seen.split()
+        return address, int(seen_port)
 
     # -- the agent ---------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -186,3 +187,19 @@ def test_auto_backend_follows_the_backend_that_holds_rules(
         ).stdout
         assert "IP-MASQ-AGENT" not in other_save
         assert verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "masq"}
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_to_ports_limits_the_masqueraded_source_port(
+    nft_topo: Topology, config_dir: Path, proto: Literal["udp", "tcp"]
+) -> None:
+    assert_ok(nft_topo.run_agent(config_dir, "--to-ports", "40000-40009"))
+    chain = "\n".join(nft_topo.rules())
+    for p in ("tcp", "udp", "sctp"):  # v1: one --to-ports rule per port-carrying protocol
+        assert f"-p {p}" in chain and "--to-ports 40000-40009" in chain, chain
+    for _ in range(3):
+        address, port = nft_topo.source_seen_with_port(DEST_DOC_A, proto=proto)
+        assert address == netns.NODE_UPLINK
+        assert 40000 <= port <= 40009, port
+    # a kept destination keeps the pod's own address (its port is not rewritten to the range)
+    assert nft_topo.source_seen(DEST_UPLINK, proto=proto) == netns.POD_IP
