@@ -166,3 +166,26 @@ def test_idle_resyncs_write_nothing(nft_topo: Topology, config_dir: Path, tmp_pa
         assert nft_topo.snapshot() == before
         assert proc.poll() is None, log.read_text()
     assert log.read_text().count("rules updated") == 1, log.read_text()
+
+
+def test_in_place_edits_do_not_kill_the_daemon(
+    nft_topo: Topology, config_dir: Path, tmp_path: Path
+) -> None:
+    """Not every tool renames: ``echo ... > file`` truncates first, then writes.  The daemon
+    must not act on the empty or half-written file in between (it would exit on it)."""
+    log = tmp_path / "agent.log"
+    path = config_dir / "ip-masq-agent"
+    path.write_text("nonMasqueradeCIDRs: [10.0.0.0/8]\n")
+    with daemon(nft_topo, config_dir, "--resync-interval", "600", log=log) as proc:
+        started(nft_topo, proc, expected_rules(["10.0.0.0/8"]), log)
+        for i in range(1, 6):
+            cidrs = ["10.0.0.0/8", *(f"198.18.{j}.0/24" for j in range(i))]
+            with path.open("w") as out:  # truncate, then write in two pieces
+                out.write("nonMasqueradeCIDRs:\n")
+                out.flush()
+                time.sleep(0.05)
+                out.write("".join(f"  - {c}\n" for c in cidrs))
+            want = expected_rules(cidrs)
+            reached = wait_for(lambda: nft_topo.rules() == want, REACT_WITHIN)  # noqa: B023
+            assert proc.poll() is None, f"daemon died on edit {i}:\n{log.read_text()}"
+            assert reached is not None, f"edit {i} never applied:\n{log.read_text()}"
