@@ -109,10 +109,13 @@ def run(
     timeout: float = 30.0,
     check: bool = True,
     stdin: str | bytes | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv (never a shell string) with a bounded timeout; text output."""
     proc = subprocess.run(
         list(argv),
+        env=env,
+        cwd=REPO_ROOT if env is not None else None,
         input=stdin.decode() if isinstance(stdin, bytes) else stdin,
         capture_output=True,
         text=True,

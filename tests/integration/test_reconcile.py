@@ -4,6 +4,7 @@ healing, foreign rules untouched, --dry-run and --cleanup."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,13 @@ from integration.netns import (
     RFC1918,
     Family,
     Topology,
+    agent_env,
     assert_ok,
     counted,
     expected_rules,
     jump_rule,
+    run,
+    topology,
     verdicts,
     write_config,
 )
@@ -245,7 +249,7 @@ STEADY_CASES: dict[str, tuple[str, tuple[str, ...]]] = {
         "nonMasqueradeCIDRs: [172.20.0.10/32, fd00:100::2/128, 2001:db8::/32]\n",
         ("--enable-ipv6",),
     ),
-    "everything-kept": ("nonMasqueradeCIDRs: [0.0.0.0/0, \"::/0\"]\n", ("--enable-ipv6",)),
+    "everything-kept": ('nonMasqueradeCIDRs: [0.0.0.0/0, "::/0"]\n', ("--enable-ipv6",)),
     "no-random-fully": ("", ("--random-fully=false",)),
     "custom-chain-reserved": ("", ("--masq-chain=KUBE-MASQ-X", "--nomasq-all-reserved-ranges")),
 }
@@ -268,3 +272,35 @@ def test_second_sync_writes_nothing_for_every_rule_shape(
     assert_ok(second)
     assert "rules updated" not in second.stderr, second.stderr
     assert topo.snapshot() == before
+
+
+_HOLD_LOCK = r"""
+import fcntl, os, subprocess, sys, time
+# a private /run: the xtables lock held here is invisible to every other process
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"], check=True)
+fd = os.open("/run/xtables.lock", os.O_CREAT | os.O_RDWR, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+start = time.monotonic()
+agent = subprocess.Popen(sys.argv[2:])
+time.sleep(float(sys.argv[1]))
+early = agent.poll()
+fcntl.flock(fd, fcntl.LOCK_UN)
+code = agent.wait(timeout=60)
+print(f"early={early} code={code} took={time.monotonic() - start:.3f}", flush=True)
+"""
+
+
+def test_legacy_waits_out_xtables_lock_contention(config_dir: Path) -> None:
+    """kube-proxy holds the xtables lock for a while: the agent waits (or retries) and
+    then succeeds, rather than failing the sync."""
+    with topology("legacy") as topo:
+        argv = topo.agent_argv(config_dir)
+        assert argv[:4] == ["ip", "netns", "exec", topo.node]
+        proc = run(
+            [*argv[:4], "unshare", "--mount", "--propagation", "private",
+             sys.executable, "-c", _HOLD_LOCK, "1.5", *argv[4:]],
+            timeout=90, check=False, env=agent_env(),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "early=None code=0" in proc.stdout, proc.stdout + proc.stderr
+        assert topo.rules() == expected_rules(RFC1918)
