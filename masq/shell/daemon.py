@@ -85,6 +85,8 @@ class ConfigWatcher:
         relevant = False
         need_rewatch = False
         for event in self.inotify.read(timeout=0):
+            if event.wd != self._wd:
+                continue  # a watch we replaced (its IN_IGNORED arrives late): not news
             mask = int(event.mask)
             if mask & (F.IGNORED | F.DELETE_SELF | F.MOVE_SELF):
                 need_rewatch = True

@@ -70,6 +70,9 @@ def test_missing_dir_is_watched_through_its_parent(tmp_path: Path, stopper: Stop
         # now the dir itself is watched: a file in it wakes us
         later(0.05, lambda: (cfg / "ip-masq-a").write_text("x"))
         assert wait_for_change(watcher, stopper, 5) == "config"
+        # and then quiet: the replaced parent watch's late IN_IGNORED is not a change
+        # (fails if stale events trigger a rewatch, which loops forever)
+        assert wait_for_change(watcher, stopper, 0.3) == "timeout"
     finally:
         watcher.close()
 
@@ -85,6 +88,7 @@ def test_deleted_and_recreated_dir_is_followed(tmp_path: Path, stopper: Stopper)
         assert wait_for_change(watcher, stopper, 5) == "config"
         later(0.05, lambda: (cfg / "ip-masq-a").write_text("x"))
         assert wait_for_change(watcher, stopper, 5) == "config"
+        assert wait_for_change(watcher, stopper, 0.3) == "timeout"
     finally:
         watcher.close()
 
@@ -96,6 +100,7 @@ def test_no_dir_and_no_parent_polls(tmp_path: Path, stopper: Stopper) -> None:
         later(0.05, (tmp_path / "a").mkdir)
         assert wait_for_change(watcher, stopper, 5) == "config"
         assert not watcher.polling
+        assert wait_for_change(watcher, stopper, 0.3) == "timeout"
     finally:
         watcher.close()
 
