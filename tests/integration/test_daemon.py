@@ -189,3 +189,29 @@ def test_in_place_edits_do_not_kill_the_daemon(
             reached = wait_for(lambda: nft_topo.rules() == want, REACT_WITHIN)  # noqa: B023
             assert proc.poll() is None, f"daemon died on edit {i}:\n{log.read_text()}"
             assert reached is not None, f"edit {i} never applied:\n{log.read_text()}"
+
+
+def test_config_resync_interval_overrides_the_flag(
+    nft_topo: Topology, config_dir: Path, tmp_path: Path
+) -> None:
+    """``resyncInterval: 1s`` (a Go duration) in the config beats ``--resync-interval=600``."""
+    log = tmp_path / "agent.log"
+    write_config(config_dir, "ip-masq-agent", "resyncInterval: 1s\n")
+    with daemon(nft_topo, config_dir, "--resync-interval", "600", log=log) as proc:
+        started(nft_topo, proc, expected_rules(RFC1918), log)
+        nft_topo.ipt("-t", "nat", "-D", "POSTROUTING", "1")
+        healed = wait_for(lambda: nft_topo.jumps_to() == [jump_rule()], REACT_WITHIN, 0.1)
+        assert healed is not None, f"no periodic resync within {REACT_WITHIN}s:\n{log.read_text()}"
+
+
+def test_bad_config_at_start_exits_1_and_writes_nothing(
+    nft_topo: Topology, config_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "agent.log"
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [not-a-cidr]\n")
+    with daemon(nft_topo, config_dir, log=log) as proc:
+        assert wait_for(lambda: proc.poll() is not None, START_WITHIN) is not None, log.read_text()
+        assert proc.returncode == 1, log.read_text()
+    errors = error_lines(log.read_text())
+    assert len(errors) == 1 and "ip-masq-agent" in errors[0], log.read_text()
+    assert "IP-MASQ-AGENT" not in nft_topo.save()

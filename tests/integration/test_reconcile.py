@@ -304,3 +304,13 @@ def test_legacy_waits_out_xtables_lock_contention(config_dir: Path) -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "early=None code=0" in proc.stdout, proc.stdout + proc.stderr
         assert topo.rules() == expected_rules(RFC1918)
+
+
+def test_cleanup_removes_every_jump_to_our_chain(topo: Topology, config_dir: Path) -> None:
+    """A node migrated from v2 may carry v2's quoted jump as well as ours: both go."""
+    assert_ok(topo.run_agent(config_dir, "--masq-chain", "MIGRATED"))
+    topo.ipt("-t", "nat", "-A", "POSTROUTING", *v2_jump_args("MIGRATED"))
+    assert len(topo.jumps_to("MIGRATED")) == 2
+    assert_ok(topo.run_agent(config_dir, "--masq-chain", "MIGRATED", "--cleanup"))
+    assert topo.jumps_to("MIGRATED") == []
+    assert "MIGRATED" not in topo.chains()
