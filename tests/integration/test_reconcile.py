@@ -134,7 +134,22 @@ def v2_jump_args(chain: str = DEFAULT_CHAIN) -> list[str]:
             "-j", chain]  # fmt: skip
 
 
-DECAYS = ["deleted-jump", "deleted-rule", "stray-rule", "second-v2-jump"]
+FINAL_NO_RANDOM = [
+    "-m", "comment", "--comment",
+    "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)",
+    "-j", "MASQUERADE",
+]  # fmt: skip
+
+DECAYS = [
+    "deleted-jump",
+    "deleted-rule",
+    "stray-rule",
+    "second-v2-jump",
+    "final-rule-replaced",
+    "final-rule-moved-first",
+    "chain-flushed",
+    "chain-and-jump-deleted",
+]
 
 
 @pytest.mark.parametrize("decay", DECAYS)
@@ -151,9 +166,26 @@ def test_decay_is_healed_by_the_next_sync(topo: Topology, config_dir: Path, deca
     elif decay == "stray-rule":
         topo.ipt("-t", "nat", "-I", DEFAULT_CHAIN, "1", "-d", "203.0.113.0/24", "-j", "RETURN")
         assert verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "kept"}
-    else:
+    elif decay == "second-v2-jump":
         topo.ipt("-t", "nat", "-A", "POSTROUTING", *v2_jump_args())
         assert len(topo.jumps_to()) == 2
+    elif decay == "final-rule-replaced":  # same place, same comment, options lost
+        final = len(topo.rules())
+        topo.ipt("-t", "nat", "-R", DEFAULT_CHAIN, str(final), *FINAL_NO_RANDOM)
+        assert "--random-fully" not in topo.rules()[-1]
+    elif decay == "final-rule-moved-first":
+        final = len(topo.rules())
+        topo.ipt("-t", "nat", "-D", DEFAULT_CHAIN, str(final))
+        topo.ipt("-t", "nat", "-I", DEFAULT_CHAIN, "1", *FINAL_NO_RANDOM, "--random-fully")
+        assert verdicts(topo, DEST_UPLINK) == {DEST_UPLINK: "masq"}
+    elif decay == "chain-flushed":
+        topo.ipt("-t", "nat", "-F", DEFAULT_CHAIN)
+        assert verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "kept"}
+    else:
+        topo.ipt("-t", "nat", "-D", "POSTROUTING", "1")
+        topo.ipt("-t", "nat", "-F", DEFAULT_CHAIN)
+        topo.ipt("-t", "nat", "-X", DEFAULT_CHAIN)
+        assert DEFAULT_CHAIN not in topo.chains()
     assert (topo.rules("POSTROUTING"), topo.rules()) != pristine
     assert_ok(topo.run_agent(config_dir))
     assert (topo.rules("POSTROUTING"), topo.rules()) == pristine
