@@ -215,3 +215,33 @@ def test_bad_config_at_start_exits_1_and_writes_nothing(
     errors = error_lines(log.read_text())
     assert len(errors) == 1 and "ip-masq-agent" in errors[0], log.read_text()
     assert "IP-MASQ-AGENT" not in nft_topo.save()
+
+
+def test_configmap_key_removal_leaves_a_dangling_link_briefly(
+    nft_topo: Topology, config_dir: Path, tmp_path: Path
+) -> None:
+    """The kubelet swaps ``..data`` first and removes a dropped key's link afterwards: the
+    daemon sees a dangling ``ip-masq-extra`` in between and must neither die nor keep it."""
+    log = tmp_path / "agent.log"
+    old = configmap_layout(
+        config_dir,
+        {
+            "ip-masq-agent": "nonMasqueradeCIDRs: [10.0.0.0/8]\n",
+            "ip-masq-extra": "nonMasqueradeCIDRs: [198.51.100.0/24]\n",
+        },
+        "2026_11_26_13_00_00.1",
+    )
+    with daemon(nft_topo, config_dir, "--resync-interval", "600", log=log) as proc:
+        started(nft_topo, proc, expected_rules(["10.0.0.0/8", "198.51.100.0/24"]), log)
+        configmap_layout(
+            config_dir,
+            {"ip-masq-agent": "nonMasqueradeCIDRs: [10.0.0.0/8]\n"},
+            "2026_11_26_13_05.2",
+        )
+        shutil.rmtree(old)
+        time.sleep(0.5)  # the dangling link lives a while
+        (config_dir / "ip-masq-extra").unlink()
+        want = expected_rules(["10.0.0.0/8"])
+        reached = wait_for(lambda: nft_topo.rules() == want, REACT_WITHIN)
+        assert proc.poll() is None, f"daemon died on the dangling link:\n{log.read_text()}"
+        assert reached is not None, log.read_text()
