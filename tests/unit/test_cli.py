@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,48 @@ def test_main_bad_config_is_one_line_exit_1(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ip-masq-agent: ip-masq-agent: nonMasqueradeCIDRs[0]")
     assert "Traceback" not in "".join(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "called"),
+    [
+        (["--once"], "run_once"),
+        (["--dry-run"], "run_once"),
+        (["--cleanup"], "cleanup"),
+        (["--cleanup", "--once"], "cleanup"),
+        ([], "daemon"),
+    ],
+)
+def test_dispatch(monkeypatch: pytest.MonkeyPatch, argv: list[str], called: str) -> None:
+    from masq.shell import agent, daemon
+
+    seen: list[str] = []
+
+    def record(name: str) -> Callable[[Options], int]:
+        def fake(opts: Options) -> int:
+            seen.append(name)
+            return 0
+
+        return fake
+
+    monkeypatch.setattr(agent, "run_once", record("run_once"))
+    monkeypatch.setattr(agent, "cleanup", record("cleanup"))
+    monkeypatch.setattr(daemon, "run", record("daemon"))
+    assert cli.run(parse_args(argv).options) == 0
+    assert seen == [called]
+
+
+def test_agent_error_becomes_one_line_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from masq.shell import agent
+    from masq.shell.errors import AgentError
+
+    def fail(opts: Options) -> int:
+        raise AgentError("ipv4 iptables-restore failed (iptables-nft-restore): line 2 failed")
+
+    monkeypatch.setattr(agent, "run_once", fail)
+    assert cli.run(parse_args(["--once"]).options) == 1
+    assert capsys.readouterr().err == (
+        "ip-masq-agent: ipv4 iptables-restore failed (iptables-nft-restore): line 2 failed\n"
+    )
