@@ -206,6 +206,10 @@ class Topology:
     def create(self) -> None:
         for ns in (self.pod, self.node, self.dest):
             run(["ip", "netns", "add", ns])
+            # no duplicate address detection, also for the link-local addresses the kernel
+            # adds: tentative addresses delay neighbour discovery by a second or two
+            for key in ("all", "default"):
+                run(self.in_ns(ns, ["sysctl", "-q", "-w", f"net.ipv6.conf.{key}.accept_dad=0"]))
         # Each veth end is created straight inside its namespace: no name ever exists in
         # the host's namespace.
         for near, near_name, far, far_name in (
