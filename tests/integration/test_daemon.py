@@ -245,3 +245,26 @@ def test_configmap_key_removal_leaves_a_dangling_link_briefly(
         reached = wait_for(lambda: nft_topo.rules() == want, REACT_WITHIN)
         assert proc.poll() is None, f"daemon died on the dangling link:\n{log.read_text()}"
         assert reached is not None, log.read_text()
+
+
+def test_config_dir_created_or_replaced_while_running(nft_topo: Topology, tmp_path: Path) -> None:
+    """A missing dir means defaults; when it appears (or is replaced, as a remount does)
+    the daemon follows without waiting for the periodic resync."""
+    log = tmp_path / "agent.log"
+    config_dir = tmp_path / "later"
+    with daemon(nft_topo, config_dir, "--resync-interval", "600", log=log) as proc:
+        started(nft_topo, proc, expected_rules(RFC1918), log)
+        config_dir.mkdir()
+        write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")
+        want = expected_rules(["10.0.0.0/8"])
+        assert wait_for(lambda: nft_topo.rules() == want, REACT_WITHIN) is not None, (
+            f"no reaction to the dir appearing:\n{log.read_text()}"
+        )
+        shutil.rmtree(config_dir)
+        config_dir.mkdir()
+        write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [198.18.0.0/15]\n")
+        want = expected_rules(["198.18.0.0/15"])
+        assert wait_for(lambda: nft_topo.rules() == want, REACT_WITHIN) is not None, (
+            f"no reaction to the dir being replaced:\n{log.read_text()}"
+        )
+        assert proc.poll() is None, log.read_text()
