@@ -85,3 +85,21 @@ def test_merged_cidr_limit(nft_topo: Topology, config_dir: Path) -> None:
     write_config(config_dir, "ip-masq-b", "nonMasqueradeCIDRs: [10.3.0.0/16]\n")
     assert_ok(nft_topo.run_agent(config_dir))
     assert nft_topo.rules() == expected_rules(["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "nonMasqueradeCIDRs: ['fd00:100::1/64']\n",  # misaligned
+        "nonMasqueradeCIDRs: ['fd00:100::/129']\n",
+        "masqueradeCIDRs: ['fd00::/8 -j ACCEPT']\n",
+    ],
+    ids=["misaligned-v6", "prefix-too-long-v6", "iptables-words-v6"],
+)
+def test_bad_ipv6_with_enable_ipv6(nft_topo: Topology, config_dir: Path, content: str) -> None:
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 'fd00:100::/64']\n")
+    assert_ok(nft_topo.run_agent(config_dir, "--enable-ipv6"))
+    before = nft_topo.snapshot()
+    write_config(config_dir, "ip-masq-broken", content)
+    assert_config_error(nft_topo.run_agent(config_dir, "--enable-ipv6"), "ip-masq-broken")
+    assert nft_topo.snapshot() == before

@@ -203,3 +203,17 @@ def test_to_ports_limits_the_masqueraded_source_port(
         assert 40000 <= port <= 40009, port
     # a kept destination keeps the pod's own address (its port is not rewritten to the range)
     assert nft_topo.source_seen(DEST_UPLINK, proto=proto) == netns.POD_IP
+
+
+def test_ipv6_masquerade_exception(topo: Topology, config_dir: Path) -> None:
+    write_config(
+        config_dir,
+        "ip-masq-agent",
+        "nonMasqueradeCIDRs: ['fd00:100::/64', '2001:db8::/32']\n"
+        "masqueradeCIDRs: ['fd00:100::2/128']\n",
+    )
+    assert_ok(topo.run_agent(config_dir, "--enable-ipv6"))
+    assert topo.rules(family=6) == expected_rules(
+        ["fd00:100::/64", "2001:db8::/32"], ["fd00:100::2/128"], family=6
+    )
+    assert verdicts(topo, DEST_UPLINK6, DEST_DOC6) == {DEST_UPLINK6: "masq", DEST_DOC6: "kept"}
