@@ -64,6 +64,8 @@ ensure_local_base() {
         "$LOCAL_BASE" 2>/dev/null || true)"
     if [ "$have" != "$sum" ]; then
         t0=$(now)
+        local old_base
+        old_base="$(buildah inspect --type image --format '{{.FromImageID}}' "$LOCAL_BASE" 2>/dev/null || true)"
         ctr="$(buildah from scratch)"
         mnt="$(buildah mount "$ctr")"
         tar -C "$mnt" -xf "$tarball"
@@ -71,6 +73,9 @@ ensure_local_base() {
         buildah config --cmd '["bash"]' --label "io.ip-masq-agent.rootfs=$sum" \
             --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$ctr"
         buildah commit -q --rm "$ctr" "$LOCAL_BASE" >/dev/null
+        if [ -n "$old_base" ]; then
+            buildah rmi "$old_base" >/dev/null 2>&1 || true
+        fi
         echo "build-image: imported the base as $LOCAL_BASE in $(($(now) - t0))s"
     fi
     BASE="$LOCAL_BASE"
@@ -88,6 +93,13 @@ ca="${PIP_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 if [ -s "$ca" ]; then
     args+=(--secret "id=pip-ca,src=$ca")
 fi
+previous="$(buildah inspect --type image --format '{{.FromImageID}}' "$TAG" 2>/dev/null || true)"
 t0=$(now)
 buildah "${args[@]}" "$ROOT"
 echo "build-image: built $TAG in $(($(now) - t0))s"
+# The image this tag named before is now unnamed: drop it so repeated CI runs do not pile up
+# images (its layers stay while the build cache or the new image still uses them).
+current="$(buildah inspect --type image --format '{{.FromImageID}}' "$TAG")"
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+    buildah rmi "$previous" >/dev/null 2>&1 || true
+fi
