@@ -198,8 +198,6 @@ class Agent:
         """Apply the plan; if the kernel refuses it, re-observe and replace our chain whole."""
         try:
             p.table.restore(render_restore(p.ops))
-            LOG.info("rules updated", extra={"kv": {"family": p.family, "ops": len(p.ops)}})
-            return p.ops
         except TransientError:
             raise
         except AgentError as first:
@@ -207,7 +205,23 @@ class Agent:
                 "incremental update refused, replacing the chain",
                 extra={"kv": {"family": p.family, "error": str(first)}},
             )
-        observed = p.table.observe(self.opts.masq_chain)
+        else:
+            # Positions were planned from an earlier listing; if another writer moved the
+            # chain in between, the restore succeeds on the wrong rules.  Only a read-back
+            # tells, and it costs a listing only when we wrote.
+            observed = p.table.observe(self.opts.masq_chain)
+            if not plan(p.desired, observed):
+                LOG.info("rules updated", extra={"kv": {"family": p.family, "ops": len(p.ops)}})
+                return p.ops
+            LOG.warning(
+                "chain changed during the update, replacing it",
+                extra={"kv": {"family": p.family}},
+            )
+            return p.ops + self._replace(p, observed)
+        return self._replace(p, p.table.observe(self.opts.masq_chain))
+
+    def _replace(self, p: FamilyPlan, observed: Ruleset) -> tuple[Op, ...]:
+        """Full-sync fallback: one transaction that rebuilds our chain and its jump."""
         ops = replace_ops(p.desired, observed)
         p.table.restore(render_restore(ops))
         LOG.info("chain replaced", extra={"kv": {"family": p.family, "ops": len(ops)}})

@@ -47,8 +47,19 @@ def test_steady_state_runs_two_read_only_commands(tmp_path: Path) -> None:
     assert fake.binaries() == ["iptables-nft", "iptables-nft"]
 
 
+def converging(fake: FakeIptables, config: MasqConfig) -> FakeIptables:
+    """Make the fake behave like a kernel that applied what the agent asked for."""
+    desired = desired_ruleset(config, "ipv4", RulesetOptions())
+
+    def applied(_script: str) -> None:
+        fake.post, fake.chain = listing(desired, CHAIN)
+
+    fake.on_restore = applied
+    return fake
+
+
 def test_empty_kernel_gets_one_restore(tmp_path: Path) -> None:
-    fake = FakeIptables()
+    fake = converging(FakeIptables(), default_config(tmp_path))
     report = Agent(options(tmp_path), Metrics(), fake).sync()
     assert report.wrote is True
     restores = [c for c in fake.binaries() if c.endswith("-restore")]
@@ -67,6 +78,15 @@ def test_one_added_cidr_is_one_insert(tmp_path: Path) -> None:
     assert len(body) == 1
     assert body[0].startswith(f"-I {CHAIN} ")
     assert "100.64.0.0/10" in body[0]
+
+
+def test_chain_moved_during_the_update_is_replaced_whole(tmp_path: Path) -> None:
+    # The restore "succeeds" but the read-back still differs (another writer moved the
+    # chain): the agent must notice and rebuild the chain in a second transaction.
+    fake = FakeIptables()
+    Agent(options(tmp_path), Metrics(), fake).sync()
+    assert len(fake.stdin) == 2
+    assert f":{CHAIN} - [0:0]" in fake.stdin[1]
 
 
 def test_refused_restore_falls_back_to_replacing_the_chain(tmp_path: Path) -> None:
