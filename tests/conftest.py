@@ -10,6 +10,7 @@ settings.register_profile(
     max_examples=1000,
     deadline=None,
     print_blob=True,
+    report_multiple_bugs=False,  # stop at the first falsifying example
     suppress_health_check=[HealthCheck.too_slow],
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
 )

@@ -73,7 +73,13 @@ def _text(data: object) -> str:
     return str(data)
 
 
+_PERMANENT_TEXT = ("Permission denied", "Operation not permitted")
+
+
 def is_transient(result: Completed) -> bool:
+    """Worth retrying: a held lock or a busy kernel, never a missing capability."""
+    if any(t in result.stderr for t in _PERMANENT_TEXT):
+        return False  # iptables-nft says exit 4 for this too; retrying cannot help
     return result.exit_code == _TRANSIENT_EXIT or any(t in result.stderr for t in _TRANSIENT_TEXT)
 
 

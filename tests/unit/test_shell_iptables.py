@@ -78,6 +78,9 @@ def test_listing_failure_raises_with_stderr_reason() -> None:
         (1, "iptables-restore: Resource temporarily unavailable", True),
         (1, "iptables-restore: line 3 failed", False),
         (2, "Bad argument", False),
+        # measured: iptables-nft without CAP_NET_ADMIN exits 4, legacy exits 3
+        (4, "Could not fetch rule set generation id: Permission denied (you must be root)", False),
+        (3, "can't initialize iptables table `nat': Permission denied (you must be root)", False),
     ],
 )
 def test_transient_classification(code: int, stderr: str, transient: bool) -> None:
