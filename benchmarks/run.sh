@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every benchmark and writes its figures under benchmarks/results/ (not a test: these
+# machines are shared and noisy, so figures are recorded, never asserted).
+#   benchmarks/run.sh           core (pure: merge + plan of 10,000 CIDRs) and agent (as root,
+#                               in its own network namespaces: processes per sync, 50k-rule
+#                               ratio, config-change latency, idle CPU)
+#   benchmarks/run.sh core      only the pure-core benchmark
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${VENV:-$ROOT/.venv}/bin/python"
+cd "$ROOT"
+what="${1:-all}"
+PYTHONPATH="$ROOT" "$PY" benchmarks/bench_core.py
+cat benchmarks/results/core.txt
+if [ "$what" = all ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "benchmarks/run.sh: the agent benchmark needs root (network namespaces)" >&2
+        exit 1
+    fi
+    PYTHONPATH="$ROOT" "$PY" benchmarks/bench_agent.py
+    cat benchmarks/results/agent.txt
+fi
