@@ -17,7 +17,6 @@ from typing import TextIO
 from returns.result import Failure
 
 from masq.core.iptables import render_ops_readable, render_restore
-from masq.core.merge import Conflict
 from masq.core.model import FAMILIES, Family, Op, Ruleset
 from masq.core.plan import cleanup_ops, plan, replace_ops
 from masq.core.ruleset import RulesetOptions, desired_ruleset
@@ -56,11 +55,6 @@ class SyncReport:
     @property
     def resync_interval(self) -> float:
         return self.loaded.merged.config.resync_interval
-
-
-def conflict_line(c: Conflict) -> str:
-    sources = ", ".join(f"{src}={val}" for src, val in c.values)
-    return f"conflict on {c.key}: {sources}; {c.resolution}"
 
 
 def final_random_fully(observed: Ruleset, chain: str) -> bool:
@@ -142,7 +136,7 @@ class Agent:
         conflicts = loaded.merged.conflicts
         for c in conflicts:
             LOG.warning(
-                conflict_line(c),
+                str(c),
                 extra={
                     "kv": {
                         "key": c.key,
@@ -153,7 +147,7 @@ class Agent:
             )
         if conflicts and self.opts.fail_on_conflict:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-            raise AgentError(f"{conflict_line(conflicts[0])}{more} (--fail-on-conflict)")
+            raise AgentError(f"{conflicts[0]}{more} (--fail-on-conflict)")
 
     def ruleset_options(self, random_fully: bool) -> RulesetOptions:
         return RulesetOptions(
