@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from returns.result import Failure
 
 from masq.core.iptables import render_ops_readable, render_restore
+from masq.core.merge import Merged
 from masq.core.model import FAMILIES, Family, Op, Ruleset
 from masq.core.plan import cleanup_ops, plan, replace_ops
 from masq.core.ruleset import RulesetOptions, desired_ruleset
@@ -30,7 +31,6 @@ from masq.shell.configdir import (
 )
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.iptables import Iptables, ResolvedBackend, Runner, run_command
-from masq.shell.metrics import Metrics
 from masq.shell.options import Options
 
 LOG = logging.getLogger("masq.agent")
@@ -57,6 +57,33 @@ class SyncReport:
         return self.loaded.merged.config.resync_interval
 
 
+class SyncHooks(Protocol):
+    """What a sync reports as it goes: ``Metrics`` in the daemon."""
+
+    def config_loaded(self, fragments: int, merged: Merged) -> None: ...
+    def observed(self, family: Family, ruleset: Ruleset) -> None: ...
+    def rule_writes(self, family: Family, ops: Sequence[Op]) -> None: ...
+    def sync_finished(
+        self, ok: bool, duration_seconds: float, reason: str | None = None
+    ) -> None: ...
+
+
+class NoMetrics:
+    """A one-shot run serves no /metrics, so it need not import prometheus_client (~20 ms)."""
+
+    def config_loaded(self, fragments: int, merged: Merged) -> None:
+        pass
+
+    def observed(self, family: Family, ruleset: Ruleset) -> None:
+        pass
+
+    def rule_writes(self, family: Family, ops: Sequence[Op]) -> None:
+        pass
+
+    def sync_finished(self, ok: bool, duration_seconds: float, reason: str | None = None) -> None:
+        pass
+
+
 def final_random_fully(observed: Ruleset, chain: str) -> bool:
     own = observed.chain(chain)
     if own is None or not own.rules:
@@ -71,7 +98,7 @@ class Agent:
     def __init__(
         self,
         opts: Options,
-        metrics: Metrics,
+        metrics: SyncHooks,
         runner: Runner = run_command,
         out: TextIO | None = None,
     ) -> None:
@@ -292,13 +319,13 @@ def _timed_sync(agent: Agent) -> None:
 
 def run_once(opts: Options) -> int:
     """``--once`` / ``--dry-run``: one sync (transient errors retried), then exit."""
-    agent = Agent(opts, Metrics(resync_interval=opts.resync_interval))
+    agent = Agent(opts, NoMetrics())
     with_retries(lambda: _timed_sync(agent), cap=min(opts.resync_interval, 5.0))
     return 0
 
 
 def cleanup(opts: Options) -> int:
     """``--cleanup``: our chain and POSTROUTING jumps only, every enabled family."""
-    agent = Agent(opts, Metrics(resync_interval=opts.resync_interval))
+    agent = Agent(opts, NoMetrics())
     with_retries(agent.cleanup, cap=min(opts.resync_interval, 5.0))
     return 0
