@@ -27,7 +27,7 @@ from masq.shell.configdir import (
     LoadedConfig,
     config_dir_exists,
     parse_files,
-    read_config_files,
+    read_files,
 )
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.iptables import Iptables, ResolvedBackend, Runner, run_command
@@ -122,11 +122,10 @@ class Agent:
     def load(self) -> LoadedConfig:
         """Read the config dir; parse and merge only when the bytes changed."""
         opts = self.opts
-        try:
-            files = read_config_files(opts.config_dir, opts.config_prefix)
-        except OSError as e:
-            where = e.filename if isinstance(e.filename, str) else opts.config_dir
-            raise AgentError(f"{where}: cannot read: {e.strerror or e}") from None
+        read = read_files(opts)
+        if isinstance(read, Failure):
+            raise AgentError(str(read.failure()))
+        files = read.unwrap()
         if not files and not config_dir_exists(opts.config_dir):
             if not self._warned_missing:
                 LOG.warning(

@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TextIO
 
 import yaml
@@ -26,7 +27,13 @@ from masq.core.fragment import Fragment, parse_fragment
 from masq.core.merge import Merged
 from masq.core.model import IPAddress, MasqConfig, Ruleset, family_of
 from masq.core.ruleset import RulesetOptions, desired_ruleset
-from masq.shell.configdir import config_dir_exists, load_config, read_config_files
+from masq.shell.configdir import (
+    ConfigFiles,
+    config_dir_exists,
+    load_config,
+    parse_files,
+    read_files,
+)
 from masq.shell.options import Options
 
 PROG = "ip-masq-agent"
@@ -174,17 +181,11 @@ def config_document(config: MasqConfig) -> dict[str, object]:
     }
 
 
-def _file_errors(opts: Options) -> tuple[tuple[str, ...], list[ConfigError]]:
+def _file_errors(files: ConfigFiles) -> list[ConfigError]:
     """Every file's own error (not only the first), so one run shows all there is to fix."""
-    try:
-        files = read_config_files(opts.config_dir, opts.config_prefix)
-    except OSError as e:
-        source = e.filename if isinstance(e.filename, str) else opts.config_dir
-        return (), [ConfigError(os.path.basename(source), f"cannot read: {e.strerror or e}")]
-    errors = [
+    return [
         r.failure() for name, data in files if isinstance(r := parse_fragment(data, name), Failure)
     ]
-    return tuple(name for name, _ in files), errors
 
 
 def validate(opts: Options, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -194,15 +195,22 @@ def validate(opts: Options, *, out: TextIO | None = None, err: TextIO | None = N
     only with ``--fail-on-conflict``, as for the agent).  Touches no rule.
     """
     stdout = out if out is not None else sys.stdout
-    names, errors = _file_errors(opts)
+    read = read_files(opts)
+    files: ConfigFiles = ()
+    if isinstance(read, Failure):
+        unreadable = read.failure()
+        errors = [replace(unreadable, source=os.path.basename(unreadable.source))]
+    else:
+        files = read.unwrap()
+        errors = _file_errors(files)
+    names = tuple(name for name, _ in files)
     merged: Merged | None = None
     if not errors:
-        loaded = load_config(opts)
+        loaded = parse_files(files, opts)
         if isinstance(loaded, Failure):
             errors.append(loaded.failure())
         else:
             merged = loaded.unwrap().merged
-            names = loaded.unwrap().files
     conflicts = [str(c) for c in merged.conflicts] if merged is not None else []
     fatal_conflicts = opts.fail_on_conflict and bool(conflicts)
     valid = not errors and not fatal_conflicts

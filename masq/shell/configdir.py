@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pyrsistent import pvector
 from pyrsistent.typing import PVector
-from returns.result import Failure, Result
+from returns.result import Failure, Result, Success
 
 from masq.core.errors import ConfigError
 from masq.core.fragment import MAX_FRAGMENT_BYTES, Fragment, parse_fragment
@@ -87,11 +87,15 @@ def parse_files(files: ConfigFiles, opts: Options) -> Result[LoadedConfig, Confi
     )
 
 
-def load_config(opts: Options) -> Result[LoadedConfig, ConfigError]:
-    """Read and parse ``opts.config_dir``; an unreadable file is a ConfigError naming it."""
+def read_files(opts: Options) -> Result[ConfigFiles, ConfigError]:
+    """``read_config_files`` for ``opts``; an unreadable file is a ConfigError naming it."""
     try:
-        files = read_config_files(opts.config_dir, opts.config_prefix)
+        return Success(read_config_files(opts.config_dir, opts.config_prefix))
     except OSError as e:
         source = e.filename if isinstance(e.filename, str) else opts.config_dir
         return Failure(ConfigError(source, f"cannot read: {e.strerror or e}"))
-    return parse_files(files, opts)
+
+
+def load_config(opts: Options) -> Result[LoadedConfig, ConfigError]:
+    """Read and parse ``opts.config_dir``."""
+    return read_files(opts).bind(lambda files: parse_files(files, opts))
