@@ -19,7 +19,7 @@ from returns.result import Failure
 
 from masq import __version__
 from masq.core.ports import parse_to_ports, valid_chain_name
-from masq.shell.options import DEFAULT_METRICS_BIND, Options
+from masq.shell.options import DEFAULT_METRICS_BIND, Options, parse_bind
 
 PROG = "ip-masq-agent"
 EXIT_USAGE = 2
@@ -102,13 +102,10 @@ def _log_format(text: str) -> str:
 
 
 def _bind(text: str) -> str:
-    if text == "0":
-        return text
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise UsageError(f"invalid address {text!r}: want host:port, :port or 0 to disable")
-    if host.startswith("[") != host.endswith("]"):
-        raise UsageError(f"invalid address {text!r}: unbalanced brackets")
+    try:
+        parse_bind(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return text
 
 

@@ -6,7 +6,6 @@ probe never blocks the reconcile loop (the handlers only read ``Metrics``).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -15,9 +14,11 @@ from typing import Protocol
 
 from masq.shell.errors import AgentError
 from masq.shell.metrics import Health, Metrics
+from masq.shell.options import parse_bind
+
+__all__ = ["CONTENT_TYPE", "MetricsServer", "Server", "ServerError", "parse_bind", "start_server"]
 
 LOG = logging.getLogger("masq")
-DISABLED = "0"
 # What generate_latest writes; spelled out because newer clients advertise 1.0.0,
 # which Prometheus 2 servers do not know (legacy metric names read the same in both).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -29,33 +30,6 @@ class Server(Protocol):
 
 class ServerError(AgentError):
     """The endpoint cannot be served (bad address, port taken): fatal, one line, no traceback."""
-
-
-def parse_bind(bind: str) -> tuple[str, int] | None:
-    """``host:port``, ``[v6]:port`` or ``:port`` (all IPv4 interfaces); ``"0"`` is None.
-
-    Raises ``ValueError`` with a one-line reason for anything else, so the CLI can
-    reject a bad flag before the loop starts.
-    """
-    text = bind.strip()
-    if text == DISABLED:
-        return None
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
-        raise ValueError(
-            f"--metrics-bind-address {bind!r}: want host:port (port 0-65535; 0 picks a free"
-            " one), or 0 to disable"
-        )
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            host = str(ipaddress.IPv6Address(host[1:-1]))
-        except ValueError:
-            raise ValueError(f"--metrics-bind-address {bind!r}: not an IPv6 address") from None
-    elif ":" in host or "[" in host or "]" in host:
-        raise ValueError(f"--metrics-bind-address {bind!r}: bracket an IPv6 host, as [::1]:9931")
-    elif host == "":
-        host = "0.0.0.0"
-    return host, int(port_text)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -143,7 +117,7 @@ def start_server(bind: str, metrics: Metrics) -> Server | None:
     try:
         address = parse_bind(bind)
     except ValueError as e:
-        raise ServerError(str(e)) from None
+        raise ServerError(f"--metrics-bind-address {bind!r}: {e}") from None
     if address is None:
         return None
     handler = type("Handler", (_Handler,), {"metrics": metrics})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,6 +11,7 @@ from masq.core.model import DEFAULT_CHAIN
 Backend = Literal["auto", "nft", "legacy"]
 LogFormat = Literal["text", "json"]
 DEFAULT_METRICS_BIND = "0.0.0.0:9931"
+DISABLED_BIND = "0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +37,29 @@ class Options:
     log_format: LogFormat = "text"
     explain: str | None = None
     validate: bool = False
+
+
+def parse_bind(bind: str) -> tuple[str, int] | None:
+    """``host:port``, ``[v6]:port`` or ``:port`` (all IPv4 interfaces); ``"0"`` is None.
+
+    Raises ``ValueError`` with a one-line reason for anything else: the CLI rejects
+    a bad flag with it before any mode starts, and the server relies on the same check.
+    """
+    text = bind.strip()
+    if text == DISABLED_BIND:
+        return None
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(
+            "want host:port (port 0-65535; 0 picks a free one), :port, or 0 to disable"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            host = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            raise ValueError("not an IPv6 address") from None
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError("bracket an IPv6 host, as [::1]:9931")
+    elif host == "":
+        host = "0.0.0.0"
+    return host, int(port_text)
