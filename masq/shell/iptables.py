@@ -12,6 +12,7 @@ another ~170 ms to parse, while a listing's output is a few lines.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ _TRANSIENT_TEXT = (
 # iptables-nft 1.8.9 says "incompatible" for a chain that simply does not exist.
 _ABSENT_TEXT = ("No chain/target/match by that name", "does not exist", "is incompatible")
 _ANY_EXIT = tuple(range(256))
+_RESOURCE_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 _VERSION = re.compile(r"v(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -58,7 +60,15 @@ def run_command(argv: list[str], stdin: str | None = None) -> Completed:
         raise AgentError(f"{argv[0]}: command not found (is iptables installed?)") from None
     # No ``_timeout``: sh implements it with a thread polling every 100 ms, which
     # would add 100 ms to every 5 ms listing.  Lock waits are bounded by ``--wait``.
-    done = cmd(*argv[1:], _in=stdin, _ok_code=_ANY_EXIT, _tty_out=False, _return_cmd=True)
+    try:
+        done = cmd(*argv[1:], _in=stdin, _ok_code=_ANY_EXIT, _tty_out=False, _return_cmd=True)
+    except OSError as e:  # no fd, memory or process slot for the pipes and the fork
+        message = f"{argv[0]}: cannot run: {e.strerror or e}"
+        raise (TransientError if e.errno in _RESOURCE_ERRNOS else AgentError)(message) from None
+    except sh.ForkException as e:  # the exec itself failed; sh's text ends with its OSError
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        reason = lines[-1] if lines else "exec failed"
+        raise AgentError(f"{argv[0]}: cannot run: {reason}") from None
     return Completed(
         argv=tuple(argv),
         exit_code=int(done.exit_code),
