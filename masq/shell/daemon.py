@@ -173,16 +173,18 @@ def run(opts: Options) -> int:
     """The daemon; returns 0 on SIGTERM/SIGINT, 1 on a fatal error (rules stay as they are)."""
     metrics = Metrics(resync_interval=opts.resync_interval)
     agent = Agent(opts, metrics)
-    stopper = Stopper()
-    watcher = ConfigWatcher(opts.config_dir)
-    server = http.start_server(opts.metrics_bind_address, metrics)
-    try:
-        return _loop(opts, agent, metrics, watcher, stopper)
-    finally:
+    with contextlib.ExitStack() as cleanup:
+        try:
+            stopper = Stopper()
+            cleanup.callback(stopper.close)
+            watcher = ConfigWatcher(opts.config_dir)
+            cleanup.callback(watcher.close)
+        except OSError as e:  # e.g. EMFILE: the node's fs.inotify.max_user_instances is used up
+            raise AgentError(f"cannot watch {opts.config_dir}: {e.strerror or e}") from None
+        server = http.start_server(opts.metrics_bind_address, metrics)
         if server is not None:
-            server.shutdown()
-        watcher.close()
-        stopper.close()
+            cleanup.callback(server.shutdown)
+        return _loop(opts, agent, metrics, watcher, stopper)
 
 
 def _loop(

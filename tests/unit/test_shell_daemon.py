@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from masq.shell import daemon
 from masq.shell.daemon import ConfigWatcher, Stopper, wait_for_change
+from masq.shell.errors import AgentError
+from masq.shell.options import Options
 
 
 @pytest.fixture
@@ -113,3 +117,19 @@ def test_sigterm_wakes_up(tmp_path: Path, stopper: Stopper) -> None:
         assert stopper.signum == signal.SIGTERM
     finally:
         watcher.close()
+
+
+def test_no_inotify_instance_is_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fails if inotify_init's EMFILE escapes daemon.run as a traceback, or if the
+    # signal handlers it installed stay behind.
+    def exhausted() -> None:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(daemon, "INotify", exhausted)
+    before = signal.getsignal(signal.SIGTERM)
+    opts = Options(config_dir=str(tmp_path), metrics_bind_address="0")
+    with pytest.raises(AgentError, match=r"cannot watch .*Too many open files"):
+        daemon.run(opts)
+    assert signal.getsignal(signal.SIGTERM) is before
