@@ -63,9 +63,6 @@ class SyncHooks(Protocol):
     def config_loaded(self, fragments: int, merged: Merged) -> None: ...
     def observed(self, family: Family, ruleset: Ruleset) -> None: ...
     def rule_writes(self, family: Family, ops: Sequence[Op]) -> None: ...
-    def sync_finished(
-        self, ok: bool, duration_seconds: float, reason: str | None = None
-    ) -> None: ...
 
 
 class NoMetrics:
@@ -78,9 +75,6 @@ class NoMetrics:
         pass
 
     def rule_writes(self, family: Family, ops: Sequence[Op]) -> None:
-        pass
-
-    def sync_finished(self, ok: bool, duration_seconds: float, reason: str | None = None) -> None:
         pass
 
 
@@ -289,7 +283,6 @@ def with_retries(
     step: Callable[[], object],
     cap: float,
     sleep: Callable[[float], object] = time.sleep,
-    on_failure: Callable[[TransientError, int], None] | None = None,
 ) -> None:
     """Run ``step``; transient failures retry with backoff, up to MAX_ATTEMPTS in a row."""
     failures = 0
@@ -299,27 +292,16 @@ def with_retries(
             return
         except TransientError as e:
             failures += 1
-            if on_failure is not None:
-                on_failure(e, failures)
             if failures >= MAX_ATTEMPTS:
                 raise AgentError(f"{e} ({failures} attempts)") from None
+            LOG.warning("failed, will retry", extra={"kv": {"error": str(e), "attempt": failures}})
             sleep(backoff_seconds(failures, cap))
-
-
-def _timed_sync(agent: Agent) -> None:
-    started = time.monotonic()
-    try:
-        agent.sync()
-    except AgentError as e:
-        agent.metrics.sync_finished(False, time.monotonic() - started, str(e))
-        raise
-    agent.metrics.sync_finished(True, time.monotonic() - started)
 
 
 def run_once(opts: Options) -> int:
     """``--once`` / ``--dry-run``: one sync (transient errors retried), then exit."""
     agent = Agent(opts, NoMetrics())
-    with_retries(lambda: _timed_sync(agent), cap=min(opts.resync_interval, 5.0))
+    with_retries(agent.sync, cap=min(opts.resync_interval, 5.0))
     return 0
 
 
