@@ -20,7 +20,7 @@ from masq.core.iptables import render_ops_readable, render_restore
 from masq.core.merge import Merged
 from masq.core.model import FAMILIES, Family, Op, Ruleset
 from masq.core.plan import cleanup_ops, plan, replace_ops
-from masq.core.ruleset import RulesetOptions, desired_ruleset
+from masq.core.ruleset import desired_ruleset
 from masq.shell.backend import resolve_backend
 from masq.shell.configdir import (
     ConfigFiles,
@@ -169,14 +169,6 @@ class Agent:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise AgentError(f"{conflicts[0]}{more} (--fail-on-conflict)")
 
-    def ruleset_options(self, random_fully: bool) -> RulesetOptions:
-        return RulesetOptions(
-            chain=self.opts.masq_chain,
-            enable_ipv6=self.opts.enable_ipv6,
-            random_fully=random_fully,
-            to_ports=self.opts.to_ports,
-        )
-
     def plan_all(self, loaded: LoadedConfig) -> tuple[FamilyPlan, ...]:
         chain = self.opts.masq_chain
         plans = []
@@ -186,7 +178,9 @@ class Agent:
             rf = self.opts.random_fully and table.supports_random_fully(
                 final_random_fully(observed, chain)
             )
-            desired = desired_ruleset(loaded.merged.config, table.family, self.ruleset_options(rf))
+            desired = desired_ruleset(
+                loaded.merged.config, table.family, self.opts.ruleset_options(rf)
+            )
             plans.append(FamilyPlan(table.family, table, desired, plan(desired, observed)))
         return tuple(plans)
 

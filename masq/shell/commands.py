@@ -26,7 +26,7 @@ from masq.core.explain import explanation_dict, parse_ip, render_explanation
 from masq.core.fragment import Fragment, parse_fragment
 from masq.core.merge import Merged
 from masq.core.model import IPAddress, MasqConfig, Ruleset, family_of
-from masq.core.ruleset import RulesetOptions, desired_ruleset
+from masq.core.ruleset import desired_ruleset
 from masq.shell.configdir import (
     ConfigFiles,
     config_dir_exists,
@@ -93,15 +93,6 @@ def _live_ruleset(opts: Options, ip: IPAddress) -> tuple[Ruleset | None, str]:
     return observed, label
 
 
-def _ruleset_options(opts: Options) -> RulesetOptions:
-    return RulesetOptions(
-        chain=opts.masq_chain,
-        enable_ipv6=opts.enable_ipv6,
-        random_fully=opts.random_fully,
-        to_ports=opts.to_ports,
-    )
-
-
 def explain(
     opts: Options,
     ip: str,
@@ -143,7 +134,9 @@ def explain(
         if live is not None:
             ruleset, label = live, why
         elif merged is not None:
-            ruleset = desired_ruleset(merged.config, family, _ruleset_options(opts))
+            ruleset = desired_ruleset(
+                merged.config, family, opts.ruleset_options(opts.random_fully)
+            )
             label = f"desired, from the config ({why})"
         else:
             _err(f"cannot explain {address}: {why}, and the config is invalid", err)

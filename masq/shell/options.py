@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from masq.core.model import DEFAULT_CHAIN
+from masq.core.ruleset import RulesetOptions
 
 Backend = Literal["auto", "nft", "legacy"]
 LogFormat = Literal["text", "json"]
@@ -37,6 +38,15 @@ class Options:
     log_format: LogFormat = "text"
     explain: str | None = None
     validate: bool = False
+
+    def ruleset_options(self, random_fully: bool) -> RulesetOptions:
+        """The flags that shape rules; ``random_fully`` as far as iptables supports it."""
+        return RulesetOptions(
+            chain=self.masq_chain,
+            enable_ipv6=self.enable_ipv6,
+            random_fully=random_fully,
+            to_ports=self.to_ports,
+        )
 
 
 def parse_bind(bind: str) -> tuple[str, int] | None:
