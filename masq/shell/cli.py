@@ -10,6 +10,7 @@ parser that behaves like Go's, which lets existing DaemonSet args work unchanged
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -302,6 +303,13 @@ def run(opts: Options) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:
+        # Our reader went away (``--dry-run | head``): keep the exit flush from failing too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as e:  # writing our output failed (e.g. a full disk): shell I/O, one line
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
 
 
 def _observability_command(name: str, opts: Options) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -291,3 +293,20 @@ def test_agent_error_becomes_one_line_exit_1(
     assert capsys.readouterr().err == (
         "ip-masq-agent: ipv4 iptables-restore failed (iptables-nft-restore): line 2 failed\n"
     )
+
+
+def test_output_write_failure_is_one_line_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Fails if an OSError from writing the report (here: a full disk) escapes run()
+    # as a traceback instead of one line and exit 1.
+    from masq.shell import commands
+
+    def full(opts: Options) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(commands, "validate", full)
+    assert cli.run(Options(validate=True)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("ip-masq-agent: [Errno 28] No space left on device")
