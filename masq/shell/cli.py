@@ -20,10 +20,8 @@ from returns.result import Failure
 
 from masq import __version__
 from masq.core.ports import parse_to_ports, valid_chain_name
+from masq.shell.errors import EXIT_USAGE, PROG
 from masq.shell.options import DEFAULT_METRICS_BIND, Options, parse_bind
-
-PROG = "ip-masq-agent"
-EXIT_USAGE = 2
 
 
 class UsageError(Exception):

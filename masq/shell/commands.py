@@ -34,12 +34,8 @@ from masq.shell.configdir import (
     parse_files,
     read_files,
 )
+from masq.shell.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE, PROG
 from masq.shell.options import Options
-
-PROG = "ip-masq-agent"
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
 
 
 def _err(line: str, stream: TextIO | None = None) -> None:
