@@ -29,6 +29,7 @@ from masq.core.model import (
     IPNetwork,
     Rule,
     Ruleset,
+    every_destination,
     family_of,
 )
 from masq.core.ruleset import EXCEPTION_COMMENT
@@ -194,8 +195,7 @@ def _origins(
                 "a rule the agent does not write decides: its outcome is not modelled",
             ),
         )
-    catch_all = ipaddress.ip_network("0.0.0.0/0" if family == "ipv4" else "::/0")
-    net = rule.destination if rule.destination is not None else catch_all
+    net = rule.destination if rule.destination is not None else every_destination(family)
     if (
         rule.action == "MASQUERADE"
         and rule.destination is None
@@ -204,7 +204,7 @@ def _origins(
         return (
             Origin(
                 "final catch-all",
-                catch_all,
+                net,
                 (),
                 "no earlier rule matches: outbound traffic is masqueraded",
             ),

@@ -31,6 +31,11 @@ def family_of(net: IPNetwork | IPAddress) -> Family:
     return "ipv4" if net.version == 4 else "ipv6"
 
 
+def every_destination(family: Family) -> IPNetwork:
+    """What a rule without a destination match covers (0.0.0.0/0 or ::/0)."""
+    return ipaddress.IPv4Network("0.0.0.0/0") if family == "ipv4" else ipaddress.IPv6Network("::/0")
+
+
 def cidr_key(net: IPNetwork) -> tuple[int, int, int]:
     """Canonical order of CIDRs everywhere: family, network address, prefix length."""
     return (net.version, int(net.network_address), net.prefixlen)

@@ -43,6 +43,7 @@ from masq.core.model import (
     InsertRule,
     Op,
     Ruleset,
+    every_destination,
     family_of,
 )
 
@@ -50,7 +51,6 @@ LOG = logging.getLogger("masq")
 PREFIX = "ip_masq_agent"
 HEALTH_INTERVALS = 3  # /healthz tolerates this many resync intervals without a success
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-CATCH_ALL = {"ipv4": "0.0.0.0/0", "ipv6": "::/0"}
 OP_NAMES: dict[type, str] = {
     CreateChain: "create_chain",
     FlushChain: "flush_chain",
@@ -96,7 +96,8 @@ def traffic_of(ruleset: Ruleset) -> tuple[RuleTraffic, ...]:
         for rule in ruleset.chains[name].rules:
             if rule.counters is None or rule.action not in ("RETURN", "MASQUERADE"):
                 continue
-            cidr = CATCH_ALL[ruleset.family] if rule.destination is None else str(rule.destination)
+            net = rule.destination
+            cidr = str(every_destination(ruleset.family) if net is None else net)
             acc = sums.setdefault((cidr, rule.action), [0, 0])
             acc[0] += rule.counters.packets
             acc[1] += rule.counters.bytes
