@@ -273,23 +273,43 @@ def backoff_seconds(failures: int, cap: float) -> float:
     return float(min(FIRST_BACKOFF_SECONDS * 2 ** max(failures - 1, 0), cap))
 
 
+class Backoff:
+    """Consecutive transient failures: how long to wait before the next try, and when to stop.
+
+    Shared by the one-shot modes and the daemon so both give up by the same rule.
+    """
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap  # the daemon lowers it to the config's resync interval
+        self.failures = 0
+
+    def failed(self, error: TransientError) -> float:
+        """Seconds to wait before retrying; AgentError after MAX_ATTEMPTS in a row."""
+        self.failures += 1
+        if self.failures >= MAX_ATTEMPTS:
+            raise AgentError(f"{error} ({self.failures} attempts)") from None
+        LOG.warning(
+            "failed, will retry", extra={"kv": {"error": str(error), "attempt": self.failures}}
+        )
+        return backoff_seconds(self.failures, self.cap)
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+
 def with_retries(
     step: Callable[[], object],
     cap: float,
     sleep: Callable[[float], object] = time.sleep,
 ) -> None:
     """Run ``step``; transient failures retry with backoff, up to MAX_ATTEMPTS in a row."""
-    failures = 0
+    backoff = Backoff(cap)
     while True:
         try:
             step()
             return
         except TransientError as e:
-            failures += 1
-            if failures >= MAX_ATTEMPTS:
-                raise AgentError(f"{e} ({failures} attempts)") from None
-            LOG.warning("failed, will retry", extra={"kv": {"error": str(e), "attempt": failures}})
-            sleep(backoff_seconds(failures, cap))
+            sleep(backoff.failed(e))
 
 
 def run_once(opts: Options) -> int:

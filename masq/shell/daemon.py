@@ -20,7 +20,7 @@ from inotify_simple import INotify
 from inotify_simple import flags as F
 
 from masq.shell import http
-from masq.shell.agent import MAX_ATTEMPTS, Agent, backoff_seconds
+from masq.shell.agent import Agent, Backoff
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.metrics import Metrics
 from masq.shell.options import Options
@@ -190,31 +190,22 @@ def run(opts: Options) -> int:
 def _loop(
     opts: Options, agent: Agent, metrics: Metrics, watcher: ConfigWatcher, stopper: Stopper
 ) -> int:
-    failures = 0
-    interval = opts.resync_interval
+    backoff = Backoff(opts.resync_interval)
     while not stopper.stopped:
         metrics.loop_alive()
         started = time.monotonic()
         try:
             report = agent.sync()
         except TransientError as e:
-            failures += 1
             metrics.sync_finished(False, time.monotonic() - started, str(e))
-            LOG.warning(
-                "sync failed, will retry",
-                extra={"kv": {"error": str(e), "attempt": failures}},
-            )
-            if failures >= MAX_ATTEMPTS:
-                raise AgentError(f"{e} ({failures} attempts)") from None
-            wait = backoff_seconds(failures, interval)
+            wait = backoff.failed(e)
         except AgentError as e:
             metrics.sync_finished(False, time.monotonic() - started, str(e))
             raise
         else:
-            failures = 0
+            backoff.succeeded()
             metrics.sync_finished(True, time.monotonic() - started)
-            interval = min(opts.resync_interval, report.resync_interval)
-            wait = interval
+            backoff.cap = wait = min(opts.resync_interval, report.resync_interval)
         if stopper.stopped:
             break
         why = wait_for_change(watcher, stopper, wait)
