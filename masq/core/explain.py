@@ -20,7 +20,7 @@ from masq.core.decision import should_masquerade
 from masq.core.evaluate import agent_chain, first_match
 from masq.core.fragment import Fragment
 from masq.core.iptables import render_rule
-from masq.core.merge import RFC1918, Merged
+from masq.core.merge import RFC1918, Merged, provenance
 from masq.core.model import (
     LINK_LOCAL_V4,
     LINK_LOCAL_V6,
@@ -102,18 +102,6 @@ def parse_ip(text: str) -> Result[IPAddress, str]:
         return Failure(f"{text!r} is not an IPv4 or IPv6 address")
 
 
-def _with(fragments: Sequence[Fragment], net: IPNetwork, masq: bool) -> tuple[str, ...]:
-    return tuple(
-        sorted(
-            {
-                f.source
-                for f in fragments
-                if net in ((f.masquerade_cidrs if masq else f.non_masquerade_cidrs) or ())
-            }
-        )
-    )
-
-
 def _link_local_origin(fragments: Sequence[Fragment], family: Family, net: IPNetwork) -> Origin:
     key = "masqLinkLocal" if family == "ipv4" else "masqLinkLocalIPv6"
     falses = tuple(
@@ -141,7 +129,7 @@ def _return_origins(
         config = merged.config
         if not (config.masq_link_local if family == "ipv4" else config.masq_link_local_ipv6):
             origins.append(_link_local_origin(fragments, family, net))
-    listed = _with(fragments, net, masq=False)
+    listed = provenance(fragments, net, masquerade=False)
     if listed:
         origins.append(
             Origin(
@@ -210,7 +198,7 @@ def _origins(
             ),
         )
     if rule.action == "MASQUERADE":
-        listed = _with(fragments, net, masq=True)
+        listed = provenance(fragments, net, masquerade=True)
         if listed:
             return (
                 Origin(

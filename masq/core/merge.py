@@ -83,18 +83,25 @@ class Merged:
     conflicts: PVector[Conflict]
 
 
-def provenance(fragments: Iterable[Fragment], network: IPNetwork) -> tuple[str, ...]:
-    """Sorted sources of the files that list exactly ``network`` (either CIDR key)."""
-    return tuple(
-        sorted(
-            {
-                f.source
-                for f in fragments
-                if network in (f.non_masquerade_cidrs or ())
-                or network in (f.masquerade_cidrs or ())
-            }
-        )
-    )
+def provenance(
+    fragments: Iterable[Fragment],
+    network: IPNetwork,
+    *,
+    masquerade: bool | None = None,
+) -> tuple[str, ...]:
+    """Sorted sources of the files that list exactly ``network``.
+
+    ``masquerade`` narrows the search to masqueradeCIDRs (True) or nonMasqueradeCIDRs
+    (False); by default either key counts.
+    """
+
+    def lists(f: Fragment) -> tuple[PVector[IPNetwork] | None, ...]:
+        if masquerade is None:
+            return (f.non_masquerade_cidrs, f.masquerade_cidrs)
+        return (f.masquerade_cidrs if masquerade else f.non_masquerade_cidrs,)
+
+    listing = {f.source for f in fragments if any(network in (v or ()) for v in lists(f))}
+    return tuple(sorted(listing))
 
 
 def _conflict(
