@@ -203,6 +203,12 @@ class Metrics:
         for family in FAMILIES:
             for kind in KINDS:
                 self._cidrs.labels(family=family, kind=kind)
+        self._interval = Gauge(
+            f"{PREFIX}_resync_interval_seconds",
+            "Effective resync interval: the smaller of the flag and the config's resyncInterval.",
+            registry=r,
+        )
+        self._interval.set(resync_interval)
         self._build = Gauge(
             f"{PREFIX}_build_info", "Always 1; the agent's version.", ["version"], registry=r
         )
@@ -226,6 +232,7 @@ class Metrics:
                     self._cidrs.labels(family=family, kind=kind).set(count)
             with self._lock:  # the loop waits min(flag, config); so does health
                 self.resync_interval = min(self._flag_interval, config.resync_interval)
+            self._interval.set(self.resync_interval)
         except Exception:
             LOG.debug("metrics: config_loaded failed", exc_info=True)
 

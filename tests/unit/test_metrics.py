@@ -100,6 +100,7 @@ def test_every_required_metric_with_its_type_and_labels() -> None:
         "ip_masq_agent_sync_duration_seconds": ("histogram", set()),
         "ip_masq_agent_rule_writes": ("counter", {"family", "op"}),
         "ip_masq_agent_last_success_timestamp_seconds": ("gauge", set()),
+        "ip_masq_agent_resync_interval_seconds": ("gauge", set()),
         "ip_masq_agent_config_fragments": ("gauge", set()),
         "ip_masq_agent_config_conflicts": ("gauge", set()),
         "ip_masq_agent_cidrs": ("gauge", {"family", "kind"}),
@@ -114,6 +115,7 @@ def test_every_required_metric_with_its_type_and_labels() -> None:
         assert f"ip_masq_agent_{counter}_total" in names
     assert not any(n.endswith("_created") for n in names)
     assert value(m, "ip_masq_agent_build_info", version=__version__) == 1
+    assert value(m, "ip_masq_agent_resync_interval_seconds") == 60.0
 
 
 def test_sync_results_and_duration_histogram() -> None:
@@ -167,9 +169,11 @@ def test_config_gauges_follow_the_last_merge() -> None:
     assert value(m, "ip_masq_agent_cidrs", family="ipv6", kind="masquerade") == 1
     assert value(m, "ip_masq_agent_cidrs", family="ipv6", kind="non_masquerade") == 0
     assert m.resync_interval == 5.0  # the config's shorter interval drives health from now on
+    assert value(m, "ip_masq_agent_resync_interval_seconds") == 5.0
     longer = Fragment("ip-masq-c", resync_interval=600.0)
     m.config_loaded(1, merge([longer]).unwrap())
     assert m.resync_interval == 60.0  # but never longer than the flag's
+    assert value(m, "ip_masq_agent_resync_interval_seconds") == 60.0
     m.config_loaded(0, merge([]).unwrap())
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="non_masquerade") == 3  # RFC 1918
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 0
