@@ -16,9 +16,12 @@ from pathlib import Path
 from pyrsistent import pvector
 
 from masq import Fragment, merge, parse_save, plan, render_restore
-from masq.core.iptables import render_rule
-from masq.core.model import POSTROUTING, IPNetwork, MasqConfig, Ruleset
-from masq.core.ruleset import RulesetOptions, desired_ruleset
+from masq.core.addresses import IPNetwork
+from masq.core.config import MasqConfig
+from masq.core.iptables.codec import render_rule
+from masq.core.iptables.model import Ruleset
+from masq.core.iptables.rules import RulesetOptions, desired_ruleset
+from masq.core.names import POSTROUTING
 
 N = 10_000
 RUNS = 7

@@ -6,6 +6,7 @@ own parser and merge, and the DaemonSet's args go through the agent's own flag p
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,16 @@ def test_embedded_configs_merge_without_conflict() -> None:
     # Both files contribute: a destination from each stays unmasqueraded, the user's
     # masquerade exception wins inside its non-masquerade range, and the rest is masqueraded.
     config = result.config
-    assert not masq.should_masquerade(config, "10.244.1.5")  # cloud: pod range
-    assert not masq.should_masquerade(config, "100.64.0.1")  # user: CGNAT range
-    assert masq.should_masquerade(config, "10.240.3.4")  # user: masqueradeCIDRs
-    assert masq.should_masquerade(config, "203.0.113.10")
+    assert not masq.should_masquerade(
+        config, ipaddress.ip_address("10.244.1.5")
+    )  # cloud: pod range
+    assert not masq.should_masquerade(
+        config, ipaddress.ip_address("100.64.0.1")
+    )  # user: CGNAT range
+    assert masq.should_masquerade(
+        config, ipaddress.ip_address("10.240.3.4")
+    )  # user: masqueradeCIDRs
+    assert masq.should_masquerade(config, ipaddress.ip_address("203.0.113.10"))
 
 
 def test_merge_rejects_a_broken_embedded_config() -> None:
@@ -144,9 +151,9 @@ def test_daemonset_mounts_every_configmap_key_as_a_file_the_agent_reads() -> Non
 def test_daemonset_probes_use_the_metrics_port() -> None:
     container = agent_container()
     opts = parse_args(container["args"]).options
-    default_port = int(DEFAULT_METRICS_BIND.rsplit(":", 1)[1])
-    bound_port = int(opts.metrics_bind_address.rsplit(":", 1)[1])
-    assert bound_port == default_port
+    default_port = DEFAULT_METRICS_BIND.port
+    assert opts.metrics_bind_address is not None
+    assert opts.metrics_bind_address.port == default_port
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": default_port}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": default_port}
     assert [p["containerPort"] for p in container["ports"]] == [default_port]

@@ -1,0 +1,24 @@
+"""The pure core: every decision the agent makes, as functions of values (no I/O).
+
+Internal: import the public API from ``masq``; module paths here may change.
+
+The pipeline, one module a step (data flows one way)::
+
+    file text --fragment.parse_fragment--> Fragment            (one file, validated)
+    Fragments --merge.merge--------------> Merged              (MasqConfig + conflicts)
+    MasqConfig --decision.decide---------> FamilyDecision      (per family; dataplane-neutral)
+    FamilyDecision --iptables.rules------> Ruleset             (the chain and its jump)
+    kernel listing --iptables.codec------> Ruleset             (what the agent owns now)
+    (desired, observed) --iptables.plan--> ops                 (minimal, ordered)
+    ops --iptables.codec.render_restore--> restore script      (one transaction)
+
+Beside them: ``addresses`` (CIDR/IP parsing and order), ``duration`` (Go
+durations), ``nat`` (--to-ports and random-fully), ``names`` (chain names),
+``config`` (the effective config and its defaults), ``traffic`` (kernel counters),
+``explain`` (why one address is or is not masqueraded), ``errors`` (the one input
+error type).  A dataplane is a subpackage (``iptables/``) holding its rules
+builder, codec and planner; a second dataplane sits beside it.
+
+Expected input errors come back as ``returns`` ``Failure`` values carrying a
+``ConfigError``; an exception from this package is a bug in its caller or in it.
+"""

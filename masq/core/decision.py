@@ -1,28 +1,95 @@
-"""The masquerade decision for one destination, straight from the config.
+"""The masquerade decision: from the effective config to what each family does, for any dataplane.
 
-This is the specification the rendered chain is tested against, so it is
-written as the rule reads, not as the chain is built.
+Everything that defines the decision lives here: the link-local ranges and when they
+keep their source, the order of the steps, and ``should_masquerade``, the
+specification every rendered dataplane is tested against.  A dataplane renders a
+``FamilyDecision`` (iptables: a chain read first-match; nftables: sets and a chain)
+and adds nothing to it but spelling.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
+from typing import Final, Literal, overload
 
-from masq.core.model import LINK_LOCAL_V4, LINK_LOCAL_V6, IPAddress, MasqConfig
+from pyrsistent.typing import PVector
+
+from masq.core.addresses import Family, IPAddress, IPNetwork, family_of, of_family
+from masq.core.config import MasqConfig
+from masq.core.fragment import Fragment
+
+LINK_LOCAL: Final[dict[Family, IPNetwork]] = {
+    "ipv4": ipaddress.IPv4Network("169.254.0.0/16"),
+    "ipv6": ipaddress.IPv6Network("fe80::/10"),
+}
+LINK_LOCAL_KEY: Final[dict[Family, str]] = {"ipv4": "masqLinkLocal", "ipv6": "masqLinkLocalIPv6"}
+"""The config key that lets link-local traffic of a family be masqueraded."""
+
+Step = Literal["masquerade", "link-local", "non-masquerade", "default"]
+"""Which step decides: 1. masqueradeCIDRs (masquerade), 2. link-local (keep),
+3. nonMasqueradeCIDRs (keep), 4. the default (masquerade)."""
 
 
-def should_masquerade(config: MasqConfig, ip: str | IPAddress) -> bool:
-    """True when traffic to non-LOCAL ``ip`` leaves with the node's address.
+@overload
+def masq_link_local(settings: MasqConfig, family: Family) -> bool: ...
+@overload
+def masq_link_local(settings: Fragment, family: Family) -> bool | None: ...
+def masq_link_local(settings: MasqConfig | Fragment, family: Family) -> bool | None:
+    """``family``'s ``masqLinkLocal*`` key: in the effective config, or as one file set it."""
+    return settings.masq_link_local if family == "ipv4" else settings.masq_link_local_ipv6
 
-    ``ip`` is trusted, program-level input: a string that is not an IPv4/IPv6
-    address raises ``ValueError`` (as ``ipaddress.ip_address`` does).
+
+@dataclass(frozen=True, slots=True)
+class FamilyDecision:
+    """One family's decision for non-LOCAL destinations, as ordered steps.
+
+    1. a destination in ``masquerade`` is masqueraded;
+    2. else one in ``link_local`` (None when ``masqLinkLocal*`` is true) keeps its source;
+    3. else one in ``non_masquerade`` keeps its source;
+    4. else it is masqueraded.
+    CIDR vectors are of this family only, in canonical order.
     """
-    address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
-    if any(address in net for net in config.masquerade_cidrs):
-        return True
-    if address.version == 4:
-        if address in LINK_LOCAL_V4 and not config.masq_link_local:
-            return False
-    elif address in LINK_LOCAL_V6 and not config.masq_link_local_ipv6:
-        return False
-    return not any(address in net for net in config.non_masquerade_cidrs)
+
+    family: Family
+    masquerade: PVector[IPNetwork]
+    link_local: IPNetwork | None
+    non_masquerade: PVector[IPNetwork]
+
+    def step(self, ip: IPAddress) -> Step:
+        """The step that decides for ``ip`` (an address of this family)."""
+        if any(ip in net for net in self.masquerade):
+            return "masquerade"
+        if self.link_local is not None and ip in self.link_local:
+            return "link-local"
+        if any(ip in net for net in self.non_masquerade):
+            return "non-masquerade"
+        return "default"
+
+    def masquerades(self, ip: IPAddress) -> bool:
+        return self.step(ip) in ("masquerade", "default")
+
+
+def decide(config: MasqConfig, family: Family) -> FamilyDecision:
+    """The decision steps ``config`` gives ``family``."""
+    return FamilyDecision(
+        family=family,
+        masquerade=of_family(config.masquerade_cidrs, family),
+        link_local=None if masq_link_local(config, family) else LINK_LOCAL[family],
+        non_masquerade=of_family(config.non_masquerade_cidrs, family),
+    )
+
+
+def should_masquerade(config: MasqConfig, ip: IPAddress) -> bool:
+    """True when traffic to the non-LOCAL address ``ip`` leaves with the node's address.
+
+    ``ip`` is a parsed address; text from a user goes through ``parse_ip`` first,
+    which returns a ``Failure`` for what is not an address.  Passing a ``str`` is a
+    programming error (mypy rejects it; at run time it raises ``TypeError``).
+    """
+    if not isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        raise TypeError(
+            f"should_masquerade takes an ipaddress address, not {type(ip).__name__}:"
+            " parse text with masq.parse_ip"
+        )
+    return decide(config, family_of(ip)).masquerades(ip)

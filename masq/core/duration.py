@@ -11,6 +11,8 @@ from fractions import Fraction
 
 from returns.result import Failure, Result, Success
 
+from masq.core.errors import ConfigError, invalid
+
 _UNIT_NS: dict[str, int] = {
     "ns": 1,
     "us": 1_000,
@@ -25,39 +27,44 @@ _TERM = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 _MAX_NS = 2**63 - 1  # Go's Duration is an int64 of nanoseconds
 
 
-def parse_duration_ns(text: str) -> Result[int, str]:
+def parse_duration_ns(text: str) -> Result[int, ConfigError]:
     """Nanoseconds of a positive Go duration, or why it is not one."""
+    given = text
+
+    def bad(why: str) -> Result[int, ConfigError]:
+        return Failure(invalid(why, given))
+
     if not text:
-        return Failure("empty duration")
+        return bad("empty duration")
     if text[0] in "+-":
         if text[0] == "-" and text != "-0":
-            return Failure("duration must be greater than zero")
+            return bad("duration must be greater than zero")
         text = text[1:]
     if text == "0":
-        return Failure("duration must be greater than zero")
+        return bad("duration must be greater than zero")
     if not text:
-        return Failure("not a Go duration (like 60s, 1m30s, 1.5h, 300ms)")
+        return bad("not a Go duration (like 60s, 1m30s, 1.5h, 300ms)")
     pos = 0
     total = Fraction(0)
     while pos < len(text):
         m = _TERM.match(text, pos)
         if m is None:
             if text[pos:].isdigit() or re.fullmatch(r"[0-9.]+", text[pos:]):
-                return Failure("missing unit (one of ns, us, ms, s, m, h)")
-            return Failure("not a Go duration (like 60s, 1m30s, 1.5h, 300ms)")
-        whole, frac, unit = m.group(1), m.group(2), m.group(3)
-        if not whole and not frac:
-            return Failure("not a Go duration (like 60s, 1m30s, 1.5h, 300ms)")
-        value = Fraction(int(whole or "0"))
+                return bad("missing unit (one of ns, us, ms, s, m, h)")
+            return bad("not a Go duration (like 60s, 1m30s, 1.5h, 300ms)")
+        integer, frac, unit = m.group(1), m.group(2), m.group(3)
+        if not integer and not frac:
+            return bad("not a Go duration (like 60s, 1m30s, 1.5h, 300ms)")
+        value = Fraction(int(integer or "0"))
         if frac:
             value += Fraction(int(frac), 10 ** len(frac))
         total += value * _UNIT_NS[unit]
         if total > _MAX_NS:
-            return Failure("duration too long (over Go's limit of about 292 years)")
+            return bad("duration too long (over Go's limit of about 292 years)")
         pos = m.end()
     ns = int(total)  # Go truncates sub-nanosecond fractions
     if ns <= 0:
-        return Failure("duration must be greater than zero")
+        return bad("duration must be greater than zero")
     return Success(ns)
 
 

@@ -1,17 +1,23 @@
-"""The one error type the core returns (never raises) for bad input."""
+"""The one error type the core returns (never raises) for input it rejects."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
 class ConfigError:
-    """Why a config input was rejected, precise enough to fix it without reading code.
+    """Why an input was rejected, precise enough to fix it without reading code.
 
-    ``source`` is the file name (or another label the caller chose); ``key`` and
-    ``index`` locate the offending value inside it when there is one.  ``str()``
-    gives the single line the agent prints before exiting non-zero.
+    Every expected input error of the core is one of these, inside a ``Failure``:
+    a config file, a flag value (``--to-ports``), an address given to ``--explain``,
+    a kernel listing the codec cannot read.  ``source`` names where the input came
+    from (a file name, a flag, a command); ``key`` and ``index`` locate the value in
+    it when there is one.  ``str()`` gives the single line the agent prints before
+    exiting non-zero.
+
+    Low-level parsers do not know where their text came from: they return an error
+    with an empty ``source`` and callers place it with ``at``.
     """
 
     source: str
@@ -20,13 +26,28 @@ class ConfigError:
     index: int | None = None
     value: str | None = None
 
+    def at(self, source: str, key: str | None = None, index: int | None = None) -> ConfigError:
+        """This error, located in ``source`` (and ``key[index]`` when given)."""
+        return replace(
+            self,
+            source=source,
+            key=self.key if key is None else key,
+            index=self.index if index is None else index,
+        )
+
     def __str__(self) -> str:
         # A file name may carry control characters; the message must stay one line.
         where = self.source.encode("unicode_escape").decode("ascii")
         if self.key is not None:
-            where += f": {self.key}"
+            where += f": {self.key}" if where else self.key
             if self.index is not None:
                 where += f"[{self.index}]"
         if self.value is not None:
-            where += f": {self.value!r}"
-        return f"{where}: {self.message}".replace("\n", "\\n").replace("\r", "\\r")
+            where += f": {self.value!r}" if where else repr(self.value)
+        text = f"{where}: {self.message}" if where else self.message
+        return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
+def invalid(message: str, value: str | None = None) -> ConfigError:
+    """An error not yet placed in a source (see ``ConfigError.at``)."""
+    return ConfigError("", message, value=value)

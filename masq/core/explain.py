@@ -9,30 +9,18 @@ desired) and whether the address is local to the node.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from returns.result import Failure, Result, Success
-
-from masq.core.decision import should_masquerade
-from masq.core.evaluate import agent_chain, first_match
+from masq.core.addresses import Family, IPAddress, IPNetwork, every_destination, family_of
+from masq.core.config import RFC1918
+from masq.core.decision import LINK_LOCAL, LINK_LOCAL_KEY, masq_link_local, should_masquerade
 from masq.core.fragment import Fragment
-from masq.core.iptables import render_rule
-from masq.core.merge import RFC1918, Merged, provenance
-from masq.core.model import (
-    LINK_LOCAL_V4,
-    LINK_LOCAL_V6,
-    Family,
-    IPAddress,
-    IPNetwork,
-    Rule,
-    Ruleset,
-    every_destination,
-    family_of,
-)
-from masq.core.ruleset import EXCEPTION_COMMENT
+from masq.core.iptables.codec import render_rule
+from masq.core.iptables.evaluate import agent_chain, chain_match
+from masq.core.iptables.model import Chain, Rule, Ruleset
+from masq.core.merge import Merged, provenance
 
 OriginKind = Literal[
     "masqueradeCIDRs",
@@ -89,28 +77,9 @@ class Explanation:
         return self.masquerade == self.config_masquerade
 
 
-def parse_ip(text: str) -> Result[IPAddress, str]:
-    """A bare IPv4/IPv6 address (no prefix, no zone), or why the text is not one."""
-    stripped = text.strip()
-    if "/" in stripped:
-        return Failure(f"{text!r} is a CIDR; give one address, such as 10.0.0.1")
-    if "%" in stripped:
-        return Failure(f"{text!r} has an IPv6 zone; give the address without %zone")
-    try:
-        return Success(ipaddress.ip_address(stripped))
-    except ValueError:
-        return Failure(f"{text!r} is not an IPv4 or IPv6 address")
-
-
 def _link_local_origin(fragments: Sequence[Fragment], family: Family, net: IPNetwork) -> Origin:
-    key = "masqLinkLocal" if family == "ipv4" else "masqLinkLocalIPv6"
-    falses = tuple(
-        sorted(
-            f.source
-            for f in fragments
-            if (f.masq_link_local if family == "ipv4" else f.masq_link_local_ipv6) is False
-        )
-    )
+    key = LINK_LOCAL_KEY[family]
+    falses = tuple(sorted(f.source for f in fragments if masq_link_local(f, family) is False))
     said = f"set false by {', '.join(falses)}" if falses else "false by default"
     return Origin(
         "built-in link-local",
@@ -124,11 +93,12 @@ def _return_origins(
     fragments: Sequence[Fragment], merged: Merged | None, family: Family, net: IPNetwork
 ) -> list[Origin]:
     origins: list[Origin] = []
-    link_local = LINK_LOCAL_V4 if family == "ipv4" else LINK_LOCAL_V6
-    if merged is not None and net == link_local:
-        config = merged.config
-        if not (config.masq_link_local if family == "ipv4" else config.masq_link_local_ipv6):
-            origins.append(_link_local_origin(fragments, family, net))
+    if (
+        merged is not None
+        and net == LINK_LOCAL[family]
+        and not masq_link_local(merged.config, family)
+    ):
+        origins.append(_link_local_origin(fragments, family, net))
     listed = provenance(fragments, net, masquerade=False)
     if listed:
         origins.append(
@@ -184,11 +154,7 @@ def _origins(
             ),
         )
     net = rule.destination if rule.destination is not None else every_destination(family)
-    if (
-        rule.action == "MASQUERADE"
-        and rule.destination is None
-        and rule.comment != EXCEPTION_COMMENT
-    ):
+    if rule.role == "catch-all":
         return (
             Origin(
                 "final catch-all",
@@ -212,6 +178,44 @@ def _origins(
     return tuple(_return_origins(fragments, merged, family, net))
 
 
+def _no_rule(base: Explanation, note: str) -> Explanation:
+    return replace(base, origins=(Origin("no rule", None, (), note),))
+
+
+def _verdict(rule: Rule | None) -> Verdict:
+    if rule is None or rule.action == "RETURN":
+        return "keep source"
+    return "masquerade" if rule.action == "MASQUERADE" else "unknown"
+
+
+def _shadowed(chain: Chain, position: int | None, ip: IPAddress) -> tuple[str, ...]:
+    """Rules after the deciding one (all, if none decided) that also match ``ip`` by CIDR."""
+    later = chain.rules[position if position is not None else len(chain.rules) :]
+    return tuple(
+        render_rule(chain.name, r)
+        for r in later
+        if r.destination is not None and r.protocol is None and ip in r.destination
+    )
+
+
+def _decided(
+    base: Explanation, chain: Chain, fragments: Sequence[Fragment], merged: Merged | None
+) -> Explanation:
+    """The explanation when ``chain`` exists: its first matching rule decides."""
+    rule = chain_match(chain, base.ip)
+    position = next((i + 1 for i, r in enumerate(chain.rules) if r is rule), None)
+    return replace(
+        base,
+        verdict=_verdict(rule),
+        chain=chain.name,
+        position=position,
+        rule=rule,
+        rule_text=render_rule(chain.name, rule) if rule is not None else None,
+        origins=_origins(rule, base.family, fragments, merged),
+        shadowed=_shadowed(chain, position, base.ip),
+    )
+
+
 def explain(
     ip: IPAddress,
     *,
@@ -225,16 +229,14 @@ def explain(
 
     ``ruleset`` None means the family has no rules (IPv6 not enabled): nothing is
     masqueraded.  ``local`` means ``ip`` is an address of the node itself, which the
-    POSTROUTING jump skips (``addrtype ! --dst-type LOCAL``).  ``chain`` defaults to
-    the chain POSTROUTING jumps to.
+    POSTROUTING jump skips (``addrtype ! --dst-type LOCAL``), so neither the rules
+    nor the config masquerade it.  ``chain`` defaults to the chain POSTROUTING jumps
+    to.  ``ruleset`` of the other family is a caller's bug (ValueError).
     """
-    family = family_of(ip)
-    config_says = should_masquerade(merged.config, ip) if merged is not None else None
-    if local:
-        config_says = False if merged is not None else None
+    config_says = None if merged is None else (not local and should_masquerade(merged.config, ip))
     base = Explanation(
         ip=ip,
-        family=family,
+        family=family_of(ip),
         verdict="keep source",
         chain=chain,
         position=None,
@@ -246,45 +248,18 @@ def explain(
         local=local,
     )
     if local:
-        note = "a LOCAL address of this node: the POSTROUTING jump skips it"
-        return replace(base, origins=(Origin("no rule", None, (), note),))
+        return _no_rule(base, "a LOCAL address of this node: the POSTROUTING jump skips it")
     if ruleset is None:
-        note = f"no {family} rules (IPv6 not enabled?): the agent does not masquerade it"
-        return replace(base, origins=(Origin("no rule", None, (), note),), config_masquerade=None)
-    if ruleset.family != family:
+        note = f"no {base.family} rules (IPv6 not enabled?): the agent does not masquerade it"
+        return replace(_no_rule(base, note), config_masquerade=None)
+    if ruleset.family != base.family:
         raise ValueError(f"{ip} is not an {ruleset.family} address")
     name = chain if chain is not None else agent_chain(ruleset)
-    if name is None or ruleset.chain(name) is None:
+    found = ruleset.chain(name) if name is not None else None
+    if found is None:
         what = f"chain {name} does not exist" if name else "POSTROUTING does not jump to the chain"
-        note = f"{what}: nothing is masqueraded by the agent"
-        return replace(base, chain=name, origins=(Origin("no rule", None, (), note),))
-    found = ruleset.chain(name)
-    rules = list(found.rules) if found is not None else []
-    rule = first_match(ruleset, name, ip)
-    position = next((i + 1 for i, r in enumerate(rules) if r is rule), None)
-    if rule is None:
-        verdict: Verdict = "keep source"
-    elif rule.action == "MASQUERADE":
-        verdict = "masquerade"
-    elif rule.action == "RETURN":
-        verdict = "keep source"
-    else:
-        verdict = "unknown"
-    shadowed = tuple(
-        render_rule(name, r)
-        for r in rules[position or len(rules) :]
-        if r.destination is not None and r.protocol is None and ip in r.destination
-    )
-    return replace(
-        base,
-        verdict=verdict,
-        chain=name,
-        position=position,
-        rule=rule,
-        rule_text=render_rule(name, rule) if rule is not None else None,
-        origins=_origins(rule, family, fragments, merged),
-        shadowed=shadowed,
-    )
+        return replace(_no_rule(base, f"{what}: nothing is masqueraded by the agent"), chain=name)
+    return _decided(base, found, fragments, merged)
 
 
 def render_explanation(e: Explanation, ruleset_label: str) -> str:

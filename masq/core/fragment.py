@@ -14,17 +14,17 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import yaml
 from pyrsistent.typing import PVector
 from returns.result import Failure, Result, Success
 
-from masq.core.cidrs import parse_cidr
+from masq.core.addresses import IPNetwork, parse_cidr, sorted_cidrs
+from masq.core.config import DEFAULT_CIDR_LIMIT
 from masq.core.duration import parse_duration_ns
-from masq.core.errors import ConfigError
-from masq.core.model import DEFAULT_CIDR_LIMIT, IPNetwork, sorted_cidrs
+from masq.core.errors import ConfigError, invalid
 
 MAX_FRAGMENT_BYTES = 1024 * 1024
 
@@ -75,10 +75,6 @@ class _Date:
     text: str
 
 
-class _Rejected(Exception):
-    """Raised inside the loader only; always turned into a ``Failure`` before returning."""
-
-
 _Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader]
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -94,7 +90,11 @@ def _tag_message(tag: str) -> str:
     )
 
 
-def _scalar(loader: yaml.SafeLoader | yaml.CSafeLoader, event: yaml.ScalarEvent) -> object:
+_Loaded = Result[object, ConfigError]
+"""Plain values (str, int, float, bool, None, _Date, list, _Map), or why not."""
+
+
+def _scalar(loader: yaml.SafeLoader | yaml.CSafeLoader, event: yaml.ScalarEvent) -> _Loaded:
     tag = event.tag
     if tag is None or tag == "!":
         if event.implicit[0]:
@@ -104,64 +104,76 @@ def _scalar(loader: yaml.SafeLoader | yaml.CSafeLoader, event: yaml.ScalarEvent)
         else:
             tag = _TAG + "str"
     if tag not in _SCALAR_TAGS:
-        raise _Rejected(_tag_message(tag))
+        return Failure(invalid(_tag_message(tag)))
     if tag == _TAG + "str":
-        return event.value
+        return Success(event.value)
     if tag == _TAG + "timestamp":
-        return _Date(event.value)
+        return Success(_Date(event.value))
     node = yaml.ScalarNode(tag, event.value)
     try:
-        return loader.construct_object(node, deep=True)
+        return Success(loader.construct_object(node, deep=True))
     except (ValueError, OverflowError, yaml.YAMLError) as error:
-        raise _Rejected(f"unparsable {tag.removeprefix(_TAG)} value: {error}") from None
+        return Failure(invalid(f"unparsable {tag.removeprefix(_TAG)} value: {error}"))
 
 
-def _load_yaml(text: str) -> object:
-    """The single document's value (``None`` for an empty stream); iterative, no recursion."""
-    loader = _Loader(text)
-    try:
-        documents = 0
-        root: object = None
-        # Stack of open containers: a list, or a list of pairs plus a pending key.
-        stack: list[list[object] | tuple[list[tuple[object, object]], list[object]]] = []
+class _Builder:
+    """Plain values from YAML events, with a stack instead of recursion."""
 
-        def add(value: object) -> None:
-            nonlocal root
-            if not stack:
-                root = value
-                return
-            top = stack[-1]
-            if isinstance(top, list):
-                top.append(value)
+    def __init__(self) -> None:
+        self.root: object = None
+        self.documents = 0
+        # Open containers: a list, or a list of pairs plus a pending key.
+        self._stack: list[list[object] | tuple[list[tuple[object, object]], list[object]]] = []
+
+    def add(self, value: object) -> None:
+        if not self._stack:
+            self.root = value
+            return
+        top = self._stack[-1]
+        if isinstance(top, list):
+            top.append(value)
+        else:
+            pairs, pending = top
+            if pending:
+                pairs.append((pending.pop(), value))
             else:
-                pairs, pending = top
-                if pending:
-                    pairs.append((pending.pop(), value))
-                else:
-                    pending.append(value)
+                pending.append(value)
 
+    def event(self, loader: yaml.SafeLoader | yaml.CSafeLoader, event: object) -> _Loaded:
+        """Take one event; a Failure for what the config format does not allow."""
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            return Failure(invalid("YAML anchors and aliases are not allowed"))
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                return Failure(invalid("more than one YAML document"))
+        elif isinstance(event, yaml.ScalarEvent):
+            return _scalar(loader, event).map(self.add)
+        elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            kind = "seq" if isinstance(event, yaml.SequenceStartEvent) else "map"
+            if event.tag not in (None, "!", _TAG + kind):
+                return Failure(invalid(_tag_message(event.tag)))
+            self._stack.append([] if kind == "seq" else ([], []))
+        elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+            done = self._stack.pop()
+            self.add(list(done) if isinstance(done, list) else _Map(tuple(done[0])))
+        return Success(None)
+
+
+def _load_yaml(text: str) -> _Loaded:
+    """The single document's value (``None`` for an empty stream)."""
+    loader = _Loader(text)
+    builder = _Builder()
+    try:
         while loader.check_event():
-            event = loader.get_event()
-            anchor = getattr(event, "anchor", None)
-            if isinstance(event, yaml.AliasEvent) or anchor is not None:
-                raise _Rejected("YAML anchors and aliases are not allowed")
-            if isinstance(event, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    raise _Rejected("more than one YAML document")
-            elif isinstance(event, yaml.ScalarEvent):
-                add(_scalar(loader, event))
-            elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
-                kind = "seq" if isinstance(event, yaml.SequenceStartEvent) else "map"
-                if event.tag not in (None, "!", _TAG + kind):
-                    raise _Rejected(_tag_message(event.tag))
-                stack.append([] if kind == "seq" else ([], []))
-            elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
-                done = stack.pop()
-                add(list(done) if isinstance(done, list) else _Map(tuple(done[0])))
-        return root
+            taken = builder.event(loader, loader.get_event())
+            if isinstance(taken, Failure):
+                return taken
+    except yaml.YAMLError as error:
+        return Failure(invalid("not valid YAML or JSON: " + _yaml_problem(error)))
     finally:
         loader.dispose()
+    return Success(builder.root)
 
 
 def _to_plain(value: object) -> object:
@@ -182,7 +194,7 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not allowed")
 
 
-def _load(text: str) -> object:
+def _load(text: str) -> _Loaded:
     """JSON first when it looks like JSON (exact number/duplicate handling), else YAML."""
     if text.lstrip(" \t\r\n\ufeff")[:1] in ("{", "["):
         try:
@@ -194,7 +206,7 @@ def _load(text: str) -> object:
         except (ValueError, RecursionError):
             pass  # flow-style YAML such as {a: 1}; YAML gives the error if it is neither
         else:
-            return _to_plain(loaded)
+            return Success(_to_plain(loaded))
     return _load_yaml(text)
 
 
@@ -216,22 +228,20 @@ def _show(value: object) -> str:
     return text
 
 
+_KINDS: tuple[tuple[type, str], ...] = (
+    (type(None), "null"),
+    (bool, "a boolean"),  # before int: a bool is an int
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (_Date, "a date"),
+    (list, "a list"),
+)
+
+
 def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, _Date):
-        return "a date"
-    if isinstance(value, list):
-        return "a list"
-    return "a mapping"
+    """How an error message names the type of a value a file gave."""
+    return next((name for cls, name in _KINDS if isinstance(value, cls)), "a mapping")
 
 
 def _suggest(key: str) -> str:
@@ -245,95 +255,83 @@ def _suggest(key: str) -> str:
 _Parsed = PVector[IPNetwork] | bool | float | int
 
 
-def _cidr_list(source: str, key: str, value: object) -> Result[_Parsed, ConfigError]:
+def _wrong_type(expected: str, value: object) -> ConfigError:
+    return invalid(f"wrong type: expected {expected}, got {_kind(value)}", _show(value))
+
+
+def _cidr_entry(index: int, entry: object) -> Result[IPNetwork, ConfigError]:
+    if entry is None or entry == "":
+        what = "null" if entry is None else "empty"
+        return Failure(ConfigError("", f"{what} entry: expected a CIDR string", index=index))
+    if not isinstance(entry, str):
+        return Failure(replace(_wrong_type("a CIDR string", entry), index=index))
+    return parse_cidr(entry).alt(lambda e: replace(e, index=index, value=_show(entry)))
+
+
+def _cidr_list(value: object) -> Result[_Parsed, ConfigError]:
     if not isinstance(value, list):
-        return Failure(
-            ConfigError(
-                source,
-                f"wrong type: expected a list of CIDR strings, got {_kind(value)}",
-                key=key,
-                value=_show(value),
-            )
-        )
+        return Failure(_wrong_type("a list of CIDR strings", value))
     nets: list[IPNetwork] = []
     for index, entry in enumerate(value):
-        if entry is None or entry == "":
-            what = "null" if entry is None else "empty"
-            return Failure(
-                ConfigError(source, f"{what} entry: expected a CIDR string", key=key, index=index)
-            )
-        if not isinstance(entry, str):
-            return Failure(
-                ConfigError(
-                    source,
-                    f"wrong type: expected a CIDR string, got {_kind(entry)}",
-                    key=key,
-                    index=index,
-                    value=_show(entry),
-                )
-            )
-        parsed = parse_cidr(entry)
-        if isinstance(parsed, Failure):
-            return Failure(
-                ConfigError(source, parsed.failure(), key=key, index=index, value=_show(entry))
-            )
-        nets.append(parsed.unwrap())
+        match _cidr_entry(index, entry):
+            case Success(net):
+                nets.append(net)
+            case Failure(error):
+                return Failure(error)
     return Success(sorted_cidrs(nets))
 
 
-def _boolean(source: str, key: str, value: object) -> Result[_Parsed, ConfigError]:
+def _boolean(value: object) -> Result[_Parsed, ConfigError]:
     if isinstance(value, bool):
         return Success(value)
-    return Failure(
-        ConfigError(
-            source,
-            f"wrong type: expected true or false (unquoted), got {_kind(value)}",
-            key=key,
-            value=_show(value),
-        )
-    )
+    return Failure(_wrong_type("true or false (unquoted)", value))
 
 
-def _duration(source: str, key: str, value: object) -> Result[_Parsed, ConfigError]:
+def _duration(value: object) -> Result[_Parsed, ConfigError]:
     if not isinstance(value, str):
-        return Failure(
-            ConfigError(
-                source,
-                f"wrong type: expected a Go duration string like 60s or 1m30s, got {_kind(value)}",
-                key=key,
-                value=_show(value),
-            )
-        )
+        return Failure(_wrong_type("a Go duration string like 60s or 1m30s", value))
     return (
         parse_duration_ns(value)
         .map(lambda ns: ns / 1_000_000_000)
-        .alt(lambda why: ConfigError(source, why, key=key, value=_show(value)))
+        .alt(lambda e: replace(e, value=_show(value)))
     )
 
 
-def _limit(source: str, key: str, value: object) -> Result[_Parsed, ConfigError]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value >= 0:
-            return Success(value)
-        return Failure(ConfigError(source, "must not be negative", key=key, value=_show(value)))
-    return Failure(
-        ConfigError(
-            source,
-            f"wrong type: expected a non-negative integer, got {_kind(value)}",
-            key=key,
-            value=_show(value),
-        )
-    )
+def _limit(value: object) -> Result[_Parsed, ConfigError]:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return Failure(_wrong_type("a non-negative integer", value))
+    if value < 0:
+        return Failure(invalid("must not be negative", _show(value)))
+    return Success(value)
 
 
-_CHECKS: dict[str, Callable[[str, str, object], Result[_Parsed, ConfigError]]] = {
-    NON_MASQUERADE_CIDRS: _cidr_list,
-    MASQUERADE_CIDRS: _cidr_list,
-    MASQ_LINK_LOCAL: _boolean,
-    MASQ_LINK_LOCAL_IPV6: _boolean,
-    RESYNC_INTERVAL: _duration,
-    CIDR_LIMIT: _limit,
+_Check = Callable[[object], Result[_Parsed, ConfigError]]
+_KEYS: dict[str, tuple[_Check, str]] = {
+    NON_MASQUERADE_CIDRS: (_cidr_list, "non_masquerade_cidrs"),
+    MASQUERADE_CIDRS: (_cidr_list, "masquerade_cidrs"),
+    MASQ_LINK_LOCAL: (_boolean, "masq_link_local"),
+    MASQ_LINK_LOCAL_IPV6: (_boolean, "masq_link_local_ipv6"),
+    RESYNC_INTERVAL: (_duration, "resync_interval"),
+    CIDR_LIMIT: (_limit, "cidr_limit"),
 }
+"""Each key: how its value is checked, and the Fragment field it fills."""
+
+
+def _entry(key: object, value: object, seen: set[str]) -> Result[tuple[str, _Parsed], ConfigError]:
+    """One top-level ``key: value``, checked: the field to set and its value."""
+    if not isinstance(key, str):
+        return Failure(
+            invalid(f"key is {_kind(key)}, expected one of " + ", ".join(KNOWN_KEYS), _show(key))
+        )
+    if key not in _KEYS:
+        return Failure(ConfigError("", _suggest(key), key=key))
+    if key in seen:
+        return Failure(ConfigError("", "duplicate key", key=key))
+    if value is None:
+        return Failure(ConfigError("", "null value: give a value or leave the key out", key=key))
+    seen.add(key)
+    check, field_name = _KEYS[key]
+    return check(value).map(lambda parsed: (field_name, parsed)).alt(lambda e: replace(e, key=key))
 
 
 def _fragment(source: str, document: object) -> Result[Fragment, ConfigError]:
@@ -341,43 +339,19 @@ def _fragment(source: str, document: object) -> Result[Fragment, ConfigError]:
         return Success(Fragment(source))
     if not isinstance(document, _Map):
         return Failure(
-            ConfigError(
-                source,
+            invalid(
                 f"not a mapping: the top level must map keys to values, got {_kind(document)}",
-                value=_show(document),
-            )
+                _show(document),
+            ).at(source)
         )
-    found: dict[str, _Parsed] = {}
+    fragment = Fragment(source)
+    seen: set[str] = set()
     for key, value in document.pairs:
-        if not isinstance(key, str):
-            return Failure(
-                ConfigError(
-                    source,
-                    f"key is {_kind(key)}, expected one of " + ", ".join(KNOWN_KEYS),
-                    value=_show(key),
-                )
-            )
-        if key not in _CHECKS:
-            return Failure(ConfigError(source, _suggest(key), key=key))
-        if key in found:
-            return Failure(ConfigError(source, "duplicate key", key=key))
-        if value is None:
-            return Failure(
-                ConfigError(source, "null value: give a value or leave the key out", key=key)
-            )
-        checked = _CHECKS[key](source, key, value)
-        if isinstance(checked, Failure):
-            return Failure(checked.failure())
-        found[key] = checked.unwrap()
-    fragment = Fragment(
-        source,
-        non_masquerade_cidrs=found.get(NON_MASQUERADE_CIDRS),  # type: ignore[arg-type]
-        masquerade_cidrs=found.get(MASQUERADE_CIDRS),  # type: ignore[arg-type]
-        masq_link_local=found.get(MASQ_LINK_LOCAL),  # type: ignore[arg-type]
-        masq_link_local_ipv6=found.get(MASQ_LINK_LOCAL_IPV6),  # type: ignore[arg-type]
-        resync_interval=found.get(RESYNC_INTERVAL),  # type: ignore[arg-type]
-        cidr_limit=found.get(CIDR_LIMIT),  # type: ignore[arg-type]
-    )
+        match _entry(key, value, seen):
+            case Success((field_name, parsed)):
+                fragment = replace(fragment, **{field_name: parsed})
+            case Failure(error):
+                return Failure(error.at(source))
     return _within_own_limit(fragment)
 
 
@@ -430,13 +404,7 @@ def _parse(text: str | bytes, source: str) -> Result[Fragment, ConfigError]:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         return Failure(ConfigError(source, f"not UTF-8 text (bad byte at offset {error.start})"))
-    try:
-        document = _load(decoded)
-    except _Rejected as error:
-        return Failure(ConfigError(source, str(error)))
-    except yaml.YAMLError as error:
-        return Failure(ConfigError(source, "not valid YAML or JSON: " + _yaml_problem(error)))
-    return _fragment(source, document)
+    return _load(decoded).alt(lambda e: e.at(source)).bind(lambda doc: _fragment(source, doc))
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

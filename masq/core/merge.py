@@ -8,15 +8,22 @@ are collected as sets of ``(source, value)`` and sorted, for the same reason.
 from __future__ import annotations
 
 import bisect
-import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from pyrsistent import pvector
 from pyrsistent.typing import PVector
 from returns.result import Failure, Result, Success
 
+from masq.core.addresses import IPNetwork, Span, cidr_key, sorted_cidrs, span
+from masq.core.config import (
+    DEFAULT_CIDR_LIMIT,
+    DEFAULT_RESYNC_SECONDS,
+    RESERVED_RANGES,
+    RFC1918,
+    MasqConfig,
+)
 from masq.core.duration import format_duration
 from masq.core.errors import ConfigError
 from masq.core.fragment import (
@@ -28,33 +35,8 @@ from masq.core.fragment import (
     RESYNC_INTERVAL,
     Fragment,
 )
-from masq.core.model import (
-    DEFAULT_CIDR_LIMIT,
-    DEFAULT_RESYNC_SECONDS,
-    IPNetwork,
-    MasqConfig,
-    cidr_key,
-    sorted_cidrs,
-)
 
 T = TypeVar("T", bool, float, int)
-
-RFC1918: tuple[IPNetwork, ...] = tuple(
-    ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
-)
-RESERVED_RANGES: tuple[IPNetwork, ...] = RFC1918 + tuple(
-    ipaddress.IPv4Network(c)
-    for c in (
-        "100.64.0.0/10",
-        "192.0.0.0/24",
-        "192.0.2.0/24",
-        "192.88.99.0/24",
-        "198.18.0.0/15",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "240.0.0.0/4",
-    )
-)
 MERGE_SOURCE = "<merged config>"
 """``ConfigError.source`` when a merge failure has no file to blame (defaults alone)."""
 
@@ -110,79 +92,43 @@ def _conflict(
     return Conflict(key, pvector(sorted(given)), resolution, cidr)
 
 
-def _disagreement(
-    fragments: list[Fragment],
-    key: str,
-    *,
-    get: Callable[[Fragment], T | None],
-    text: Callable[[T], str],
-    pick: Callable[[set[T]], T],
-    rule: str,
-) -> list[Conflict]:
-    """A conflict when the sources setting ``key`` give more than one distinct value."""
-    given = {(f.source, v) for f in fragments if (v := get(f)) is not None}
-    distinct = {value for _, value in given}
-    if len(distinct) < 2:
-        return []
-    shown = {(source, text(value)) for source, value in given}
-    return [_conflict(key, shown, f"{rule}: {text(pick(distinct))}")]
+@dataclass(frozen=True, slots=True)
+class _Scalar(Generic[T]):
+    """A key merged by picking one value; sources giving different values conflict."""
 
+    key: str
+    get: Callable[[Fragment], T | None]
+    text: Callable[[T], str]
+    pick: Callable[[Iterable[T]], T]
+    rule: str
 
-def _scalar_conflicts(fragments: list[Fragment]) -> list[Conflict]:
-    return [
-        *_disagreement(
-            fragments,
-            MASQ_LINK_LOCAL,
-            get=lambda f: f.masq_link_local,
-            text=_bool_text,
-            pick=max,
-            rule=_OR,
-        ),
-        *_disagreement(
-            fragments,
-            MASQ_LINK_LOCAL_IPV6,
-            get=lambda f: f.masq_link_local_ipv6,
-            text=_bool_text,
-            pick=max,
-            rule=_OR,
-        ),
-        *_disagreement(
-            fragments,
-            RESYNC_INTERVAL,
-            get=lambda f: f.resync_interval,
-            text=format_duration,
-            pick=min,
-            rule="the shortest wins",
-        ),
-        *_disagreement(
-            fragments,
-            CIDR_LIMIT,
-            get=lambda f: f.cidr_limit,
-            text=str,
-            pick=min,
-            rule="the smallest wins",
-        ),
-    ]
-
-
-_OR = "OR: true (masquerade) wins"
+    def conflicts(self, fragments: Sequence[Fragment]) -> list[Conflict]:
+        given = {(f.source, v) for f in fragments if (v := self.get(f)) is not None}
+        distinct = {value for _, value in given}
+        if len(distinct) < 2:
+            return []
+        shown = {(source, self.text(value)) for source, value in given}
+        return [_conflict(self.key, shown, f"{self.rule}: {self.text(self.pick(distinct))}")]
 
 
 def _bool_text(value: bool) -> str:
     return "true" if value else "false"
 
 
-_Span = tuple[int, int, int]  # (version, first address, last address) as integers
+_OR = "OR: true (masquerade) wins"
+_SCALARS: tuple[_Scalar[bool] | _Scalar[float] | _Scalar[int], ...] = (
+    _Scalar(MASQ_LINK_LOCAL, lambda f: f.masq_link_local, _bool_text, max, _OR),
+    _Scalar(MASQ_LINK_LOCAL_IPV6, lambda f: f.masq_link_local_ipv6, _bool_text, max, _OR),
+    _Scalar(
+        RESYNC_INTERVAL, lambda f: f.resync_interval, format_duration, min, "the shortest wins"
+    ),
+    _Scalar(CIDR_LIMIT, lambda f: f.cidr_limit, str, min, "the smallest wins"),
+)
 
 
-def _span(net: IPNetwork) -> _Span:
-    first = int(net.network_address)
-    return (net.version, first, first + (1 << (net.max_prefixlen - net.prefixlen)) - 1)
-
-
-def _union_spans(spans: Iterable[_Span]) -> list[_Span]:
+def _union_spans(spans: Iterable[Span]) -> list[Span]:
     """Disjoint, non-adjacent spans covering exactly the union (adjacent ones joined)."""
-    out: list[_Span] = []
+    out: list[Span] = []
     for version, first, last in sorted(spans):
         if out and out[-1][0] == version and first <= out[-1][2] + 1:
             if last > out[-1][2]:
@@ -192,7 +138,7 @@ def _union_spans(spans: Iterable[_Span]) -> list[_Span]:
     return out
 
 
-def _covered_conflicts(fragments: list[Fragment]) -> list[Conflict]:
+def _covered_conflicts(fragments: Sequence[Fragment]) -> list[Conflict]:
     """Explicit non-masquerade CIDRs that the union of masquerade CIDRs covers whole."""
     masq_sources: dict[IPNetwork, set[str]] = {}
     for f in fragments:
@@ -202,8 +148,8 @@ def _covered_conflicts(fragments: list[Fragment]) -> list[Conflict]:
         return []
     # The union as maximal integer spans: a range inside the union lies inside
     # exactly one of them, so one bisect per CIDR replaces a pairwise scan.
-    union = _union_spans(_span(n) for n in masq_sources)
-    masq_by_span = sorted((_span(n), n) for n in masq_sources)
+    union = _union_spans(span(n) for n in masq_sources)
+    masq_by_span = sorted((span(n), n) for n in masq_sources)
     spans = [span for span, _ in masq_by_span]
     by_span = dict(masq_by_span)
     non_sources: dict[IPNetwork, set[str]] = {}
@@ -212,7 +158,7 @@ def _covered_conflicts(fragments: list[Fragment]) -> list[Conflict]:
             non_sources.setdefault(net, set()).add(f.source)
     conflicts: list[Conflict] = []
     for net in sorted(non_sources, key=cidr_key):
-        version, first, last = _span(net)
+        version, first, last = span(net)
         i = bisect.bisect_right(union, (version, first, 1 << 129)) - 1
         if i < 0 or union[i][0] != version or union[i][2] < last:
             continue
@@ -232,16 +178,16 @@ def _covered_conflicts(fragments: list[Fragment]) -> list[Conflict]:
 
 def _overlapping(
     net: IPNetwork,
-    spans: list[_Span],
-    masq_by_span: list[tuple[_Span, IPNetwork]],
-    by_span: dict[_Span, IPNetwork],
+    spans: list[Span],
+    masq_by_span: list[tuple[Span, IPNetwork]],
+    by_span: dict[Span, IPNetwork],
 ) -> list[IPNetwork]:
     """Masquerade CIDRs overlapping ``net``.
 
     CIDRs nest or are disjoint, so an overlapping one either starts inside
     ``net`` (a bisect range) or is one of its supernets (one lookup per prefix).
     """
-    version, first, last = _span(net)
+    version, first, last = span(net)
     lo = bisect.bisect_left(spans, (version, first, 0))
     hi = bisect.bisect_right(spans, (version, last, 1 << 129))
     found = [masq for _, masq in masq_by_span[lo:hi]]
@@ -255,6 +201,58 @@ def _overlapping(
     return sorted(found, key=cidr_key)
 
 
+def _ipv6_refused(fragments: Sequence[Fragment]) -> Result[None, ConfigError]:
+    """Without IPv6 enabled, an IPv6 CIDR in any file fails the merge (naming every file)."""
+    v6 = sorted(
+        {
+            (f.source, key, net)
+            for f in fragments
+            for key, nets in (
+                (NON_MASQUERADE_CIDRS, f.non_masquerade_cidrs),
+                (MASQUERADE_CIDRS, f.masquerade_cidrs),
+            )
+            for net in nets or ()
+            if net.version == 6
+        },
+        key=lambda t: (t[0], t[1], cidr_key(t[2])),
+    )
+    if not v6:
+        return Success(None)
+    _, key, first = v6[0]
+    return Failure(
+        ConfigError(
+            ", ".join(sorted({source for source, _, _ in v6})),
+            "IPv6 CIDR given but IPv6 is not enabled (--enable-ipv6=false)",
+            key=key,
+            value=str(first),
+        )
+    )
+
+
+def _within_limit(
+    fragments: Sequence[Fragment], count: int, limits: set[tuple[str, int]], limit: int
+) -> Result[None, ConfigError]:
+    """The merged CIDR count against the smallest ``cidrLimit`` (or the default)."""
+    if count <= limit:
+        return Success(None)
+    listing = sorted({f.source for f in fragments if f.non_masquerade_cidrs or f.masquerade_cidrs})
+    limit_sources = sorted(s for s, v in limits if v == limit)
+    origin = (
+        f"{CIDR_LIMIT} {limit} set by " + ", ".join(limit_sources)
+        if limit_sources
+        else f"default {CIDR_LIMIT} {limit}"
+    )
+    return Failure(
+        ConfigError(
+            ", ".join(listing or limit_sources) or MERGE_SOURCE,
+            f"merged config has {count} distinct CIDRs ({NON_MASQUERADE_CIDRS} +"
+            f" {MASQUERADE_CIDRS}), over the {origin}",
+            key=CIDR_LIMIT,
+            value=str(limit),
+        )
+    )
+
+
 def merge(
     fragments: Iterable[Fragment],
     *,
@@ -262,81 +260,42 @@ def merge(
     enable_ipv6: bool = False,
     default_resync_interval: float = DEFAULT_RESYNC_SECONDS,
 ) -> Result[Merged, ConfigError]:
-    """Order-independent merge with per-key defaults (see DESIGN.md, Semantics).
+    """Order-independent merge with per-key defaults.
 
-    A key no fragment sets takes its default; a key some fragments set is
-    merged over those only (an explicit empty ``nonMasqueradeCIDRs`` is a choice,
-    not an absence).  Disagreements are resolved and returned as ``conflicts``;
-    only IPv6 without ``enable_ipv6`` and a CIDR count over ``cidrLimit`` fail.
+    A key no fragment sets takes its default; a key some fragments set is merged
+    over those only (an explicit empty ``nonMasqueradeCIDRs`` is a choice, not an
+    absence): CIDR lists by union, booleans by OR, ``resyncInterval`` and
+    ``cidrLimit`` by minimum.  Disagreements are resolved and returned as
+    ``conflicts``; only IPv6 without ``enable_ipv6`` and a CIDR count over
+    ``cidrLimit`` fail.
     """
     frags = list(fragments)
-    setters = [f for f in frags if f.non_masquerade_cidrs is not None]
-    if setters:
-        non_masq = sorted_cidrs(n for f in setters for n in f.non_masquerade_cidrs or ())
-    else:
-        non_masq = sorted_cidrs(RESERVED_RANGES if reserved_ranges else RFC1918)
+    setters = [f.non_masquerade_cidrs for f in frags if f.non_masquerade_cidrs is not None]
+    default = RESERVED_RANGES if reserved_ranges else RFC1918
+    non_masq = (
+        sorted_cidrs(n for nets in setters for n in nets) if setters else sorted_cidrs(default)
+    )
     masq = sorted_cidrs(n for f in frags for n in f.masquerade_cidrs or ())
-
-    if not enable_ipv6:
-        v6 = sorted(
-            {
-                (f.source, key, net)
-                for f in frags
-                for key, nets in (
-                    (NON_MASQUERADE_CIDRS, f.non_masquerade_cidrs),
-                    (MASQUERADE_CIDRS, f.masquerade_cidrs),
-                )
-                for net in nets or ()
-                if net.version == 6
-            },
-            key=lambda t: (t[0], t[1], cidr_key(t[2])),
-        )
-        if v6:
-            sources = sorted({source for source, _, _ in v6})
-            _, key, first = v6[0]
-            return Failure(
-                ConfigError(
-                    ", ".join(sources),
-                    "IPv6 CIDR given but IPv6 is not enabled (--enable-ipv6=false)",
-                    key=key,
-                    value=str(first),
-                )
-            )
-
     limits = {(f.source, f.cidr_limit) for f in frags if f.cidr_limit is not None}
     limit = min((v for _, v in limits), default=DEFAULT_CIDR_LIMIT)
-    count = len(set(non_masq) | set(masq))
-    if count > limit:
-        listing = sorted({f.source for f in frags if f.non_masquerade_cidrs or f.masquerade_cidrs})
-        limit_sources = sorted(s for s, v in limits if v == limit)
-        origin = (
-            f"{CIDR_LIMIT} {limit} set by " + ", ".join(limit_sources)
-            if limit_sources
-            else f"default {CIDR_LIMIT} {limit}"
-        )
-        blamed = ", ".join(listing or limit_sources) or MERGE_SOURCE
-        return Failure(
-            ConfigError(
-                blamed,
-                f"merged config has {count} distinct CIDRs ({NON_MASQUERADE_CIDRS} +"
-                f" {MASQUERADE_CIDRS}), over the {origin}",
-                key=CIDR_LIMIT,
-                value=str(limit),
-            )
-        )
-
-    resyncs = [f.resync_interval for f in frags if f.resync_interval is not None]
+    checked = (Success(None) if enable_ipv6 else _ipv6_refused(frags)).bind(
+        lambda _: _within_limit(frags, len(set(non_masq) | set(masq)), limits, limit)
+    )
     config = MasqConfig(
         non_masquerade_cidrs=non_masq,
         masquerade_cidrs=masq,
         masq_link_local=any(f.masq_link_local for f in frags),
         masq_link_local_ipv6=any(f.masq_link_local_ipv6 for f in frags),
-        resync_interval=min(resyncs, default=default_resync_interval),
+        resync_interval=min(
+            (f.resync_interval for f in frags if f.resync_interval is not None),
+            default=default_resync_interval,
+        ),
         cidr_limit=limit,
     )
-    conflicts = _scalar_conflicts(frags) + _covered_conflicts(frags)
+    conflicts = [c for scalar in _SCALARS for c in scalar.conflicts(frags)]
+    conflicts += _covered_conflicts(frags)
     conflicts.sort(key=_conflict_order)
-    return Success(Merged(config, pvector(conflicts)))
+    return checked.map(lambda _: Merged(config, pvector(conflicts)))
 
 
 def _conflict_order(c: Conflict) -> tuple[str, tuple[int, int, int], tuple[tuple[str, str], ...]]:

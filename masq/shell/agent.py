@@ -16,22 +16,20 @@ from typing import Protocol, TextIO
 
 from returns.result import Failure
 
-from masq.core.iptables import render_ops_readable, render_restore
+from masq.core.addresses import FAMILIES, Family
+from masq.core.iptables.codec import render_ops_readable, render_restore
+from masq.core.iptables.model import Op, Ruleset, op_label
+from masq.core.iptables.plan import cleanup_ops, plan, replace_ops
+from masq.core.iptables.rules import desired_ruleset
+from masq.core.iptables.traffic import traffic_of
 from masq.core.merge import Merged
-from masq.core.model import FAMILIES, Family, Op, Ruleset
-from masq.core.plan import cleanup_ops, plan, replace_ops
-from masq.core.ruleset import desired_ruleset
-from masq.shell.backend import resolve_backend
-from masq.shell.configdir import (
-    ConfigFiles,
-    LoadedConfig,
-    config_dir_exists,
-    parse_files,
-    read_files,
-)
-from masq.shell.errors import AgentError, TransientError
-from masq.shell.iptables import Iptables, ResolvedBackend, Runner, run_command
+from masq.core.traffic import CidrTraffic
+from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
+from masq.shell.errors import AgentError, ConfigInvalid, TransientError
+from masq.shell.iptables_backend import resolve_backend
+from masq.shell.iptables_runner import Iptables, ResolvedBackend
 from masq.shell.options import Options
+from masq.shell.process import Runner, run_command
 
 LOG = logging.getLogger("masq.agent")
 MAX_ATTEMPTS = 10
@@ -61,8 +59,8 @@ class SyncHooks(Protocol):
     """What a sync reports as it goes: ``Metrics`` in the daemon."""
 
     def config_loaded(self, fragments: int, merged: Merged) -> None: ...
-    def observed(self, family: Family, ruleset: Ruleset) -> None: ...
-    def rule_writes(self, family: Family, ops: Sequence[Op]) -> None: ...
+    def traffic(self, family: Family, traffic: tuple[CidrTraffic, ...]) -> None: ...
+    def rule_writes(self, family: Family, ops: Sequence[str]) -> None: ...
 
 
 class NoMetrics:
@@ -71,10 +69,10 @@ class NoMetrics:
     def config_loaded(self, fragments: int, merged: Merged) -> None:
         pass
 
-    def observed(self, family: Family, ruleset: Ruleset) -> None:
+    def traffic(self, family: Family, traffic: tuple[CidrTraffic, ...]) -> None:
         pass
 
-    def rule_writes(self, family: Family, ops: Sequence[Op]) -> None:
+    def rule_writes(self, family: Family, ops: Sequence[str]) -> None:
         pass
 
 
@@ -116,9 +114,9 @@ class Agent:
     def load(self) -> LoadedConfig:
         """Read the config dir; parse and merge only when the bytes changed."""
         opts = self.opts
-        read = read_files(opts)
+        read = read_files(opts.config_dir, opts.config_prefix)
         if isinstance(read, Failure):
-            raise AgentError(str(read.failure()))
+            raise ConfigInvalid(read.failure())
         files = read.unwrap()
         if not files and not config_dir_exists(opts.config_dir):
             if not self._warned_missing:
@@ -130,9 +128,9 @@ class Agent:
             self._warned_missing = False
         if self._last is not None and self._last[0] == files:
             return self._last[1]
-        parsed = parse_files(files, opts)
+        parsed = load(files, opts)
         if isinstance(parsed, Failure):
-            raise AgentError(str(parsed.failure()))
+            raise ConfigInvalid(parsed.failure()[0])
         loaded = parsed.unwrap()
         self._report_config(loaded)
         self._last = (files, loaded)
@@ -174,7 +172,7 @@ class Agent:
         plans = []
         for table in self.tables():
             observed = table.observe(chain)
-            self.metrics.observed(table.family, observed)
+            self.metrics.traffic(table.family, traffic_of(observed))
             rf = self.opts.random_fully and table.supports_random_fully(
                 final_random_fully(observed, chain)
             )
@@ -198,7 +196,7 @@ class Agent:
                 LOG.log(logging.INFO - 5, "in sync", extra={"kv": {"family": p.family}})
                 continue
             applied = self._apply(p)
-            self.metrics.rule_writes(p.family, applied)
+            self.metrics.rule_writes(p.family, [op_label(op) for op in applied])
             wrote = True
         return SyncReport(loaded, plans, wrote)
 
@@ -262,7 +260,7 @@ class Agent:
                 continue
             if ops:
                 table.restore(render_restore(ops))
-                self.metrics.rule_writes(table.family, ops)
+                self.metrics.rule_writes(table.family, [op_label(op) for op in ops])
                 total += len(ops)
             LOG.info("cleaned up", extra={"kv": {"family": table.family, "ops": len(ops)}})
         return total

@@ -5,6 +5,7 @@ Go's ``flag`` package (which v1 and v2 use) accepts ``-flag`` and ``--flag``,
 ``-flag=value``.  argparse cannot express "a bool never takes the next
 argument" together with single-dash long names, so this is a small table-driven
 parser that behaves like Go's, which lets existing DaemonSet args work unchanged.
+Each flag's value is parsed once, here, into the type ``Options`` holds.
 """
 
 from __future__ import annotations
@@ -12,23 +13,30 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from returns.result import Failure
+from returns.result import Failure, Success
 
 from masq import __version__
-from masq.core.ports import parse_to_ports, valid_chain_name
-from masq.shell.errors import EXIT_USAGE, PROG
-from masq.shell.options import DEFAULT_METRICS_BIND, Options, parse_bind
-
-
-class UsageError(Exception):
-    """A bad command line: one line on stderr and exit 2, like Go's flag package."""
-
+from masq.core.names import valid_chain_name
+from masq.core.nat import format_to_ports, parse_to_ports
+from masq.shell.errors import EXIT_OK, PROG, ShellError, UsageError
+from masq.shell.options import DISABLED_BIND, BindAddress, Options, parse_bind
 
 Kind = Literal["bool", "str"]
+
+
+def _show_value(value: object) -> str:
+    """A flag value as it is written on a command line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if value is None:
+        return ""
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +46,7 @@ class Flag:
     help: str
     field: str | None = None  # Options field; None: accepted and ignored (klog)
     convert: Callable[[str], Any] | None = None  # str flags only; raises UsageError
+    show: Callable[[Any], str] = _show_value  # the parsed value, spelled as the flag takes it
 
 
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
@@ -79,39 +88,41 @@ def _int(text: str) -> int:
         raise UsageError(f"invalid integer {text!r}") from None
 
 
-def _to_ports(text: str) -> str | None:
+def _to_ports(text: str) -> object:
     if text == "":
-        return None  # v1: empty means "no --to-ports"
-    parsed = parse_to_ports(text)
-    if isinstance(parsed, Failure):
-        raise UsageError(str(parsed.failure()))
-    return text
+        return ()  # v1: empty means "no --to-ports"
+    match parse_to_ports(text):
+        case Success(ranges):
+            return ranges
+        case Failure(error):
+            raise UsageError(str(error))
+    raise AssertionError("unreachable")
 
 
-def _backend(text: str) -> str:
-    if text not in ("auto", "nft", "legacy"):
-        raise UsageError(f"invalid backend {text!r}: want auto, nft or legacy")
-    return text
+def _one_of(*allowed: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in allowed:
+            raise UsageError(f"want one of {', '.join(allowed)}")
+        return text
+
+    return check
 
 
-def _log_format(text: str) -> str:
-    if text not in ("text", "json"):
-        raise UsageError(f"invalid log format {text!r}: want text or json")
-    return text
-
-
-def _bind(text: str) -> str:
+def _bind(text: str) -> BindAddress | None:
     try:
-        parse_bind(text)
+        return parse_bind(text)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return text
 
 
 def _nonempty(text: str) -> str:
     if text == "":
         raise UsageError("must not be empty")
     return text
+
+
+def _show_bind(value: BindAddress | None) -> str:
+    return DISABLED_BIND if value is None else str(value)
 
 
 FLAGS: tuple[Flag, ...] = (
@@ -132,6 +143,7 @@ FLAGS: tuple[Flag, ...] = (
         'MASQUERADE to these ports, e.g. "1024-29999,32768-65535"',
         "to_ports",
         _to_ports,
+        format_to_ports,
     ),
     Flag("v", "str", "log verbosity (klog style)", "verbosity", _int),
     # ours
@@ -141,15 +153,22 @@ FLAGS: tuple[Flag, ...] = (
     Flag("dry-run", "bool", "print the plan, change nothing", "dry_run"),
     Flag("cleanup", "bool", "remove our chain and POSTROUTING jump, then exit", "cleanup"),
     Flag("fail-on-conflict", "bool", "treat config conflicts as fatal", "fail_on_conflict"),
-    Flag("iptables-backend", "str", "auto, nft or legacy", "iptables_backend", _backend),
+    Flag(
+        "iptables-backend",
+        "str",
+        "auto, nft or legacy",
+        "iptables_backend",
+        _one_of("auto", "nft", "legacy"),
+    ),
     Flag(
         "metrics-bind-address",
         "str",
-        f"HTTP host:port ({DEFAULT_METRICS_BIND}); 0 disables",
+        "HTTP host:port for /healthz, /readyz, /metrics; 0 disables",
         "metrics_bind_address",
         _bind,
+        _show_bind,
     ),
-    Flag("log-format", "str", "text or json", "log_format", _log_format),
+    Flag("log-format", "str", "text or json", "log_format", _one_of("text", "json")),
     Flag(
         "explain",
         "str",
@@ -185,50 +204,51 @@ class Parsed:
     help: bool = False
 
 
+def _flag_of(arg: str) -> tuple[Flag, str | None]:
+    """The flag an argument names, and its ``=value`` if given inline."""
+    if not arg.startswith("-") or arg == "-":
+        raise UsageError(f"unexpected argument {arg!r}")
+    body = arg[2:] if arg.startswith("--") else arg[1:]
+    if not body or body.startswith(("-", "=")):
+        raise UsageError(f"bad flag syntax: {arg}")
+    name, eq, value = body.partition("=")
+    flag = _BY_NAME.get(name)
+    if flag is None:
+        raise UsageError(f"flag provided but not defined: -{name}")
+    return flag, value if eq else None
+
+
+def _value(flag: Flag, inline: str | None, rest: Iterator[str]) -> object:
+    """The flag's parsed value: a bool never takes the next argument, a str flag must."""
+    if flag.kind == "bool" and inline is None:
+        return True
+    text = inline if inline is not None else next(rest, None)
+    if text is None:
+        raise UsageError(f"flag needs an argument: -{flag.name}")
+    convert = parse_bool if flag.kind == "bool" else flag.convert
+    try:
+        return convert(text) if convert is not None else text
+    except UsageError as e:
+        raise UsageError(f"invalid value {text!r} for flag -{flag.name}: {e}") from None
+
+
 def parse_args(argv: Sequence[str]) -> Parsed:
     """Go ``flag`` semantics; raises UsageError with a one-line message."""
     values: dict[str, Any] = {}
     ignored: dict[str, Any] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
+    rest = iter(argv)
+    for arg in rest:
         if arg == "--":
-            if i < len(argv):
-                raise UsageError(f"unexpected argument {argv[i]!r}")
+            leftover = next(rest, None)
+            if leftover is not None:
+                raise UsageError(f"unexpected argument {leftover!r}")
             break
-        if not arg.startswith("-") or arg == "-":
-            raise UsageError(f"unexpected argument {arg!r}")
-        body = arg[2:] if arg.startswith("--") else arg[1:]
-        if not body or body.startswith(("-", "=")):
-            raise UsageError(f"bad flag syntax: {arg}")
-        name, eq, value = body.partition("=")
-        flag = _BY_NAME.get(name)
-        if flag is None:
-            raise UsageError(f"flag provided but not defined: -{name}")
-        if flag.kind == "bool":
-            parsed: Any = True
-            if eq:
-                try:
-                    parsed = parse_bool(value)
-                except UsageError as e:
-                    raise UsageError(f"invalid value {value!r} for flag -{name}: {e}") from None
-        else:
-            if not eq:
-                if i >= len(argv):
-                    raise UsageError(f"flag needs an argument: -{name}")
-                value = argv[i]
-                i += 1
-            parsed = value
-            if flag.convert is not None:
-                try:
-                    parsed = flag.convert(value)
-                except UsageError as e:
-                    raise UsageError(f"invalid value {value!r} for flag -{name}: {e}") from None
+        flag, inline = _flag_of(arg)
+        value = _value(flag, inline, rest)
         if flag.field is not None:
-            values[flag.field] = parsed
+            values[flag.field] = value
         else:
-            ignored[name] = parsed
+            ignored[flag.name] = value
     return Parsed(
         options=Options(**values),
         version=ignored.get("version") is True,
@@ -242,17 +262,19 @@ def usage() -> str:
     for f in FLAGS:
         default = ""
         if f.field is not None:
-            value = getattr(defaults, f.field)
-            if value not in (None, "", False):
-                default = f" (default {value})"
+            shown = f.show(getattr(defaults, f.field))
+            if shown not in ("", "false"):
+                default = f" (default {shown})"
         arg = "" if f.kind == "bool" else " value"
         lines.append(f"  -{f.name}{arg}\n    \t{f.help}{default}")
     return "\n".join(lines)
 
 
-def _flags_line(opts: Options) -> str:
-    """Every effective flag, as v1 logs them at start-up."""
-    return " ".join(f"--{f.name}={getattr(opts, f.field)}" for f in FLAGS if f.field is not None)
+def flags_line(opts: Options) -> str:
+    """Every effective flag as it would be written on the command line (logged at start)."""
+    return " ".join(
+        f"--{f.name}={f.show(getattr(opts, f.field))}" for f in FLAGS if f.field is not None
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,31 +284,31 @@ def main(argv: list[str] | None = None) -> int:
         parsed = parse_args(args)
     except UsageError as e:
         print(f"{PROG}: {e} (see --help)", file=sys.stderr)
-        return EXIT_USAGE
+        return e.exit_code
     if parsed.help:
         print(usage())
-        return 0
+        return EXIT_OK
     if parsed.version:
         print(f"{PROG} {__version__}")
-        return 0
+        return EXIT_OK
     opts = parsed.options
 
     from masq.shell import logs
 
     logs.setup(opts.verbosity, opts.log_format)
-    logs.LOG.info("starting", extra={"kv": {"version": __version__, "flags": _flags_line(opts)}})
+    logs.LOG.info("starting", extra={"kv": {"version": __version__, "flags": flags_line(opts)}})
     return run(opts)
 
 
 def run(opts: Options) -> int:
-    """Dispatch on the mode flags; every failure becomes one line and an exit code."""
-    from masq.shell.errors import AgentError
-
+    """Dispatch on the mode flags; every failure becomes one line and its exit code."""
     try:
-        if opts.explain is not None:
-            return _observability_command("explain", opts)
-        if opts.validate:
-            return _observability_command("validate", opts)
+        if opts.explain is not None or opts.validate:
+            from masq.shell import commands
+
+            if opts.explain is not None:
+                return commands.explain(opts, opts.explain)
+            return commands.validate(opts)
         from masq.shell import agent
 
         if opts.cleanup:
@@ -296,11 +318,11 @@ def run(opts: Options) -> int:
         from masq.shell import daemon
 
         return daemon.run(opts)
-    except AgentError as e:
+    except ShellError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
-        return 0
+        return EXIT_OK
     except BrokenPipeError:
         # Our reader went away (``--dry-run | head``): keep the exit flush from failing too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -308,21 +330,3 @@ def run(opts: Options) -> int:
     except OSError as e:  # writing our output failed (e.g. a full disk): shell I/O, one line
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
-
-
-def _observability_command(name: str, opts: Options) -> int:
-    """``--explain``/``--validate`` live in commands.py (observability work)."""
-    import importlib
-
-    from masq.shell.errors import AgentError
-
-    try:
-        commands = importlib.import_module("masq.shell.commands")
-    except ModuleNotFoundError as e:
-        if e.name != "masq.shell.commands":
-            raise
-        raise AgentError(f"--{name} is not available in this build") from None
-    if name == "explain":
-        assert opts.explain is not None
-        return int(commands.explain(opts, opts.explain))
-    return int(commands.validate(opts))

@@ -1,8 +1,9 @@
 """``--explain=IP`` and ``--validate``: answer an operator's question, then exit.
 
 Both are read-only: they read the config dir and (explain) list the agent's chain
-the way a sync does, and never write a rule.  Output goes to stdout (text, or one
-JSON object with ``--log-format=json``); errors are one line each on stderr.
+the way a sync does, and never write a rule.  Each is two steps: gather the facts
+(a value), then print them (text, or one JSON object with ``--log-format=json``);
+errors are one line each on stderr.
 """
 
 from __future__ import annotations
@@ -12,29 +13,25 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TextIO
 
 import yaml
-from returns.result import Failure
+from returns.result import Failure, Result, Success
 
+from masq.core.addresses import IPAddress, family_of, parse_ip
+from masq.core.config import MasqConfig
 from masq.core.duration import format_duration
 from masq.core.errors import ConfigError
-from masq.core.evaluate import agent_chain
+from masq.core.explain import Explanation, explanation_dict, render_explanation
 from masq.core.explain import explain as explain_ip
-from masq.core.explain import explanation_dict, parse_ip, render_explanation
-from masq.core.fragment import Fragment, parse_fragment
+from masq.core.fragment import Fragment
+from masq.core.iptables.evaluate import agent_chain
+from masq.core.iptables.model import Ruleset
+from masq.core.iptables.rules import desired_ruleset
 from masq.core.merge import Merged
-from masq.core.model import IPAddress, MasqConfig, Ruleset, family_of
-from masq.core.ruleset import desired_ruleset
-from masq.shell.configdir import (
-    ConfigFiles,
-    config_dir_exists,
-    load_config,
-    parse_files,
-    read_files,
-)
-from masq.shell.errors import EXIT_INVALID, EXIT_OK, EXIT_USAGE, PROG
+from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
+from masq.shell.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG
 from masq.shell.options import Options
 
 
@@ -71,8 +68,8 @@ def is_local_address(ip: IPAddress) -> bool:
 
 def _live_ruleset(opts: Options, ip: IPAddress) -> tuple[Ruleset | None, str]:
     """The chain as the kernel holds it, or None with the reason we fall back."""
-    from masq.shell.backend import resolve_backend
-    from masq.shell.iptables import Iptables
+    from masq.shell.iptables_backend import resolve_backend
+    from masq.shell.iptables_runner import Iptables
 
     family = family_of(ip)
     try:
@@ -89,6 +86,29 @@ def _live_ruleset(opts: Options, ip: IPAddress) -> tuple[Ruleset | None, str]:
     return observed, label
 
 
+def _read_config(opts: Options) -> Result[LoadedConfig, tuple[ConfigError, ...]]:
+    def first(error: ConfigError) -> tuple[ConfigError, ...]:
+        return (error,)
+
+    return read_files(opts.config_dir, opts.config_prefix).alt(first).bind(lambda f: load(f, opts))
+
+
+def _rules_to_explain(
+    opts: Options, ip: IPAddress, merged: Merged | None, read_live: bool
+) -> Result[tuple[Ruleset | None, str], str]:
+    """The ruleset to read (live, else the desired one) and its label; Failure: neither."""
+    family = family_of(ip)
+    if family == "ipv6" and not opts.enable_ipv6:
+        return Success((None, "none (IPv6 is not enabled: --enable-ipv6=false)"))
+    live, why = _live_ruleset(opts, ip) if read_live else (None, "live rules not read")
+    if live is not None:
+        return Success((live, why))
+    if merged is None:
+        return Failure(why)
+    desired = desired_ruleset(merged.config, family, opts.ruleset_options(opts.random_fully))
+    return Success((desired, f"desired, from the config ({why})"))
+
+
 def explain(
     opts: Options,
     ip: str,
@@ -102,44 +122,27 @@ def explain(
     Exit 0 when explained, 2 for an unparsable address, 1 when neither the config
     nor the live rules can be read.  ``read_live`` False skips iptables (tests).
     """
-    stdout = out if out is not None else sys.stdout
     parsed = parse_ip(ip)
     if isinstance(parsed, Failure):
-        _err(f"--explain: {parsed.failure()}", err)
+        _err(str(parsed.failure().at("--explain")), err)
         return EXIT_USAGE
     address = parsed.unwrap()
-    family = family_of(address)
-    enabled = family == "ipv4" or opts.enable_ipv6
-
-    loaded = load_config(opts)
+    loaded = _read_config(opts)
     fragments: Sequence[Fragment] = ()
     merged: Merged | None = None
     config_note = ""
     if isinstance(loaded, Failure):
-        config_note = f"config invalid ({loaded.failure()}): no provenance"
-        _err(f"invalid config: {loaded.failure()}", err)
+        config_note = f"config invalid ({loaded.failure()[0]}): no provenance"
+        _err(f"invalid config: {loaded.failure()[0]}", err)
     else:
-        fragments = tuple(loaded.unwrap().fragments)
-        merged = loaded.unwrap().merged
-
-    ruleset: Ruleset | None = None
-    if not enabled:
-        label = "none (IPv6 is not enabled: --enable-ipv6=false)"
-    else:
-        live, why = _live_ruleset(opts, address) if read_live else (None, "live rules not read")
-        if live is not None:
-            ruleset, label = live, why
-        elif merged is not None:
-            ruleset = desired_ruleset(
-                merged.config, family, opts.ruleset_options(opts.random_fully)
-            )
-            label = f"desired, from the config ({why})"
-        else:
-            _err(f"cannot explain {address}: {why}, and the config is invalid", err)
-            return EXIT_INVALID
+        fragments, merged = loaded.unwrap().fragments, loaded.unwrap().merged
+    rules = _rules_to_explain(opts, address, merged, read_live)
+    if isinstance(rules, Failure):
+        _err(f"cannot explain {address}: {rules.failure()}, and the config is invalid", err)
+        return EXIT_FAILURE
+    ruleset, label = rules.unwrap()
     if config_note:
         label += f"; {config_note}"
-
     result = explain_ip(
         address,
         ruleset=ruleset,
@@ -148,11 +151,16 @@ def explain(
         chain=opts.masq_chain,
         local=is_local_address(address),
     )
+    _print_explanation(result, label, opts, out)
+    return EXIT_OK
+
+
+def _print_explanation(result: Explanation, label: str, opts: Options, out: TextIO | None) -> None:
+    stdout = out if out is not None else sys.stdout
     if opts.log_format == "json":
         print(json.dumps(explanation_dict(result, label), sort_keys=True), file=stdout)
     else:
         stdout.write(render_explanation(result, label))
-    return EXIT_OK
 
 
 # --- --validate -----------------------------------------------------------------
@@ -170,11 +178,82 @@ def config_document(config: MasqConfig) -> dict[str, object]:
     }
 
 
-def _file_errors(files: ConfigFiles) -> list[ConfigError]:
-    """Every file's own error (not only the first), so one run shows all there is to fix."""
-    return [
-        r.failure() for name, data in files if isinstance(r := parse_fragment(data, name), Failure)
-    ]
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """What ``--validate`` found: the files, the merge (if valid) and every error."""
+
+    config_dir: str
+    prefix: str
+    dir_exists: bool
+    files: tuple[str, ...]
+    merged: Merged | None
+    errors: tuple[ConfigError, ...]
+    fail_on_conflict: bool
+
+    @property
+    def conflicts(self) -> list[str]:
+        return [str(c) for c in self.merged.conflicts] if self.merged is not None else []
+
+    @property
+    def fatal_conflicts(self) -> bool:
+        return self.fail_on_conflict and bool(self.conflicts)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors and not self.fatal_conflicts
+
+
+def gather_validation(opts: Options) -> Validation:
+    """Read and parse the config dir once; every file's own error, not only the first."""
+    read = read_files(opts.config_dir, opts.config_prefix)
+    files: ConfigFiles = read.value_or(())
+    errors: tuple[ConfigError, ...] = ()
+    merged: Merged | None = None
+    if isinstance(read, Failure):
+        unreadable = read.failure()
+        errors = (replace(unreadable, source=os.path.basename(unreadable.source)),)
+    else:
+        loaded = load(files, opts)
+        errors = loaded.failure() if isinstance(loaded, Failure) else ()
+        merged = loaded.unwrap().merged if isinstance(loaded, Success) else None
+    return Validation(
+        config_dir=opts.config_dir,
+        prefix=opts.config_prefix,
+        dir_exists=config_dir_exists(opts.config_dir),
+        files=tuple(name for name, _ in files),
+        merged=merged,
+        errors=errors,
+        fail_on_conflict=opts.fail_on_conflict,
+    )
+
+
+def _validation_text(v: Validation) -> str:
+    where = f"{v.config_dir} (prefix {v.prefix!r})"
+    if not v.dir_exists:
+        lines = [f"# config dir {where} does not exist: defaults apply\n"]
+    else:
+        listed = ", ".join(v.files) if v.files else "none (defaults apply)"
+        lines = [f"# config dir {where}: files {listed}\n"]
+    if v.merged is not None:
+        lines.append("# merged config:\n")
+        lines.append(yaml.safe_dump(config_document(v.merged.config), sort_keys=False, indent=2))
+        lines.append(f"# conflicts: {len(v.conflicts)}\n")
+        lines += [f"# {line}\n" for line in v.conflicts]
+    lines.append("# valid\n" if v.valid else "# invalid\n")
+    return "".join(lines)
+
+
+def _validation_json(v: Validation) -> str:
+    doc: dict[str, object] = {
+        "valid": v.valid,
+        "config_dir": v.config_dir,
+        "config_dir_exists": v.dir_exists,
+        "files": list(v.files),
+        "config": config_document(v.merged.config) if v.merged is not None else None,
+        "conflicts": v.conflicts,
+        "errors": [str(e) for e in v.errors],
+    }
+    return json.dumps(doc, sort_keys=True) + "\n"
 
 
 def validate(opts: Options, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -183,56 +262,12 @@ def validate(opts: Options, *, out: TextIO | None = None, err: TextIO | None = N
     Exit 0 when valid, 1 with one line per error otherwise (conflicts are errors
     only with ``--fail-on-conflict``, as for the agent).  Touches no rule.
     """
+    v = gather_validation(opts)
     stdout = out if out is not None else sys.stdout
-    read = read_files(opts)
-    files: ConfigFiles = ()
-    if isinstance(read, Failure):
-        unreadable = read.failure()
-        errors = [replace(unreadable, source=os.path.basename(unreadable.source))]
-    else:
-        files = read.unwrap()
-        errors = _file_errors(files)
-    names = tuple(name for name, _ in files)
-    merged: Merged | None = None
-    if not errors:
-        loaded = parse_files(files, opts)
-        if isinstance(loaded, Failure):
-            errors.append(loaded.failure())
-        else:
-            merged = loaded.unwrap().merged
-    conflicts = [str(c) for c in merged.conflicts] if merged is not None else []
-    fatal_conflicts = opts.fail_on_conflict and bool(conflicts)
-    valid = not errors and not fatal_conflicts
-    missing = not config_dir_exists(opts.config_dir)
-
-    if opts.log_format == "json":
-        doc: dict[str, object] = {
-            "valid": valid,
-            "config_dir": opts.config_dir,
-            "config_dir_exists": not missing,
-            "files": list(names),
-            "config": config_document(merged.config) if merged is not None else None,
-            "conflicts": conflicts,
-            "errors": [str(e) for e in errors],
-        }
-        print(json.dumps(doc, sort_keys=True), file=stdout)
-    else:
-        where = f"{opts.config_dir} (prefix {opts.config_prefix!r})"
-        if missing:
-            stdout.write(f"# config dir {where} does not exist: defaults apply\n")
-        else:
-            listed = ", ".join(names) if names else "none (defaults apply)"
-            stdout.write(f"# config dir {where}: files {listed}\n")
-        if merged is not None:
-            stdout.write("# merged config:\n")
-            stdout.write(yaml.safe_dump(config_document(merged.config), sort_keys=False, indent=2))
-            stdout.write(f"# conflicts: {len(conflicts)}\n")
-            for line in conflicts:
-                stdout.write(f"# {line}\n")
-        stdout.write("# valid\n" if valid else "# invalid\n")
-    for e in errors:
+    stdout.write(_validation_json(v) if opts.log_format == "json" else _validation_text(v))
+    for e in v.errors:
         _err(str(e), err)
-    if fatal_conflicts:
-        for line in conflicts:
+    if v.fatal_conflicts:
+        for line in v.conflicts:
             _err(f"{line} (fatal with --fail-on-conflict)", err)
-    return EXIT_OK if valid else EXIT_INVALID
+    return EXIT_OK if v.valid else EXIT_FAILURE

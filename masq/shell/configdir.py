@@ -15,6 +15,7 @@ from masq.core.merge import Merged, merge
 from masq.shell.options import Options
 
 ConfigFiles = tuple[tuple[str, bytes], ...]
+"""(file name, contents) of every config file, by name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,20 +27,22 @@ class LoadedConfig:
     merged: Merged
 
 
-def read_config_files(config_dir: str, prefix: str) -> ConfigFiles:
+def read_files(config_dir: str, prefix: str) -> Result[ConfigFiles, ConfigError]:
     """Every regular file (or symlink to one) named ``prefix*``, by name; missing dir -> ().
 
     Dot-names are skipped so the kubelet's ``..data``/``..2024_...`` entries never
     count twice.  Each read stops one byte past the core's size limit, so an
     oversized file is rejected by the core with its real name instead of being
     read whole.  A file that vanishes between listing and reading (a ConfigMap
-    swap in progress) is skipped: the swap itself triggers the next sync.
-    Unreadable files raise OSError for the caller to report.
+    swap in progress) is skipped: the swap itself triggers the next sync.  An
+    unreadable file is a ConfigError naming it.
     """
     try:
         entries = list(os.scandir(config_dir))
     except FileNotFoundError:
-        return ()
+        return Success(())
+    except OSError as e:
+        return Failure(ConfigError(config_dir, f"cannot read: {e.strerror or e}"))
     names = sorted(
         e.name
         for e in entries
@@ -47,12 +50,15 @@ def read_config_files(config_dir: str, prefix: str) -> ConfigFiles:
     )
     out: list[tuple[str, bytes]] = []
     for name in names:
+        path = os.path.join(config_dir, name)
         try:
-            with open(os.path.join(config_dir, name), "rb") as f:
+            with open(path, "rb") as f:
                 out.append((name, f.read(MAX_FRAGMENT_BYTES + 1)))
         except FileNotFoundError:
             continue
-    return tuple(out)
+        except OSError as e:
+            return Failure(ConfigError(path, f"cannot read: {e.strerror or e}"))
+    return Success(tuple(out))
 
 
 def _is_file(entry: os.DirEntry[str]) -> bool:
@@ -66,36 +72,29 @@ def config_dir_exists(config_dir: str) -> bool:
     return os.path.isdir(config_dir)
 
 
-def parse_files(files: ConfigFiles, opts: Options) -> Result[LoadedConfig, ConfigError]:
-    """Parse each file, then merge with the flag-level defaults (first error wins, by name)."""
-    fragments: list[Fragment] = []
-    for name, data in files:
-        parsed = parse_fragment(data, name)
-        if isinstance(parsed, Failure):
-            return Failure(parsed.failure())
-        fragments.append(parsed.unwrap())
-    merged = merge(
-        fragments,
-        reserved_ranges=opts.nomasq_all_reserved_ranges,
-        enable_ipv6=opts.enable_ipv6,
-        default_resync_interval=opts.resync_interval,
-    )
-    return merged.map(
-        lambda m: LoadedConfig(
-            files=tuple(name for name, _ in files), fragments=pvector(fragments), merged=m
+def load(files: ConfigFiles, opts: Options) -> Result[LoadedConfig, tuple[ConfigError, ...]]:
+    """Parse every file, then merge with the flag-level defaults.
+
+    Every file is parsed once; a failure carries every file's own error (by name),
+    or the merge's one error, so ``--validate`` can show them all while the agent
+    reports the first.
+    """
+    parsed = [parse_fragment(data, name) for name, data in files]
+    errors = tuple(p.failure() for p in parsed if isinstance(p, Failure))
+    if errors:
+        return Failure(errors)
+    fragments = pvector(p.unwrap() for p in parsed)
+    return (
+        merge(
+            fragments,
+            reserved_ranges=opts.nomasq_all_reserved_ranges,
+            enable_ipv6=opts.enable_ipv6,
+            default_resync_interval=opts.resync_interval,
         )
+        .map(
+            lambda merged: LoadedConfig(
+                files=tuple(name for name, _ in files), fragments=fragments, merged=merged
+            )
+        )
+        .alt(lambda error: (error,))
     )
-
-
-def read_files(opts: Options) -> Result[ConfigFiles, ConfigError]:
-    """``read_config_files`` for ``opts``; an unreadable file is a ConfigError naming it."""
-    try:
-        return Success(read_config_files(opts.config_dir, opts.config_prefix))
-    except OSError as e:
-        source = e.filename if isinstance(e.filename, str) else opts.config_dir
-        return Failure(ConfigError(source, f"cannot read: {e.strerror or e}"))
-
-
-def load_config(opts: Options) -> Result[LoadedConfig, ConfigError]:
-    """Read and parse ``opts.config_dir``."""
-    return read_files(opts).bind(lambda files: parse_files(files, opts))

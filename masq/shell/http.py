@@ -10,26 +10,15 @@ import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
 
-from masq.shell.errors import AgentError
+from masq.shell.errors import ServerError
 from masq.shell.metrics import Health, Metrics
-from masq.shell.options import parse_bind
-
-__all__ = ["CONTENT_TYPE", "MetricsServer", "Server", "ServerError", "parse_bind", "start_server"]
+from masq.shell.options import BindAddress
 
 LOG = logging.getLogger("masq")
 # What generate_latest writes; spelled out because newer clients advertise 1.0.0,
 # which Prometheus 2 servers do not know (legacy metric names read the same in both).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class Server(Protocol):
-    def shutdown(self) -> None: ...
-
-
-class ServerError(AgentError):
-    """The endpoint cannot be served (bad address, port taken): fatal, one line, no traceback."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -109,21 +98,17 @@ class MetricsServer:
         self._thread.join(timeout=1.0)
 
 
-def start_server(bind: str, metrics: Metrics) -> Server | None:
-    """Serve in a daemon thread on ``host:port``; ``"0"`` disables it (returns None).
+def start_server(bind: BindAddress | None, metrics: Metrics) -> MetricsServer | None:
+    """Serve in a daemon thread on ``bind``; None disables it (returns None).
 
-    Raises ``ServerError`` (one line) when the address is invalid or cannot be bound.
+    Raises ``ServerError`` (one line) when the address cannot be bound.
     """
-    try:
-        address = parse_bind(bind)
-    except ValueError as e:
-        raise ServerError(f"--metrics-bind-address {bind!r}: {e}") from None
-    if address is None:
+    if bind is None:
         return None
     handler = type("Handler", (_Handler,), {"metrics": metrics})
-    server_class = _Server6 if ":" in address[0] else _Server
+    server_class = _Server6 if ":" in bind.host else _Server
     try:
-        server = server_class(address, handler)
+        server = server_class((bind.host, bind.port), handler)
     except OSError as e:
         raise ServerError(
             f"cannot serve /metrics on {bind}: {e.strerror or e} (set --metrics-bind-address)"
@@ -133,9 +118,8 @@ def start_server(bind: str, metrics: Metrics) -> Server | None:
     )
     thread.start()
     running = MetricsServer(server, thread)
-    host = f"[{address[0]}]" if ":" in address[0] else address[0]
     LOG.info(
         "serving /healthz, /readyz and /metrics",
-        extra={"kv": {"address": f"{host}:{running.port}"}},
+        extra={"kv": {"address": str(BindAddress(bind.host, running.port))}},
     )
     return running

@@ -29,37 +29,14 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from masq import __version__
+from masq.core.addresses import FAMILIES, Family, family_of
 from masq.core.merge import Merged
-from masq.core.model import (
-    FAMILIES,
-    POSTROUTING,
-    AppendRule,
-    CreateChain,
-    DeleteChain,
-    DeleteRule,
-    DeleteRuleAt,
-    Family,
-    FlushChain,
-    InsertRule,
-    Op,
-    Ruleset,
-    every_destination,
-    family_of,
-)
+from masq.core.traffic import CidrTraffic
 
 LOG = logging.getLogger("masq")
 PREFIX = "ip_masq_agent"
 HEALTH_INTERVALS = 3  # /healthz tolerates this many resync intervals without a success
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-OP_NAMES: dict[type, str] = {
-    CreateChain: "create_chain",
-    FlushChain: "flush_chain",
-    DeleteChain: "delete_chain",
-    AppendRule: "append",
-    InsertRule: "insert",
-    DeleteRuleAt: "delete",
-    DeleteRule: "delete",
-}
 KINDS = ("non_masquerade", "masquerade")
 
 
@@ -71,46 +48,10 @@ class Health:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class RuleTraffic:
-    """Kernel counters of the rules sharing one label set, summed."""
-
-    family: Family
-    cidr: str
-    action: str
-    packets: int
-    bytes: int
-
-
-def traffic_of(ruleset: Ruleset) -> tuple[RuleTraffic, ...]:
-    """Per (cidr, action) counters of our chain(s), in chain order.
-
-    Every chain but POSTROUTING is ours (the sync lists only what it owns).  Rules
-    sharing labels (v1's --to-ports rules are all catch-all MASQUERADEs) are summed,
-    since a label set may appear only once.  Rules without counters are skipped.
-    """
-    sums: dict[tuple[str, str], list[int]] = {}
-    for name in sorted(ruleset.chains):
-        if name == POSTROUTING:
-            continue
-        for rule in ruleset.chains[name].rules:
-            if rule.counters is None or rule.action not in ("RETURN", "MASQUERADE"):
-                continue
-            net = rule.destination
-            cidr = str(every_destination(ruleset.family) if net is None else net)
-            acc = sums.setdefault((cidr, rule.action), [0, 0])
-            acc[0] += rule.counters.packets
-            acc[1] += rule.counters.bytes
-    return tuple(
-        RuleTraffic(ruleset.family, cidr, action, packets, nbytes)
-        for (cidr, action), (packets, nbytes) in sums.items()
-    )
-
-
 class _TrafficCollector(Collector):
     """Exposes the last observed kernel counters as they are (no local arithmetic)."""
 
-    def __init__(self, snapshot: Callable[[], tuple[RuleTraffic, ...]]) -> None:
+    def __init__(self, snapshot: Callable[[], tuple[CidrTraffic, ...]]) -> None:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
@@ -133,6 +74,65 @@ class _TrafficCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
+
+
+class _Registry(CollectorRegistry):
+    """The agent's own registry and every metric on it (never prometheus_client's global one)."""
+
+    def __init__(
+        self,
+        resync_interval: float,
+        version: str,
+        traffic: Callable[[], tuple[CidrTraffic, ...]],
+    ) -> None:
+        # ``*_created`` series only double the exposition; the agent owns its process.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        super().__init__(auto_describe=True)
+        self.syncs = Counter(f"{PREFIX}_syncs", "Syncs by result.", ["result"], registry=self)
+        for result in ("success", "failure"):
+            self.syncs.labels(result=result)
+        self.duration = Histogram(
+            f"{PREFIX}_sync_duration_seconds",
+            "Wall time of one sync (read config, list, plan, write).",
+            buckets=DURATION_BUCKETS,
+            registry=self,
+        )
+        self.writes = Counter(
+            f"{PREFIX}_rule_writes",
+            "Operations written to the kernel, by family and operation.",
+            ["family", "op"],
+            registry=self,
+        )
+        self.last_success_ts = self._gauge(
+            "last_success_timestamp_seconds",
+            "Unix time of the last successful sync (0 before the first).",
+        )
+        self.interval = self._gauge(
+            "resync_interval_seconds",
+            "Effective resync interval: the smaller of the flag and the config's resyncInterval.",
+        )
+        self.interval.set(resync_interval)
+        self.fragments = self._gauge("config_fragments", "Config files read by the last load.")
+        self.conflicts = self._gauge(
+            "config_conflicts", "Conflicts between config files in the last merge."
+        )
+        self.cidrs = Gauge(
+            f"{PREFIX}_cidrs",
+            "CIDRs in the effective config, by family and kind.",
+            ["family", "kind"],
+            registry=self,
+        )
+        for family in FAMILIES:
+            for kind in KINDS:
+                self.cidrs.labels(family=family, kind=kind)
+        build = Gauge(
+            f"{PREFIX}_build_info", "Always 1; the agent's version.", ["version"], registry=self
+        )
+        build.labels(version=version).set(1)
+        self.register(_TrafficCollector(traffic))
+
+    def _gauge(self, name: str, documentation: str) -> Gauge:
+        return Gauge(f"{PREFIX}_{name}", documentation, registry=self)
 
 
 class Metrics:
@@ -160,60 +160,9 @@ class Metrics:
         self._last_success: float | None = None
         self._last_error: str | None = None
         self._last_ok = True
-        self._traffic: dict[Family, tuple[RuleTraffic, ...]] = {}
+        self._traffic: dict[Family, tuple[CidrTraffic, ...]] = {}
 
-        # ``*_created`` series only double the exposition; the agent owns its process.
-        disable_created_metrics()  # type: ignore[no-untyped-call]
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self._syncs = Counter(f"{PREFIX}_syncs", "Syncs by result.", ["result"], registry=r)
-        for result in ("success", "failure"):
-            self._syncs.labels(result=result)
-        self._duration = Histogram(
-            f"{PREFIX}_sync_duration_seconds",
-            "Wall time of one sync (read config, list, plan, write).",
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self._writes = Counter(
-            f"{PREFIX}_rule_writes",
-            "Operations written to the kernel, by family and operation.",
-            ["family", "op"],
-            registry=r,
-        )
-        self._last_success_ts = Gauge(
-            f"{PREFIX}_last_success_timestamp_seconds",
-            "Unix time of the last successful sync (0 before the first).",
-            registry=r,
-        )
-        self._fragments = Gauge(
-            f"{PREFIX}_config_fragments", "Config files read by the last load.", registry=r
-        )
-        self._conflicts = Gauge(
-            f"{PREFIX}_config_conflicts",
-            "Conflicts between config files in the last merge.",
-            registry=r,
-        )
-        self._cidrs = Gauge(
-            f"{PREFIX}_cidrs",
-            "CIDRs in the effective config, by family and kind.",
-            ["family", "kind"],
-            registry=r,
-        )
-        for family in FAMILIES:
-            for kind in KINDS:
-                self._cidrs.labels(family=family, kind=kind)
-        self._interval = Gauge(
-            f"{PREFIX}_resync_interval_seconds",
-            "Effective resync interval: the smaller of the flag and the config's resyncInterval.",
-            registry=r,
-        )
-        self._interval.set(resync_interval)
-        self._build = Gauge(
-            f"{PREFIX}_build_info", "Always 1; the agent's version.", ["version"], registry=r
-        )
-        self._build.labels(version=version).set(1)
-        r.register(_TrafficCollector(self._traffic_snapshot))
+        self.registry = _Registry(resync_interval, version, self._traffic_snapshot)
 
     # --- hooks the loop calls ---------------------------------------------------
 
@@ -221,45 +170,44 @@ class Metrics:
         """A config was read and merged (called every sync)."""
         try:
             config = merged.config
-            self._fragments.set(fragments)
-            self._conflicts.set(len(merged.conflicts))
+            self.registry.fragments.set(fragments)
+            self.registry.conflicts.set(len(merged.conflicts))
             for kind, nets in (
                 ("non_masquerade", config.non_masquerade_cidrs),
                 ("masquerade", config.masquerade_cidrs),
             ):
                 for family in FAMILIES:
                     count = sum(1 for n in nets if family_of(n) == family)
-                    self._cidrs.labels(family=family, kind=kind).set(count)
+                    self.registry.cidrs.labels(family=family, kind=kind).set(count)
             with self._lock:  # the loop waits min(flag, config); so does health
                 self.resync_interval = min(self._flag_interval, config.resync_interval)
-            self._interval.set(self.resync_interval)
+            self.registry.interval.set(self.resync_interval)
         except Exception:
             LOG.debug("metrics: config_loaded failed", exc_info=True)
 
-    def rule_writes(self, family: Family, ops: Sequence[Op]) -> None:
-        """Ops were written to the kernel for ``family`` (not called for empty plans)."""
+    def rule_writes(self, family: Family, ops: Sequence[str]) -> None:
+        """Ops (by label) were written to the kernel for ``family`` (not for empty plans)."""
         try:
-            for op in ops:
-                name = OP_NAMES.get(type(op), type(op).__name__.lower())
-                self._writes.labels(family=family, op=name).inc()
+            for name in ops:
+                self.registry.writes.labels(family=family, op=name).inc()
         except Exception:
             LOG.debug("metrics: rule_writes failed", exc_info=True)
 
-    def observed(self, family: Family, ruleset: Ruleset) -> None:
-        """The sync's own listing of our chain, with kernel counters on each rule."""
+    def traffic(self, family: Family, traffic: tuple[CidrTraffic, ...]) -> None:
+        """Per-CIDR kernel counters of ``family``, as the last listing of what we own showed."""
         try:
-            traffic = traffic_of(ruleset)
+            rows = tuple(traffic)
             with self._lock:
-                self._traffic[family] = traffic
+                self._traffic[family] = rows
         except Exception:
-            LOG.debug("metrics: observed failed", exc_info=True)
+            LOG.debug("metrics: traffic failed", exc_info=True)
 
     def sync_finished(self, ok: bool, duration_seconds: float, reason: str | None = None) -> None:
         """One sync ended; ``reason`` is the one-line error when not ok."""
         try:
             now = self._clock()
-            self._syncs.labels(result="success" if ok else "failure").inc()
-            self._duration.observe(max(duration_seconds, 0.0))
+            self.registry.syncs.labels(result="success" if ok else "failure").inc()
+            self.registry.duration.observe(max(duration_seconds, 0.0))
             with self._lock:
                 self._alive = now
                 self._last_ok = ok
@@ -269,7 +217,7 @@ class Metrics:
                 else:
                     self._last_error = _one_line(reason) or "sync failed (no reason given)"
             if ok:
-                self._last_success_ts.set(self._wall())
+                self.registry.last_success_ts.set(self._wall())
         except Exception:
             LOG.debug("metrics: sync_finished failed", exc_info=True)
 
@@ -329,7 +277,7 @@ class Metrics:
         data: bytes = generate_latest(self.registry)
         return data
 
-    def _traffic_snapshot(self) -> tuple[RuleTraffic, ...]:
+    def _traffic_snapshot(self) -> tuple[CidrTraffic, ...]:
         with self._lock:
             return tuple(t for family in FAMILIES for t in self._traffic.get(family, ()))
 

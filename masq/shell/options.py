@@ -6,13 +6,28 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-from masq.core.model import DEFAULT_CHAIN
-from masq.core.ruleset import RulesetOptions
+from masq.core.config import DEFAULT_RESYNC_SECONDS
+from masq.core.iptables.rules import RulesetOptions
+from masq.core.names import DEFAULT_CHAIN
+from masq.core.nat import NatOptions, PortRange
 
 Backend = Literal["auto", "nft", "legacy"]
 LogFormat = Literal["text", "json"]
-DEFAULT_METRICS_BIND = "0.0.0.0:9931"
 DISABLED_BIND = "0"
+
+
+@dataclass(frozen=True, slots=True)
+class BindAddress:
+    """Where the HTTP endpoints listen; ``str`` spells it as the flag takes it."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+DEFAULT_METRICS_BIND = BindAddress("0.0.0.0", 9931)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +36,9 @@ class Options:
     masq_chain: str = DEFAULT_CHAIN
     nomasq_all_reserved_ranges: bool = False
     enable_ipv6: bool = False
-    resync_interval: float = 60.0
+    resync_interval: float = DEFAULT_RESYNC_SECONDS
     random_fully: bool = True
-    to_ports: str | None = None
+    to_ports: tuple[PortRange, ...] = ()  # empty: no --to-ports
     verbosity: int = 0
     # ours
     config_dir: str = "/etc/config"
@@ -33,8 +48,7 @@ class Options:
     cleanup: bool = False
     fail_on_conflict: bool = False
     iptables_backend: Backend = "auto"
-    # observability (issue 5)
-    metrics_bind_address: str = DEFAULT_METRICS_BIND  # "0" disables the HTTP server
+    metrics_bind_address: BindAddress | None = DEFAULT_METRICS_BIND  # None: no HTTP server
     log_format: LogFormat = "text"
     explain: str | None = None
     validate: bool = False
@@ -44,16 +58,14 @@ class Options:
         return RulesetOptions(
             chain=self.masq_chain,
             enable_ipv6=self.enable_ipv6,
-            random_fully=random_fully,
-            to_ports=self.to_ports,
+            nat=NatOptions(random_fully=random_fully, to_ports=self.to_ports),
         )
 
 
-def parse_bind(bind: str) -> tuple[str, int] | None:
+def parse_bind(bind: str) -> BindAddress | None:
     """``host:port``, ``[v6]:port`` or ``:port`` (all IPv4 interfaces); ``"0"`` is None.
 
-    Raises ``ValueError`` with a one-line reason for anything else: the CLI rejects
-    a bad flag with it before any mode starts, and the server relies on the same check.
+    Raises ``ValueError`` with a one-line reason for anything else.
     """
     text = bind.strip()
     if text == DISABLED_BIND:
@@ -72,4 +84,4 @@ def parse_bind(bind: str) -> tuple[str, int] | None:
         raise ValueError("bracket an IPv6 host, as [::1]:9931")
     elif host == "":
         host = "0.0.0.0"
-    return host, int(port_text)
+    return BindAddress(host, int(port_text))

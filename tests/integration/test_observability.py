@@ -317,7 +317,7 @@ def test_explain_agrees_with_should_masquerade_on_live_rules(
     for ip, code, doc in results:
         assert code == 0
         assert doc["rules"].startswith("live"), doc
-        assert doc["masqueraded"] == should_masquerade(config, ip), (ip, doc)
+        assert doc["masqueraded"] == should_masquerade(config, ipaddress.ip_address(ip)), doc
         assert doc["config_masquerade"] == doc["masqueraded"]
         if doc["origins"][0]["kind"] in ("masqueradeCIDRs", "nonMasqueradeCIDRs"):
             assert doc["origins"][0]["files"], doc

@@ -7,21 +7,15 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from masq.core.decision import should_masquerade
-from masq.core.evaluate import first_match, masquerades
-from masq.core.iptables import parse_save, render_rule
-from masq.core.model import (
-    LINK_LOCAL_V4,
-    LINK_LOCAL_V6,
-    POSTROUTING,
-    Family,
-    IPAddress,
-    IPNetwork,
-    MasqConfig,
-    Ruleset,
-    sorted_cidrs,
-)
-from masq.core.ruleset import RulesetOptions, desired_ruleset
+from masq.core.addresses import Family, IPAddress, IPNetwork, sorted_cidrs
+from masq.core.config import MasqConfig
+from masq.core.decision import LINK_LOCAL, should_masquerade
+from masq.core.iptables.codec import parse_save, render_rule
+from masq.core.iptables.evaluate import first_match, masquerades
+from masq.core.iptables.model import Ruleset
+from masq.core.iptables.rules import RulesetOptions, desired_ruleset
+from masq.core.names import POSTROUTING
+from masq.core.nat import NatOptions, parse_to_ports
 
 BITS = {"ipv4": 32, "ipv6": 128}
 
@@ -41,7 +35,7 @@ def cidrs(draw: st.DrawFn, family: Family) -> IPNetwork:
         st.sampled_from(
             [
                 0x0A000000 << (bits - 32),
-                int((LINK_LOCAL_V4 if family == "ipv4" else LINK_LOCAL_V6).network_address),
+                int(LINK_LOCAL[family].network_address),
                 draw(st.integers(0, (1 << bits) - 1)),
             ]
         )
@@ -66,7 +60,7 @@ def boundaries(config: MasqConfig, family: Family) -> list[IPAddress]:
     """First and last address of every CIDR in play, and their neighbours."""
     top = (1 << BITS[family]) - 1
     cls = ipaddress.IPv4Address if family == "ipv4" else ipaddress.IPv6Address
-    nets = [*config.non_masquerade_cidrs, *config.masquerade_cidrs, LINK_LOCAL_V4, LINK_LOCAL_V6]
+    nets = [*config.non_masquerade_cidrs, *config.masquerade_cidrs, *LINK_LOCAL.values()]
     out: list[IPAddress] = []
     for net in nets:
         if (net.version == 4) != (family == "ipv4"):
@@ -96,7 +90,10 @@ def test_rendered_chain_decides_like_should_masquerade(
 ) -> None:
     # Fails if desired_ruleset puts the link-local RETURN before the masquerade
     # exceptions, drops a RETURN, or if render/parse lose a prefix length.
-    options = RulesetOptions(chain="IP-MASQ-AGENT", enable_ipv6=True, to_ports=to_ports)
+    ports = parse_to_ports(to_ports).unwrap() if to_ports else ()
+    options = RulesetOptions(
+        chain="IP-MASQ-AGENT", enable_ipv6=True, nat=NatOptions(to_ports=ports)
+    )
     parsed = parse_save(
         save_text(desired_ruleset(config, family, options), options.chain), options.chain, family
     ).unwrap()
@@ -114,7 +111,9 @@ def test_rendered_chain_decides_like_should_masquerade(
 @given(config=configs(), data=st.data())
 def test_to_ports_rules_only_catch_their_protocol(config: MasqConfig, data: st.DataObject) -> None:
     # Fails if first_match ignores a rule's protocol (icmp would hit a tcp --to-ports rule).
-    options = RulesetOptions(to_ports="1024-29999,32768-65535")
+    options = RulesetOptions(
+        nat=NatOptions(to_ports=parse_to_ports("1024-29999,32768-65535").unwrap())
+    )
     ruleset = desired_ruleset(config, "ipv4", options)
     ip = ipaddress.IPv4Address(data.draw(st.integers(0, 2**32 - 1)))
     rule = first_match(ruleset, options.chain, ip, "icmp")

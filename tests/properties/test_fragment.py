@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from returns.result import Failure, Success
 
+from masq.core.addresses import IPNetwork, sorted_cidrs
 from masq.core.duration import format_duration
 from masq.core.fragment import KNOWN_KEYS, Fragment, parse_fragment
-from masq.core.model import IPNetwork, sorted_cidrs
 
 SOURCE = "conf/ip-masq-agent.yaml"
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from masq.core.iptables import (
+from masq.core.addresses import Family, IPNetwork
+from masq.core.iptables.codec import (
     _simple_words,
     parse_save,
     quote,
@@ -20,8 +21,10 @@ from masq.core.iptables import (
     split_words,
     split_words_slow,
 )
-from masq.core.model import POSTROUTING, Counters, Family, IPNetwork, Rule
-from masq.core.ruleset import PROBABILITY_SCALE
+from masq.core.iptables.model import Rule
+from masq.core.names import POSTROUTING
+from masq.core.nat import PROBABILITY_SCALE, PortRange
+from masq.core.traffic import Counters
 
 CHAIN = "IP-MASQ-AGENT"
 comments = st.text(
@@ -64,7 +67,7 @@ def model_rules(draw: st.DrawFn, family: Family) -> Rule:
         probability=draw(
             st.none() | st.integers(1, PROBABILITY_SCALE - 1).map(lambda k: k / PROBABILITY_SCALE)
         ),
-        to_ports=str(first) if first == last else f"{first}-{last}",
+        to_ports=PortRange(first, last),
         random_fully=draw(st.booleans()),
     )
 
@@ -144,15 +147,20 @@ def test_parse_save_rejects_malformed_text() -> None:
 SCRIPT = """
 import ipaddress
 from pyrsistent import pvector
-from masq.core.model import MasqConfig, sorted_cidrs
-from masq.core.plan import plan, replace_ops
-from masq.core.iptables import render_restore, parse_save
-from masq.core.ruleset import RulesetOptions, desired_rulesets
+from masq.core.addresses import sorted_cidrs
+from masq.core.config import MasqConfig
+from masq.core.iptables.plan import plan, replace_ops
+from masq.core.iptables.codec import render_restore, parse_save
+from masq.core.iptables.rules import RulesetOptions, desired_rulesets
+from masq.core.nat import NatOptions, parse_to_ports
 nets = [ipaddress.ip_network(f"10.{i}.0.0/16") for i in range(40)]
 nets += [ipaddress.ip_network(f"fd00:{i:x}::/32") for i in range(40)]
 config = MasqConfig(non_masquerade_cidrs=sorted_cidrs(set(nets)),
                     masquerade_cidrs=sorted_cidrs({nets[3], nets[50]}))
-opts = RulesetOptions(enable_ipv6=True, to_ports="1024-29999,32768-65535")
+opts = RulesetOptions(
+    enable_ipv6=True,
+    nat=NatOptions(to_ports=parse_to_ports("1024-29999,32768-65535").unwrap()),
+)
 for d in desired_rulesets(config, opts):
     empty = parse_save("", opts.chain, d.family).unwrap()
     print(render_restore(plan(d, empty)), end="")
@@ -181,8 +189,8 @@ def test_render_restore_of_no_ops_is_empty() -> None:
 
 def test_readable_ops_show_every_op_once() -> None:
     # Fails if the dry-run view drops ops or mislabels deletes as additions.
-    from masq.core.iptables import render_ops_readable
-    from masq.core.model import (
+    from masq.core.iptables.codec import render_ops_readable
+    from masq.core.iptables.model import (
         AppendRule,
         CreateChain,
         DeleteRule,

@@ -10,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from returns.result import Failure, Success
 
+from masq.core.addresses import IPNetwork, cidr_key, sorted_cidrs
+from masq.core.config import RESERVED_RANGES, RFC1918
 from masq.core.fragment import Fragment
-from masq.core.merge import RESERVED_RANGES, RFC1918, merge, provenance
-from masq.core.model import IPNetwork, cidr_key, sorted_cidrs
+from masq.core.merge import merge, provenance
 
 # A small pool so that fragments overlap, repeat and cover each other often.
 POOL_V4 = [

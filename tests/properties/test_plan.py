@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyrsistent import pmap, pvector
 
-from masq.core.model import (
-    POSTROUTING,
+from masq.core.addresses import sorted_cidrs
+from masq.core.config import MasqConfig
+from masq.core.iptables.model import (
     AppendRule,
     Chain,
     CreateChain,
@@ -18,22 +19,17 @@ from masq.core.model import (
     DeleteRuleAt,
     FlushChain,
     InsertRule,
-    MasqConfig,
     Op,
     Rule,
     Ruleset,
-    sorted_cidrs,
 )
-from masq.core.plan import apply_ops, cleanup_ops, plan, replace_ops
-from masq.core.ruleset import (
-    RETURN_COMMENT,
-    RulesetOptions,
-    desired_ruleset,
-    jump_comment,
-)
+from masq.core.iptables.plan import apply_ops, cleanup_ops, plan, replace_ops
+from masq.core.iptables.rules import RETURN_COMMENT, RulesetOptions, desired_ruleset, jump_comment
+from masq.core.names import POSTROUTING
+from masq.core.nat import NatOptions, parse_to_ports
 
 CHAIN = "IP-MASQ-AGENT"
-OPTIONS = RulesetOptions(chain=CHAIN, to_ports=None)
+OPTIONS = RulesetOptions(chain=CHAIN)
 
 v4_cidrs = st.builds(
     lambda value, prefix: ipaddress.IPv4Network((value, prefix), strict=False),
@@ -52,7 +48,9 @@ def configs(draw: st.DrawFn) -> MasqConfig:
 
 
 def desired_for(config: MasqConfig, to_ports: str | None = None) -> Ruleset:
-    return desired_ruleset(config, "ipv4", RulesetOptions(chain=CHAIN, to_ports=to_ports))
+    ports = parse_to_ports(to_ports).unwrap() if to_ports else ()
+    options = RulesetOptions(chain=CHAIN, nat=NatOptions(to_ports=ports))
+    return desired_ruleset(config, "ipv4", options)
 
 
 # Rules an observed kernel may hold that the desired ruleset never does.

@@ -7,19 +7,10 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from masq.core.model import (
-    LINK_LOCAL_V4,
-    LINK_LOCAL_V6,
-    POSTROUTING,
-    Family,
-    IPNetwork,
-    MasqConfig,
-    cidr_key,
-    family_of,
-    sorted_cidrs,
-)
-from masq.core.ports import parse_to_ports, valid_chain_name
-from masq.core.ruleset import (
+from masq.core.addresses import Family, IPNetwork, cidr_key, family_of, sorted_cidrs
+from masq.core.config import MasqConfig
+from masq.core.decision import LINK_LOCAL
+from masq.core.iptables.rules import (
     EXCEPTION_COMMENT,
     MASQ_COMMENT,
     RETURN_COMMENT,
@@ -28,6 +19,8 @@ from masq.core.ruleset import (
     desired_rulesets,
     jump_comment,
 )
+from masq.core.names import POSTROUTING, valid_chain_name
+from masq.core.nat import NatOptions, PortRange, parse_to_ports
 
 nets: st.SearchStrategy[IPNetwork] = st.one_of(
     st.builds(
@@ -40,7 +33,7 @@ nets: st.SearchStrategy[IPNetwork] = st.one_of(
         st.integers(0, 2**128 - 1),
         st.integers(1, 128),
     ),
-    st.sampled_from([LINK_LOCAL_V4, LINK_LOCAL_V6]),
+    st.sampled_from(list(LINK_LOCAL.values())),
 )
 configs = st.builds(
     lambda non, masq, ll, ll6: MasqConfig(
@@ -58,8 +51,13 @@ options = st.builds(
     RulesetOptions,
     chain=st.sampled_from(["IP-MASQ-AGENT", "MY-MASQ"]),
     enable_ipv6=st.booleans(),
-    random_fully=st.booleans(),
-    to_ports=st.sampled_from([None, "1024-29999,32768-65535", "7"]),
+    nat=st.builds(
+        NatOptions,
+        random_fully=st.booleans(),
+        to_ports=st.sampled_from(
+            [(), parse_to_ports("1024-29999,32768-65535").unwrap(), (PortRange(7, 7),)]
+        ),
+    ),
 )
 
 
@@ -83,8 +81,8 @@ def test_chain_order(config: MasqConfig, family: Family, opts: RulesetOptions) -
     assert kinds[-1] == "final"
     assert rules[-1].comment == MASQ_COMMENT
     assert rules[-1].destination is None
-    assert rules[-1].random_fully is opts.random_fully
-    link_local = LINK_LOCAL_V4 if family == "ipv4" else LINK_LOCAL_V6
+    assert rules[-1].random_fully is opts.nat.random_fully
+    link_local = LINK_LOCAL[family]
     masq_ll = config.masq_link_local if family == "ipv4" else config.masq_link_local_ipv6
     returns = [r.destination for r in rules if r.action == "RETURN"]
     assert all(r.comment == RETURN_COMMENT for r in rules if r.action == "RETURN")
@@ -99,7 +97,7 @@ def test_chain_order(config: MasqConfig, family: Family, opts: RulesetOptions) -
     assert rest == sorted(rest, key=cidr_key)
     assert len(set(rules)) == len(rules)
     exceptions = [r.destination for r in rules if r.comment == EXCEPTION_COMMENT]
-    per_cidr = 1 + (3 * len(opts.to_ports.split(",")) if opts.to_ports else 0)
+    per_cidr = 1 + 3 * len(opts.nat.to_ports)
     assert exceptions == [
         n for n in config.masquerade_cidrs if family_of(n) == family for _ in range(per_cidr)
     ]
@@ -135,12 +133,18 @@ def test_to_ports_rejects_v1_invalid_input() -> None:
 
 def test_probabilities_follow_v1() -> None:
     rules = (
-        desired_ruleset(MasqConfig(), "ipv4", RulesetOptions(to_ports="1024-29999,32768-65535"))
+        desired_ruleset(
+            MasqConfig(),
+            "ipv4",
+            RulesetOptions(
+                nat=NatOptions(to_ports=(PortRange(1024, 29999), PortRange(32768, 65535)))
+            ),
+        )
         .chains["IP-MASQ-AGENT"]
         .rules
     )
     tcp = [r for r in rules if r.protocol == "tcp"]
-    assert [r.to_ports for r in tcp] == ["1024-29999", "32768-65535"]
+    assert [str(r.to_ports) for r in tcp] == ["1024-29999", "32768-65535"]
     share = 28976 / (28976 + 32768)
     assert tcp[0].probability is not None
     assert abs(tcp[0].probability - share) < 2**-31

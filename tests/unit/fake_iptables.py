@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from masq.core.iptables import render_rule
-from masq.core.model import POSTROUTING, Ruleset
-from masq.shell.iptables import Completed
+from masq.core.iptables.codec import render_rule
+from masq.core.iptables.model import Ruleset
+from masq.core.names import POSTROUTING
+from masq.shell.process import Completed
 
 Handler = Callable[[list[str], str | None], Completed | None]
 

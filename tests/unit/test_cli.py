@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from masq.core.nat import PortRange, format_to_ports
 from masq.shell import cli
-from masq.shell.cli import UsageError, parse_args, parse_bool
-from masq.shell.options import Options
+from masq.shell.cli import parse_args, parse_bool
+from masq.shell.errors import UsageError
+from masq.shell.options import BindAddress, Options
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,7 @@ def test_typical_upstream_daemonset_args() -> None:
     assert opts.resync_interval == 30.0
     assert opts.enable_ipv6 is True
     assert opts.verbosity == 2
-    assert opts.to_ports == "1024-29999,32768-65535"
+    assert opts.to_ports == (PortRange(1024, 29999), PortRange(32768, 65535))
 
 
 def test_ours() -> None:
@@ -111,7 +113,7 @@ def test_ours() -> None:
     assert (opts.config_dir, opts.config_prefix) == ("/cfg", "x")
     assert opts.once and opts.dry_run and opts.cleanup and opts.fail_on_conflict and opts.validate
     assert opts.iptables_backend == "legacy"
-    assert opts.metrics_bind_address == "127.0.0.1:9000"
+    assert opts.metrics_bind_address == BindAddress("127.0.0.1", 9000)
     assert opts.log_format == "json"
     assert opts.explain == "10.1.2.3"
 
@@ -183,11 +185,14 @@ def test_chain_name_accepted(name: str) -> None:
 
 @pytest.mark.parametrize("value", ["1024-29999,32768-65535", "80", "1-65535", "10-10,20-30"])
 def test_to_ports_accepted(value: str) -> None:
-    assert parse_args([f"--to-ports={value}"]).options.to_ports == value
+    ranges = parse_args([f"--to-ports={value}"]).options.to_ports
+    assert format_to_ports(ranges) == ",".join(
+        str(PortRange(int(p.split("-")[0]), int(p.split("-")[-1]))) for p in value.split(",")
+    )
 
 
 def test_empty_to_ports_means_none_like_v1() -> None:
-    assert parse_args(["--to-ports="]).options.to_ports is None
+    assert parse_args(["--to-ports="]).options.to_ports == ()
 
 
 @pytest.mark.parametrize(

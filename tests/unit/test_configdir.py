@@ -6,11 +6,22 @@ import os
 from pathlib import Path
 
 import pytest
-from returns.result import Failure, Success
+from returns.result import Failure, Result, Success
 
+from masq.core.errors import ConfigError
 from masq.core.fragment import MAX_FRAGMENT_BYTES
-from masq.shell.configdir import load_config, read_config_files
+from masq.shell.configdir import LoadedConfig, load, read_files
 from masq.shell.options import Options
+
+
+def load_config(opts: Options) -> Result[LoadedConfig, tuple[ConfigError, ...]]:
+    """Read then load, as the agent does."""
+
+    def first(error: ConfigError) -> tuple[ConfigError, ...]:
+        return (error,)
+
+    files = read_files(opts.config_dir, opts.config_prefix)
+    return files.alt(first).bind(lambda f: load(f, opts))
 
 
 def kubelet_layout(root: Path, files: dict[str, str]) -> None:
@@ -28,7 +39,7 @@ def test_regular_files_sorted_by_name(tmp_path: Path) -> None:
     (tmp_path / "ip-masq-b").write_text("b")
     (tmp_path / "ip-masq-a").write_text("a")
     (tmp_path / "ip-masq").write_text("plain")
-    assert read_config_files(str(tmp_path), "ip-masq") == (
+    assert read_files(str(tmp_path), "ip-masq").unwrap() == (
         ("ip-masq", b"plain"),
         ("ip-masq-a", b"a"),
         ("ip-masq-b", b"b"),
@@ -39,12 +50,12 @@ def test_wrong_prefix_ignored(tmp_path: Path) -> None:
     (tmp_path / "ip-masq-agent").write_text("x")
     (tmp_path / "config").write_text("y")
     (tmp_path / "my-ip-masq").write_text("z")
-    assert read_config_files(str(tmp_path), "ip-masq") == (("ip-masq-agent", b"x"),)
+    assert read_files(str(tmp_path), "ip-masq").unwrap() == (("ip-masq-agent", b"x"),)
 
 
 def test_kubelet_configmap_layout_counts_each_key_once(tmp_path: Path) -> None:
     kubelet_layout(tmp_path, {"ip-masq-agent": "a: 1", "ip-masq-extra": "b: 2"})
-    assert read_config_files(str(tmp_path), "ip-masq") == (
+    assert read_files(str(tmp_path), "ip-masq").unwrap() == (
         ("ip-masq-agent", b"a: 1"),
         ("ip-masq-extra", b"b: 2"),
     )
@@ -53,8 +64,8 @@ def test_kubelet_configmap_layout_counts_each_key_once(tmp_path: Path) -> None:
 def test_dot_names_ignored_even_with_matching_prefix(tmp_path: Path) -> None:
     (tmp_path / ".ip-masq-hidden").write_text("h")
     (tmp_path / "ip-masq-x").write_text("x")
-    assert read_config_files(str(tmp_path), ".ip-masq") == ()
-    assert read_config_files(str(tmp_path), "") == (("ip-masq-x", b"x"),)
+    assert read_files(str(tmp_path), ".ip-masq").unwrap() == ()
+    assert read_files(str(tmp_path), "").unwrap() == (("ip-masq-x", b"x"),)
 
 
 def test_directories_dangling_symlinks_and_fifos_ignored(tmp_path: Path) -> None:
@@ -63,7 +74,7 @@ def test_directories_dangling_symlinks_and_fifos_ignored(tmp_path: Path) -> None
     (tmp_path / "ip-masq-dirlink").symlink_to("ip-masq-dir")
     os.mkfifo(tmp_path / "ip-masq-fifo")
     (tmp_path / "ip-masq-ok").write_text("ok")
-    assert read_config_files(str(tmp_path), "ip-masq") == (("ip-masq-ok", b"ok"),)
+    assert read_files(str(tmp_path), "ip-masq").unwrap() == (("ip-masq-ok", b"ok"),)
 
 
 def test_symlink_to_file_outside_dir_is_read(tmp_path: Path) -> None:
@@ -72,16 +83,16 @@ def test_symlink_to_file_outside_dir_is_read(tmp_path: Path) -> None:
     cfg = tmp_path / "cfg"
     cfg.mkdir()
     (cfg / "ip-masq-agent").symlink_to(target)
-    assert read_config_files(str(cfg), "ip-masq") == (("ip-masq-agent", b"t"),)
+    assert read_files(str(cfg), "ip-masq").unwrap() == (("ip-masq-agent", b"t"),)
 
 
 def test_missing_dir_is_empty(tmp_path: Path) -> None:
-    assert read_config_files(str(tmp_path / "absent"), "ip-masq") == ()
+    assert read_files(str(tmp_path / "absent"), "ip-masq").unwrap() == ()
 
 
 def test_read_is_capped_just_above_the_limit(tmp_path: Path) -> None:
     (tmp_path / "ip-masq-big").write_bytes(b"#" * (3 * MAX_FRAGMENT_BYTES))
-    ((_, data),) = read_config_files(str(tmp_path), "ip-masq")
+    ((_, data),) = read_files(str(tmp_path), "ip-masq").unwrap()
     assert len(data) == MAX_FRAGMENT_BYTES + 1
 
 
@@ -117,7 +128,7 @@ def test_load_config_error_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "ip-masq-bad").write_text("nonMasqueradeCIDR: [10.0.0.0/8]\n")
     loaded = load_config(Options(config_dir=str(tmp_path)))
     assert isinstance(loaded, Failure)
-    assert loaded.failure().source == "ip-masq-bad"
+    assert [e.source for e in loaded.failure()] == ["ip-masq-bad"]
 
 
 def test_load_config_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
@@ -128,6 +139,6 @@ def test_load_config_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
             pytest.skip("running as root: mode 000 does not stop reads")
         loaded = load_config(Options(config_dir=str(tmp_path)))
         assert isinstance(loaded, Failure)
-        assert "cannot read" in str(loaded.failure())
+        assert "cannot read" in str(loaded.failure()[0])
     finally:
         os.chmod(tmp_path / "ip-masq-a", 0o600)

@@ -13,20 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyrsistent import pmap, pvector
 
-from masq.core.decision import should_masquerade
-from masq.core.explain import Explanation, explain, parse_ip, render_explanation
+from masq.core.addresses import Family, IPAddress, parse_ip
+from masq.core.decision import LINK_LOCAL, should_masquerade
+from masq.core.explain import Explanation, explain, render_explanation
 from masq.core.fragment import Fragment, parse_fragment
+from masq.core.iptables.model import Chain, Rule, Ruleset
+from masq.core.iptables.rules import RETURN_COMMENT, RulesetOptions, desired_ruleset
 from masq.core.merge import Merged, merge
-from masq.core.model import (
-    LINK_LOCAL_V4,
-    LINK_LOCAL_V6,
-    Chain,
-    Family,
-    IPAddress,
-    Rule,
-    Ruleset,
-)
-from masq.core.ruleset import RETURN_COMMENT, RulesetOptions, desired_ruleset
 from masq.shell import commands
 from masq.shell.options import Options
 
@@ -74,7 +67,7 @@ def configs(draw: st.DrawFn) -> tuple[list[Fragment], Merged]:
 @st.composite
 def addresses(draw: st.DrawFn, frags: list[Fragment], merged: Merged) -> IPAddress:
     """Edges of every CIDR in play (first, last and their neighbours) or anything."""
-    nets = [*NETS, *merged.config.non_masquerade_cidrs, LINK_LOCAL_V4, LINK_LOCAL_V6]
+    nets = [*NETS, *merged.config.non_masquerade_cidrs, *LINK_LOCAL.values()]
     net = draw(st.sampled_from(nets))
     top = (1 << net.max_prefixlen) - 1
     edge = draw(
@@ -130,7 +123,7 @@ def test_explain_names_exactly_the_files_that_put_the_rule_there(data: st.DataOb
         elif o.kind == "default":
             assert all(f.non_masquerade_cidrs is None for f in frags)
         elif o.kind == "built-in link-local":
-            assert o.cidr in (LINK_LOCAL_V4, LINK_LOCAL_V6)
+            assert o.cidr in LINK_LOCAL.values()
         else:
             assert o.kind == "final catch-all"
             assert o.cidr is not None and o.cidr.prefixlen == 0

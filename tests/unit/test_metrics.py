@@ -13,24 +13,29 @@ from prometheus_client.parser import text_string_to_metric_families
 from pyrsistent import pmap, pvector
 
 from masq import __version__
+from masq.core.addresses import Family
 from masq.core.fragment import Fragment
-from masq.core.merge import merge
-from masq.core.model import (
-    POSTROUTING,
+from masq.core.iptables.model import (
     AppendRule,
     Chain,
-    Counters,
     CreateChain,
     DeleteRule,
     DeleteRuleAt,
-    Family,
     InsertRule,
+    Op,
     Rule,
     Ruleset,
+    op_label,
 )
-from masq.core.ruleset import RulesetOptions, desired_ruleset, jump_rule
+from masq.core.iptables.rules import RulesetOptions, desired_ruleset, jump_rule
+from masq.core.iptables.traffic import traffic_of
+from masq.core.merge import merge
+from masq.core.names import POSTROUTING
+from masq.core.traffic import Counters
 from masq.shell import http
+from masq.shell.errors import ServerError
 from masq.shell.metrics import HEALTH_INTERVALS, Metrics
+from masq.shell.options import BindAddress, parse_bind
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -92,8 +97,8 @@ def observed(family: Family, *rules: Rule, chain: str = "IP-MASQ-AGENT") -> Rule
 
 def test_every_required_metric_with_its_type_and_labels() -> None:
     m = Metrics()
-    m.observed("ipv4", observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2)))
-    m.rule_writes("ipv4", [CreateChain("X")])
+    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
+    m.rule_writes("ipv4", [op_label(CreateChain("X"))])
     got = families(m)
     expected = {
         "ip_masq_agent_syncs": ("counter", {"result"}),
@@ -137,11 +142,10 @@ def test_sync_results_and_duration_histogram() -> None:
 def test_rule_writes_by_family_and_op() -> None:
     m = Metrics()
     r = rule("RETURN", "10.0.0.0/8", 0, 0)
-    m.rule_writes(
-        "ipv4",
-        [CreateChain("C"), AppendRule("C", r), AppendRule("C", r), InsertRule("C", 1, r)],
-    )
-    m.rule_writes("ipv6", [DeleteRuleAt("C", 2), DeleteRule(POSTROUTING, r)])
+    v4: list[Op] = [CreateChain("C"), AppendRule("C", r), AppendRule("C", r), InsertRule("C", 1, r)]
+    v6: list[Op] = [DeleteRuleAt("C", 2), DeleteRule(POSTROUTING, r)]
+    m.rule_writes("ipv4", [op_label(op) for op in v4])
+    m.rule_writes("ipv6", [op_label(op) for op in v6])
     assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="create_chain") == 1
     assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="append") == 2
     assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="insert") == 1
@@ -181,18 +185,22 @@ def test_config_gauges_follow_the_last_merge() -> None:
 
 def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
     m = Metrics()
-    m.observed(
+    m.traffic(
         "ipv4",
-        observed(
-            "ipv4",
-            rule("MASQUERADE", "10.240.0.0/16", 5, 500),
-            rule("RETURN", "10.0.0.0/8", 7, 700),
-            rule("MASQUERADE", None, 11, 1100),
+        traffic_of(
+            observed(
+                "ipv4",
+                rule("MASQUERADE", "10.240.0.0/16", 5, 500),
+                rule("RETURN", "10.0.0.0/8", 7, 700),
+                rule("MASQUERADE", None, 11, 1100),
+            )
         ),
     )
-    m.observed(
+    m.traffic(
         "ipv6",
-        observed("ipv6", rule("RETURN", "fe80::/10", 1, 80), rule("MASQUERADE", None, 2, 160)),
+        traffic_of(
+            observed("ipv6", rule("RETURN", "fe80::/10", 1, 80), rule("MASQUERADE", None, 2, 160))
+        ),
     )
     pk = "ip_masq_agent_packets_total"
     assert value(m, pk, family="ipv4", cidr="10.240.0.0/16", action="MASQUERADE") == 5
@@ -204,7 +212,7 @@ def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
     )
     assert value(m, pk, family="ipv6", cidr="::/0", action="MASQUERADE") == 2
     # The next listing replaces the values (a local increment would read 7 + 9 = 16).
-    m.observed("ipv4", observed("ipv4", rule("RETURN", "10.0.0.0/8", 9, 900)))
+    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 9, 900))))
     assert value(m, pk, family="ipv4", cidr="10.0.0.0/8", action="RETURN") == 9
     gone = (
         "ip_masq_agent_packets_total",
@@ -223,7 +231,7 @@ def test_rules_sharing_labels_are_summed_and_uncounted_rules_skipped() -> None:
         rule("MASQUERADE", None, 5, 50),
     ]
     bare = Rule(action="RETURN", comment="c", destination=ipaddress.ip_network("10.0.0.0/8"))
-    m.observed("ipv4", observed("ipv4", bare, *to_ports))
+    m.traffic("ipv4", traffic_of(observed("ipv4", bare, *to_ports)))
     pk = "ip_masq_agent_packets_total"
     assert value(m, pk, family="ipv4", cidr="0.0.0.0/0", action="MASQUERADE") == 12
     assert not any(dict(lbl).get("cidr") == "10.0.0.0/8" for n, lbl in samples(m) if n == pk)
@@ -249,7 +257,7 @@ def test_desired_ruleset_rules_map_to_labels() -> None:
         ),
     )
     m = Metrics()
-    m.observed("ipv4", counted)
+    m.traffic("ipv4", traffic_of(counted))
     got = {
         (dict(lbl)["cidr"], dict(lbl)["action"])
         for n, lbl in samples(m)
@@ -268,7 +276,7 @@ def test_hooks_never_raise() -> None:
     m = Metrics()
     m.config_loaded(1, None)  # type: ignore[arg-type]
     m.rule_writes("ipv4", None)  # type: ignore[arg-type]
-    m.observed("ipv4", None)  # type: ignore[arg-type]
+    m.traffic("ipv4", None)  # type: ignore[arg-type]
     m.sync_finished(True, "slow")  # type: ignore[arg-type]
     m.loop_alive()
     assert m.exposition().startswith(b"# HELP")
@@ -352,7 +360,7 @@ def test_no_success_since_start_turns_unhealthy_after_the_grace() -> None:
 def served() -> Iterator[tuple[Metrics, int]]:
     clock = FakeClock()
     m = Metrics(resync_interval=1.0, clock=clock)
-    server = http.start_server("127.0.0.1:0", m)
+    server = http.start_server(BindAddress("127.0.0.1", 0), m)
     assert isinstance(server, http.MetricsServer)
     try:
         yield m, server.port
@@ -388,16 +396,18 @@ def test_http_endpoints(served: tuple[Metrics, int]) -> None:
 
 
 def test_http_disabled_and_bad_addresses() -> None:
-    assert http.start_server("0", Metrics()) is None
+    assert http.start_server(None, Metrics()) is None
     for bad in ("nonsense", "1.2.3.4:99999", "::1:9931", "host:", "[nope]:1", "[::1:1"):
-        with pytest.raises(http.ServerError):
-            http.start_server(bad, Metrics())
+        with pytest.raises(ValueError):
+            parse_bind(bad)
+    with pytest.raises(ServerError):
+        http.start_server(BindAddress("192.0.2.77", 9), Metrics())  # not an address of ours
 
 
 def test_http_port_in_use_is_one_line_error(served: tuple[Metrics, int]) -> None:
     _, port = served
-    with pytest.raises(http.ServerError, match=f"127.0.0.1:{port}"):
-        http.start_server(f"127.0.0.1:{port}", Metrics())
+    with pytest.raises(ServerError, match=f"127.0.0.1:{port}"):
+        http.start_server(BindAddress("127.0.0.1", port), Metrics())
 
 
 @pytest.mark.parametrize(
@@ -412,4 +422,4 @@ def test_http_port_in_use_is_one_line_error(served: tuple[Metrics, int]) -> None
     ],
 )
 def test_parse_bind(text: str, want: tuple[str, int] | None) -> None:
-    assert http.parse_bind(text) == want
+    assert parse_bind(text) == (BindAddress(*want) if want is not None else None)

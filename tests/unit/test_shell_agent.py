@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 from fake_iptables import FakeIptables, listing
 
-from masq.core.model import MasqConfig, Ruleset
-from masq.core.ruleset import RulesetOptions, desired_ruleset
-from masq.shell import backend, iptables
+from masq.core.config import MasqConfig
+from masq.core.iptables.model import Ruleset
+from masq.core.iptables.rules import RulesetOptions, desired_ruleset
+from masq.shell import iptables_backend as backend
+from masq.shell import iptables_runner as iptables
+from masq.shell import process
 from masq.shell.agent import Agent, backoff_seconds, with_retries
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.metrics import Metrics
@@ -133,9 +136,9 @@ def test_invalid_config_writes_nothing_and_reads_no_iptables(tmp_path: Path) -> 
 
 
 def test_ipv6_failure_in_planning_writes_nothing_for_ipv4(tmp_path: Path) -> None:
-    def runner(argv: list[str], stdin: str | None) -> iptables.Completed:
+    def runner(argv: list[str], stdin: str | None) -> process.Completed:
         if argv[0].startswith("ip6tables"):
-            return iptables.Completed(tuple(argv), 2, "", "ip6tables: bad things")
+            return process.Completed(tuple(argv), 2, "", "ip6tables: bad things")
         return FakeIptables()(argv, stdin)
 
     with pytest.raises(AgentError, match="bad things"):

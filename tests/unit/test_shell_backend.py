@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from masq.shell import backend
-from masq.shell.backend import (
+from masq.shell import iptables_backend as backend
+from masq.shell.iptables_backend import (
     SystemProbe,
     choose_backend,
     count_rules,
     parse_nft_tables,
     resolve_backend,
 )
-from masq.shell.iptables import Completed, ResolvedBackend
+from masq.shell.iptables_runner import ResolvedBackend
+from masq.shell.process import Completed
 
 
 @dataclass

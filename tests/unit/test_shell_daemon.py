@@ -129,7 +129,7 @@ def test_no_inotify_instance_is_one_line_error(
 
     monkeypatch.setattr(daemon, "INotify", exhausted)
     before = signal.getsignal(signal.SIGTERM)
-    opts = Options(config_dir=str(tmp_path), metrics_bind_address="0")
+    opts = Options(config_dir=str(tmp_path), metrics_bind_address=None)
     with pytest.raises(AgentError, match=r"cannot watch .*Too many open files"):
         daemon.run(opts)
     assert signal.getsignal(signal.SIGTERM) is before

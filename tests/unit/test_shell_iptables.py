@@ -10,11 +10,14 @@ import pytest
 import sh
 from fake_iptables import FakeIptables, listing
 
-from masq.core.model import Family, MasqConfig
-from masq.core.ruleset import RulesetOptions, desired_ruleset
-from masq.shell import iptables
+from masq.core.addresses import Family
+from masq.core.config import MasqConfig
+from masq.core.iptables.rules import RulesetOptions, desired_ruleset
+from masq.shell import iptables_runner as iptables
+from masq.shell import process
 from masq.shell.errors import AgentError, TransientError
-from masq.shell.iptables import Completed, Iptables, is_transient, parse_version
+from masq.shell.iptables_runner import Iptables, is_transient, parse_version
+from masq.shell.process import Completed
 
 CHAIN = "IP-MASQ-AGENT"
 
@@ -139,7 +142,7 @@ def test_exec_failure_is_one_line_agent_error(tmp_path: Path) -> None:
     binary.write_bytes(b"\x7fELF garbage")
     binary.chmod(0o755)
     with pytest.raises(AgentError) as raised:
-        iptables.run_command([str(binary)])
+        process.run_command([str(binary)])
     assert not isinstance(raised.value, TransientError)
     assert "\n" not in str(raised.value)
     assert "Exec format error" in str(raised.value)
@@ -156,5 +159,5 @@ def test_os_error_starting_a_command_is_agent_error(
 
     monkeypatch.setattr(sh, "Command", lambda name: refuse)
     with pytest.raises(AgentError, match="cannot run") as raised:
-        iptables.run_command(["iptables-nft", "-S"])
+        process.run_command(["iptables-nft", "-S"])
     assert isinstance(raised.value, TransientError) is transient

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from returns.result import Failure
 
+from masq.core.addresses import sorted_cidrs
+from masq.core.config import RESERVED_RANGES, RFC1918
 from masq.core.errors import ConfigError
 from masq.core.fragment import parse_fragment
-from masq.core.merge import RESERVED_RANGES, RFC1918, Merged, merge
-from masq.core.model import sorted_cidrs
+from masq.core.merge import Merged, merge
 
 RFC1918_TEXT = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 

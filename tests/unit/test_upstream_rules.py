@@ -22,14 +22,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from masq.core.iptables import parse_save, render_restore, render_rule
-from masq.core.model import POSTROUTING, Family, MasqConfig, Ruleset, sorted_cidrs
-from masq.core.plan import cleanup_ops, plan
-from masq.core.ruleset import (
-    PROBABILITY_SCALE,
-    RulesetOptions,
-    desired_ruleset,
-)
+from masq.core.addresses import Family, sorted_cidrs
+from masq.core.config import MasqConfig
+from masq.core.iptables.codec import parse_save, render_restore, render_rule
+from masq.core.iptables.model import Ruleset
+from masq.core.iptables.plan import cleanup_ops, plan
+from masq.core.iptables.rules import RulesetOptions, desired_ruleset
+from masq.core.names import POSTROUTING
+from masq.core.nat import PROBABILITY_SCALE, NatOptions, parse_to_ports
 
 CHAIN = "IP-MASQ-AGENT"
 JUMP = (
@@ -64,8 +64,11 @@ def config(non: list[str], masq: list[str] | None = None, **flags: bool) -> Masq
     )
 
 
-def lines(cfg: MasqConfig, family: Family = "ipv4", **opts: object) -> list[str]:
-    options = RulesetOptions(chain=CHAIN, **opts)  # type: ignore[arg-type]
+def lines(
+    cfg: MasqConfig, family: Family = "ipv4", *, random_fully: bool = True, to_ports: str = ""
+) -> list[str]:
+    ports = parse_to_ports(to_ports).unwrap() if to_ports else ()
+    options = RulesetOptions(chain=CHAIN, nat=NatOptions(random_fully, ports))
     ruleset = desired_ruleset(cfg, family, options)
     return [
         render_rule(name, rule)
@@ -139,9 +142,10 @@ def test_v2_ipv6_masq_link_local() -> None:
 
 
 def to_ports_rules(to_ports: str) -> list[tuple[str, float | None, str]]:
-    ruleset = desired_ruleset(config([]), "ipv4", RulesetOptions(to_ports=to_ports))
+    options = RulesetOptions(nat=NatOptions(to_ports=parse_to_ports(to_ports).unwrap()))
+    ruleset = desired_ruleset(config([]), "ipv4", options)
     return [
-        (r.protocol, r.probability, r.to_ports)
+        (r.protocol, r.probability, str(r.to_ports))
         for r in ruleset.chains[CHAIN].rules
         if r.protocol is not None and r.to_ports is not None
     ]
@@ -231,7 +235,8 @@ KERNEL_CONFIG = config(
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_kernel_round_trip_byte_for_byte(netns: str, backend: str, family: Family) -> None:
-    options = RulesetOptions(chain=CHAIN, to_ports="1024-29999,32768-65535")
+    ports = parse_to_ports("1024-29999,32768-65535").unwrap()
+    options = RulesetOptions(chain=CHAIN, nat=NatOptions(to_ports=ports))
     desired = desired_ruleset(KERNEL_CONFIG, family, options)
     empty = parse_save(kernel_save(netns, backend, family), CHAIN, family).unwrap()
     assert CHAIN not in empty.chains

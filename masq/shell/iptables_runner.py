@@ -12,18 +12,17 @@ another ~170 ms to parse, while a listing's output is a few lines.
 
 from __future__ import annotations
 
-import errno
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
-import sh
 from returns.result import Failure
 
-from masq.core.iptables import parse_save
-from masq.core.model import POSTROUTING, Family, Ruleset
+from masq.core.addresses import Family
+from masq.core.iptables.codec import parse_save
+from masq.core.iptables.model import Ruleset
+from masq.core.names import POSTROUTING
 from masq.shell.errors import AgentError, TransientError
+from masq.shell.process import Completed, Runner, run_command
 
 ResolvedBackend = Literal["nft", "legacy"]
 LOCK_WAIT_SECONDS = 5  # then exit 4 -> TransientError -> backoff, never a silent hang
@@ -36,51 +35,7 @@ _TRANSIENT_TEXT = (
 )
 # iptables-nft 1.8.9 says "incompatible" for a chain that simply does not exist.
 _ABSENT_TEXT = ("No chain/target/match by that name", "does not exist", "is incompatible")
-_ANY_EXIT = tuple(range(256))
-_RESOURCE_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 _VERSION = re.compile(r"v(\d+)\.(\d+)(?:\.(\d+))?")
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    argv: tuple[str, ...]
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-Runner = Callable[[list[str], str | None], Completed]
-
-
-def run_command(argv: list[str], stdin: str | None = None) -> Completed:
-    """Run argv without a shell or tty, capture everything, never raise on exit codes."""
-    try:
-        cmd = sh.Command(argv[0])
-    except sh.CommandNotFound:
-        raise AgentError(f"{argv[0]}: command not found (is iptables installed?)") from None
-    # No ``_timeout``: sh implements it with a thread polling every 100 ms, which
-    # would add 100 ms to every 5 ms listing.  Lock waits are bounded by ``--wait``.
-    try:
-        done = cmd(*argv[1:], _in=stdin, _ok_code=_ANY_EXIT, _tty_out=False, _return_cmd=True)
-    except OSError as e:  # no fd, memory or process slot for the pipes and the fork
-        message = f"{argv[0]}: cannot run: {e.strerror or e}"
-        raise (TransientError if e.errno in _RESOURCE_ERRNOS else AgentError)(message) from None
-    except sh.ForkException as e:  # the exec itself failed; sh's text ends with its OSError
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        reason = lines[-1] if lines else "exec failed"
-        raise AgentError(f"{argv[0]}: cannot run: {reason}") from None
-    return Completed(
-        argv=tuple(argv),
-        exit_code=int(done.exit_code),
-        stdout=_text(done.stdout),
-        stderr=_text(done.stderr),
-    )
-
-
-def _text(data: object) -> str:
-    if isinstance(data, bytes):
-        return data.decode("utf-8", "replace")
-    return str(data)
 
 
 _PERMANENT_TEXT = ("Permission denied", "Operation not permitted")
@@ -141,7 +96,8 @@ class Iptables:
         text = self.observe_text(chain)
         parsed = parse_save(text, chain, self.family)
         if isinstance(parsed, Failure):
-            raise AgentError(f"cannot parse {self.binary} output: {parsed.failure()}")
+            error = parsed.failure().at(f"{self.binary} -S output")
+            raise AgentError(f"cannot parse {error}")
         return parsed.unwrap()
 
     def restore(self, script: str) -> None:

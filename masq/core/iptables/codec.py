@@ -10,37 +10,38 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from pyrsistent import pmap, pvector
 from returns.result import Failure, Result, Success
 
-from masq.core.model import (
-    POSTROUTING,
+from masq.core.addresses import Family, IPNetwork
+from masq.core.errors import ConfigError, invalid
+from masq.core.iptables.model import (
+    Action,
     AppendRule,
     Chain,
-    Counters,
     CreateChain,
     DeleteChain,
     DeleteRule,
     DeleteRuleAt,
-    Family,
     FlushChain,
     InsertRule,
-    IPNetwork,
     Op,
     Rule,
     Ruleset,
 )
-from masq.core.ports import RESERVED_TARGETS
-from masq.core.ruleset import PROBABILITY_SCALE
+from masq.core.iptables.rules import role_of
+from masq.core.names import POSTROUTING, RESERVED_TARGETS
+from masq.core.nat import TO_PORTS_PROTOCOLS, kernel_probability, parse_port_range
+from masq.core.traffic import Counters
 
 _NO_QUOTE = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPE = re.compile(r"([\"'\\])")
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]")
 _DIGITS = re.compile(r"\d+")
 _STRING_OPTIONS = frozenset({"--comment", "--log-prefix", "--nflog-prefix", "--string"})
-_TARGETS = {"RETURN": "RETURN", "MASQUERADE": "MASQUERADE"}
+_VERDICTS: dict[str, Action] = {"RETURN": "RETURN", "MASQUERADE": "MASQUERADE"}
 
 
 def quote(value: str) -> str:
@@ -99,7 +100,7 @@ def render_spec(rule: Rule) -> str:
     else:
         words += ["-j", rule.action]
     if rule.to_ports is not None:
-        words += ["--to-ports", rule.to_ports]
+        words += ["--to-ports", str(rule.to_ports)]
     if rule.random_fully:
         words.append("--random-fully")
     return " ".join(words)
@@ -133,7 +134,7 @@ def _simple_words(line: str) -> list[tuple[str, int, int]] | None:
     return words if _BLANK.fullmatch(line, pos) else None
 
 
-def split_words(line: str) -> Result[list[tuple[str, int, int]], str]:
+def split_words(line: str) -> Result[list[tuple[str, int, int]], ConfigError]:
     """iptables-restore's tokenizer: words with their (start, end) offsets in ``line``.
 
     Double quotes group, a backslash escapes the next character.
@@ -142,7 +143,7 @@ def split_words(line: str) -> Result[list[tuple[str, int, int]], str]:
     return Success(fast) if fast is not None else split_words_slow(line)
 
 
-def split_words_slow(line: str) -> Result[list[tuple[str, int, int]], str]:
+def split_words_slow(line: str) -> Result[list[tuple[str, int, int]], ConfigError]:
     """The general tokenizer, a character at a time (the fast path must agree with it)."""
     words: list[tuple[str, int, int]] = []
     buf: list[str] = []
@@ -166,7 +167,7 @@ def split_words_slow(line: str) -> Result[list[tuple[str, int, int]], str]:
             buf.append(ch)
             start = i if start < 0 else start
     if quoted or escaped:
-        return Failure(f"unterminated quote or escape in {line!r}")
+        return Failure(invalid("unterminated quote or escape", line))
     if start >= 0:
         words.append(("".join(buf), start, len(line)))
     return Success(words)
@@ -182,65 +183,99 @@ def _network(text: str, family: Family) -> IPNetwork | None:
     return net
 
 
+class _Words:
+    """A cursor over a rule's words, taking them in render_spec's order."""
+
+    def __init__(self, words: list[str]) -> None:
+        self._words = words
+        self._at = 0
+
+    @property
+    def done(self) -> bool:
+        return self._at == len(self._words)
+
+    def take(self, *expected: str) -> bool:
+        if tuple(self._words[self._at : self._at + len(expected)]) == expected:
+            self._at += len(expected)
+            return True
+        return False
+
+    def option(self, *flag: str) -> str | None:
+        """The word after ``flag``, both taken, if the words continue that way."""
+        if len(self._words) - self._at > len(flag) and self.take(*flag):
+            self._at += 1
+            return self._words[self._at - 1]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Matches:
+    destination: IPNetwork | None
+    protocol: str | None
+    comment: str
+    not_local: bool
+    probability: float | None
+
+
+def _read_matches(words: _Words, family: Family) -> _Matches | None:
+    destination_text = words.option("-d")
+    destination = None if destination_text is None else _network(destination_text, family)
+    protocol = words.option("-p")
+    comment = words.option("-m", "comment", "--comment")
+    not_local = words.take("-m", "addrtype", "!", "--dst-type", "LOCAL")
+    probability_text = words.option("-m", "statistic", "--mode", "random", "--probability")
+    probability = None if probability_text is None else _probability(probability_text)
+    if (
+        (destination_text is not None and destination is None)
+        or (protocol is not None and protocol not in TO_PORTS_PROTOCOLS)
+        or (probability_text is not None and probability is None)
+    ):
+        return None
+    return _Matches(
+        destination=destination,
+        protocol=protocol,
+        comment=comment or "",
+        not_local=not_local,
+        probability=probability,
+    )
+
+
 def _probability(text: str) -> float | None:
     try:
         p = float(text)
     except ValueError:
         return None
-    if not 0.0 <= p <= 1.0:
-        return None
-    return round(p * PROBABILITY_SCALE) / PROBABILITY_SCALE
+    return kernel_probability(p) if 0.0 <= p <= 1.0 else None
 
 
-def _model_rule(words: list[str], family: Family) -> Rule | None:
+def _model_rule(tokens: list[str], family: Family) -> Rule | None:
     """The rule the words spell, if they spell it in render_spec's grammar; else None."""
-    w = list(words)
-    fields: dict[str, object] = {}
-
-    def take(*expected: str) -> bool:
-        if w[: len(expected)] == list(expected):
-            del w[: len(expected)]
-            return True
-        return False
-
-    if len(w) >= 2 and w[0] == "-d":
-        net = _network(w[1], family)
-        if net is None:
-            return None
-        fields["destination"] = net
-        del w[:2]
-    if len(w) >= 2 and w[0] == "-p" and w[1] in {"tcp", "udp", "sctp"}:
-        fields["protocol"] = w[1]
-        del w[:2]
-    comment = ""
-    if len(w) >= 4 and take("-m", "comment", "--comment"):
-        comment = w.pop(0)
-    if take("-m", "addrtype", "!", "--dst-type", "LOCAL"):
-        fields["not_local"] = True
-    if len(w) >= 6 and take("-m", "statistic", "--mode", "random", "--probability"):
-        p = _probability(w.pop(0))
-        if p is None:
-            return None
-        fields["probability"] = p
-    if len(w) < 2 or w[0] != "-j":
+    words = _Words(tokens)
+    matches = _read_matches(words, family)
+    target = words.option("-j")
+    if matches is None or target is None or target.startswith("-"):
         return None
-    target = w[1]
-    del w[:2]
-    if target in _TARGETS:
-        action = _TARGETS[target]
-    elif target in RESERVED_TARGETS or target.startswith("-"):
+    if target not in _VERDICTS and target in RESERVED_TARGETS:
         return None  # ACCEPT, SNAT, ...: a target the model does not express
-    else:
-        action = "JUMP"
-        fields["jump_chain"] = target
-    if action == "MASQUERADE" and len(w) >= 2 and w[0] == "--to-ports":
-        fields["to_ports"] = w[1]
-        del w[:2]
-    if action == "MASQUERADE" and take("--random-fully"):
-        fields["random_fully"] = True
-    if w:
+    action: Action = _VERDICTS.get(target, "JUMP")
+    ports_text = words.option("--to-ports") if action == "MASQUERADE" else None
+    to_ports = None if ports_text is None else parse_port_range(ports_text).value_or(None)
+    random_fully = action == "MASQUERADE" and words.take("--random-fully")
+    if not words.done or (ports_text is not None and to_ports is None):
         return None
-    return Rule(action=action, comment=comment, **fields)  # type: ignore[arg-type]
+    jump_chain = target if action == "JUMP" else None
+    return Rule(
+        action=action,
+        comment=matches.comment,
+        destination=matches.destination,
+        not_local=matches.not_local,
+        jump_chain=jump_chain,
+        protocol=matches.protocol,
+        probability=matches.probability,
+        to_ports=to_ports,
+        random_fully=random_fully,
+        role=role_of(action, matches.comment, jump_chain),
+    )
 
 
 def _target(words: list[str]) -> str | None:
@@ -253,98 +288,118 @@ def _target(words: list[str]) -> str | None:
     return None
 
 
-def parse_rule_words(spec: str, family: Family) -> Result[tuple[Rule, Counters | None], str]:
-    """A rule from the text after ``-A CHAIN``: modelled if it fits, else OTHER (opaque)."""
-    tokenized = split_words(spec)
-    if isinstance(tokenized, Failure):
-        return Failure(tokenized.failure())
-    tokens = tokenized.unwrap()
+def _inline_counters(
+    tokens: list[tuple[str, int, int]],
+) -> Result[tuple[list[tuple[str, int, int]], Counters | None], ConfigError]:
+    """The words without ``-c PACKETS BYTES`` (``iptables -S -v``), and those counters."""
     counters: Counters | None = None
     kept: list[tuple[str, int, int]] = []
     i = 0
     while i < len(tokens):
-        # "-c" is inline counters (iptables -S -v) unless it is a string option's value.
+        # "-c" is inline counters unless it is a string option's value.
         if tokens[i][0] == "-c" and (i == 0 or tokens[i - 1][0] not in _STRING_OPTIONS):
-            if i + 2 >= len(tokens) or not all(
-                _DIGITS.fullmatch(t[0]) for t in tokens[i + 1 : i + 3]
-            ):
-                return Failure(f"malformed counters in {spec!r}")
-            counters = Counters(int(tokens[i + 1][0]), int(tokens[i + 2][0]))
+            numbers = [t[0] for t in tokens[i + 1 : i + 3]]
+            if len(numbers) < 2 or not all(_DIGITS.fullmatch(n) for n in numbers):
+                return Failure(invalid("malformed counters"))
+            counters = Counters(int(numbers[0]), int(numbers[1]))
             i += 3
             continue
         kept.append(tokens[i])
         i += 1
-    words = [t[0] for t in kept]
-    if not words:
-        return Failure("empty rule")
-    rule = _model_rule(words, family)
-    if rule is None:
-        raw = " ".join(spec[s:e] for _, s, e in kept)
-        rule = Rule(action="OTHER", comment="", jump_chain=_target(words), spec=raw)
-    return Success((rule, counters))
+    return Success((kept, counters))
 
 
-def _owned_jump(rule: Rule, chain: str) -> bool:
-    return rule.jump_chain == chain
+def parse_rule_words(
+    spec: str, family: Family
+) -> Result[tuple[Rule, Counters | None], ConfigError]:
+    """A rule from the text after ``-A CHAIN``: modelled if it fits, else OTHER (opaque)."""
+
+    def to_rule(
+        found: tuple[list[tuple[str, int, int]], Counters | None],
+    ) -> Result[tuple[Rule, Counters | None], ConfigError]:
+        kept, counters = found
+        words = [t[0] for t in kept]
+        if not words:
+            return Failure(invalid("empty rule"))
+        rule = _model_rule(words, family)
+        if rule is None:
+            raw = " ".join(spec[s:e] for _, s, e in kept)
+            rule = Rule(action="OTHER", comment="", jump_chain=_target(words), spec=raw)
+        return Success((rule, counters))
+
+    return (
+        split_words(spec).bind(_inline_counters).bind(to_rule).alt(lambda e: replace(e, value=spec))
+    )
 
 
-def parse_save(text: str, chain: str, family: Family) -> Result[Ruleset, str]:
+@dataclass
+class _Listing:
+    """What ``parse_save`` has read so far of the agent's part of the nat table."""
+
+    chain: str
+    family: Family
+    table: str | None = None
+    exists: bool = False
+    post: list[Rule] = field(default_factory=list)
+    ours: list[Rule] = field(default_factory=list)
+
+    def read(self, line: str) -> Result[None, ConfigError]:
+        """Take one non-blank line of ``iptables-save`` or ``-S`` output."""
+        if line.startswith("*") or line == "COMMIT":
+            self.table = line[1:] if line.startswith("*") else None
+            return Success(None)
+        if self.table not in (None, "nat"):
+            return Success(None)
+        counters: Counters | None = None
+        if m := _COUNTERS.match(line):
+            counters = Counters(int(m.group(1)), int(m.group(2)))
+            line = line[m.end() :].lstrip()
+        head, _, rest = line.partition(" ")
+        name, _, spec = rest.strip().partition(" ")
+        if head.startswith(":") or (head in {"-N", "-P"} and name):
+            declared = head[1:] if head.startswith(":") else name
+            self.exists = self.exists or (declared == self.chain and head != "-P")
+            return Success(None)
+        if head != "-A" or not name or not spec.strip():
+            return Failure(invalid("unexpected text"))
+        if name not in (self.chain, POSTROUTING):
+            return Success(None)
+        return parse_rule_words(spec.strip(), self.family).map(
+            lambda parsed: self._keep(name, parsed[0], parsed[1] or counters)
+        )
+
+    def _keep(self, name: str, rule: Rule, counters: Counters | None) -> None:
+        if counters is not None:
+            rule = replace(rule, counters=counters)
+        if name == self.chain:
+            self.exists = True
+            self.ours.append(rule)
+        elif rule.jump_chain == self.chain:
+            self.post.append(rule)
+
+    def ruleset(self) -> Ruleset:
+        chains = {POSTROUTING: Chain(POSTROUTING, pvector(self.post))}
+        if self.exists:
+            chains[self.chain] = Chain(self.chain, pvector(self.ours))
+        return Ruleset(family=self.family, chains=pmap(chains))
+
+
+def parse_save(text: str, chain: str, family: Family) -> Result[Ruleset, ConfigError]:
     """Parse ``iptables-save -t nat`` (or ``iptables -S CHAIN -v``) text into what the agent owns.
 
     Accepts full ``iptables-save [-c]`` output or concatenated ``-S`` listings.
     The result always holds POSTROUTING (only the rules that jump to ``chain``)
-    and holds ``chain`` only if the text declares it.
+    and holds ``chain`` only if the text declares it.  A failure names the line.
     """
-    table: str | None = None
-    exists = False
-    post: list[Rule] = []
-    ours: list[Rule] = []
+    listing = _Listing(chain, family)
     for number, raw_line in enumerate(text.splitlines(), start=1):
         line = raw_line.strip()
-        where = f"line {number}"
         if not line or line.startswith("#"):
             continue
-        if line.startswith("*"):
-            table = line[1:]
-            continue
-        if line == "COMMIT":
-            table = None
-            continue
-        if table not in (None, "nat"):
-            continue
-        counters: Counters | None = None
-        m = _COUNTERS.match(line)
-        if m:
-            counters = Counters(int(m.group(1)), int(m.group(2)))
-            line = line[m.end() :].lstrip()
-        if line.startswith(":"):
-            name = line[1:].split(" ", 1)[0]
-            exists = exists or name == chain
-            continue
-        head, _, rest = line.partition(" ")
-        name, _, spec = rest.strip().partition(" ")
-        if head in {"-N", "-P"} and name:
-            exists = exists or (head == "-N" and name == chain)
-            continue
-        if head != "-A" or not name or not spec.strip():
-            return Failure(f"{where}: unexpected text {raw_line!r}")
-        if name not in (chain, POSTROUTING):
-            continue
-        parsed = parse_rule_words(spec.strip(), family)
-        if isinstance(parsed, Failure):
-            return Failure(f"{where}: {parsed.failure()}")
-        rule, inline = parsed.unwrap()
-        if inline or counters:
-            rule = replace(rule, counters=inline or counters)
-        if name == chain:
-            exists = True
-            ours.append(rule)
-        elif _owned_jump(rule, chain):
-            post.append(rule)
-    chains = {POSTROUTING: Chain(POSTROUTING, pvector(post))}
-    if exists:
-        chains[chain] = Chain(chain, pvector(ours))
-    return Success(Ruleset(family=family, chains=pmap(chains)))
+        read = listing.read(line)
+        if isinstance(read, Failure):
+            return Failure(replace(read.failure(), key=f"line {number}", value=raw_line))
+    return Success(listing.ruleset())
 
 
 # --- restore scripts -------------------------------------------------------

@@ -25,8 +25,9 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-from masq.shell.iptables import Completed, ResolvedBackend, Runner, run_command
+from masq.shell.iptables_runner import ResolvedBackend
 from masq.shell.options import Backend
+from masq.shell.process import Completed, Runner, run_command
 
 LOG = logging.getLogger("masq.backend")
 HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from pyrsistent import pmap, pvector
+from pyrsistent import pvector
+from pyrsistent.typing import PMap, PVector
 
-from masq.core.model import (
-    POSTROUTING,
+from masq.core.iptables.model import (
     AppendRule,
     Chain,
     CreateChain,
@@ -26,8 +26,7 @@ from masq.core.model import (
     Rule,
     Ruleset,
 )
-
-BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"})
+from masq.core.names import BUILTIN_CHAINS, POSTROUTING
 
 
 def owned_chain(desired: Ruleset) -> str:
@@ -157,57 +156,68 @@ def cleanup_ops(observed: Ruleset, chain: str) -> tuple[Op, ...]:
 # --- the kernel, modelled --------------------------------------------------
 
 
-def _rules(chains: dict[str, list[Rule]], name: str, op: Op) -> list[Rule]:
-    if name not in chains:
+def _rules(chains: PMap[str, Chain], name: str, op: Op) -> PVector[Rule]:
+    chain = chains.get(name)
+    if chain is None:
         raise ValueError(f"{op!r}: no chain {name}")
-    return chains[name]
+    return chain.rules
 
 
-def _check_target(chains: dict[str, list[Rule]], rule: Rule, op: Op) -> None:
+def _check_target(chains: PMap[str, Chain], rule: Rule, op: Op) -> None:
     if rule.action == "JUMP" and rule.jump_chain not in chains:
         raise ValueError(f"{op!r}: jump to missing chain {rule.jump_chain}")
 
 
+def _apply(chains: PMap[str, Chain], op: Op) -> PMap[str, Chain]:
+    """The chains after one op; ValueError where iptables-restore would refuse it."""
+
+    def put(name: str, rules: PVector[Rule]) -> PMap[str, Chain]:
+        return chains.set(name, Chain(name, rules))
+
+    match op:
+        case CreateChain(chain=c):
+            if c in BUILTIN_CHAINS:
+                raise ValueError(f"{op!r}: built-in chain")
+            return put(c, pvector())
+        case FlushChain(chain=c):
+            _rules(chains, c, op)
+            return put(c, pvector())
+        case DeleteChain(chain=c):
+            if c in BUILTIN_CHAINS or _rules(chains, c, op):
+                raise ValueError(f"{op!r}: built-in or not empty")
+            if any(r.jump_chain == c for chain in chains.values() for r in chain.rules):
+                raise ValueError(f"{op!r}: still referenced")
+            return chains.remove(c)
+        case AppendRule(chain=c, rule=r):
+            rules = _rules(chains, c, op)
+            _check_target(chains, r, op)
+            return put(c, rules.append(r))
+        case InsertRule(chain=c, position=p, rule=r):
+            rules = _rules(chains, c, op)
+            _check_target(chains, r, op)
+            if not 1 <= p <= len(rules) + 1:
+                raise ValueError(f"{op!r}: position out of range")
+            return put(c, rules[: p - 1] + pvector([r]) + rules[p - 1 :])
+        case DeleteRuleAt(chain=c, position=p):
+            rules = _rules(chains, c, op)
+            if not 1 <= p <= len(rules):
+                raise ValueError(f"{op!r}: position out of range")
+            return put(c, rules.delete(p - 1))
+        case DeleteRule(chain=c, rule=r):
+            rules = _rules(chains, c, op)
+            if r not in rules:
+                raise ValueError(f"{op!r}: no such rule")
+            return put(c, rules.remove(r))
+        case _:
+            raise TypeError(f"not an op: {op!r}")
+
+
 def apply_ops(observed: Ruleset, ops: Sequence[Op]) -> Ruleset:
-    """What the kernel makes of ``ops`` (iptables-restore --noflush); ValueError if refused."""
-    chains = {name: list(chain.rules) for name, chain in observed.chains.items()}
+    """What the kernel makes of ``ops`` (iptables-restore --noflush); ValueError if refused.
+
+    Chains are persistent vectors, so every op shares the untouched rules.
+    """
+    chains = observed.chains
     for op in ops:
-        match op:
-            case CreateChain(chain=c):
-                if c in BUILTIN_CHAINS:
-                    raise ValueError(f"{op!r}: built-in chain")
-                chains[c] = []
-            case FlushChain(chain=c):
-                _rules(chains, c, op).clear()
-            case DeleteChain(chain=c):
-                if c in BUILTIN_CHAINS or _rules(chains, c, op):
-                    raise ValueError(f"{op!r}: built-in or not empty")
-                if any(r.jump_chain == c for rules in chains.values() for r in rules):
-                    raise ValueError(f"{op!r}: still referenced")
-                del chains[c]
-            case AppendRule(chain=c, rule=r):
-                rules = _rules(chains, c, op)
-                _check_target(chains, r, op)
-                rules.append(r)
-            case InsertRule(chain=c, position=p, rule=r):
-                rules = _rules(chains, c, op)
-                _check_target(chains, r, op)
-                if not 1 <= p <= len(rules) + 1:
-                    raise ValueError(f"{op!r}: position out of range")
-                rules.insert(p - 1, r)
-            case DeleteRuleAt(chain=c, position=p):
-                rules = _rules(chains, c, op)
-                if not 1 <= p <= len(rules):
-                    raise ValueError(f"{op!r}: position out of range")
-                del rules[p - 1]
-            case DeleteRule(chain=c, rule=r):
-                rules = _rules(chains, c, op)
-                if r not in rules:
-                    raise ValueError(f"{op!r}: no such rule")
-                rules.remove(r)
-            case _:
-                raise TypeError(f"not an op: {op!r}")
-    return Ruleset(
-        family=observed.family,
-        chains=pmap({name: Chain(name, pvector(rules)) for name, rules in chains.items()}),
-    )
+        chains = _apply(chains, op)
+    return Ruleset(family=observed.family, chains=chains)

@@ -9,13 +9,9 @@ whichever of them fires.
 
 from __future__ import annotations
 
-import ipaddress
-
-from masq.core.model import POSTROUTING, IPAddress, Rule, Ruleset, family_of
-
-
-def _address(ip: str | IPAddress) -> IPAddress:
-    return ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+from masq.core.addresses import IPAddress, family_of
+from masq.core.iptables.model import Chain, Rule, Ruleset
+from masq.core.names import POSTROUTING
 
 
 def _matches(rule: Rule, ip: IPAddress, protocol: str | None) -> bool:
@@ -25,19 +21,24 @@ def _matches(rule: Rule, ip: IPAddress, protocol: str | None) -> bool:
 
 
 def first_match(
-    ruleset: Ruleset, chain: str, ip: str | IPAddress, protocol: str | None = None
+    ruleset: Ruleset, chain: str, ip: IPAddress, protocol: str | None = None
 ) -> Rule | None:
     """The rule of ``chain`` that decides for ``ip`` (None: the chain falls through).
 
     An opaque (OTHER) rule is returned when reached, since its matches are
-    unknown: it may decide.
+    unknown: it may decide.  ``ip`` of the other family is a caller's bug
+    (ValueError).
     """
-    address = _address(ip)
-    if family_of(address) != ruleset.family:
-        raise ValueError(f"{address} is not an {ruleset.family} address")
+    if family_of(ip) != ruleset.family:
+        raise ValueError(f"{ip} is not an {ruleset.family} address")
     found = ruleset.chain(chain)
-    for rule in found.rules if found else ():
-        if rule.action == "OTHER" or _matches(rule, address, protocol):
+    return None if found is None else chain_match(found, ip, protocol)
+
+
+def chain_match(chain: Chain, ip: IPAddress, protocol: str | None = None) -> Rule | None:
+    """``first_match`` within one chain (``ip`` of the chain's family)."""
+    for rule in chain.rules:
+        if rule.action == "OTHER" or _matches(rule, ip, protocol):
             return rule
     return None
 
@@ -52,7 +53,7 @@ def agent_chain(ruleset: Ruleset) -> str | None:
 
 
 def masquerades(
-    ruleset: Ruleset, ip: str | IPAddress, protocol: str | None = None, chain: str | None = None
+    ruleset: Ruleset, ip: IPAddress, protocol: str | None = None, chain: str | None = None
 ) -> bool:
     """Whether traffic to non-LOCAL ``ip`` leaves masqueraded under ``ruleset``.
 

@@ -1,0 +1,124 @@
+"""Addresses and CIDRs: parsing them strictly, ordering them one way, covering arithmetic.
+
+The stdlib parser alone is not enough for config text: it accepts a bare address
+(an implicit /32) and scoped IPv6 (``fe80::%eth0/64``).  The character check runs
+first, so whitespace, quotes or iptables words can never slip through into a rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+from pyrsistent import pvector
+from pyrsistent.typing import PVector
+from returns.result import Failure, Result, Success
+
+from masq.core.errors import ConfigError, invalid
+
+Family = Literal["ipv4", "ipv6"]
+FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Span = tuple[int, int, int]
+"""(IP version, first address, last address) as integers: CIDR arithmetic without objects."""
+
+_SHAPE = re.compile(r"[0-9A-Fa-f:.]+/(?:0|[1-9][0-9]{0,2})", re.ASCII)
+
+
+def family_of(net: IPNetwork | IPAddress) -> Family:
+    return "ipv4" if net.version == 4 else "ipv6"
+
+
+def every_destination(family: Family) -> IPNetwork:
+    """What a match without a destination covers (0.0.0.0/0 or ::/0)."""
+    return ipaddress.IPv4Network("0.0.0.0/0") if family == "ipv4" else ipaddress.IPv6Network("::/0")
+
+
+def cidr_key(net: IPNetwork) -> tuple[int, int, int]:
+    """Canonical order of CIDRs everywhere: family, network address, prefix length."""
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def sorted_cidrs(nets: Iterable[IPNetwork]) -> PVector[IPNetwork]:
+    """Deduplicated, canonically ordered vector (the only order the core ever emits)."""
+    return pvector(sorted(set(nets), key=cidr_key))
+
+
+def of_family(nets: Iterable[IPNetwork], family: Family) -> PVector[IPNetwork]:
+    """The CIDRs of one family, in canonical order."""
+    return sorted_cidrs(n for n in nets if family_of(n) == family)
+
+
+def span(net: IPNetwork) -> Span:
+    first = int(net.network_address)
+    return (net.version, first, first + (1 << (net.max_prefixlen - net.prefixlen)) - 1)
+
+
+def uncovered(nets: Iterable[IPNetwork]) -> PVector[IPNetwork]:
+    """The CIDRs no other CIDR of ``nets`` covers, in canonical order.
+
+    CIDRs nest or are disjoint, so in canonical order a covered CIDR comes after
+    the one covering it: one pass keeping the last kept span decides.  Adjacent
+    CIDRs are not merged (each stays its own element with its own counter).
+    """
+    kept: list[IPNetwork] = []
+    end: tuple[int, int] = (0, -1)  # (version, last address) of the last kept CIDR
+    for net in sorted_cidrs(nets):
+        version, _, last = span(net)
+        if version == end[0] and last <= end[1]:
+            continue
+        kept.append(net)
+        end = (version, last)
+    return pvector(kept)
+
+
+def parse_cidr(text: str) -> Result[IPNetwork, ConfigError]:
+    """The canonical network for ``text``, or why it is not a plain, aligned CIDR."""
+    if not text:
+        return Failure(invalid("empty CIDR"))
+    if "/" not in text and _SHAPE.fullmatch(text + "/0"):
+        return Failure(invalid("missing prefix length (write e.g. 10.0.0.0/8 or fd00::/8)", text))
+    if _SHAPE.fullmatch(text) is None:
+        return Failure(
+            invalid(
+                "not a plain CIDR (only an address and a prefix length, like 10.0.0.0/8 or"
+                " fd00::/8; no spaces, quotes or other words)",
+                text,
+            )
+        )
+    address_text, prefix_text = text.split("/", 1)
+    try:
+        address = ipaddress.ip_address(address_text)
+    except ValueError:
+        return Failure(
+            invalid(
+                "invalid address (IPv4 octets are 0-255 without leading zeros; IPv6 as in"
+                " RFC 4291)",
+                text,
+            )
+        )
+    if int(prefix_text) > address.max_prefixlen:
+        return Failure(
+            invalid(f"prefix length over {address.max_prefixlen} for IPv{address.version}", text)
+        )
+    try:
+        return Success(ipaddress.ip_network(text, strict=True))
+    except ValueError:
+        aligned = ipaddress.ip_network(text, strict=False)
+        return Failure(invalid(f"host bits set (misaligned); did you mean {aligned}?", text))
+
+
+def parse_ip(text: str) -> Result[IPAddress, ConfigError]:
+    """A bare IPv4/IPv6 address (no prefix, no zone), or why the text is not one."""
+    stripped = text.strip()
+    if "/" in stripped:
+        return Failure(invalid("is a CIDR; give one address, such as 10.0.0.1", text))
+    if "%" in stripped:
+        return Failure(invalid("has an IPv6 zone; give the address without %zone", text))
+    try:
+        return Success(ipaddress.ip_address(stripped))
+    except ValueError:
+        return Failure(invalid("is not an IPv4 or IPv6 address", text))

@@ -1,0 +1,48 @@
+"""The effective config (what every file said, merged, defaults applied) and its defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from pyrsistent import pvector
+from pyrsistent.typing import PVector
+
+from masq.core.addresses import IPNetwork
+
+DEFAULT_CIDR_LIMIT = 64
+DEFAULT_RESYNC_SECONDS = 60.0
+RFC1918: tuple[IPNetwork, ...] = tuple(
+    ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
+"""Default ``nonMasqueradeCIDRs``."""
+RESERVED_RANGES: tuple[IPNetwork, ...] = RFC1918 + tuple(
+    ipaddress.IPv4Network(c)
+    for c in (
+        "100.64.0.0/10",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+    )
+)
+"""Default ``nonMasqueradeCIDRs`` with ``--nomasq-all-reserved-ranges``."""
+
+
+@dataclass(frozen=True, slots=True)
+class MasqConfig:
+    """The effective configuration after merge and defaults.
+
+    CIDR vectors are deduplicated and in canonical order (``addresses.cidr_key``),
+    so two configs that mean the same are equal and render the same.
+    """
+
+    non_masquerade_cidrs: PVector[IPNetwork] = field(default_factory=pvector)
+    masquerade_cidrs: PVector[IPNetwork] = field(default_factory=pvector)
+    masq_link_local: bool = False
+    masq_link_local_ipv6: bool = False
+    resync_interval: float = DEFAULT_RESYNC_SECONDS
+    cidr_limit: int = DEFAULT_CIDR_LIMIT

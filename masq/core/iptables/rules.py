@@ -1,0 +1,132 @@
+"""From the decision to the iptables rules that carry it out, per family.
+
+The rule text is upstream's (v1/v2), comments included, so switching agents finds
+the chain already in sync.  The comments are also how a rule read back from the
+kernel is recognised as the agent's: ``role_of`` maps them back to roles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyrsistent import pmap, pvector
+
+from masq.core.addresses import Family, IPNetwork
+from masq.core.config import MasqConfig
+from masq.core.decision import FamilyDecision, decide
+from masq.core.iptables.model import Action, Chain, Role, Rule, Ruleset
+from masq.core.names import DEFAULT_CHAIN, POSTROUTING
+from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
+
+EXCEPTION_COMMENT = "ip-masq-agent: destination is in masqueradeCIDRs"
+RETURN_COMMENT = "ip-masq-agent: local traffic is not subject to MASQUERADE"
+MASQ_COMMENT = "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)"
+_ROLES: dict[tuple[Action, str], Role] = {
+    ("MASQUERADE", EXCEPTION_COMMENT): "exception",
+    ("RETURN", RETURN_COMMENT): "keep",
+    ("MASQUERADE", MASQ_COMMENT): "catch-all",
+}
+
+
+def jump_comment(chain: str) -> str:
+    return (
+        "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic"
+        f" to our custom {chain} chain"
+    )
+
+
+def role_of(action: Action, comment: str, jump_chain: str | None) -> Role:
+    """The role of a rule read from the kernel, from what it does and its comment."""
+    if action == "JUMP" and jump_chain is not None and comment == jump_comment(jump_chain):
+        return "jump"
+    return _ROLES.get((action, comment), "foreign")
+
+
+@dataclass(frozen=True, slots=True)
+class RulesetOptions:
+    """Flag-level choices that shape rules but are not config (chain, families, NAT)."""
+
+    chain: str = DEFAULT_CHAIN
+    enable_ipv6: bool = False
+    nat: NatOptions = field(default_factory=NatOptions)
+
+
+def jump_rule(chain: str) -> Rule:
+    """The one POSTROUTING rule the agent owns."""
+    return Rule(
+        action="JUMP", comment=jump_comment(chain), not_local=True, jump_chain=chain, role="jump"
+    )
+
+
+def _masquerade(
+    role: Role, comment: str, destination: IPNetwork | None, nat: NatOptions
+) -> list[Rule]:
+    """A MASQUERADE as v1 spreads it: per protocol, each range its share, then the plain rule."""
+    rules = [
+        Rule(
+            action="MASQUERADE",
+            comment=comment,
+            destination=destination,
+            protocol=protocol,
+            probability=None if share.unconditional else share.probability,
+            to_ports=share.ports,
+            random_fully=nat.random_fully,
+            role=role,
+        )
+        for protocol in (TO_PORTS_PROTOCOLS if nat.to_ports else ())
+        for share in spread(nat.to_ports)
+    ]
+    rules.append(
+        Rule(
+            action="MASQUERADE",
+            comment=comment,
+            destination=destination,
+            random_fully=nat.random_fully,
+            role=role,
+        )
+    )
+    return rules
+
+
+def _dest(net: IPNetwork) -> IPNetwork | None:
+    """iptables prints no ``-d`` for a /0, so the model says "any" for it too."""
+    return None if net.prefixlen == 0 else net
+
+
+def chain_rules(decision: FamilyDecision, nat: NatOptions) -> list[Rule]:
+    """Our chain, first-match: exceptions, link-local, keeps, the catch-all.
+
+    Every rule is distinct (a non-masquerade CIDR equal to the link-local range is
+    written once), which lets the planner diff by longest increasing subsequence.
+    """
+    rules: list[Rule] = []
+    for net in decision.masquerade:
+        rules += _masquerade("exception", EXCEPTION_COMMENT, _dest(net), nat)
+    keeps = [decision.link_local] if decision.link_local is not None else []
+    keeps += [n for n in decision.non_masquerade if n != decision.link_local]
+    rules += [
+        Rule(action="RETURN", comment=RETURN_COMMENT, destination=_dest(n), role="keep")
+        for n in keeps
+    ]
+    rules += _masquerade("catch-all", MASQ_COMMENT, None, nat)
+    return rules
+
+
+def desired_ruleset(config: MasqConfig, family: Family, options: RulesetOptions) -> Ruleset:
+    """Our chain plus the POSTROUTING jump, for one family."""
+    rules = chain_rules(decide(config, family), options.nat)
+    return Ruleset(
+        family=family,
+        chains=pmap(
+            {
+                POSTROUTING: Chain(POSTROUTING, pvector([jump_rule(options.chain)])),
+                options.chain: Chain(options.chain, pvector(rules)),
+            }
+        ),
+    )
+
+
+def desired_rulesets(config: MasqConfig, options: RulesetOptions) -> tuple[Ruleset, ...]:
+    """IPv4, then IPv6 when enabled."""
+    families: tuple[Family, ...] = ("ipv4", "ipv6") if options.enable_ipv6 else ("ipv4",)
+    return tuple(desired_ruleset(config, f, options) for f in families)

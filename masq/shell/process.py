@@ -1,0 +1,56 @@
+"""Running a tool: argv lists through ``sh`` (never a shell string), every outcome captured."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sh
+
+from masq.shell.errors import AgentError, TransientError
+
+_ANY_EXIT = tuple(range(256))
+_RESOURCE_ERRNOS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+Runner = Callable[[list[str], str | None], Completed]
+
+
+def run_command(argv: list[str], stdin: str | None = None) -> Completed:
+    """Run argv without a shell or tty, capture everything, never raise on exit codes."""
+    try:
+        cmd = sh.Command(argv[0])
+    except sh.CommandNotFound:
+        raise AgentError(f"{argv[0]}: command not found (is it installed?)") from None
+    # No ``_timeout``: sh implements it with a thread polling every 100 ms, which
+    # would add 100 ms to every 5 ms listing.  Lock waits are bounded by ``--wait``.
+    try:
+        done = cmd(*argv[1:], _in=stdin, _ok_code=_ANY_EXIT, _tty_out=False, _return_cmd=True)
+    except OSError as e:  # no fd, memory or process slot for the pipes and the fork
+        message = f"{argv[0]}: cannot run: {e.strerror or e}"
+        raise (TransientError if e.errno in _RESOURCE_ERRNOS else AgentError)(message) from None
+    except sh.ForkException as e:  # the exec itself failed; sh's text ends with its OSError
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        reason = lines[-1] if lines else "exec failed"
+        raise AgentError(f"{argv[0]}: cannot run: {reason}") from None
+    return Completed(
+        argv=tuple(argv),
+        exit_code=int(done.exit_code),
+        stdout=_text(done.stdout),
+        stderr=_text(done.stderr),
+    )
+
+
+def _text(data: object) -> str:
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return str(data)

@@ -1,0 +1,57 @@
+"""The library documentation is true: its examples run as written and it names the whole API."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+import masq
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCK = re.compile(r"```python\n(?P<code>.*?)```(?:\s*\nOutput:\s*\n```\n(?P<output>.*?)```)?", re.S)
+
+
+def examples(path: Path) -> list[tuple[str, str | None]]:
+    return [(m["code"], m["output"]) for m in BLOCK.finditer(path.read_text(encoding="utf-8"))]
+
+
+DOCUMENTED = [
+    (doc, i, code, output)
+    for doc in ("README.md", "docs/library.md")
+    for i, (code, output) in enumerate(examples(ROOT / doc))
+]
+
+
+def test_the_docs_hold_examples() -> None:
+    # Fails if the block pattern stops matching (then the test below would test nothing).
+    assert {doc for doc, *_ in DOCUMENTED} == {"README.md", "docs/library.md"}
+    assert sum(1 for *_, output in DOCUMENTED if output is not None) >= 2
+
+
+@pytest.mark.parametrize(
+    ("doc", "index", "code", "output"), DOCUMENTED, ids=[f"{d}#{i}" for d, i, _, _ in DOCUMENTED]
+)
+def test_example_runs_as_written(doc: str, index: int, code: str, output: str | None) -> None:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, f"{doc} example {index}", "exec"), {"__name__": "__doc_example__"})
+    if output is not None:
+        assert printed.getvalue() == output
+
+
+def test_every_public_name_is_documented() -> None:
+    text = (ROOT / "docs" / "library.md").read_text(encoding="utf-8")
+    missing = [n for n in masq.__all__ if n != "__version__" and f"`{n}`" not in text]
+    assert missing == []
+
+
+def test_every_documented_name_exists() -> None:
+    # Fails if the docs keep a name the package no longer exports.
+    text = (ROOT / "docs" / "library.md").read_text(encoding="utf-8")
+    table_names = re.findall(r"^\| `([A-Za-z_]+)`", text, re.M)
+    assert table_names, "no API table found"
+    assert [n for n in table_names if n not in masq.__all__] == []
