@@ -4,8 +4,9 @@
 # packages already present and an up-to-date venv are left alone, so every entry point
 # (quickstart, scripts/test.sh, .ci/run) can call it.
 #
-# Usage: scripts/setup.sh [--container] [--update]
+# Usage: scripts/setup.sh [--container] [--promtool] [--update]
 #   --container  also install buildah and debootstrap (the image test needs them)
+#   --promtool   also install promtool if missing (the monitoring tests in the unit stage)
 #   --update     always run `apt-get update` and the install (.ci/run on a fresh machine)
 # Environment: VENV (default: <repo>/.venv), PYTHON (default: python3).
 set -euo pipefail
@@ -15,10 +16,12 @@ VENV="${VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
 container=0
+promtool=0
 update=0
 for arg in "$@"; do
     case "$arg" in
         --container) container=1 ;;
+        --promtool) promtool=1 ;;
         --update) update=1 ;;
         *) echo "setup.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
@@ -50,13 +53,13 @@ if [ "$update" = 1 ] || [ "${#missing[@]}" -gt 0 ]; then
     updated=1
 fi
 
-# promtool checks and unit-tests the example alerting rules (tests/test_monitoring.py). Debian
-# ships it only inside the `prometheus` package, which also holds the server and its service:
+# promtool checks and unit-tests the example alerting rules (tests/test_monitoring.py); the
+# quickstart does not need it. Debian ships it only inside the `prometheus` package, which also holds the server and its service:
 # install it without recommends (they would add prometheus-node-exporter) and with a
 # policy-rc.d that forbids starting services, so nothing is left running. An existing
 # policy-rc.d (container images often have one) is put back afterwards. About 20 MB to
 # download, 100 MB on disk with its dependencies.
-if ! command -v promtool >/dev/null 2>&1; then
+if [ "$promtool" = 1 ] && ! command -v promtool >/dev/null 2>&1; then
     if [ "$(id -u)" != 0 ]; then
         echo "setup.sh: must run as root to install prometheus (for promtool)" >&2
         exit 1

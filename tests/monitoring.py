@@ -222,11 +222,11 @@ def exposed_names(exposition: str) -> set[str]:
 
 
 def promtool() -> str:
-    """promtool's path. Missing, the test fails under CI=true (scripts/setup.sh installs it)
-    and is skipped with the reason elsewhere."""
+    """promtool's path. Missing, the test fails under CI=true (.ci/run installs it) and is
+    skipped with the reason elsewhere."""
     path = shutil.which("promtool")
     if path is None:
-        reason = "promtool not on PATH (scripts/setup.sh installs Debian's prometheus package)"
+        reason = "promtool not on PATH (scripts/setup.sh --promtool installs it)"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"CI=true but {reason}", pytrace=False)
         pytest.skip(reason)
