@@ -28,6 +28,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 setup_args=()
+case " $STAGES " in *" unit "*) setup_args+=(--promtool) ;; esac
 case " $STAGES " in *" container "*) setup_args+=(--container) ;; esac
 "$ROOT/scripts/setup.sh" "${setup_args[@]}"
 

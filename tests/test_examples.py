@@ -2,18 +2,28 @@
 
 Offline: schemas come from the kubernetes-validate package, configs go through the core's
 own parser and merge, and the DaemonSet's args go through the agent's own flag parser.
+Custom resources, which kubernetes-validate has no schema for (the PrometheusRule), are
+validated against a schema of their CRD kept in tests/schemas/; a kind known to neither
+fails, it is never skipped. Every other file in examples/ is checked by a named test too
+(the monitoring files: tests/test_monitoring.py).
 """
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import json
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from monitoring import DASHBOARD, PROMETHEUS_RULE, RULES
+from referencing import Registry, Resource
 from returns.result import Failure, Success
 
 import masq
@@ -22,6 +32,17 @@ from masq.shell.options import DEFAULT_METRICS_BIND
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MANIFESTS = sorted(EXAMPLES.glob("*.yaml"))
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+# (apiVersion, kind) -> a strict JSON schema of that custom resource, written for these tests.
+CUSTOM_RESOURCES = {
+    ("monitoring.coreos.com/v1", "PrometheusRule"): SCHEMAS
+    / "prometheusrule-monitoring.coreos.com-v1.json",
+}
+# Files under examples/ that are not Kubernetes manifests, and the tests that check them.
+NOT_MANIFESTS = {
+    RULES: "tests/test_monitoring.py (promtool check rules, promtool test rules)",
+    DASHBOARD: "tests/test_monitoring.py (Grafana JSON, queries parsed by promtool)",
+}
 # The oldest Kubernetes release the manifests promise to work with, and the newest the
 # installed kubernetes-validate knows; strict mode rejects unknown fields (a mis-indented key
 # lands in the wrong object and becomes unknown there).
@@ -62,15 +83,93 @@ def embedded_configs() -> list[tuple[str, str, str]]:
     ]
 
 
+def validate_custom_resource(doc: dict[str, Any], version: str) -> None:
+    """Validate against our schema of the CRD; its ObjectMeta is the one of Kubernetes
+    ``version``, from kubernetes-validate's strict definitions."""
+    schema = json.loads(CUSTOM_RESOURCES[(doc["apiVersion"], doc["kind"])].read_text())
+    definitions_file = (
+        files("kubernetes_validate")
+        / "kubernetes-json-schema"
+        / f"v{version}-local-strict"
+        / "_definitions.json"
+    )
+    definitions = json.loads(definitions_file.read_text())
+    registry: Registry[Any] = Registry().with_resource(
+        definitions["$id"], Resource.from_contents(definitions)
+    )
+    jsonschema.Draft202012Validator(schema, registry=registry).validate(doc)
+
+
+def validate_manifest(doc: dict[str, Any], version: str) -> None:
+    if (doc["apiVersion"], doc["kind"]) in CUSTOM_RESOURCES:
+        validate_custom_resource(doc, version)
+    else:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
 def test_examples_exist() -> None:
     kinds = sorted(d["kind"] for d in DOCS.values())
-    assert kinds == ["ConfigMap", "ConfigMap", "DaemonSet"]
+    assert kinds == ["ConfigMap", "ConfigMap", "DaemonSet", "PrometheusRule"]
+
+
+def test_every_file_in_examples_is_checked() -> None:
+    """A new file is either a manifest validated below or named with the test that checks
+    it: nothing under examples/ goes unchecked."""
+    present = {p for p in EXAMPLES.rglob("*") if p.is_file()}
+    assert present == set(MANIFESTS) | set(NOT_MANIFESTS)
+    assert PROMETHEUS_RULE in MANIFESTS
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("name", sorted(DOCS))
 def test_manifest_matches_kubernetes_schema(name: str, version: str) -> None:
-    kubernetes_validate.validate(DOCS[name], version, strict=True)
+    validate_manifest(DOCS[name], version)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_custom_resources_need_their_own_schema(version: str) -> None:
+    """kubernetes-validate knows built-in kinds only: without CUSTOM_RESOURCES the
+    PrometheusRule could not be validated, and an unknown kind is an error here."""
+    (rule,) = of_kind("PrometheusRule")
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        kubernetes_validate.validate(rule, version, strict=True)
+    unknown = {**rule, "kind": "PrometheusRules"}
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        validate_manifest(unknown, version)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        "for at group level",
+        "alert and record",
+        "no expr",
+        "duration with a space",
+        "unknown metadata field",
+        "annotation not a string",
+    ],
+)
+def test_prometheusrule_schema_is_strict(breakage: str, version: str) -> None:
+    (rule,) = of_kind("PrometheusRule")
+    broken = copy.deepcopy(rule)
+    group = broken["spec"]["groups"][0]
+    first = group["rules"][0]
+    if breakage == "for at group level":
+        group["for"] = first.pop("for")
+    elif breakage == "alert and record":
+        first["record"] = "ip_masq_agent:down"
+    elif breakage == "no expr":
+        del first["expr"]
+    elif breakage == "duration with a space":
+        first["for"] = "5 m"
+    elif breakage == "unknown metadata field":
+        broken["metadata"]["label"] = broken["metadata"].pop("labels")
+    elif breakage == "annotation not a string":
+        first["annotations"]["runbook"] = ["https://example.com"]
+    validate_manifest(rule, version)
+    with pytest.raises(jsonschema.ValidationError):
+        validate_manifest(broken, version)
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)

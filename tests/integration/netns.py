@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -100,6 +101,18 @@ else:
     while time.monotonic() < end:  # same socket: one conntrack entry, one NAT decision
         s.sendto(b"probe", (sys.argv[1], int(sys.argv[2])))
         time.sleep(0.1)
+"""
+
+
+_HTTP_GET = r"""
+import json, sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
+        print(json.dumps([r.status, r.read().decode()]))
+except urllib.error.HTTPError as e:
+    print(json.dumps([e.code, e.read().decode()]))
+except OSError as e:
+    print(json.dumps([0, str(e)]))
 """
 
 
@@ -316,6 +329,13 @@ class Topology:
         return run(
             self.in_ns(self.node, ["nft", "-a", "list", "chain", table, "nat", chain])
         ).stdout
+
+    def http_get(self, url: str) -> tuple[int, str]:
+        """GET ``url`` from inside node (where the agent listens); status 0 = no answer."""
+        argv = self.in_ns(self.node, [AGENT_PYTHON, "-I", "-S", "-c", _HTTP_GET, url])
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=True)
+        status, body = json.loads(proc.stdout)
+        return int(status), str(body)
 
     def conntrack_flush(self) -> None:
         for family in ("ipv4", "ipv6"):

@@ -42,17 +42,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 PORT = 9931  # the default port, inside the node namespace only
 UDP_HEADERS = 28  # IPv4 + UDP header bytes: the kernel counts whole IP packets
 
-_SCRAPE = r"""
-import json, sys, urllib.error, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
-        print(json.dumps([r.status, r.read().decode()]))
-except urllib.error.HTTPError as e:
-    print(json.dumps([e.code, e.read().decode()]))
-except OSError as e:
-    print(json.dumps([0, str(e)]))
-"""
-
 _BURST = r"""
 import socket, sys
 dest, port, count, payload = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -81,12 +70,7 @@ print(json.dumps(out))
 
 def scrape(topo: Topology, path: str) -> tuple[int, str]:
     """GET from inside node (where the agent listens on 127.0.0.1); status 0 = no answer."""
-    argv = topo.in_ns(
-        topo.node, [AGENT_PYTHON, "-I", "-S", "-c", _SCRAPE, f"http://127.0.0.1:{PORT}{path}"]
-    )
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=True)
-    status, body = json.loads(proc.stdout)
-    return int(status), str(body)
+    return topo.http_get(f"http://127.0.0.1:{PORT}{path}")
 
 
 def metric_values(topo: Topology) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

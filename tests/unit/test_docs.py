@@ -12,7 +12,9 @@ import pytest
 import masq
 
 ROOT = Path(__file__).resolve().parents[2]
-BLOCK = re.compile(r"```python\n(?P<code>.*?)```(?:\s*\nOutput:\s*\n```\n(?P<output>.*?)```)?", re.S)
+BLOCK = re.compile(
+    r"```python\n(?P<code>.*?)```(?:\s*\nOutput:\s*\n```\n(?P<output>.*?)```)?", re.S
+)
 
 
 def examples(path: Path) -> list[tuple[str, str | None]]:
