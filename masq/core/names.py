@@ -62,3 +62,11 @@ def valid_chain_name(name: str) -> bool:
         and name not in RESERVED_TARGETS
         and name not in BUILTIN_CHAINS
     )
+
+
+_TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def valid_table_name(name: str) -> bool:
+    """Whether ``name`` is an nft table name the agent writes and reads back unquoted."""
+    return _TABLE_NAME.fullmatch(name) is not None

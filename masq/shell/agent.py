@@ -1,8 +1,10 @@
-"""One sync: config -> desired rules, observe what we own, plan, write only a non-empty plan.
+"""One sync: read the config, make the chosen dataplane right, then clear the other one.
 
-Everything that can fail on input (config, parsing the kernel's listing,
-planning) runs for every family before the first write, so an error never
-leaves a half-applied change behind.
+Everything that can fail on input (config, parsing the kernel's listing, planning)
+runs before the first write, so an error never leaves a half-applied change behind.
+The order is make-before-break: the chosen dataplane is made right first, and only
+then are the other dataplane's objects (left by an earlier mode, an old pod, or v1/v2)
+removed, so at no instant does a destination that must be masqueraded go without.
 """
 
 from __future__ import annotations
@@ -17,37 +19,30 @@ from typing import Protocol, TextIO
 from returns.result import Failure
 
 from masq.core.addresses import FAMILIES, Family
+from masq.core.config import MasqConfig
 from masq.core.iptables.codec import render_ops_readable, render_restore
-from masq.core.iptables.model import Op, Ruleset, op_label
-from masq.core.iptables.plan import cleanup_ops, plan, replace_ops
-from masq.core.iptables.rules import desired_ruleset
-from masq.core.iptables.traffic import traffic_of
 from masq.core.merge import Merged
+from masq.core.nftables.codec import render_ops_readable as render_nft_ops
+from masq.core.nftables.model import NftOp
 from masq.core.traffic import CidrTraffic
+from masq.shell import iptables_runner, netlink, nftables_runner
 from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.errors import AgentError, ConfigInvalid, TransientError
 from masq.shell.iptables_backend import resolve_backend
-from masq.shell.iptables_runner import Iptables, ResolvedBackend
+from masq.shell.netlink import Kernel
+from masq.shell.nftables_runner import NftablesDataplane
 from masq.shell.options import Options
 from masq.shell.process import Runner, run_command
 
 LOG = logging.getLogger("masq.agent")
+KUBE_PROXY_TABLE = "kube-proxy"  # kube-proxy's nftables mode owns ip/ip6 tables of this name
 MAX_ATTEMPTS = 10
 FIRST_BACKOFF_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
-class FamilyPlan:
-    family: Family
-    table: Iptables
-    desired: Ruleset
-    ops: tuple[Op, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class SyncReport:
     loaded: LoadedConfig
-    plans: tuple[FamilyPlan, ...]
     wrote: bool
 
     @property
@@ -76,16 +71,120 @@ class NoMetrics:
         pass
 
 
-def final_random_fully(observed: Ruleset, chain: str) -> bool:
-    own = observed.chain(chain)
-    if own is None or not own.rules:
-        return False
-    last = own.rules[-1]
-    return last.action == "MASQUERADE" and last.random_fully
+class Dataplane(Protocol):
+    """One way of carrying out the decision in the kernel."""
+
+    def sync(self, config: MasqConfig, dry_run: bool) -> bool:
+        """Make the kernel right (or print what would change); whether anything was written."""
+        ...
+
+    def leftovers(self, dry_run: bool) -> int:
+        """Remove this dataplane's objects while the other one is in charge; ops written."""
+        ...
+
+
+class _Iptables:
+    """The iptables dataplane, reporting to the sync's hooks."""
+
+    def __init__(
+        self, opts: Options, hooks: SyncHooks, runner: Runner, kernel: Kernel, out: TextIO
+    ) -> None:
+        families = FAMILIES if opts.enable_ipv6 else ("ipv4",)
+        self.plane = iptables_runner.IptablesDataplane(
+            opts.masq_chain,
+            backend=lambda: resolve_backend(opts.iptables_backend),
+            families=families,
+            options=opts.ruleset_options,
+            random_fully=opts.random_fully,
+            runner=runner,
+            kernel=kernel,
+        )
+        self.chain = opts.masq_chain
+        self.hooks = hooks
+        self.runner = runner
+        self.kernel = kernel
+        self.out = out
+
+    def sync(self, config: MasqConfig, dry_run: bool) -> bool:
+        plans = self.plane.plan(config, self.hooks.traffic)
+        if dry_run:
+            self.plane.describe(plans, self.out)
+            return False
+        wrote = False
+        for p in plans:
+            if not p.ops:
+                LOG.log(logging.INFO - 5, "in sync", extra={"kv": {"family": p.family}})
+                continue
+            applied = self.plane.apply(p)
+            self.hooks.rule_writes(p.family, iptables_runner.write_labels(applied))
+            wrote = True
+        return wrote
+
+    def leftovers(self, dry_run: bool) -> int:
+        """Our chain and jumps in every backend and family whose binaries exist."""
+        tables = iptables_runner.leftover_tables(self.chain, self.runner, self.kernel)
+        total = 0
+        for table, ops in iptables_runner.cleanup_plans(tables, self.chain):
+            if dry_run:
+                self.out.write(f"# {table.family} ({table.binary}): cleanup\n")
+                self.out.write(render_ops_readable(ops))
+                continue
+            if ops:
+                table.restore(render_restore(ops))
+                self.hooks.rule_writes(table.family, iptables_runner.write_labels(ops))
+                total += len(ops)
+                LOG.info(
+                    "iptables chain removed",
+                    extra={"kv": {"family": table.family, "binary": table.binary, "ops": len(ops)}},
+                )
+        return total
+
+
+class _Nftables:
+    """The nftables dataplane, reporting to the sync's hooks."""
+
+    def __init__(
+        self, opts: Options, hooks: SyncHooks, runner: Runner, kernel: Kernel, out: TextIO
+    ) -> None:
+        self.plane = NftablesDataplane(opts.table_options(), runner, kernel)
+        self.hooks = hooks
+        self.out = out
+
+    def sync(self, config: MasqConfig, dry_run: bool) -> bool:
+        self.plane.probe(config)
+        p = self.plane.plan(config)
+        if p.listed:
+            for family, rows in self.plane.traffic(config, p.observed).items():
+                self.hooks.traffic(family, rows)
+        if dry_run:
+            self.plane.describe(p, self.out)
+            return False
+        if not p.ops:
+            LOG.log(logging.INFO - 5, "in sync", extra={"kv": {"table": p.desired.name}})
+            return False
+        self._report(self.plane.apply(p))
+        return True
+
+    def leftovers(self, dry_run: bool) -> int:
+        ops = self.plane.cleanup_ops()
+        if dry_run:
+            if ops:
+                self.out.write("# nftables: cleanup\n")
+                self.out.write(render_nft_ops(ops))
+            return 0
+        if ops:
+            self.plane.remove(ops)
+            self._report(list(ops))
+            LOG.info("nftables table removed", extra={"kv": {"ops": len(ops)}})
+        return len(ops)
+
+    def _report(self, ops: Sequence[NftOp]) -> None:
+        for family, labels in nftables_runner.write_labels(ops).items():
+            self.hooks.rule_writes(family, labels)
 
 
 class Agent:
-    """Holds what one process learns once: the backend, the last config read."""
+    """Holds what one process learns once: the dataplanes, the last config read."""
 
     def __init__(
         self,
@@ -93,23 +192,24 @@ class Agent:
         metrics: SyncHooks,
         runner: Runner = run_command,
         out: TextIO | None = None,
+        kernel: Kernel = netlink.SYSTEM,
     ) -> None:
         self.opts = opts
         self.metrics = metrics
-        self._run = runner
-        self._out = out
-        self._backend: ResolvedBackend | None = None
+        self._out = out if out is not None else sys.stdout
+        iptables = _Iptables(opts, metrics, runner, kernel, self._out)
+        nftables = _Nftables(opts, metrics, runner, kernel, self._out)
+        chosen: tuple[Dataplane, Dataplane] = (
+            (nftables, iptables) if opts.dataplane == "nftables" else (iptables, nftables)
+        )
+        self.dataplane, self.other = chosen
+        if opts.dataplane == "iptables" and kernel.table_exists("ip", KUBE_PROXY_TABLE):
+            LOG.info(
+                "kube-proxy runs in nftables mode here: consider --dataplane=nftables",
+                extra={"kv": {"why": "one table lookup per new connection at any CIDR count"}},
+            )
         self._last: tuple[ConfigFiles, LoadedConfig] | None = None
         self._warned_missing = False
-
-    @property
-    def families(self) -> tuple[Family, ...]:
-        return FAMILIES if self.opts.enable_ipv6 else ("ipv4",)
-
-    def tables(self) -> tuple[Iptables, ...]:
-        if self._backend is None:
-            self._backend = resolve_backend(self.opts.iptables_backend)
-        return tuple(Iptables(self._backend, f, self._run) for f in self.families)
 
     def load(self) -> LoadedConfig:
         """Read the config dir; parse and merge only when the bytes changed."""
@@ -167,102 +267,24 @@ class Agent:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise AgentError(f"{conflicts[0]}{more} (--fail-on-conflict)")
 
-    def plan_all(self, loaded: LoadedConfig) -> tuple[FamilyPlan, ...]:
-        chain = self.opts.masq_chain
-        plans = []
-        for table in self.tables():
-            observed = table.observe(chain)
-            self.metrics.traffic(table.family, traffic_of(observed))
-            rf = self.opts.random_fully and table.supports_random_fully(
-                final_random_fully(observed, chain)
-            )
-            desired = desired_ruleset(
-                loaded.merged.config, table.family, self.opts.ruleset_options(rf)
-            )
-            plans.append(FamilyPlan(table.family, table, desired, plan(desired, observed)))
-        return tuple(plans)
-
     def sync(self) -> SyncReport:
-        """One reconcile of every enabled family (raises AgentError / TransientError)."""
+        """One reconcile: the chosen dataplane, then the other's leftovers (make-before-break)."""
         loaded = self.load()
         self.metrics.config_loaded(len(loaded.files), loaded.merged)
-        plans = self.plan_all(loaded)
-        if self.opts.dry_run:
-            self._print_plans(plans)
-            return SyncReport(loaded, plans, wrote=False)
-        wrote = False
-        for p in plans:
-            if not p.ops:
-                LOG.log(logging.INFO - 5, "in sync", extra={"kv": {"family": p.family}})
-                continue
-            applied = self._apply(p)
-            self.metrics.rule_writes(p.family, [op_label(op) for op in applied])
-            wrote = True
-        return SyncReport(loaded, plans, wrote)
-
-    def _apply(self, p: FamilyPlan) -> tuple[Op, ...]:
-        """Apply the plan; if the kernel refuses it, re-observe and replace our chain whole."""
-        try:
-            p.table.restore(render_restore(p.ops))
-        except TransientError:
-            raise
-        except AgentError as first:
-            LOG.warning(
-                "incremental update refused, replacing the chain",
-                extra={"kv": {"family": p.family, "error": str(first)}},
-            )
-        else:
-            # Positions were planned from an earlier listing; if another writer moved the
-            # chain in between, the restore succeeds on the wrong rules.  Only a read-back
-            # tells, and it costs a listing only when we wrote.
-            observed = p.table.observe(self.opts.masq_chain)
-            if not plan(p.desired, observed):
-                LOG.info("rules updated", extra={"kv": {"family": p.family, "ops": len(p.ops)}})
-                return p.ops
-            LOG.warning(
-                "chain changed during the update, replacing it",
-                extra={"kv": {"family": p.family}},
-            )
-            return p.ops + self._replace(p, observed)
-        return self._replace(p, p.table.observe(self.opts.masq_chain))
-
-    def _replace(self, p: FamilyPlan, observed: Ruleset) -> tuple[Op, ...]:
-        """Full-sync fallback: one transaction that rebuilds our chain and its jump."""
-        ops = replace_ops(p.desired, observed)
-        p.table.restore(render_restore(ops))
-        LOG.info("chain replaced", extra={"kv": {"family": p.family, "ops": len(ops)}})
-        return ops
-
-    def _print_plans(self, plans: tuple[FamilyPlan, ...]) -> None:
-        out = self._out if self._out is not None else sys.stdout
-        for p in plans:
-            binary = p.table.binary
-            if not p.ops:
-                out.write(f"# {p.family} ({binary}): in sync, nothing to do\n")
-                continue
-            out.write(f"# {p.family} ({binary}): {len(p.ops)} change(s)\n")
-            out.write(render_ops_readable(p.ops))
-        out.flush()
+        dry_run = self.opts.dry_run
+        wrote = self.dataplane.sync(loaded.merged.config, dry_run)
+        wrote = self.other.leftovers(dry_run) > 0 or wrote
+        if dry_run:
+            self._out.flush()
+        return SyncReport(loaded, wrote)
 
     def cleanup(self) -> int:
-        """Remove our jumps and chain in every enabled family; count of ops written."""
-        chain = self.opts.masq_chain
-        planned = []
-        for table in self.tables():
-            ops = cleanup_ops(table.observe(chain), chain)
-            planned.append((table, ops))
-        total = 0
-        for table, ops in planned:
-            if self.opts.dry_run:
-                out = self._out if self._out is not None else sys.stdout
-                out.write(f"# {table.family} ({table.binary}): cleanup\n")
-                out.write(render_ops_readable(ops))
-                continue
-            if ops:
-                table.restore(render_restore(ops))
-                self.metrics.rule_writes(table.family, [op_label(op) for op in ops])
-                total += len(ops)
-            LOG.info("cleaned up", extra={"kv": {"family": table.family, "ops": len(ops)}})
+        """Remove what the agent owns in both dataplanes (nothing else); count of ops written."""
+        total = self.dataplane.leftovers(self.opts.dry_run) + self.other.leftovers(
+            self.opts.dry_run
+        )
+        self._out.flush()
+        LOG.info("cleaned up", extra={"kv": {"ops": total}})
         return total
 
 
@@ -318,7 +340,7 @@ def run_once(opts: Options) -> int:
 
 
 def cleanup(opts: Options) -> int:
-    """``--cleanup``: our chain and POSTROUTING jumps only, every enabled family."""
+    """``--cleanup``: what the agent owns in both dataplanes, every family, nothing else."""
     agent = Agent(opts, NoMetrics())
     with_retries(agent.cleanup, cap=min(opts.resync_interval, 5.0))
     return 0

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from returns.result import Failure, Success
 
 from masq import __version__
-from masq.core.names import valid_chain_name
+from masq.core.names import valid_chain_name, valid_table_name
 from masq.core.nat import format_to_ports, parse_to_ports
 from masq.shell.errors import EXIT_OK, PROG, ShellError, UsageError
 from masq.shell.options import DISABLED_BIND, BindAddress, Options, parse_bind
@@ -67,6 +67,14 @@ def _chain(text: str) -> str:
         raise UsageError(
             f"invalid chain name {text!r}: 1..28 printable characters, no quotes, not starting"
             " with '-' or '!', not a built-in chain or target"
+        )
+    return text
+
+
+def _table(text: str) -> str:
+    if not valid_table_name(text):
+        raise UsageError(
+            f"invalid table name {text!r}: a letter, then up to 63 letters, digits, '_' or '-'"
         )
     return text
 
@@ -160,6 +168,14 @@ FLAGS: tuple[Flag, ...] = (
         "iptables_backend",
         _one_of("auto", "nft", "legacy"),
     ),
+    Flag(
+        "dataplane",
+        "str",
+        "iptables (a nat chain, v1/v2 compatible) or nftables (a table with interval sets)",
+        "dataplane",
+        _one_of("iptables", "nftables"),
+    ),
+    Flag("nft-table", "str", "the nftables table the agent owns", "nft_table", _table),
     Flag(
         "metrics-bind-address",
         "str",

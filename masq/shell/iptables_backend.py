@@ -25,6 +25,7 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
+from masq.shell import netlink
 from masq.shell.iptables_runner import ResolvedBackend
 from masq.shell.options import Backend
 from masq.shell.process import Completed, Runner, run_command
@@ -32,7 +33,7 @@ from masq.shell.process import Completed, Runner, run_command
 LOG = logging.getLogger("masq.backend")
 HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 IPTABLES_TABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})
-LEGACY_NAMES_FILES = ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names")
+LEGACY_NAMES_FILES = tuple(netlink.LEGACY_NAMES_FILES.values())
 LEGACY_ENOUGH_RULES = 10
 
 

@@ -12,19 +12,32 @@ another ~170 ms to parse, while a listing's output is a few lines.
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Literal
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TextIO
 
 from returns.result import Failure
 
-from masq.core.addresses import Family
-from masq.core.iptables.codec import parse_save
-from masq.core.iptables.model import Ruleset
+from masq.core.addresses import FAMILIES, Family
+from masq.core.config import MasqConfig
+from masq.core.iptables.codec import parse_save, render_ops_readable, render_restore
+from masq.core.iptables.model import Op, Ruleset, op_label
+from masq.core.iptables.plan import cleanup_ops, plan, replace_ops
+from masq.core.iptables.rules import RulesetOptions, desired_ruleset
+from masq.core.iptables.traffic import traffic_of
 from masq.core.names import POSTROUTING
+from masq.core.traffic import CidrTraffic
+from masq.shell import netlink
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.process import Completed, Runner, run_command
 
+LOG = logging.getLogger("masq.iptables")
+
 ResolvedBackend = Literal["nft", "legacy"]
+BACKENDS: tuple[ResolvedBackend, ...] = ("nft", "legacy")
 LOCK_WAIT_SECONDS = 5  # then exit 4 -> TransientError -> backoff, never a silent hang
 RANDOM_FULLY_MIN_VERSION = (1, 6, 2)
 _TRANSIENT_EXIT = 4  # iptables' RESOURCE_PROBLEM: lock held, ENOBUFS, EAGAIN
@@ -79,6 +92,9 @@ class Iptables:
         self.restore_binary = f"{base}-{backend}-restore"
         self._run = runner
 
+    def run(self, argv: list[str]) -> Completed:
+        return self._run(argv, None)
+
     def observe_text(self, chain: str) -> str:
         """POSTROUTING's rules and our chain with counters, as two one-chain listings."""
         wait = f"--wait={LOCK_WAIT_SECONDS}"  # legacy listings take the xtables lock too
@@ -118,3 +134,190 @@ class Iptables:
         supported = version is not None and version >= RANDOM_FULLY_MIN_VERSION
         _random_fully_cache[self.binary] = supported
         return supported
+
+
+def final_random_fully(observed: Ruleset, chain: str) -> bool:
+    own = observed.chain(chain)
+    if own is None or not own.rules:
+        return False
+    last = own.rules[-1]
+    return last.action == "MASQUERADE" and last.random_fully
+
+
+TrafficHook = Callable[[Family, tuple[CidrTraffic, ...]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyPlan:
+    family: Family
+    table: Iptables
+    desired: Ruleset
+    ops: tuple[Op, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _InSync:
+    """What a sync that found every family in sync saw: the generation and what it wanted."""
+
+    generation: int
+    random_fully: tuple[bool, ...]
+    desired: tuple[Ruleset, ...]
+
+
+class IptablesDataplane:
+    """Our chain and its POSTROUTING jump, one ``iptables-restore --noflush`` per family.
+
+    Remembers, per process, the backend it chose and the nf_tables generation at which
+    it last found every family in sync: on the nft backend an unchanged generation
+    proves nothing changed, so a resync lists nothing.
+    """
+
+    def __init__(
+        self,
+        chain: str,
+        *,
+        backend: Callable[[], ResolvedBackend],
+        families: tuple[Family, ...],
+        options: Callable[[bool], RulesetOptions],
+        random_fully: bool = True,
+        runner: Runner = run_command,
+        kernel: netlink.Kernel = netlink.SYSTEM,
+    ) -> None:
+        self.chain = chain
+        self.families = families
+        self._backend = backend
+        self._options = options
+        self._random_fully = random_fully
+        self._kernel = kernel
+        self._run = runner
+        self._resolved: ResolvedBackend | None = None
+        self._in_sync: _InSync | None = None
+
+    def tables(self) -> tuple[Iptables, ...]:
+        if self._resolved is None:
+            self._resolved = self._backend()
+        return tuple(Iptables(self._resolved, f, self._run) for f in self.families)
+
+    def _unchanged(self, config: MasqConfig, generation: int | None) -> tuple[FamilyPlan, ...]:
+        """Empty plans when the generation proves the kernel is as last found in sync."""
+        known = self._in_sync
+        if known is None or generation != known.generation:
+            return ()
+        tables = self.tables()
+        wanted = tuple(
+            desired_ruleset(config, t.family, self._options(rf))
+            for t, rf in zip(tables, known.random_fully, strict=True)
+        )
+        if wanted != known.desired:
+            return ()
+        return tuple(FamilyPlan(t.family, t, d, ()) for t, d in zip(tables, wanted, strict=True))
+
+    def plan(self, config: MasqConfig, traffic: TrafficHook) -> tuple[FamilyPlan, ...]:
+        """Observe every family (unless nothing changed) and plan; no write yet."""
+        tables = self.tables()
+        generation = self._kernel.generation() if tables[0].backend == "nft" else None
+        if cached := self._unchanged(config, generation):
+            return cached
+        plans, flags = [], []
+        for table in tables:
+            observed = table.observe(self.chain)
+            traffic(table.family, traffic_of(observed))
+            rf = self._random_fully and table.supports_random_fully(
+                final_random_fully(observed, self.chain)
+            )
+            desired = desired_ruleset(config, table.family, self._options(rf))
+            plans.append(FamilyPlan(table.family, table, desired, plan(desired, observed)))
+            flags.append(rf)
+        in_sync = generation is not None and not any(p.ops for p in plans)
+        self._in_sync = (
+            _InSync(generation, tuple(flags), tuple(p.desired for p in plans))
+            if in_sync and generation is not None
+            else None
+        )
+        return tuple(plans)
+
+    def apply(self, p: FamilyPlan) -> tuple[Op, ...]:
+        """Apply the plan; if the kernel refuses it, re-observe and replace our chain whole."""
+        self._in_sync = None
+        try:
+            p.table.restore(render_restore(p.ops))
+        except TransientError:
+            raise
+        except AgentError as first:
+            LOG.warning(
+                "incremental update refused, replacing the chain",
+                extra={"kv": {"family": p.family, "error": str(first)}},
+            )
+        else:
+            # Positions were planned from an earlier listing; if another writer moved the
+            # chain in between, the restore succeeds on the wrong rules.  Only a read-back
+            # tells, and it costs a listing only when we wrote.
+            observed = p.table.observe(self.chain)
+            if not plan(p.desired, observed):
+                LOG.info("rules updated", extra={"kv": {"family": p.family, "ops": len(p.ops)}})
+                return p.ops
+            LOG.warning(
+                "chain changed during the update, replacing it", extra={"kv": {"family": p.family}}
+            )
+            return p.ops + self._replace(p, observed)
+        return self._replace(p, p.table.observe(self.chain))
+
+    def _replace(self, p: FamilyPlan, observed: Ruleset) -> tuple[Op, ...]:
+        """Full-sync fallback: one transaction that rebuilds our chain and its jump."""
+        ops = replace_ops(p.desired, observed)
+        p.table.restore(render_restore(ops))
+        LOG.info("chain replaced", extra={"kv": {"family": p.family, "ops": len(ops)}})
+        return ops
+
+    @staticmethod
+    def describe(plans: Sequence[FamilyPlan], out: TextIO) -> None:
+        for p in plans:
+            binary = p.table.binary
+            if not p.ops:
+                out.write(f"# {p.family} ({binary}): in sync, nothing to do\n")
+                continue
+            out.write(f"# {p.family} ({binary}): {len(p.ops)} change(s)\n")
+            out.write(render_ops_readable(p.ops))
+
+
+def write_labels(ops: Sequence[Op]) -> list[str]:
+    return [op_label(op) for op in ops]
+
+
+def _binaries_exist(backend: ResolvedBackend, family: Family) -> bool:
+    base = "iptables" if family == "ipv4" else "ip6tables"
+    return all(shutil.which(f"{base}-{backend}{s}") for s in ("", "-restore"))
+
+
+def chain_present(table: Iptables, chain: str, kernel: netlink.Kernel) -> bool:
+    """A cheap read-only check for our chain: netlink or /proc first, a listing if needed."""
+    if table.backend == "nft":
+        known = kernel.chain_exists("ip" if table.family == "ipv4" else "ip6", "nat", chain)
+        if known is not None:
+            return known
+    else:
+        legacy = kernel.legacy_tables(table.family)
+        if legacy is not None and "nat" not in legacy:
+            return False
+    res = table.run([table.binary, f"--wait={LOCK_WAIT_SECONDS}", "-t", "nat", "-S", chain])
+    return res.exit_code == 0
+
+
+def leftover_tables(
+    chain: str, runner: Runner = run_command, kernel: netlink.Kernel = netlink.SYSTEM
+) -> tuple[Iptables, ...]:
+    """Every backend and family (whose binaries exist) that still holds our chain."""
+    return tuple(
+        table
+        for backend in BACKENDS
+        for family in FAMILIES
+        if _binaries_exist(backend, family)
+        and chain_present(table := Iptables(backend, family, runner), chain, kernel)
+    )
+
+
+def cleanup_plans(
+    tables: Sequence[Iptables], chain: str
+) -> tuple[tuple[Iptables, tuple[Op, ...]], ...]:
+    """What removes our jumps and chain from each table (read before any write)."""
+    return tuple((table, cleanup_ops(table.observe(chain), chain)) for table in tables)

@@ -10,8 +10,11 @@ from masq.core.config import DEFAULT_RESYNC_SECONDS
 from masq.core.iptables.rules import RulesetOptions
 from masq.core.names import DEFAULT_CHAIN
 from masq.core.nat import NatOptions, PortRange
+from masq.core.nftables.model import DEFAULT_TABLE
+from masq.core.nftables.table import TableOptions
 
 Backend = Literal["auto", "nft", "legacy"]
+DataplaneName = Literal["iptables", "nftables"]
 LogFormat = Literal["text", "json"]
 DISABLED_BIND = "0"
 
@@ -48,6 +51,8 @@ class Options:
     cleanup: bool = False
     fail_on_conflict: bool = False
     iptables_backend: Backend = "auto"
+    dataplane: DataplaneName = "iptables"
+    nft_table: str = DEFAULT_TABLE
     metrics_bind_address: BindAddress | None = DEFAULT_METRICS_BIND  # None: no HTTP server
     log_format: LogFormat = "text"
     explain: str | None = None
@@ -59,6 +64,14 @@ class Options:
             chain=self.masq_chain,
             enable_ipv6=self.enable_ipv6,
             nat=NatOptions(random_fully=random_fully, to_ports=self.to_ports),
+        )
+
+    def table_options(self) -> TableOptions:
+        """The flags that shape the nftables table."""
+        return TableOptions(
+            table=self.nft_table,
+            enable_ipv6=self.enable_ipv6,
+            nat=NatOptions(random_fully=self.random_fully, to_ports=self.to_ports),
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,19 +23,26 @@ class Completed:
     stderr: str
 
 
-Runner = Callable[[list[str], str | None], Completed]
+Stdin = str | int | None
+"""What a command reads: text, a file descriptor (read from where it stands), or nothing."""
+Runner = Callable[[list[str], Stdin], Completed]
 
 
-def run_command(argv: list[str], stdin: str | None = None) -> Completed:
-    """Run argv without a shell or tty, capture everything, never raise on exit codes."""
+def run_command(argv: list[str], stdin: Stdin = None) -> Completed:
+    """Run argv without a shell or tty, capture everything, never raise on exit codes.
+
+    An ``int`` stdin is a file descriptor the child reads directly (no pipe through
+    this process), so what it reads is complete even if this process dies meanwhile.
+    """
     try:
         cmd = sh.Command(argv[0])
     except sh.CommandNotFound:
         raise AgentError(f"{argv[0]}: command not found (is it installed?)") from None
     # No ``_timeout``: sh implements it with a thread polling every 100 ms, which
     # would add 100 ms to every 5 ms listing.  Lock waits are bounded by ``--wait``.
+    source = os.fdopen(stdin, "rb", closefd=False) if isinstance(stdin, int) else stdin
     try:
-        done = cmd(*argv[1:], _in=stdin, _ok_code=_ANY_EXIT, _tty_out=False, _return_cmd=True)
+        done = cmd(*argv[1:], _in=source, _ok_code=_ANY_EXIT, _tty_out=False, _return_cmd=True)
     except OSError as e:  # no fd, memory or process slot for the pipes and the fork
         message = f"{argv[0]}: cannot run: {e.strerror or e}"
         raise (TransientError if e.errno in _RESOURCE_ERRNOS else AgentError)(message) from None

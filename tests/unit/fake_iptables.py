@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from masq.core.iptables.codec import render_rule
 from masq.core.iptables.model import Ruleset
 from masq.core.names import POSTROUTING
-from masq.shell.process import Completed
+from masq.shell.process import Completed, Stdin
 
-Handler = Callable[[list[str], str | None], Completed | None]
+Handler = Callable[[list[str], Stdin], Completed | None]
 
 
 def listing(ruleset: Ruleset, chain: str) -> tuple[str, str | None]:
@@ -35,14 +35,15 @@ class FakeIptables:
     stdin: list[str] = field(default_factory=list)
     on_restore: Callable[[str], None] | None = None
 
-    def __call__(self, argv: list[str], stdin: str | None) -> Completed:
+    def __call__(self, argv: list[str], stdin: Stdin) -> Completed:
         self.calls.append(argv)
         name = argv[0]
         if name.endswith("-restore"):
-            self.stdin.append(stdin or "")
+            script = stdin if isinstance(stdin, str) else ""
+            self.stdin.append(script)
             code, err = self.restore_results.pop(0) if self.restore_results else (0, "")
             if code == 0 and self.on_restore is not None:
-                self.on_restore(stdin or "")
+                self.on_restore(script)
             return Completed(tuple(argv), code, "", err)
         if "--version" in argv:
             return Completed(tuple(argv), 0, self.version, "")
@@ -54,3 +55,29 @@ class FakeIptables:
 
     def binaries(self) -> list[str]:
         return [c[0] for c in self.calls]
+
+
+@dataclass
+class FakeKernel:
+    """Answers the cheap kernel questions (netlink, /proc) instead of the host.
+
+    ``chains`` None means "cannot tell", so the agent falls back to listing with the fake
+    iptables; ``legacy`` lists the x_tables tables (none: no legacy leftovers possible).
+    """
+
+    gen: int | None = None
+    tables: set[tuple[str, str]] = field(default_factory=set)
+    chains: set[tuple[str, str, str]] | None = None
+    legacy: frozenset[str] = frozenset()
+
+    def generation(self) -> int | None:
+        return self.gen
+
+    def table_exists(self, family: str, name: str) -> bool | None:
+        return (family, name) in self.tables
+
+    def chain_exists(self, family: str, table: str, chain: str) -> bool | None:
+        return None if self.chains is None else (family, table, chain) in self.chains
+
+    def legacy_tables(self, family: str) -> frozenset[str] | None:
+        return self.legacy

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
-from fake_iptables import FakeIptables, listing
+from fake_iptables import FakeIptables, FakeKernel, listing
 
 from masq.core.config import MasqConfig
 from masq.core.iptables.model import Ruleset
@@ -45,7 +45,7 @@ def default_config(tmp_path: Path) -> MasqConfig:
 
 def test_steady_state_runs_two_read_only_commands(tmp_path: Path) -> None:
     fake = in_sync(default_config(tmp_path))
-    report = Agent(options(tmp_path), Metrics(), fake).sync()
+    report = Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     assert report.wrote is False
     assert fake.binaries() == ["iptables-nft", "iptables-nft"]
 
@@ -63,7 +63,7 @@ def converging(fake: FakeIptables, config: MasqConfig) -> FakeIptables:
 
 def test_empty_kernel_gets_one_restore(tmp_path: Path) -> None:
     fake = converging(FakeIptables(), default_config(tmp_path))
-    report = Agent(options(tmp_path), Metrics(), fake).sync()
+    report = Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     assert report.wrote is True
     restores = [c for c in fake.binaries() if c.endswith("-restore")]
     assert restores == ["iptables-nft-restore"]
@@ -76,7 +76,7 @@ def test_one_added_cidr_is_one_insert(tmp_path: Path) -> None:
     (tmp_path / "ip-masq-agent").write_text(
         "nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10]\n"
     )
-    Agent(options(tmp_path), Metrics(), fake).sync()
+    Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     body = fake.stdin[0].splitlines()[1:-1]
     assert len(body) == 1
     assert body[0].startswith(f"-I {CHAIN} ")
@@ -87,14 +87,14 @@ def test_chain_moved_during_the_update_is_replaced_whole(tmp_path: Path) -> None
     # The restore "succeeds" but the read-back still differs (another writer moved the
     # chain): the agent must notice and rebuild the chain in a second transaction.
     fake = FakeIptables()
-    Agent(options(tmp_path), Metrics(), fake).sync()
+    Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     assert len(fake.stdin) == 2
     assert f":{CHAIN} - [0:0]" in fake.stdin[1]
 
 
 def test_refused_restore_falls_back_to_replacing_the_chain(tmp_path: Path) -> None:
     fake = FakeIptables(restore_results=[(1, "iptables-restore: line 2 failed"), (0, "")])
-    Agent(options(tmp_path), Metrics(), fake).sync()
+    Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     assert len(fake.stdin) == 2
     assert f":{CHAIN} - [0:0]" in fake.stdin[1]
     # it re-observed between the two attempts
@@ -105,21 +105,23 @@ def test_refused_restore_falls_back_to_replacing_the_chain(tmp_path: Path) -> No
 def test_both_attempts_refused_is_fatal(tmp_path: Path) -> None:
     fake = FakeIptables(restore_results=[(1, "line 2 failed"), (1, "line 3 failed")])
     with pytest.raises(AgentError, match="line 3 failed") as info:
-        Agent(options(tmp_path), Metrics(), fake).sync()
+        Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     assert not isinstance(info.value, TransientError)
 
 
 def test_transient_restore_failure_does_not_fall_back(tmp_path: Path) -> None:
     fake = FakeIptables(restore_results=[(4, "Another app is currently holding the xtables lock")])
     with pytest.raises(TransientError):
-        Agent(options(tmp_path), Metrics(), fake).sync()
+        Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     assert len(fake.stdin) == 1
 
 
 def test_dry_run_prints_and_writes_nothing(tmp_path: Path) -> None:
     fake = FakeIptables()
     out = io.StringIO()
-    report = Agent(options(tmp_path, dry_run=True), Metrics(), fake, out=out).sync()
+    report = Agent(
+        options(tmp_path, dry_run=True), Metrics(), fake, out=out, kernel=FakeKernel()
+    ).sync()
     assert report.wrote is False
     assert fake.stdin == []
     lines = out.getvalue().splitlines()
@@ -131,33 +133,33 @@ def test_invalid_config_writes_nothing_and_reads_no_iptables(tmp_path: Path) -> 
     (tmp_path / "ip-masq-agent").write_text("nonMasqueradeCIDRs: [not-a-cidr]\n")
     fake = FakeIptables()
     with pytest.raises(AgentError, match="ip-masq-agent: nonMasqueradeCIDRs"):
-        Agent(options(tmp_path), Metrics(), fake).sync()
+        Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     assert fake.calls == []
 
 
 def test_ipv6_failure_in_planning_writes_nothing_for_ipv4(tmp_path: Path) -> None:
-    def runner(argv: list[str], stdin: str | None) -> process.Completed:
+    def runner(argv: list[str], stdin: str | int | None) -> process.Completed:
         if argv[0].startswith("ip6tables"):
             return process.Completed(tuple(argv), 2, "", "ip6tables: bad things")
         return FakeIptables()(argv, stdin)
 
     with pytest.raises(AgentError, match="bad things"):
-        Agent(options(tmp_path, enable_ipv6=True), Metrics(), runner).sync()
+        Agent(options(tmp_path, enable_ipv6=True), Metrics(), runner, kernel=FakeKernel()).sync()
 
 
 def test_conflict_fatal_only_with_flag(tmp_path: Path) -> None:
     (tmp_path / "ip-masq-a").write_text("masqLinkLocal: true\n")
     (tmp_path / "ip-masq-b").write_text("masqLinkLocal: false\n")
-    Agent(options(tmp_path), Metrics(), FakeIptables()).sync()
+    Agent(options(tmp_path), Metrics(), FakeIptables(), kernel=FakeKernel()).sync()
     fake = FakeIptables()
     with pytest.raises(AgentError, match=r"masqLinkLocal: ip-masq-a=true, ip-masq-b=false"):
-        Agent(options(tmp_path, fail_on_conflict=True), Metrics(), fake).sync()
+        Agent(options(tmp_path, fail_on_conflict=True), Metrics(), fake, kernel=FakeKernel()).sync()
     assert fake.calls == []
 
 
 def test_config_is_reparsed_only_when_bytes_change(tmp_path: Path) -> None:
     (tmp_path / "ip-masq-a").write_text("masqLinkLocal: true\n")
-    agent = Agent(options(tmp_path), Metrics(), FakeIptables())
+    agent = Agent(options(tmp_path), Metrics(), FakeIptables(), kernel=FakeKernel())
     first = agent.load()
     assert agent.load() is first
     (tmp_path / "ip-masq-a").write_text("masqLinkLocal: false\n")
@@ -166,7 +168,7 @@ def test_config_is_reparsed_only_when_bytes_change(tmp_path: Path) -> None:
 
 def test_cleanup_removes_jump_and_chain(tmp_path: Path) -> None:
     fake = in_sync(default_config(tmp_path))
-    Agent(options(tmp_path), Metrics(), fake).cleanup()
+    Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).cleanup()
     script = fake.stdin[0]
     assert "-D POSTROUTING" in script
     assert f"-X {CHAIN}" in script
@@ -174,7 +176,7 @@ def test_cleanup_removes_jump_and_chain(tmp_path: Path) -> None:
 
 def test_cleanup_of_clean_kernel_writes_nothing(tmp_path: Path) -> None:
     fake = FakeIptables()
-    assert Agent(options(tmp_path), Metrics(), fake).cleanup() == 0
+    assert Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).cleanup() == 0
     assert fake.stdin == []
 
 

@@ -53,7 +53,7 @@ def test_absent_chain_is_not_an_error() -> None:
 
 
 def test_nft_1_8_9_incompatible_message_for_missing_chain_means_absent() -> None:
-    def runner(argv: list[str], stdin: str | None) -> Completed:
+    def runner(argv: list[str], stdin: str | int | None) -> Completed:
         if argv[-1] == "-v":
             err = "iptables v1.8.9 (nf_tables): chain `X' in table `nat' is incompatible"
             return Completed(tuple(argv), 1, "", err)
@@ -70,7 +70,7 @@ def test_observe_round_trips_the_desired_rules() -> None:
 
 
 def test_listing_failure_raises_with_stderr_reason() -> None:
-    def runner(argv: list[str], stdin: str | None) -> Completed:
+    def runner(argv: list[str], stdin: str | int | None) -> Completed:
         return Completed(tuple(argv), 3, "", "iptables: Permission denied (you must be root)\n")
 
     with pytest.raises(AgentError, match="Permission denied") as info:

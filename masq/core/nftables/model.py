@@ -1,0 +1,177 @@
+"""The nftables dataplane as data: the one table the agent owns, its sets, chains and ops.
+
+The agent owns its table whole (family ``ip``, or ``inet`` with IPv6), so a plan
+never reads or writes anything outside it.  Sets hold the CIDR lists as interval
+elements with per-element counters; equality of a set is its elements, never their
+counters, so an unchanged config compares equal whatever traffic has flowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from pyrsistent import pmap, pset, pvector
+from pyrsistent.typing import PMap, PSet, PVector
+
+from masq.core.addresses import Family, IPNetwork
+from masq.core.nat import PortRange
+from masq.core.traffic import Counters
+
+NftFamily = Literal["ip", "inet"]
+Kind = Literal["masquerade", "non-masquerade"]
+DEFAULT_TABLE: Final = "ip-masq-agent"
+POSTROUTING_CHAIN: Final = "postrouting"
+SNAT_CHAIN: Final = "snat-to-node"
+SRCNAT_PRIORITY: Final = 100
+PRIORITY: Final = SRCNAT_PRIORITY + 10
+"""``srcnat + 10``: after every NAT chain at ``srcnat`` (kube-proxy's, the iptables nat
+table), as our iptables jump is appended after theirs in POSTROUTING."""
+ADDRESS_TYPE: Final[dict[Family, str]] = {"ipv4": "ipv4_addr", "ipv6": "ipv6_addr"}
+PAYLOAD: Final[dict[Family, str]] = {"ipv4": "ip", "ipv6": "ip6"}
+"""The payload protocol that matches a family's destination address (``ip daddr``)."""
+
+
+def set_name(kind: Kind, family: Family) -> str:
+    return f"{kind}-v{4 if family == 'ipv4' else 6}"
+
+
+@dataclass(frozen=True, slots=True)
+class NftSet:
+    """An interval set of one address family.
+
+    ``opaque`` holds elements the model cannot express (a range that is no prefix,
+    say): their presence makes the set differ from any desired one.  ``flags`` and
+    ``counter`` are the set's definition as listed (desired: interval, counter).
+    """
+
+    name: str
+    family: Family
+    elements: PSet[IPNetwork] = field(default_factory=pset)
+    flags: tuple[str, ...] = ("interval",)
+    counter: bool = True
+    opaque: tuple[str, ...] = ()
+    counters: PMap[IPNetwork, Counters] = field(default_factory=pmap, compare=False)
+
+
+Verdict = Literal["return", "jump", "masquerade"]
+
+
+@dataclass(frozen=True, slots=True)
+class NftRule:
+    """One rule in the grammar the agent writes; ``verdict`` None is an opaque rule.
+
+    Matches, in the order they are written: ``local`` (``fib daddr type local``),
+    ``nfproto`` (``meta nfproto ipv4``), the destination (``ip daddr CIDR`` or
+    ``ip daddr @set``, of ``family``), ``protocol`` (``meta l4proto tcp``), ``numgen``
+    (``numgen random mod M < N``); then ``counter``; then the verdict.  An opaque
+    rule keeps its listing's text in ``text`` so it can never equal a desired rule.
+    """
+
+    verdict: Verdict | None
+    local: bool = False
+    nfproto: Family | None = None
+    family: Family | None = None
+    daddr: IPNetwork | None = None
+    daddr_set: str | None = None
+    protocol: str | None = None
+    numgen: tuple[int, int] | None = None
+    counter: bool = False
+    target: str | None = None
+    to_ports: PortRange | None = None
+    fully_random: bool = False
+    text: str | None = None
+    counters: Counters | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BaseChain:
+    """A base chain's hook: what makes the kernel run it."""
+
+    type: str = "nat"
+    hook: str = "postrouting"
+    priority: int = PRIORITY
+    policy: str = "accept"
+
+
+@dataclass(frozen=True, slots=True)
+class NftChain:
+    name: str
+    base: BaseChain | None = None
+    rules: PVector[NftRule] = field(default_factory=pvector)
+
+
+@dataclass(frozen=True, slots=True)
+class NftTable:
+    family: NftFamily
+    name: str
+    sets: PMap[str, NftSet] = field(default_factory=pmap)
+    chains: PMap[str, NftChain] = field(default_factory=pmap)
+
+
+@dataclass(frozen=True, slots=True)
+class NftState:
+    """The agent's table as the kernel holds it, per family (none, one, or both mid-switch)."""
+
+    tables: PMap[NftFamily, NftTable] = field(default_factory=pmap)
+
+
+# --- Ops: the steps of one nft batch, applied in order (see plan.apply_ops) ---
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceTable:
+    """Make the table exactly ``table``, whether or not it exists (add, delete, define)."""
+
+    table: NftTable
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTable:
+    family: NftFamily
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddElements:
+    family: NftFamily
+    table: str
+    set: str
+    elements: tuple[IPNetwork, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteElements:
+    family: NftFamily
+    table: str
+    set: str
+    elements: tuple[IPNetwork, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceChain:
+    """Flush an existing chain and add ``chain``'s rules (its hook stays as it is)."""
+
+    family: NftFamily
+    table: str
+    chain: NftChain
+
+
+NftOp = ReplaceTable | DeleteTable | AddElements | DeleteElements | ReplaceChain
+
+OP_LABELS: dict[type, str] = {
+    ReplaceTable: "replace_table",
+    DeleteTable: "delete_table",
+    AddElements: "add_element",
+    DeleteElements: "delete_element",
+    ReplaceChain: "replace_chain",
+}
+"""How ``rule_writes_total`` names each op (``op`` label)."""
+
+
+def op_labels(op: NftOp) -> list[str]:
+    """One label per element for element ops (each element is one write), else one."""
+    label = OP_LABELS[type(op)]
+    if isinstance(op, AddElements | DeleteElements):
+        return [label] * len(op.elements)
+    return [label]

@@ -1,0 +1,191 @@
+"""Minimal ops from the observed table to the desired one, and a model of the kernel.
+
+Sets are edited element by element: deletes first, then adds (an interval set
+refuses an element overlapping one still present), so one changed CIDR is one
+element op and every other element keeps its counter.  A chain whose rules differ
+is flushed and refilled in the same batch.  Anything the element and chain edits
+cannot express (a set or chain missing or foreign, another definition, a base hook
+moved) replaces the table whole, still in the one batch.  The table of the other
+family (after ``--enable-ipv6`` changed) is deleted in the batch that makes ours.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from pyrsistent import pmap
+
+from masq.core.addresses import IPNetwork, cidr_key, span
+from masq.core.nftables.model import (
+    AddElements,
+    DeleteElements,
+    DeleteTable,
+    NftChain,
+    NftFamily,
+    NftOp,
+    NftSet,
+    NftState,
+    NftTable,
+    ReplaceChain,
+    ReplaceTable,
+)
+from masq.core.traffic import Counters
+
+
+def _same_shape(desired: NftTable, observed: NftTable) -> bool:
+    """Whether element and chain edits can turn ``observed`` into ``desired``."""
+    if set(desired.sets) != set(observed.sets) or set(desired.chains) != set(observed.chains):
+        return False
+    for name, want in desired.sets.items():
+        have = observed.sets[name]
+        if (want.family, want.flags, want.counter) != (have.family, have.flags, have.counter):
+            return False
+        if have.opaque:
+            return False
+    return all(want.base == observed.chains[n].base for n, want in desired.chains.items())
+
+
+def _ordered(nets: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
+    return tuple(sorted(nets, key=cidr_key))
+
+
+def _edits(desired: NftTable, observed: NftTable) -> list[NftOp]:
+    deletes: list[NftOp] = []
+    adds: list[NftOp] = []
+    for name in sorted(desired.sets):
+        want, have = desired.sets[name].elements, observed.sets[name].elements
+        if stale := have - want:
+            deletes.append(DeleteElements(desired.family, desired.name, name, _ordered(stale)))
+        if missing := want - have:
+            adds.append(AddElements(desired.family, desired.name, name, _ordered(missing)))
+    chains: list[NftOp] = [
+        ReplaceChain(desired.family, desired.name, chain)
+        for name, chain in sorted(desired.chains.items())
+        if chain.rules != observed.chains[name].rules
+    ]
+    return deletes + adds + chains
+
+
+def plan(desired: NftTable, observed: NftState) -> tuple[NftOp, ...]:
+    """Ordered, minimal ops turning the observed table(s) into ``desired``; () when equal."""
+    current = observed.tables.get(desired.family)
+    if current is None or not _same_shape(desired, current):
+        ops: list[NftOp] = [ReplaceTable(desired)]
+    else:
+        ops = _edits(desired, current)
+    ops += [
+        DeleteTable(family, table.name)
+        for family, table in sorted(observed.tables.items())
+        if family != desired.family
+    ]
+    return tuple(ops)
+
+
+def replace_ops(desired: NftTable, observed: NftState) -> tuple[NftOp, ...]:
+    """Full-sync fallback: the whole table in one batch, and the other family's gone."""
+    others = [
+        DeleteTable(family, table.name)
+        for family, table in sorted(observed.tables.items())
+        if family != desired.family
+    ]
+    return (ReplaceTable(desired), *others)
+
+
+def cleanup_ops(observed: NftState) -> tuple[NftOp, ...]:
+    """``--cleanup``: every table of ours, whichever family."""
+    return tuple(DeleteTable(f, t.name) for f, t in sorted(observed.tables.items()))
+
+
+# --- the kernel, modelled --------------------------------------------------
+
+
+def _table(state: NftState, family: NftFamily, name: str, op: NftOp) -> NftTable:
+    table = state.tables.get(family)
+    if table is None or table.name != name:
+        raise ValueError(f"{op!r}: no table {family} {name}")
+    return table
+
+
+def _set(table: NftTable, name: str, op: NftOp) -> NftSet:
+    found = table.sets.get(name)
+    if found is None:
+        raise ValueError(f"{op!r}: no set {name}")
+    return found
+
+
+def _check_disjoint(elements: Iterable[IPNetwork], op: object) -> None:
+    """An interval set holds disjoint elements: overlapping ones are refused."""
+    spans = sorted(span(e) for e in elements)
+    for (v1, _, last), (v2, first, _) in itertools.pairwise(spans):
+        if v1 == v2 and first <= last:
+            raise ValueError(f"{op!r}: interval overlaps with an existing one")
+
+
+def _check_chain(table: NftTable, chain: NftChain, op: object) -> None:
+    for rule in chain.rules:
+        if rule.daddr_set is not None and rule.daddr_set not in table.sets:
+            raise ValueError(f"{op!r}: no set {rule.daddr_set}")
+        if rule.verdict == "jump" and rule.target not in table.chains:
+            raise ValueError(f"{op!r}: jump to missing chain {rule.target}")
+
+
+def _check_table(table: NftTable, op: object) -> None:
+    for s in table.sets.values():
+        _check_disjoint(s.elements, op)
+    for chain in table.chains.values():
+        _check_chain(table, chain, op)
+
+
+def _apply(state: NftState, op: NftOp) -> NftState:
+    match op:
+        case ReplaceTable(table=t):
+            _check_table(t, op)
+            return NftState(state.tables.set(t.family, t))
+        case DeleteTable(family=f, name=n):
+            _table(state, f, n, op)
+            return NftState(state.tables.remove(f))
+        case AddElements(family=f, table=tn, set=sn, elements=new):
+            table = _table(state, f, tn, op)
+            s = _set(table, sn, op)
+            fresh = [e for e in new if e not in s.elements]  # adding an equal element: no-op
+            _check_disjoint([*s.elements, *fresh], op)
+            counters = s.counters.update({e: Counters(0, 0) for e in fresh})
+            return _with_set(
+                state, table, replace(s, elements=s.elements.update(fresh), counters=counters)
+            )
+        case DeleteElements(family=f, table=tn, set=sn, elements=gone):
+            table = _table(state, f, tn, op)
+            s = _set(table, sn, op)
+            if missing := [e for e in gone if e not in s.elements]:
+                raise ValueError(f"{op!r}: element does not exist: {missing[0]}")
+            kept = s.elements.difference(gone)
+            counters = pmap({e: c for e, c in s.counters.items() if e in kept})
+            return _with_set(state, table, replace(s, elements=kept, counters=counters))
+        case ReplaceChain(family=f, table=tn, chain=c):
+            table = _table(state, f, tn, op)
+            old = table.chains.get(c.name)
+            if old is None:
+                raise ValueError(f"{op!r}: no chain {c.name}")
+            _check_chain(table, c, op)
+            chains = table.chains.set(c.name, NftChain(c.name, old.base, c.rules))
+            return NftState(state.tables.set(f, replace(table, chains=chains)))
+    raise TypeError(f"not an op: {op!r}")
+
+
+def _with_set(state: NftState, table: NftTable, s: NftSet) -> NftState:
+    updated = replace(table, sets=table.sets.set(s.name, s))
+    return NftState(state.tables.set(table.family, updated))
+
+
+def apply_ops(observed: NftState, ops: Sequence[NftOp]) -> NftState:
+    """What the kernel makes of one batch; ValueError where nft would refuse it.
+
+    The batch is all or nothing in the kernel; here a refusal is the ValueError
+    and the caller keeps ``observed``.  Persistent maps share every untouched set.
+    """
+    state = observed
+    for op in ops:
+        state = _apply(state, op)
+    return state

@@ -1,0 +1,130 @@
+"""From the decision to the one nftables table that carries it out.
+
+The base chain decides exactly as the iptables chain does, in the same order:
+non-local destinations only, masquerade exceptions first, link-local unless
+``masqLinkLocal*``, the non-masquerade sets, then masquerade.  A CIDR covered by
+another of the same list is not stored: an interval set refuses overlapping
+elements, and under first match the covered one could never decide anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyrsistent import pmap, pset, pvector
+from pyrsistent.typing import PVector
+
+from masq.core.addresses import Family, IPNetwork, uncovered
+from masq.core.config import MasqConfig
+from masq.core.decision import FamilyDecision, decide
+from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
+from masq.core.nftables.model import (
+    DEFAULT_TABLE,
+    POSTROUTING_CHAIN,
+    SNAT_CHAIN,
+    BaseChain,
+    Kind,
+    NftChain,
+    NftFamily,
+    NftRule,
+    NftSet,
+    NftTable,
+    set_name,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TableOptions:
+    """Flag-level choices that shape the table: its name, the families, NAT."""
+
+    table: str = DEFAULT_TABLE
+    enable_ipv6: bool = False
+    nat: NatOptions = field(default_factory=NatOptions)
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        return ("ipv4", "ipv6") if self.enable_ipv6 else ("ipv4",)
+
+    @property
+    def nft_family(self) -> NftFamily:
+        """``inet`` only with IPv6: an inet nat chain turns on IPv6 NAT and its conntrack."""
+        return "inet" if self.enable_ipv6 else "ip"
+
+
+def _sets(decision: FamilyDecision) -> list[NftSet]:
+    lists: tuple[tuple[Kind, PVector[IPNetwork]], ...] = (
+        ("masquerade", decision.masquerade),
+        ("non-masquerade", decision.non_masquerade),
+    )
+    return [
+        NftSet(
+            name=set_name(kind, decision.family),
+            family=decision.family,
+            elements=pset(uncovered(nets)),
+        )
+        for kind, nets in lists
+    ]
+
+
+def _postrouting(decisions: list[FamilyDecision], nft_family: NftFamily) -> NftChain:
+    """The base chain: one step of the decision per rule, in first-match order."""
+    rules = [NftRule(verdict="return", local=True)]
+    rules += [
+        NftRule(
+            verdict="jump",
+            family=d.family,
+            daddr_set=set_name("masquerade", d.family),
+            target=SNAT_CHAIN,
+        )
+        for d in decisions
+    ]
+    rules += [
+        NftRule(verdict="return", family=d.family, daddr=d.link_local, counter=True)
+        for d in decisions
+        if d.link_local is not None
+    ]
+    rules += [
+        NftRule(verdict="return", family=d.family, daddr_set=set_name("non-masquerade", d.family))
+        for d in decisions
+    ]
+    # One catch-all per family in an inet table, so each family has its own counter.
+    rules += [
+        NftRule(
+            verdict="jump",
+            nfproto=d.family if nft_family == "inet" else None,
+            counter=True,
+            target=SNAT_CHAIN,
+        )
+        for d in decisions
+    ]
+    return NftChain(POSTROUTING_CHAIN, BaseChain(), pvector(rules))
+
+
+def _snat(nat: NatOptions) -> NftChain:
+    """v1's --to-ports spreading (per protocol, each range its share), then the plain rule."""
+    rules = [
+        NftRule(
+            verdict="masquerade",
+            protocol=protocol,
+            numgen=None if share.unconditional else (share.remaining, share.size),
+            to_ports=share.ports,
+            fully_random=nat.random_fully,
+        )
+        for protocol in (TO_PORTS_PROTOCOLS if nat.to_ports else ())
+        for share in spread(nat.to_ports)
+    ]
+    rules.append(NftRule(verdict="masquerade", fully_random=nat.random_fully))
+    return NftChain(SNAT_CHAIN, None, pvector(rules))
+
+
+def desired_table(config: MasqConfig, options: TableOptions) -> NftTable:
+    """The whole table the agent wants, for every enabled family."""
+    decisions = [decide(config, family) for family in options.families]
+    sets = [s for d in decisions for s in _sets(d)]
+    chains = [_postrouting(decisions, options.nft_family), _snat(options.nat)]
+    return NftTable(
+        family=options.nft_family,
+        name=options.table,
+        sets=pmap({s.name: s for s in sets}),
+        chains=pmap({c.name: c for c in chains}),
+    )

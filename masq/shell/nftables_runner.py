@@ -1,0 +1,259 @@
+"""The nftables dataplane in the shell: observe the agent's table, hand nft each batch whole.
+
+A batch reaches nft as a complete in-memory file (memfd) that nft reads as its
+stdin: ``nft -f -`` on a pipe commits whatever it parsed before EOF, so an agent
+killed while writing a pipe could commit half a batch; with the memfd, nft has the
+whole batch or nothing to read.  Concurrent commits are retried by nft itself
+(generation mismatch); what reaches us as transient is resource shortage, told by
+nft's message.  Only the agent's own table is ever listed or written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from returns.result import Failure
+
+from masq.core.addresses import Family
+from masq.core.config import MasqConfig
+from masq.core.decision import decide
+from masq.core.nftables.codec import parse_listing, render_batch, render_ops_readable, state_of
+from masq.core.nftables.model import (
+    AddElements,
+    DeleteElements,
+    NftFamily,
+    NftOp,
+    NftState,
+    NftTable,
+    ReplaceTable,
+    op_labels,
+)
+from masq.core.nftables.plan import cleanup_ops, plan, replace_ops
+from masq.core.nftables.table import TableOptions, desired_table
+from masq.core.nftables.traffic import traffic_of
+from masq.core.traffic import CidrTraffic
+from masq.shell import netlink
+from masq.shell.errors import AgentError, TransientError
+from masq.shell.process import Completed, Runner, run_command
+
+LOG = logging.getLogger("masq.nftables")
+NFT_FAMILIES: tuple[NftFamily, ...] = ("ip", "inet")
+_TRANSIENT_TEXT = (
+    "Resource temporarily unavailable",
+    "No buffer space available",
+    "Interrupted system call",
+    "Too many open files",
+    "Device or resource busy",
+    "Cannot allocate memory",
+)
+_ABSENT_TEXT = "No such file or directory"
+_FEATURES = (
+    ("fib daddr", "the fib expression (nft_fib, fib_inet/fib_ipv4)"),
+    ("type nat hook", "nat chains in this family (nft_chain_nat)"),
+    ("masquerade", "masquerade (nft_masq)"),
+    ("numgen", "numgen (nft_numgen)"),
+    ("counter", "counters on set elements (kernel 5.x or later)"),
+    ("set ", "interval sets (nft_set_rbtree)"),
+)
+
+
+def _reason(result: Completed) -> str:
+    """nft's error and the statement it blamed, as one line."""
+    lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
+    errors = [i for i, ln in enumerate(lines) if "Error:" in ln or "rror" in ln[:20]]
+    if not errors:
+        return lines[0] if lines else f"exit code {result.exit_code}"
+    first = errors[0]
+    message = lines[first].split("Error:", 1)[-1].strip()
+    statement = lines[first + 1] if first + 1 < len(lines) and "^" not in lines[first + 1] else ""
+    return f"{message} at: {statement}" if statement else message
+
+
+def failure(result: Completed, what: str) -> AgentError:
+    """The right exception for a failed nft run (transient by nft's own message)."""
+    message = f"{what} failed (nft): {_reason(result)}"
+    if any(t in result.stderr for t in _TRANSIENT_TEXT):
+        return TransientError(message)
+    return AgentError(message)
+
+
+def feature_missing(result: Completed) -> str:
+    """What the probe's refusal says is missing, for the one line the operator reads."""
+    reason = _reason(result)
+    for needle, feature in _FEATURES:
+        if needle in reason:
+            return f"the kernel or nft lacks {feature}: {reason}"
+    if "Operation not permitted" in reason:
+        return f"no permission to use nf_tables (CAP_NET_ADMIN): {reason}"
+    return f"nf_tables refused the table: {reason}"
+
+
+class Nft:
+    """The ``nft`` tool, for the agent's one table."""
+
+    def __init__(
+        self, table: str, runner: Runner = run_command, kernel: netlink.Kernel = netlink.SYSTEM
+    ) -> None:
+        self.table = table
+        self._run = runner
+        self._kernel = kernel
+
+    def families_present(self) -> tuple[NftFamily, ...]:
+        """Families holding a table of ours: netlink first (no process), else ``nft``."""
+        known = {f: self._kernel.table_exists(f, self.table) for f in NFT_FAMILIES}
+        if None not in known.values():
+            return tuple(f for f in NFT_FAMILIES if known[f])
+        if shutil.which("nft") is None:
+            return ()  # no nft, no netlink answer: nothing of ours can be listed or removed
+        res = self._run(["nft", "list", "tables"], None)
+        if res.exit_code != 0:
+            raise failure(res, "listing tables")
+        present = {tuple(line.split()[1:3]) for line in res.stdout.splitlines() if line.strip()}
+        return tuple(f for f in NFT_FAMILIES if (f, self.table) in present)
+
+    def list(self, family: NftFamily) -> NftTable | None:
+        """Our table of ``family`` with every element's counter (None: it is gone)."""
+        res = self._run(["nft", "-j", "list", "table", family, self.table], None)
+        if res.exit_code != 0:
+            if _ABSENT_TEXT in res.stderr:
+                return None
+            raise failure(res, f"listing table {family} {self.table}")
+        parsed = parse_listing(res.stdout, family, self.table)
+        if isinstance(parsed, Failure):
+            raise AgentError(f"cannot parse {parsed.failure().at('nft -j list table')}")
+        return parsed.unwrap()
+
+    def observe(self) -> NftState:
+        tables = [self.list(f) for f in self.families_present()]
+        return state_of(t for t in tables if t is not None)
+
+    def run_batch(self, batch: str, *, check: bool = False) -> None:
+        """One transaction, handed over whole (``check``: nft -c, the kernel validates only)."""
+        fd = os.memfd_create("ip-masq-agent-batch")
+        try:
+            data = batch.encode()
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.lseek(fd, 0, os.SEEK_SET)
+            argv = ["nft", "-c", "-f", "-"] if check else ["nft", "-f", "-"]
+            res = self._run(argv, fd)
+        finally:
+            os.close(fd)
+        if res.exit_code != 0:
+            raise failure(res, "nft check" if check else "nft batch")
+
+
+@dataclass(frozen=True, slots=True)
+class NftPlan:
+    desired: NftTable
+    observed: NftState
+    ops: tuple[NftOp, ...]
+    listed: bool = True  # False: the generation id proved nothing changed; nothing was read
+
+
+def _families(op: NftOp) -> Family:
+    """The ``family`` label of an op: its set's family; table and chain ops count as ipv4."""
+    if isinstance(op, AddElements | DeleteElements):
+        return "ipv6" if op.set.endswith("-v6") else "ipv4"
+    return "ipv4"
+
+
+class NftablesDataplane:
+    """Plans and applies the agent's table; remembers the generation it last saw in sync."""
+
+    def __init__(
+        self,
+        options: TableOptions,
+        runner: Runner = run_command,
+        kernel: netlink.Kernel = netlink.SYSTEM,
+    ) -> None:
+        self.options = options
+        self.nft = Nft(options.table, runner, kernel)
+        self._kernel = kernel
+        self._in_sync_at: tuple[int, NftTable] | None = None
+        self._probed = False
+
+    def probe(self, config: MasqConfig) -> None:
+        """Once per process: ``nft -c`` of the whole table; a refusal is one line, exit 1."""
+        if self._probed:
+            return
+        batch = render_batch((ReplaceTable(desired_table(config, self.options)),))
+        try:
+            self.nft.run_batch(batch, check=True)
+        except TransientError:
+            raise
+        except AgentError as error:
+            raise AgentError(f"nftables dataplane unavailable: {error}") from None
+        self._probed = True
+
+    def plan(self, config: MasqConfig) -> NftPlan:
+        """Observe (skipped when the generation id proves nothing changed) and plan."""
+        desired = desired_table(config, self.options)
+        generation = self._kernel.generation()
+        known = self._in_sync_at
+        if known is not None and generation == known[0] and known[1] == desired:
+            return NftPlan(desired, state_of([known[1]]), (), listed=False)
+        observed = self.nft.observe()
+        ops = plan(desired, observed)
+        current = observed.tables.get(desired.family)
+        if not ops and generation is not None and current is not None:
+            self._in_sync_at = (generation, current)
+        else:
+            self._in_sync_at = None
+        return NftPlan(desired, observed, ops)
+
+    def traffic(
+        self, config: MasqConfig, observed: NftState
+    ) -> dict[Family, tuple[CidrTraffic, ...]]:
+        table = observed.tables.get(self.options.nft_family)
+        if table is None:
+            return {}
+        return traffic_of(table, [decide(config, f) for f in self.options.families])
+
+    def apply(self, p: NftPlan) -> list[NftOp]:
+        """Write the plan; if nft refuses it (the table moved), re-observe and replace whole."""
+        self._in_sync_at = None
+        try:
+            self.nft.run_batch(render_batch(p.ops))
+            LOG.info("table updated", extra={"kv": {"ops": len(p.ops)}})
+            return list(p.ops)
+        except TransientError:
+            raise
+        except AgentError as first:
+            LOG.warning(
+                "incremental update refused, replacing the table",
+                extra={"kv": {"error": str(first)}},
+            )
+        ops = replace_ops(p.desired, self.nft.observe())
+        self.nft.run_batch(render_batch(ops))
+        LOG.info("table replaced", extra={"kv": {"ops": len(ops)}})
+        return list(p.ops) + list(ops)
+
+    def describe(self, p: NftPlan, out: TextIO) -> None:
+        where = f"nft table {p.desired.family} {p.desired.name}"
+        if not p.ops:
+            out.write(f"# {where}: in sync, nothing to do\n")
+            return
+        out.write(f"# {where}: {len(p.ops)} change(s)\n")
+        out.write(render_ops_readable(p.ops))
+
+    def cleanup_ops(self) -> tuple[NftOp, ...]:
+        return cleanup_ops(self.nft.observe())
+
+    def remove(self, ops: Sequence[NftOp]) -> None:
+        if ops:
+            self.nft.run_batch(render_batch(ops))
+
+
+def write_labels(ops: Sequence[NftOp]) -> dict[Family, list[str]]:
+    """``rule_writes_total`` labels per family for ops that were written."""
+    out: dict[Family, list[str]] = {}
+    for op in ops:
+        out.setdefault(_families(op), []).extend(op_labels(op))
+    return out
