@@ -42,6 +42,9 @@ from masq.shell.errors import AgentError, TransientError
 from masq.shell.process import Completed, Runner, run_command
 
 LOG = logging.getLogger("masq.nftables")
+BATCH_TIMEOUT_SECONDS = 120.0
+"""nft retries a netlink read that keeps failing with EINTR forever; a batch (100,000
+elements load in ~1 s) that runs this long is killed and the sync retried."""
 NFT_FAMILIES: tuple[NftFamily, ...] = ("ip", "inet")
 _TRANSIENT_TEXT = (
     "Resource temporarily unavailable",
@@ -50,6 +53,7 @@ _TRANSIENT_TEXT = (
     "Too many open files",
     "Device or resource busy",
     "Cannot allocate memory",
+    "timed out after",
 )
 _ABSENT_TEXT = "No such file or directory"
 _FEATURES = (
@@ -103,6 +107,12 @@ class Nft:
         self._run = runner
         self._kernel = kernel
 
+    def _timed(self, argv: list[str], stdin: int) -> Completed:
+        """A batch run, killed after BATCH_TIMEOUT_SECONDS (the default runner only)."""
+        if self._run is run_command:
+            return run_command(argv, stdin, timeout=BATCH_TIMEOUT_SECONDS)
+        return self._run(argv, stdin)
+
     def families_present(self) -> tuple[NftFamily, ...]:
         """Families holding a table of ours: netlink first (no process), else ``nft``."""
         known = {f: self._kernel.table_exists(f, self.table) for f in NFT_FAMILIES}
@@ -142,7 +152,7 @@ class Nft:
                 written += os.write(fd, data[written:])
             os.lseek(fd, 0, os.SEEK_SET)
             argv = ["nft", "-c", "-f", "-"] if check else ["nft", "-f", "-"]
-            res = self._run(argv, fd)
+            res = self._timed(argv, fd)
         finally:
             os.close(fd)
         if res.exit_code != 0:

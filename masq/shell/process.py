@@ -26,23 +26,33 @@ class Completed:
 Stdin = str | int | None
 """What a command reads: text, a file descriptor (read from where it stands), or nothing."""
 Runner = Callable[[list[str], Stdin], Completed]
+TIMEOUT_EXIT = 124  # a command killed for running too long (as timeout(1) reports it)
 
 
-def run_command(argv: list[str], stdin: Stdin = None) -> Completed:
+def run_command(argv: list[str], stdin: Stdin = None, timeout: float | None = None) -> Completed:
     """Run argv without a shell or tty, capture everything, never raise on exit codes.
 
     An ``int`` stdin is a file descriptor the child reads directly (no pipe through
     this process), so what it reads is complete even if this process dies meanwhile.
+    ``timeout`` kills a command that runs longer (exit ``TIMEOUT_EXIT``); it is off by
+    default because sh polls for it every 100 ms, which would slow every short listing.
     """
     try:
         cmd = sh.Command(argv[0])
     except sh.CommandNotFound:
         raise AgentError(f"{argv[0]}: command not found (is it installed?)") from None
-    # No ``_timeout``: sh implements it with a thread polling every 100 ms, which
-    # would add 100 ms to every 5 ms listing.  Lock waits are bounded by ``--wait``.
     source = os.fdopen(stdin, "rb", closefd=False) if isinstance(stdin, int) else stdin
     try:
-        done = cmd(*argv[1:], _in=source, _ok_code=_ANY_EXIT, _tty_out=False, _return_cmd=True)
+        done = cmd(
+            *argv[1:],
+            _in=source,
+            _ok_code=_ANY_EXIT,
+            _tty_out=False,
+            _return_cmd=True,
+            _timeout=timeout,
+        )
+    except sh.TimeoutException:
+        return Completed(tuple(argv), TIMEOUT_EXIT, "", f"timed out after {timeout:g}s")
     except OSError as e:  # no fd, memory or process slot for the pipes and the fork
         message = f"{argv[0]}: cannot run: {e.strerror or e}"
         raise (TransientError if e.errno in _RESOURCE_ERRNOS else AgentError)(message) from None

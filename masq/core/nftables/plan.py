@@ -149,7 +149,8 @@ def _apply(state: NftState, op: NftOp) -> NftState:
         case AddElements(family=f, table=tn, set=sn, elements=new):
             table = _table(state, f, tn, op)
             s = _set(table, sn, op)
-            fresh = [e for e in new if e not in s.elements]  # adding an equal element: no-op
+            # An element equal to one present (or repeated in the op) is no change, as in nft.
+            fresh = [e for e in dict.fromkeys(new) if e not in s.elements]
             _check_disjoint([*s.elements, *fresh], op)
             counters = s.counters.update({e: Counters(0, 0) for e in fresh})
             return _with_set(

@@ -1,0 +1,87 @@
+"""Hypothesis strategies for the nftables properties: configs whose CIDRs overlap, nest,
+touch, cover link-local or are /0, in both families, and the addresses worth probing."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import strategies as st
+
+from masq.core.addresses import Family, IPAddress, IPNetwork, sorted_cidrs
+from masq.core.config import MasqConfig
+from masq.core.decision import LINK_LOCAL
+from masq.core.nat import NatOptions, PortRange
+from masq.core.nftables.table import TableOptions
+
+BITS: dict[Family, int] = {"ipv4": 32, "ipv6": 128}
+
+
+def network(family: Family, value: int, prefix: int) -> IPNetwork:
+    bits = BITS[family]
+    mask = ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1) if prefix else 0
+    cls = ipaddress.IPv4Network if family == "ipv4" else ipaddress.IPv6Network
+    return cls((value & mask, prefix))
+
+
+@st.composite
+def cidrs(draw: st.DrawFn, family: Family) -> IPNetwork:
+    """Mostly near a few seeds (so CIDRs nest, touch and overlap), sometimes /0 or anywhere."""
+    bits = BITS[family]
+    seed = draw(
+        st.sampled_from(
+            [
+                0x0A000000 << (bits - 32),
+                int(LINK_LOCAL[family].network_address),
+                draw(st.integers(0, (1 << bits) - 1)),
+            ]
+        )
+    )
+    jitter = draw(st.integers(0, 1 << (bits // 2)))
+    prefix = draw(
+        st.one_of(st.just(0), st.integers(0, bits), st.integers(6, 20), st.integers(bits - 8, bits))
+    )
+    return network(family, seed ^ jitter, prefix)
+
+
+@st.composite
+def configs(draw: st.DrawFn, ipv6: bool = True) -> MasqConfig:
+    families: list[Family] = ["ipv4", "ipv6"] if ipv6 else ["ipv4"]
+    nets = st.one_of(*(cidrs(f) for f in families))
+    return MasqConfig(
+        non_masquerade_cidrs=sorted_cidrs(draw(st.lists(nets, max_size=10))),
+        masquerade_cidrs=sorted_cidrs(draw(st.lists(nets, max_size=5))),
+        masq_link_local=draw(st.booleans()),
+        masq_link_local_ipv6=draw(st.booleans()),
+    )
+
+
+def table_options() -> st.SearchStrategy[TableOptions]:
+    return st.builds(
+        TableOptions,
+        enable_ipv6=st.booleans(),
+        nat=st.builds(
+            NatOptions,
+            random_fully=st.booleans(),
+            to_ports=st.sampled_from(
+                [(), (PortRange(1024, 29999), PortRange(32768, 65535)), (PortRange(7, 7),)]
+            ),
+        ),
+    )
+
+
+def boundaries(config: MasqConfig) -> list[IPAddress]:
+    """First and last address of every CIDR in play (link-local included), and neighbours."""
+    out: list[IPAddress] = []
+    for net in [*config.non_masquerade_cidrs, *config.masquerade_cidrs, *LINK_LOCAL.values()]:
+        top = (1 << net.max_prefixlen) - 1
+        cls = ipaddress.IPv4Address if net.version == 4 else ipaddress.IPv6Address
+        first, last = int(net.network_address), int(net.broadcast_address)
+        out += [cls(v) for v in (first - 1, first, last, last + 1) if 0 <= v <= top]
+    return out
+
+
+def probe_addresses(config: MasqConfig, data: st.DataObject) -> list[IPAddress]:
+    points = boundaries(config)
+    picked = data.draw(st.lists(st.sampled_from(points), max_size=16)) if points else []
+    randoms = data.draw(st.lists(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)), max_size=6))
+    return [*picked, *randoms]

@@ -1,0 +1,130 @@
+"""Properties of the nftables codec (masq/core/nftables/codec.py), with the kernel as oracle.
+
+The round trip goes through real nft in a throwaway network namespace: what the agent
+renders, nft loads, and what nft lists, the agent parses back to the same model.  The
+kernel, not the codec's own renderer, decides what the listing looks like.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nft_strategies import cidrs, configs, table_options
+
+from masq.core.addresses import IPNetwork
+from masq.core.config import MasqConfig
+from masq.core.nftables.codec import (
+    parse_listing,
+    parse_rule,
+    render_batch,
+    render_table,
+    state_of,
+)
+from masq.core.nftables.model import AddElements, NftTable, ReplaceTable
+from masq.core.nftables.plan import apply_ops, plan
+from masq.core.nftables.table import TableOptions, desired_table
+
+KERNEL_EXAMPLES = max(10, (settings.default or settings()).max_examples // 5)  # nft runs twice
+
+
+@pytest.fixture(scope="module")
+def netns() -> Iterator[str]:
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI=true but the nft round trip needs root and nft")
+        pytest.skip("needs root and nft")
+    name = f"mqnft-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def nft(ns: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def listed(ns: str, table: NftTable) -> NftTable:
+    out = nft(ns, "-j", "list", "table", table.family, table.name)
+    assert out.returncode == 0, out.stderr
+    return parse_listing(out.stdout, table.family, table.name).unwrap()
+
+
+@settings(max_examples=KERNEL_EXAMPLES)
+@given(config=configs(), options=table_options())
+def test_kernel_listing_parses_back_to_the_rendered_table(
+    netns: str, config: MasqConfig, options: TableOptions
+) -> None:
+    """Whatever the config (overlapping, adjacent, /0, link-local-covering CIDRs, both
+    families, --to-ports, random-fully on or off), the batch the codec renders loads into
+    the kernel, the kernel's JSON listing parses back to exactly the desired table, and
+    planning against that listing writes nothing."""
+    desired = desired_table(config, options)
+    loaded = nft(netns, "-f", "-", stdin=render_batch((ReplaceTable(desired),)))
+    assert loaded.returncode == 0, (loaded.stderr, render_table(desired))
+    got = listed(netns, desired)
+    assert got == desired
+    assert plan(desired, state_of([got])) == ()
+    assert nft(netns, "delete", "table", desired.family, desired.name).returncode == 0
+
+
+@settings(max_examples=KERNEL_EXAMPLES)
+@given(first=st.lists(cidrs("ipv4"), max_size=4), second=st.lists(cidrs("ipv4"), max_size=3))
+def test_model_refuses_element_adds_exactly_when_the_kernel_does(
+    netns: str, first: list[IPNetwork], second: list[IPNetwork]
+) -> None:
+    """Adding elements to an interval set: the kernel model (apply_ops) raises exactly when
+    the kernel refuses the batch, and when both accept they hold the same elements."""
+    table = desired_table(MasqConfig(), TableOptions())
+    name = "non-masquerade-v4"
+    assert nft(netns, "-f", "-", stdin=render_batch((ReplaceTable(table),))).returncode == 0
+    state = state_of([table])
+    for batch in (first, second):
+        if not batch:
+            continue
+        op = AddElements(table.family, table.name, name, tuple(batch))
+        kernel = nft(netns, "-f", "-", stdin=render_batch((op,)))
+        try:
+            state = apply_ops(state, [op])
+            model_ok = True
+        except ValueError:
+            model_ok = False
+        assert model_ok is (kernel.returncode == 0), (batch, kernel.stderr)
+    assert listed(netns, table).sets[name].elements == state.tables["ip"].sets[name].elements
+    assert nft(netns, "delete", "table", "ip", table.name).returncode == 0
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    )
+)
+def test_parse_listing_never_raises(junk: object) -> None:
+    """Any JSON (or none) is parsed into a table or refused with a Failure, never raised."""
+    for text in (json.dumps(junk), json.dumps({"nftables": junk}), "not json"):
+        result = parse_listing(text, "ip", "ip-masq-agent")
+        assert result.value_or(None) is None or result.unwrap().name == "ip-masq-agent"
+
+
+def test_unknown_expressions_make_an_opaque_rule() -> None:
+    """A rule outside the agent's grammar is kept as text, so it never equals a desired rule."""
+    rule = parse_rule(
+        [{"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": "lo"}}, {"accept": None}]
+    )
+    assert rule.verdict is None and rule.text is not None and "iif" in rule.text

@@ -1,0 +1,187 @@
+"""Properties of the element-level planner and the kernel model (masq/core/nftables/plan.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from nft_strategies import cidrs, configs, table_options
+from pyrsistent import pmap, pset, pvector
+
+from masq.core.addresses import IPNetwork, family_of, uncovered
+from masq.core.config import MasqConfig
+from masq.core.nftables.codec import state_of
+from masq.core.nftables.model import (
+    AddElements,
+    DeleteElements,
+    DeleteTable,
+    NftChain,
+    NftRule,
+    NftSet,
+    NftState,
+    NftTable,
+    ReplaceChain,
+    ReplaceTable,
+)
+from masq.core.nftables.plan import apply_ops, cleanup_ops, plan, replace_ops
+from masq.core.nftables.table import TableOptions, desired_table
+
+
+@st.composite
+def decayed(draw: st.DrawFn, table: NftTable) -> NftState:
+    """What the kernel may hold instead of ``table``: elements lost or foreign ones added
+    (still disjoint, as the kernel keeps them), chains flushed or with a foreign rule, a
+    set or the table gone, the other family's table left behind."""
+    sets = dict(table.sets)
+    for name, s in sorted(table.sets.items()):
+        kept = [e for e in sorted(s.elements, key=str) if draw(st.booleans())]
+        extra = draw(st.lists(cidrs(s.family), max_size=3))
+        added = [e for e in uncovered(extra) if not any(e.overlaps(k) for k in kept)]
+        sets[name] = replace(s, elements=pset([*kept, *added]))
+    chains = dict(table.chains)
+    for name, c in sorted(table.chains.items()):
+        how = draw(st.sampled_from(["keep", "flush", "foreign", "drop-last", "swap", "edited"]))
+        if how == "flush":
+            chains[name] = replace(c, rules=pvector())
+        elif how == "foreign":
+            foreign = NftRule(verdict=None, text='[{"accept": null}]')
+            chains[name] = replace(c, rules=c.rules.append(foreign))
+        elif how == "drop-last" and c.rules:
+            chains[name] = replace(c, rules=c.rules.delete(len(c.rules) - 1))
+        elif how == "swap" and len(c.rules) > 1:  # same rules, another order
+            chains[name] = replace(c, rules=c.rules.set(0, c.rules[1]).set(1, c.rules[0]))
+        elif how == "edited" and c.rules:  # same length, one rule changed
+            chains[name] = replace(c, rules=c.rules.set(0, replace(c.rules[0], counter=True)))
+    if draw(st.booleans()) and sets:
+        del sets[draw(st.sampled_from(sorted(sets)))]
+    if draw(st.booleans()):
+        sets["foreign-set"] = NftSet("foreign-set", "ipv4")
+    tables = []
+    if draw(st.booleans()):
+        tables.append(replace(table, sets=pmap(sets), chains=pmap(chains)))
+    if draw(st.booleans()):
+        other = "ip" if table.family == "inet" else "inet"
+        tables.append(NftTable(other, table.name))  # type: ignore[arg-type]
+    return state_of(tables)
+
+
+def _tables_named(ops: tuple[object, ...]) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for op in ops:
+        if isinstance(op, ReplaceTable):
+            out.add((op.table.family, op.table.name))
+        elif isinstance(op, DeleteTable):
+            out.add((op.family, op.name))
+        elif isinstance(op, AddElements | DeleteElements | ReplaceChain):
+            out.add((op.family, op.table))
+    return out
+
+
+@given(before=configs(), after=configs(), options=table_options(), data=st.data())
+def test_plan_reaches_desired_from_any_state_and_touches_no_other_table(
+    before: MasqConfig,
+    after: MasqConfig,
+    options: TableOptions,
+    data: st.DataObject,
+) -> None:
+    """From any state the kernel may hold of the agent's table (decayed, foreign-edited,
+    missing, or of the other family), applying the plan in the kernel model gives exactly
+    the desired table and nothing else, every op names only the agent's own table, and
+    within the batch every element delete comes before every element add."""
+    # Fails if adds are planned before deletes (the model refuses the overlap), if a
+    # flushed chain or a foreign rule is left as it is, or if the other family's table stays.
+    desired = desired_table(after, options)
+    observed = data.draw(decayed(desired_table(before, options)))
+    ops = plan(desired, observed)
+    assert apply_ops(observed, ops) == NftState(pmap({desired.family: desired}))
+    assert _tables_named(ops) <= {("ip", desired.name), ("inet", desired.name)}
+    kinds = [type(op) for op in ops if isinstance(op, AddElements | DeleteElements)]
+    assert kinds == sorted(kinds, key=lambda k: k is AddElements)
+    assert plan(desired, apply_ops(observed, ops)) == ()
+
+
+@given(config=configs(), options=table_options())
+def test_plan_of_the_desired_table_is_empty(config: MasqConfig, options: TableOptions) -> None:
+    """A steady state writes nothing: the desired table as observed plans no op."""
+    desired = desired_table(config, options)
+    assert plan(desired, state_of([desired])) == ()
+
+
+@given(config=configs(), options=table_options(), data=st.data())
+def test_one_cidr_that_overlaps_nothing_is_one_element_op(
+    config: MasqConfig, options: TableOptions, data: st.DataObject
+) -> None:
+    """Adding (or removing) a CIDR that overlaps nothing in its list is exactly one element
+    op carrying that one CIDR: every other element, and its counter, stays."""
+    family = data.draw(st.sampled_from(options.families))
+    kind = data.draw(st.sampled_from(["masquerade", "non-masquerade"]))
+    listed = config.masquerade_cidrs if kind == "masquerade" else config.non_masquerade_cidrs
+    net: IPNetwork = data.draw(cidrs(family))
+    if any(net.overlaps(n) for n in listed if family_of(n) == family):
+        return
+    grown = listed.append(net)
+    if kind == "masquerade":
+        bigger = replace(config, masquerade_cidrs=grown)
+    else:
+        bigger = replace(config, non_masquerade_cidrs=grown)
+    small, big = desired_table(config, options), desired_table(bigger, options)
+    set_name = f"{kind}-v{4 if family == 'ipv4' else 6}"
+    assert plan(big, state_of([small])) == (AddElements(big.family, big.name, set_name, (net,)),)
+    assert plan(small, state_of([big])) == (
+        DeleteElements(small.family, small.name, set_name, (net,)),
+    )
+
+
+@given(options=table_options(), data=st.data())
+def test_model_refuses_overlapping_elements(options: TableOptions, data: st.DataObject) -> None:
+    """Like the kernel, the model refuses an element that overlaps one the set holds or
+    another in the same op (an equal element is no change), and a delete of an absent one."""
+    table = desired_table(MasqConfig(), options)
+    name = "non-masquerade-v4"
+    a, b = data.draw(cidrs("ipv4")), data.draw(cidrs("ipv4"))
+    state = apply_ops(state_of([table]), [AddElements(table.family, table.name, name, (a,))])
+    add_b = AddElements(table.family, table.name, name, (b,))
+    if a == b or not a.overlaps(b):
+        assert b in apply_ops(state, [add_b]).tables[table.family].sets[name].elements
+    else:
+        with pytest.raises(ValueError, match="overlaps"):
+            apply_ops(state, [add_b])
+    if b != a:
+        with pytest.raises(ValueError, match="does not exist"):
+            apply_ops(state, [DeleteElements(table.family, table.name, name, (b,))])
+
+
+def test_replace_and_cleanup_ops() -> None:
+    """The full-sync fallback replaces the table whole and drops the other family's; cleanup
+    deletes every table of ours and nothing else."""
+    options = TableOptions(enable_ipv6=True)
+    desired = desired_table(MasqConfig(), options)
+    stale = NftTable("ip", desired.name)
+    observed = state_of([stale, replace(desired, chains=pmap())])
+    assert replace_ops(desired, observed) == (
+        ReplaceTable(desired),
+        DeleteTable("ip", desired.name),
+    )
+    assert apply_ops(observed, replace_ops(desired, observed)) == state_of([desired])
+    assert cleanup_ops(observed) == (
+        DeleteTable("inet", desired.name),
+        DeleteTable("ip", desired.name),
+    )
+    assert apply_ops(observed, cleanup_ops(observed)) == NftState()
+
+
+def test_chain_replacement_keeps_the_hook_and_needs_its_targets() -> None:
+    """A chain edit keeps the chain's hook; a rule naming a missing set or chain is refused."""
+    desired = desired_table(MasqConfig(), TableOptions())
+    base = desired.chains["postrouting"]
+    broken = NftChain(base.name, None, pvector([NftRule(verdict="jump", target="nowhere")]))
+    with pytest.raises(ValueError, match="missing chain"):
+        apply_ops(state_of([desired]), [ReplaceChain(desired.family, desired.name, broken)])
+    emptied = apply_ops(
+        state_of([desired]),
+        [ReplaceChain(desired.family, desired.name, replace(base, rules=pvector()))],
+    )
+    assert emptied.tables["ip"].chains["postrouting"].base == base.base
+    assert emptied.tables["ip"].chains["postrouting"].rules == pvector()

@@ -1,0 +1,232 @@
+"""The nftables runner and the agent in nftables mode, against a scripted nft.
+
+The scripted nft keeps a model of the table (the core's apply_ops) and lists it in nft's
+own JSON shape, so these tests check the shell's choices (what is listed, when, what is
+handed over and how failures are told apart), not nft itself: the namespace tests and
+tests/properties/test_nftables_codec.py run the real nft.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from fake_iptables import FakeIptables, FakeKernel
+
+from masq.core.nftables.model import NftState
+from masq.core.nftables.table import TableOptions
+from masq.shell.agent import Agent
+from masq.shell.errors import AgentError, TransientError
+from masq.shell.metrics import Metrics
+from masq.shell.nftables_runner import Nft, NftablesDataplane, failure, feature_missing
+from masq.shell.options import Options
+from masq.shell.process import Completed, Stdin
+
+
+@dataclass
+class FakeNft:
+    """nft that applies batches to a kernel model and lists tables; records every call."""
+
+    state: NftState = field(default_factory=NftState)
+    calls: list[list[str]] = field(default_factory=list)
+    batches: list[str] = field(default_factory=list)
+    fail_next: list[tuple[int, str]] = field(default_factory=list)
+    iptables: FakeIptables = field(default_factory=FakeIptables)
+
+    def __call__(self, argv: list[str], stdin: Stdin) -> Completed:
+        if argv[0] != "nft":
+            return self.iptables(argv, stdin)
+        self.calls.append(argv)
+        if "-f" in argv:
+            assert isinstance(stdin, int), "a batch must reach nft as a file, never a pipe"
+            os.lseek(stdin, 0, os.SEEK_SET)
+            text = os.read(stdin, 1 << 24).decode()
+            self.batches.append(text)
+            if self.fail_next:
+                code, err = self.fail_next.pop(0)
+                return Completed(tuple(argv), code, "", err)
+            return Completed(tuple(argv), 0, "", "")
+        return Completed(tuple(argv), 1, "", "Error: No such file or directory\n")
+
+    def nft_calls(self) -> list[str]:
+        return [" ".join(c[1:3]) for c in self.calls]
+
+
+def options(tmp_path: Path, **kw: object) -> Options:
+    return Options(
+        config_dir=str(tmp_path),
+        dataplane="nftables",
+        iptables_backend="nft",
+        metrics_bind_address=None,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_failure_tells_transient_from_permanent_by_nfts_message() -> None:
+    """Resource shortage is retried; a refusal (overlap, missing object, permission) is not."""
+
+    def done(stderr: str, code: int = 1) -> Completed:
+        return Completed(("nft", "-f", "-"), code, "", stderr)
+
+    transient = [
+        "netlink: Error: Could not process rule: No buffer space available",
+        "netlink: Error: cache initialization failed: Device or resource busy",
+        "netlink: Error: Could not process rule: Interrupted system call",
+        "mnl.c:60: Unable to initialize Netlink socket: Too many open files",
+        "timed out after 120s",
+    ]
+    permanent = [
+        "Error: interval overlaps with an existing one\nadd element ip t s { 10.1.0.0/16 }\n  ^^^",
+        "Error: Could not process rule: Operation not permitted",
+        "Error: element does not exist",
+        "Error: syntax error, unexpected ip",
+    ]
+    for text in transient:
+        assert isinstance(failure(done(text), "nft batch"), TransientError), text
+    for text in permanent:
+        error = failure(done(text), "nft batch")
+        assert type(error) is AgentError, text
+    assert "at: add element ip t s { 10.1.0.0/16 }" in str(failure(done(permanent[0]), "x"))
+
+
+@pytest.mark.parametrize(
+    ("stderr", "says"),
+    [
+        (
+            "Error: Could not process rule: No such file or directory\n"
+            "fib daddr type local return\n^^^",
+            "fib expression",
+        ),
+        (
+            "Error: Could not process rule: No such file or directory\n"
+            "type nat hook postrouting priority srcnat + 10; policy accept;\n^^^",
+            "nat chains",
+        ),
+        ("Error: Could not process rule: Operation not permitted", "CAP_NET_ADMIN"),
+        ("Error: Could not process rule: Protocol not supported", "nf_tables refused"),
+    ],
+)
+def test_probe_refusal_names_the_missing_feature(stderr: str, says: str) -> None:
+    assert says in feature_missing(Completed(("nft",), 1, "", stderr))
+
+
+def test_batches_reach_nft_as_a_complete_file(tmp_path: Path) -> None:
+    """Every batch (the probe too) is read by nft from a file descriptor holding all of it."""
+    fake = FakeNft()
+    plane = NftablesDataplane(TableOptions(), fake, FakeKernel(gen=7))
+    nft = plane.nft
+    nft.run_batch("add table ip x\n")
+    assert fake.calls == [["nft", "-f", "-"]]
+    assert fake.batches == ["add table ip x\n"]
+    nft.run_batch("add table ip x\n", check=True)
+    assert fake.calls[-1] == ["nft", "-c", "-f", "-"]
+
+
+def test_missing_nft_with_no_netlink_answer_finds_no_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In iptables mode on a node without nft, looking for our table costs nothing and
+    finds nothing (rather than failing the sync)."""
+    kernel = FakeKernel()
+    kernel.table_exists = lambda family, name: None  # type: ignore[method-assign]
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert Nft("ip-masq-agent", FakeNft(), kernel).families_present() == ()
+
+
+def test_first_sync_probes_then_writes_the_whole_table(tmp_path: Path) -> None:
+    """On an empty node: one ``nft -c`` probe of the table, then one batch that makes it."""
+    fake = FakeNft()
+    agent = Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel(gen=1))
+    assert agent.sync().wrote is True
+    assert [c[1] for c in fake.calls] == ["-c", "-f"]
+    written = fake.batches[-1]
+    assert written.startswith("add table ip ip-masq-agent\ndelete table ip ip-masq-agent\n")
+    assert "10.0.0.0/8" in written and "priority srcnat + 10" in written
+
+
+def test_an_unchanged_generation_skips_the_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a sync found the table in sync, later syncs at the same nf_tables generation
+    list nothing; a new generation (anyone's commit) lists again."""
+    from masq.core.config import MasqConfig
+    from masq.core.nftables.codec import state_of
+    from masq.core.nftables.table import desired_table
+
+    kernel = FakeKernel(gen=5)
+    plane = NftablesDataplane(TableOptions(), FakeNft(), kernel)
+    desired = desired_table(MasqConfig(), TableOptions())
+    observed: list[int] = []
+
+    def observe() -> NftState:
+        observed.append(1)
+        return state_of([desired])
+
+    monkeypatch.setattr(plane.nft, "observe", observe)
+    assert plane.plan(MasqConfig()).ops == ()
+    assert plane.plan(MasqConfig()).ops == ()
+    assert plane.plan(MasqConfig()).listed is False
+    assert len(observed) == 1
+    kernel.gen = 6
+    assert plane.plan(MasqConfig()).listed is True
+    assert len(observed) == 2
+
+
+def test_dry_run_prints_the_batch_and_writes_nothing(tmp_path: Path) -> None:
+    import io
+
+    fake = FakeNft()
+    out = io.StringIO()
+    agent = Agent(options(tmp_path, dry_run=True), Metrics(), fake, out=out, kernel=FakeKernel())
+    assert agent.sync().wrote is False
+    assert [c[1] for c in fake.calls] == ["-c"]  # the probe checks, nothing is written
+    text = out.getvalue()
+    assert text.startswith("# nft table ip ip-masq-agent: 1 change(s)")
+    assert "* table ip ip-masq-agent {" in text
+
+
+def test_a_refused_incremental_batch_falls_back_to_replacing_the_table(tmp_path: Path) -> None:
+    from masq.core.nftables.plan import plan
+    from masq.shell.nftables_runner import NftPlan
+
+    fake = FakeNft(fail_next=[(1, "Error: element does not exist")])
+    plane = NftablesDataplane(TableOptions(), fake, FakeKernel())
+    from masq.core.config import MasqConfig
+    from masq.core.nftables.table import desired_table
+
+    desired = desired_table(MasqConfig(), TableOptions())
+    ops = plan(desired, NftState())
+    written = plane.apply(NftPlan(desired, NftState(), ops))
+    assert len(fake.batches) == 2
+    assert fake.batches[1].startswith("add table ip ip-masq-agent\ndelete table ip ip-masq-agent\n")
+    assert len(written) == len(ops) + 1
+
+
+def test_a_transient_failure_is_not_turned_into_a_replace(tmp_path: Path) -> None:
+    from masq.core.config import MasqConfig
+    from masq.core.nftables.plan import plan
+    from masq.core.nftables.table import desired_table
+    from masq.shell.nftables_runner import NftPlan
+
+    fake = FakeNft(
+        fail_next=[(1, "netlink: Error: Could not process rule: No buffer space available")]
+    )
+    plane = NftablesDataplane(TableOptions(), fake, FakeKernel())
+    desired = desired_table(MasqConfig(), TableOptions())
+    with pytest.raises(TransientError):
+        plane.apply(NftPlan(desired, NftState(), plan(desired, NftState())))
+    assert len(fake.batches) == 1
+
+
+def test_element_counts_in_rule_writes(tmp_path: Path) -> None:
+    from masq.core.nftables.model import AddElements
+    from masq.shell.nftables_runner import write_labels
+
+    nets = tuple(ipaddress.ip_network(f"10.{i}.0.0/16") for i in range(3))
+    v6 = (ipaddress.ip_network("fd00::/8"),)
+    labels = write_labels(
+        [
+            AddElements("inet", "t", "non-masquerade-v4", nets),
+            AddElements("inet", "t", "masquerade-v6", v6),
+        ]
+    )
+    assert labels == {"ipv4": ["add_element"] * 3, "ipv6": ["add_element"]}
