@@ -21,6 +21,10 @@ from masq.core.iptables.codec import render_rule
 from masq.core.iptables.evaluate import agent_chain, chain_match
 from masq.core.iptables.model import Chain, Rule, Ruleset
 from masq.core.merge import Merged, provenance
+from masq.core.nftables.codec import render_rule as render_nft_rule
+from masq.core.nftables.evaluate import Match as NftMatch
+from masq.core.nftables.evaluate import first_match as nft_first_match
+from masq.core.nftables.model import POSTROUTING_CHAIN, NftTable
 
 OriginKind = Literal[
     "masqueradeCIDRs",
@@ -139,43 +143,48 @@ def _stale(net: IPNetwork | None, merged: Merged | None) -> Origin:
     )
 
 
+DecidingStep = Literal["none", "foreign", "catch-all", "exception", "keep"]
+
+
+def _step_origins(
+    step: DecidingStep,
+    net: IPNetwork | None,
+    family: Family,
+    fragments: Sequence[Fragment],
+    merged: Merged | None,
+) -> tuple[Origin, ...]:
+    """Why the deciding step exists, for either dataplane: a file, a default, a built-in."""
+    if step == "none":
+        return (Origin("no rule", None, (), "no rule of the chain matches: the packet returns"),)
+    if step == "foreign":
+        note = "a rule the agent does not write decides: its outcome is not modelled"
+        return (Origin("foreign rule", net, (), note),)
+    cidr = net if net is not None else every_destination(family)
+    if step == "catch-all":
+        note = "no earlier rule matches: outbound traffic is masqueraded"
+        return (Origin("final catch-all", cidr, (), note),)
+    if step == "exception":
+        listed = provenance(fragments, cidr, masquerade=True)
+        if not listed:
+            return (_stale(cidr, merged),)
+        note = f"listed in masqueradeCIDRs of {', '.join(listed)} (exceptions come first)"
+        return (Origin("masqueradeCIDRs", cidr, listed, note),)
+    return tuple(_return_origins(fragments, merged, family, cidr))
+
+
 def _origins(
     rule: Rule | None, family: Family, fragments: Sequence[Fragment], merged: Merged | None
 ) -> tuple[Origin, ...]:
+    step: DecidingStep
     if rule is None:
-        return (Origin("no rule", None, (), "no rule of the chain matches: the packet returns"),)
-    if rule.action in ("OTHER", "JUMP"):
-        return (
-            Origin(
-                "foreign rule",
-                rule.destination,
-                (),
-                "a rule the agent does not write decides: its outcome is not modelled",
-            ),
-        )
-    net = rule.destination if rule.destination is not None else every_destination(family)
-    if rule.role == "catch-all":
-        return (
-            Origin(
-                "final catch-all",
-                net,
-                (),
-                "no earlier rule matches: outbound traffic is masqueraded",
-            ),
-        )
-    if rule.action == "MASQUERADE":
-        listed = provenance(fragments, net, masquerade=True)
-        if listed:
-            return (
-                Origin(
-                    "masqueradeCIDRs",
-                    net,
-                    listed,
-                    f"listed in masqueradeCIDRs of {', '.join(listed)} (exceptions come first)",
-                ),
-            )
-        return (_stale(net, merged),)
-    return tuple(_return_origins(fragments, merged, family, net))
+        step = "none"
+    elif rule.action in ("OTHER", "JUMP"):
+        step = "foreign"
+    elif rule.role == "catch-all":
+        step = "catch-all"
+    else:
+        step = "exception" if rule.action == "MASQUERADE" else "keep"
+    return _step_origins(step, rule.destination if rule else None, family, fragments, merged)
 
 
 def _no_rule(base: Explanation, note: str) -> Explanation:
@@ -312,3 +321,91 @@ def explanation_dict(e: Explanation, ruleset_label: str) -> dict[str, object]:
         "config_masquerade": e.config_masquerade,
         "local": e.local,
     }
+
+
+def _nft_step(table: NftTable, match: NftMatch | None) -> DecidingStep:
+    if match is None:
+        return "none"
+    rule = match.rule
+    if rule.verdict is None:
+        return "foreign"
+    if rule.verdict == "return":
+        return "keep"
+    if rule.daddr_set is not None:
+        return "exception"
+    return "catch-all" if rule.verdict == "jump" and rule.target in table.chains else "foreign"
+
+
+def explain_nft(
+    ip: IPAddress,
+    *,
+    table: NftTable | None,
+    fragments: Sequence[Fragment] = (),
+    merged: Merged | None = None,
+    local: bool = False,
+) -> Explanation:
+    """``explain`` for the nftables dataplane: the deciding rule of the base chain and, for a
+    set lookup, the element that matched with its counter.  ``table`` None: no table."""
+    config_says = None if merged is None else (not local and should_masquerade(merged.config, ip))
+    family = family_of(ip)
+    base = Explanation(
+        ip=ip,
+        family=family,
+        verdict="keep source",
+        chain=POSTROUTING_CHAIN,
+        position=None,
+        rule=None,
+        rule_text=None,
+        origins=(),
+        shadowed=(),
+        config_masquerade=config_says,
+        local=local,
+    )
+    if local:
+        return _no_rule(base, "a LOCAL address of this node: the first rule returns for it")
+    if table is None or POSTROUTING_CHAIN not in table.chains:
+        return _no_rule(base, "the agent's nft table is absent: nothing is masqueraded by it")
+    match = nft_first_match(table, ip)
+    step = _nft_step(table, match)
+    verdicts: dict[DecidingStep, Verdict] = {"none": "keep source", "keep": "keep source"}
+    verdict = verdicts.get(step, "unknown" if step == "foreign" else "masquerade")
+    net = None
+    text = None
+    if match is not None:
+        net = match.element if match.element is not None else match.rule.daddr
+        text = render_nft_rule(match.rule) if match.rule.verdict is not None else match.rule.text
+        if match.element is not None:
+            text = f"{text} (element {match.element}{_element_counters(table, match)})"
+    covered = tuple(
+        f"{n} (covered by {net}: not stored)"
+        for n in _configured(merged, family, step)
+        if ip in n and n != net
+    )
+    return replace(
+        base,
+        verdict=verdict,
+        position=match.position if match else None,
+        rule_text=text,
+        origins=_step_origins(step, net, family, fragments, merged),
+        shadowed=covered,
+    )
+
+
+def _element_counters(table: NftTable, match: NftMatch) -> str:
+    found = table.sets.get(match.rule.daddr_set or "")
+    counters = found.counters.get(match.element) if found and match.element else None
+    if counters is None:
+        return ""
+    return f", counter {counters.packets} packets {counters.bytes} bytes"
+
+
+def _configured(merged: Merged | None, family: Family, step: DecidingStep) -> list[IPNetwork]:
+    """The configured CIDRs of the list that decided (their covered ones are not stored)."""
+    if merged is None or step not in ("exception", "keep"):
+        return []
+    nets = (
+        merged.config.masquerade_cidrs
+        if step == "exception"
+        else merged.config.non_masquerade_cidrs
+    )
+    return [n for n in nets if family_of(n) == family]

@@ -23,13 +23,15 @@ from masq.core.addresses import IPAddress, family_of, parse_ip
 from masq.core.config import MasqConfig
 from masq.core.duration import format_duration
 from masq.core.errors import ConfigError
-from masq.core.explain import Explanation, explanation_dict, render_explanation
+from masq.core.explain import Explanation, explain_nft, explanation_dict, render_explanation
 from masq.core.explain import explain as explain_ip
 from masq.core.fragment import Fragment
 from masq.core.iptables.evaluate import agent_chain
 from masq.core.iptables.model import Ruleset
 from masq.core.iptables.rules import desired_ruleset
 from masq.core.merge import Merged
+from masq.core.nftables.model import NftTable
+from masq.core.nftables.table import desired_table
 from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG
 from masq.shell.options import Options
@@ -93,6 +95,28 @@ def _read_config(opts: Options) -> Result[LoadedConfig, tuple[ConfigError, ...]]
     return read_files(opts.config_dir, opts.config_prefix).alt(first).bind(lambda f: load(f, opts))
 
 
+def _nft_table_to_explain(
+    opts: Options, merged: Merged | None, read_live: bool
+) -> tuple[NftTable | None, str]:
+    """The agent's nft table as the kernel holds it, else the desired one, and its label."""
+    from masq.shell.nftables_runner import Nft
+
+    family = opts.table_options().nft_family
+    why = "live rules not read"
+    if read_live:
+        try:
+            live = Nft(opts.nft_table).list(family)
+        except Exception as e:  # any failure to read is reported, never fatal here
+            live, why = None, f"live table unreadable ({e})"
+        else:
+            why = f"table {family} {opts.nft_table} is absent (not synced here)"
+        if live is not None:
+            return live, f"live, read from nft table {family} {opts.nft_table}"
+    if merged is None:
+        return None, why
+    return desired_table(merged.config, opts.table_options()), f"desired, from the config ({why})"
+
+
 def _rules_to_explain(
     opts: Options, ip: IPAddress, merged: Merged | None, read_live: bool
 ) -> Result[tuple[Ruleset | None, str], str]:
@@ -136,20 +160,36 @@ def explain(
         _err(f"invalid config: {loaded.failure()[0]}", err)
     else:
         fragments, merged = loaded.unwrap().fragments, loaded.unwrap().merged
+    note = f"; {config_note}" if config_note else ""
+    local = is_local_address(address)
+    if opts.dataplane == "nftables":
+        table, label = _nft_table_to_explain(opts, merged, read_live)
+        if table is None and merged is None:
+            _err(f"cannot explain {address}: {label}, and the config is invalid", err)
+            return EXIT_FAILURE
+        enabled = family_of(address) in opts.table_options().families
+        result = explain_nft(
+            address,
+            table=table if enabled else None,
+            fragments=fragments,
+            merged=merged,
+            local=local,
+        )
+        _print_explanation(result, label + note, opts, out)
+        return EXIT_OK
     rules = _rules_to_explain(opts, address, merged, read_live)
     if isinstance(rules, Failure):
         _err(f"cannot explain {address}: {rules.failure()}, and the config is invalid", err)
         return EXIT_FAILURE
     ruleset, label = rules.unwrap()
-    if config_note:
-        label += f"; {config_note}"
+    label += note
     result = explain_ip(
         address,
         ruleset=ruleset,
         fragments=fragments,
         merged=merged,
         chain=opts.masq_chain,
-        local=is_local_address(address),
+        local=local,
     )
     _print_explanation(result, label, opts, out)
     return EXIT_OK
