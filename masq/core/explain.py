@@ -187,6 +187,24 @@ def _origins(
     return _step_origins(step, rule.destination if rule else None, family, fragments, merged)
 
 
+def _undecided(ip: IPAddress, merged: Merged | None, chain: str | None, local: bool) -> Explanation:
+    """An explanation before any rule is read: the config's own answer, nothing decided."""
+    config_says = None if merged is None else (not local and should_masquerade(merged.config, ip))
+    return Explanation(
+        ip=ip,
+        family=family_of(ip),
+        verdict="keep source",
+        chain=chain,
+        position=None,
+        rule=None,
+        rule_text=None,
+        origins=(),
+        shadowed=(),
+        config_masquerade=config_says,
+        local=local,
+    )
+
+
 def _no_rule(base: Explanation, note: str) -> Explanation:
     return replace(base, origins=(Origin("no rule", None, (), note),))
 
@@ -242,20 +260,7 @@ def explain(
     nor the config masquerade it.  ``chain`` defaults to the chain POSTROUTING jumps
     to.  ``ruleset`` of the other family is a caller's bug (ValueError).
     """
-    config_says = None if merged is None else (not local and should_masquerade(merged.config, ip))
-    base = Explanation(
-        ip=ip,
-        family=family_of(ip),
-        verdict="keep source",
-        chain=chain,
-        position=None,
-        rule=None,
-        rule_text=None,
-        origins=(),
-        shadowed=(),
-        config_masquerade=config_says,
-        local=local,
-    )
+    base = _undecided(ip, merged, chain, local)
     if local:
         return _no_rule(base, "a LOCAL address of this node: the POSTROUTING jump skips it")
     if ruleset is None:
@@ -346,21 +351,8 @@ def explain_nft(
 ) -> Explanation:
     """``explain`` for the nftables dataplane: the deciding rule of the base chain and, for a
     set lookup, the element that matched with its counter.  ``table`` None: no table."""
-    config_says = None if merged is None else (not local and should_masquerade(merged.config, ip))
     family = family_of(ip)
-    base = Explanation(
-        ip=ip,
-        family=family,
-        verdict="keep source",
-        chain=POSTROUTING_CHAIN,
-        position=None,
-        rule=None,
-        rule_text=None,
-        origins=(),
-        shadowed=(),
-        config_masquerade=config_says,
-        local=local,
-    )
+    base = _undecided(ip, merged, POSTROUTING_CHAIN, local)
     if local:
         return _no_rule(base, "a LOCAL address of this node: the first rule returns for it")
     if table is None or POSTROUTING_CHAIN not in table.chains:
