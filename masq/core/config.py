@@ -12,6 +12,9 @@ from masq.core.addresses import IPNetwork
 
 DEFAULT_CIDR_LIMIT = 64
 DEFAULT_RESYNC_SECONDS = 60.0
+MIN_RESYNC_SECONDS = 1.0
+"""A floor under the effective resync interval: ``resyncInterval: 1ns`` would otherwise make
+the daemon resync back to back (config changes still apply at once, through inotify)."""
 RFC1918: tuple[IPNetwork, ...] = tuple(
     ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 )
@@ -46,3 +49,8 @@ class MasqConfig:
     masq_link_local_ipv6: bool = False
     resync_interval: float = DEFAULT_RESYNC_SECONDS
     cidr_limit: int = DEFAULT_CIDR_LIMIT
+
+
+def effective_resync(flag_seconds: float, config: MasqConfig) -> float:
+    """Seconds between resyncs: the shorter of the flag and the config, never under the floor."""
+    return max(MIN_RESYNC_SECONDS, min(flag_seconds, config.resync_interval))

@@ -19,11 +19,14 @@ from typing import Protocol, TextIO
 from returns.result import Failure
 
 from masq.core.addresses import FAMILIES, Family
-from masq.core.config import MasqConfig
+from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig
+from masq.core.decision import decide
 from masq.core.iptables.codec import render_ops_readable, render_restore
+from masq.core.iptables.traffic import traffic_of as iptables_traffic
 from masq.core.merge import Merged
 from masq.core.nftables.codec import render_ops_readable as render_nft_ops
 from masq.core.nftables.model import NftOp
+from masq.core.nftables.traffic import traffic_of as nftables_traffic
 from masq.core.traffic import CidrTraffic
 from masq.shell import iptables_runner, netlink, nftables_runner
 from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
@@ -82,6 +85,10 @@ class Dataplane(Protocol):
         """Remove this dataplane's objects while the other one is in charge; ops written."""
         ...
 
+    def traffic_now(self, config: MasqConfig | None) -> dict[Family, tuple[CidrTraffic, ...]]:
+        """Per-CIDR counters from one read-only listing (for a scrape)."""
+        ...
+
 
 class _Iptables:
     """The iptables dataplane, reporting to the sync's hooks."""
@@ -119,6 +126,12 @@ class _Iptables:
             self.hooks.rule_writes(p.family, iptables_runner.write_labels(applied))
             wrote = True
         return wrote
+
+    def traffic_now(self, config: MasqConfig | None) -> dict[Family, tuple[CidrTraffic, ...]]:
+        return {
+            t.family: iptables_traffic(t.observe(self.chain, jumps=False))
+            for t in self.plane.tables()
+        }
 
     def leftovers(self, dry_run: bool) -> int:
         """Our chain and jumps in every backend and family whose binaries exist."""
@@ -164,6 +177,14 @@ class _Nftables:
             return False
         self._report(self.plane.apply(p))
         return True
+
+    def traffic_now(self, config: MasqConfig | None) -> dict[Family, tuple[CidrTraffic, ...]]:
+        table = self.plane.nft.list(self.plane.options.nft_family)
+        if table is None:
+            return {}
+        return nftables_traffic(
+            table, [decide(config, f) for f in self.plane.options.families] if config else []
+        )
 
     def leftovers(self, dry_run: bool) -> int:
         ops = self.plane.cleanup_ops()
@@ -251,6 +272,13 @@ class Agent:
                 }
             },
         )
+        if config.resync_interval < MIN_RESYNC_SECONDS:
+            LOG.warning(
+                "resyncInterval is below the floor, using the floor",
+                extra={
+                    "kv": {"resyncInterval": config.resync_interval, "floor": MIN_RESYNC_SECONDS}
+                },
+            )
         conflicts = loaded.merged.conflicts
         for c in conflicts:
             LOG.warning(
@@ -266,6 +294,11 @@ class Agent:
         if conflicts and self.opts.fail_on_conflict:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise AgentError(f"{conflicts[0]}{more} (--fail-on-conflict)")
+
+    def traffic_now(self) -> dict[Family, tuple[CidrTraffic, ...]]:
+        """The per-CIDR counters as the kernel holds them now (read-only; any thread)."""
+        last = self._last
+        return self.dataplane.traffic_now(last[1].merged.config if last is not None else None)
 
     def sync(self) -> SyncReport:
         """One reconcile: the chosen dataplane, then the other's leftovers (make-before-break)."""

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from returns.result import Failure, Success
 
 from masq import __version__
+from masq.core.config import MIN_RESYNC_SECONDS
 from masq.core.names import valid_chain_name, valid_table_name
 from masq.core.nat import format_to_ports, parse_to_ports
 from masq.shell.errors import EXIT_OK, PROG, ShellError, UsageError
@@ -107,6 +108,13 @@ def _to_ports(text: str) -> object:
     raise AssertionError("unreachable")
 
 
+def _count(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise UsageError(f"invalid count {text!r}: must not be negative")
+    return value
+
+
 def _one_of(*allowed: str) -> Callable[[str], str]:
     def check(text: str) -> str:
         if text not in allowed:
@@ -183,6 +191,13 @@ FLAGS: tuple[Flag, ...] = (
         "metrics_bind_address",
         _bind,
         _show_bind,
+    ),
+    Flag(
+        "metrics-max-cidr-series",
+        "str",
+        "per-CIDR traffic series per family in /metrics; the rest are summed as cidr=other",
+        "metrics_max_cidr_series",
+        _count,
     ),
     Flag("log-format", "str", "text or json", "log_format", _one_of("text", "json")),
     Flag(
@@ -313,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.setup(opts.verbosity, opts.log_format)
     logs.LOG.info("starting", extra={"kv": {"version": __version__, "flags": flags_line(opts)}})
+    if opts.resync_interval < MIN_RESYNC_SECONDS:
+        logs.LOG.warning(
+            "--resync-interval is below the floor, using the floor",
+            extra={"kv": {"flag": opts.resync_interval, "floor": MIN_RESYNC_SECONDS}},
+        )
     return run(opts)
 
 

@@ -19,6 +19,9 @@ from types import FrameType
 from inotify_simple import INotify
 from inotify_simple import flags as F
 
+from masq.core.config import MIN_RESYNC_SECONDS, effective_resync
+from masq.core.iptables.model import OP_LABELS as IPTABLES_OPS
+from masq.core.nftables.model import OP_LABELS as NFT_OPS
 from masq.shell import http
 from masq.shell.agent import Agent, Backoff
 from masq.shell.errors import AgentError, TransientError
@@ -171,8 +174,13 @@ def _debounce(watcher: ConfigWatcher, stopper: Stopper, clock: Callable[[], floa
 
 def run(opts: Options) -> int:
     """The daemon; returns 0 on SIGTERM/SIGINT, 1 on a fatal error (rules stay as they are)."""
-    metrics = Metrics(resync_interval=opts.resync_interval)
+    metrics = Metrics(
+        resync_interval=max(MIN_RESYNC_SECONDS, opts.resync_interval),
+        max_cidr_series=opts.metrics_max_cidr_series,
+        write_ops=(NFT_OPS if opts.dataplane == "nftables" else IPTABLES_OPS).values(),
+    )
     agent = Agent(opts, metrics)
+    metrics.refresh_with(agent.traffic_now)
     with contextlib.ExitStack() as cleanup:
         try:
             stopper = Stopper()
@@ -205,7 +213,7 @@ def _loop(
         else:
             backoff.succeeded()
             metrics.sync_finished(True, time.monotonic() - started)
-            backoff.cap = wait = min(opts.resync_interval, report.resync_interval)
+            backoff.cap = wait = effective_resync(opts.resync_interval, report.loaded.merged.config)
         if stopper.stopped:
             break
         why = wait_for_change(watcher, stopper, wait)

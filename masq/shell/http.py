@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -35,6 +36,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, *, body: bool) -> None:
         path = self.path.split("?", 1)[0]
         try:
+            self._route(path, body=body)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            _client_gone(self.client_address, e)
+
+    def _route(self, path: str, *, body: bool) -> None:
+        try:
             if path == "/metrics":
                 self._reply(200, self.metrics.exposition(), CONTENT_TYPE, body=body)
             elif path in ("/healthz", "/livez"):
@@ -43,6 +50,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._probe(self.metrics.readyz(), body=body)
             else:
                 self._reply(404, b"not found: try /healthz, /readyz or /metrics\n", body=body)
+        except (BrokenPipeError, ConnectionResetError):
+            raise
         except Exception as e:  # a broken scrape must not kill the server thread
             LOG.debug("http: %s failed", path, exc_info=True)
             self._reply(500, f"internal error: {e}\n".encode(), body=body)
@@ -74,6 +83,31 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """One line, never socketserver's traceback, for a connection that failed."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            _client_gone(client_address, error)
+        else:
+            LOG.warning(
+                "http: request failed",
+                extra={"kv": {"client": _peer(client_address), "error": repr(error)}},
+            )
+
+
+def _peer(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+def _client_gone(address: object, error: OSError) -> None:
+    """A scraper that disconnected mid-response: worth one line at most, not a traceback."""
+    LOG.info(
+        "http: client went away",
+        extra={"kv": {"client": _peer(address), "error": type(error).__name__}},
+    )
 
 
 class _Server6(_Server):

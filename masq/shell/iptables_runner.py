@@ -95,21 +95,29 @@ class Iptables:
     def run(self, argv: list[str]) -> Completed:
         return self._run(argv, None)
 
-    def observe_text(self, chain: str) -> str:
-        """POSTROUTING's rules and our chain with counters, as two one-chain listings."""
+    def _list(self, chain: str, *flags: str) -> Completed:
         wait = f"--wait={LOCK_WAIT_SECONDS}"  # legacy listings take the xtables lock too
-        post = self._run([self.binary, wait, "-t", "nat", "-S", POSTROUTING], None)
-        if post.exit_code != 0:
-            raise failure(post, "listing POSTROUTING")
-        own = self._run([self.binary, wait, "-t", "nat", "-S", chain, "-v"], None)
+        return self._run([self.binary, wait, "-t", "nat", "-S", chain, *flags], None)
+
+    def chain_text(self, chain: str) -> str:
+        """Our chain with counters (``-S CHAIN -v``); "" when it does not exist (yet)."""
+        own = self._list(chain, "-v")
         if own.exit_code == 1 and any(t in own.stderr for t in _ABSENT_TEXT):
-            return post.stdout  # our chain does not exist (yet)
+            return ""
         if own.exit_code != 0:
             raise failure(own, f"listing {chain}")
-        return post.stdout + own.stdout
+        return own.stdout
 
-    def observe(self, chain: str) -> Ruleset:
-        text = self.observe_text(chain)
+    def observe_text(self, chain: str) -> str:
+        """POSTROUTING's rules and our chain with counters, as two one-chain listings."""
+        post = self._list(POSTROUTING)
+        if post.exit_code != 0:
+            raise failure(post, "listing POSTROUTING")
+        return post.stdout + self.chain_text(chain)
+
+    def observe(self, chain: str, *, jumps: bool = True) -> Ruleset:
+        """What the agent owns; ``jumps`` False reads only the chain (one process: counters)."""
+        text = self.observe_text(chain) if jumps else self.chain_text(chain)
         parsed = parse_save(text, chain, self.family)
         if isinstance(parsed, Failure):
             error = parsed.failure().at(f"{self.binary} -S output")

@@ -11,10 +11,12 @@ Every hook catches everything: metrics are never a reason for the loop to fail.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -29,13 +31,19 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from masq import __version__
-from masq.core.addresses import FAMILIES, Family, family_of
+from masq.core.addresses import FAMILIES, Family, cidr_key, family_of
+from masq.core.config import effective_resync
 from masq.core.merge import Merged
-from masq.core.traffic import CidrTraffic
+from masq.core.traffic import CidrTraffic, Verdict
+
+Refresher = Callable[[], Mapping[Family, tuple[CidrTraffic, ...]]]
 
 LOG = logging.getLogger("masq")
 PREFIX = "ip_masq_agent"
 HEALTH_INTERVALS = 3  # /healthz tolerates this many resync intervals without a success
+TRAFFIC_MAX_AGE_SECONDS = 5.0  # per-CIDR counters are never older than this at a scrape
+DEFAULT_MAX_CIDR_SERIES = 300  # per family; the rest are summed under cidr="other"
+OTHER_CIDRS = "other"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 KINDS = ("non_masquerade", "masquerade")
 
@@ -48,11 +56,42 @@ class Health:
     reason: str
 
 
+def _series_key(t: CidrTraffic) -> tuple[int, tuple[int, int, int], str]:
+    try:
+        return (0, cidr_key(ipaddress.ip_network(t.cidr)), t.action)
+    except ValueError:
+        return (1, (0, 0, 0), t.action)
+
+
+def capped(rows: Iterable[CidrTraffic], max_series: int) -> list[CidrTraffic]:
+    """At most ``max_series`` per-CIDR series per family, the rest summed per action.
+
+    Which CIDRs get their own series follows the canonical CIDR order (the catch-all
+    /0 first), not traffic, so membership changes only with the config: a series that
+    came and went with traffic would break ``rate()`` on it and on ``other``.
+    """
+    by_family: dict[Family, list[CidrTraffic]] = {}
+    for t in rows:
+        by_family.setdefault(t.family, []).append(t)
+    out: list[CidrTraffic] = []
+    for family in sorted(by_family):
+        ordered = sorted(by_family[family], key=_series_key)
+        out += ordered[:max_series]
+        rest: dict[Verdict, list[int]] = {}
+        for t in ordered[max_series:]:
+            acc = rest.setdefault(t.action, [0, 0])
+            acc[0] += t.packets
+            acc[1] += t.bytes
+        out += [CidrTraffic(family, OTHER_CIDRS, a, p, b) for a, (p, b) in sorted(rest.items())]
+    return out
+
+
 class _TrafficCollector(Collector):
     """Exposes the last observed kernel counters as they are (no local arithmetic)."""
 
-    def __init__(self, snapshot: Callable[[], tuple[CidrTraffic, ...]]) -> None:
+    def __init__(self, snapshot: Callable[[], tuple[CidrTraffic, ...]], max_series: int) -> None:
         self._snapshot = snapshot
+        self._max_series = max_series
 
     def collect(self) -> Iterator[Metric]:
         labels = ["family", "cidr", "action"]
@@ -66,7 +105,7 @@ class _TrafficCollector(Collector):
             "Bytes matched by each rule of the agent's chain (the kernel's counter).",
             labels=labels,
         )
-        for t in self._snapshot():
+        for t in capped(self._snapshot(), self._max_series):
             packets.add_metric([t.family, t.cidr, t.action], t.packets)
             nbytes.add_metric([t.family, t.cidr, t.action], t.bytes)
         yield packets
@@ -84,6 +123,7 @@ class _Registry(CollectorRegistry):
         resync_interval: float,
         version: str,
         traffic: Callable[[], tuple[CidrTraffic, ...]],
+        max_series: int,
     ) -> None:
         # ``*_created`` series only double the exposition; the agent owns its process.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -129,7 +169,7 @@ class _Registry(CollectorRegistry):
             f"{PREFIX}_build_info", "Always 1; the agent's version.", ["version"], registry=self
         )
         build.labels(version=version).set(1)
-        self.register(_TrafficCollector(traffic))
+        self.register(_TrafficCollector(traffic, max_series))
 
     def _gauge(self, name: str, documentation: str) -> Gauge:
         return Gauge(f"{PREFIX}_{name}", documentation, registry=self)
@@ -149,6 +189,8 @@ class Metrics:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         version: str = __version__,
+        max_cidr_series: int = DEFAULT_MAX_CIDR_SERIES,
+        write_ops: Iterable[str] = (),
     ) -> None:
         self.resync_interval = resync_interval
         self._flag_interval = resync_interval
@@ -161,8 +203,15 @@ class Metrics:
         self._last_error: str | None = None
         self._last_ok = True
         self._traffic: dict[Family, tuple[CidrTraffic, ...]] = {}
+        self._traffic_at = -math.inf  # when the per-CIDR counters were last read
+        self._refresh: Refresher | None = None
+        self._refresh_lock = threading.Lock()
 
-        self.registry = _Registry(resync_interval, version, self._traffic_snapshot)
+        self.registry = _Registry(resync_interval, version, self._traffic_snapshot, max_cidr_series)
+
+    def refresh_with(self, refresher: Refresher) -> None:
+        """How a scrape reads fresh counters: one read-only listing of what the agent owns."""
+        self._refresh = refresher
 
     # --- hooks the loop calls ---------------------------------------------------
 
@@ -180,7 +229,7 @@ class Metrics:
                     count = sum(1 for n in nets if family_of(n) == family)
                     self.registry.cidrs.labels(family=family, kind=kind).set(count)
             with self._lock:  # the loop waits min(flag, config); so does health
-                self.resync_interval = min(self._flag_interval, config.resync_interval)
+                self.resync_interval = effective_resync(self._flag_interval, config)
             self.registry.interval.set(self.resync_interval)
         except Exception:
             LOG.debug("metrics: config_loaded failed", exc_info=True)
@@ -199,6 +248,7 @@ class Metrics:
             rows = tuple(traffic)
             with self._lock:
                 self._traffic[family] = rows
+                self._traffic_at = self._clock()
         except Exception:
             LOG.debug("metrics: traffic failed", exc_info=True)
 
@@ -273,9 +323,33 @@ class Metrics:
         return Health(False, reason)
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of every metric."""
+        """The Prometheus text format of every metric, per-CIDR counters at most 5 s old."""
+        self._refresh_if_stale()
         data: bytes = generate_latest(self.registry)
         return data
+
+    def _stale(self) -> bool:
+        with self._lock:
+            return self._clock() - self._traffic_at >= TRAFFIC_MAX_AGE_SECONDS
+
+    def _refresh_if_stale(self) -> None:
+        """At most one listing per 5 s however many scrapers (the others wait for its
+        result); the sync loop never waits for it (it only takes ``_lock``, briefly)."""
+        if self._refresh is None or not self._stale():
+            return
+        with self._refresh_lock:
+            if not self._stale():
+                return  # another scraper just read them
+            try:
+                fresh = self._refresh()
+            except Exception as e:  # a failed read serves the last counters
+                LOG.debug("metrics: counter refresh failed", extra={"kv": {"error": str(e)}})
+                with self._lock:
+                    self._traffic_at = self._clock()  # no retry storm: next try in 5 s
+                return
+            with self._lock:
+                self._traffic = dict(fresh)
+                self._traffic_at = self._clock()
 
     def _traffic_snapshot(self) -> tuple[CidrTraffic, ...]:
         with self._lock:

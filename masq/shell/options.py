@@ -54,6 +54,7 @@ class Options:
     dataplane: DataplaneName = "iptables"
     nft_table: str = DEFAULT_TABLE
     metrics_bind_address: BindAddress | None = DEFAULT_METRICS_BIND  # None: no HTTP server
+    metrics_max_cidr_series: int = 300  # per family; the rest summed under cidr="other"
     log_format: LogFormat = "text"
     explain: str | None = None
     validate: bool = False

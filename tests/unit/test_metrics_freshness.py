@@ -1,0 +1,178 @@
+"""Per-CIDR counters fresh at scrape time, bounded series, and a scraper that hangs up."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig, effective_resync
+from masq.core.traffic import CidrTraffic
+from masq.shell import http
+from masq.shell.metrics import OTHER_CIDRS, TRAFFIC_MAX_AGE_SECONDS, Metrics, capped
+from masq.shell.options import BindAddress
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+RESET_ON_CLOSE = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")  # SO_LINGER on, 0 s
+
+
+def row(cidr: str, packets: int, family: str = "ipv4", action: str = "RETURN") -> CidrTraffic:
+    return CidrTraffic(family, cidr, action, packets, packets * 100)  # type: ignore[arg-type]
+
+
+def packets(m: Metrics) -> dict[str, float]:
+    out = {}
+    for fam in text_string_to_metric_families(m.exposition().decode()):
+        if fam.name == "ip_masq_agent_packets":
+            for s in fam.samples:
+                if s.name.endswith("_total"):
+                    out[s.labels["cidr"]] = s.value
+    return out
+
+
+def test_a_scrape_reads_counters_older_than_five_seconds_and_only_then() -> None:
+    """Counters the sync listed are served as they are while fresh; once older than 5 s a
+    scrape reads them anew, once, and scrapes in the next 5 s reuse that read."""
+    clock = Clock()
+    m = Metrics(clock=clock)
+    reads: list[float] = []
+
+    def refresh() -> dict[str, tuple[CidrTraffic, ...]]:
+        reads.append(clock.now)
+        return {"ipv4": (row("10.0.0.0/8", len(reads) * 10),)}
+
+    m.refresh_with(refresh)  # type: ignore[arg-type]
+    m.traffic("ipv4", (row("10.0.0.0/8", 1),))  # the sync's own listing
+    assert packets(m) == {"10.0.0.0/8": 1} and reads == []
+    clock.now += TRAFFIC_MAX_AGE_SECONDS - 0.1
+    assert packets(m) == {"10.0.0.0/8": 1} and reads == []
+    clock.now += 0.2
+    assert packets(m) == {"10.0.0.0/8": 10} and len(reads) == 1
+    for _ in range(5):
+        assert packets(m) == {"10.0.0.0/8": 10}
+    assert len(reads) == 1
+    clock.now += TRAFFIC_MAX_AGE_SECONDS
+    assert packets(m) == {"10.0.0.0/8": 20} and len(reads) == 2
+
+
+def test_concurrent_scrapers_share_one_read_and_the_sync_never_waits() -> None:
+    """Ten scrapers at once cause one listing; a sync reporting counters meanwhile is not
+    held up by the listing in progress."""
+    clock = Clock()
+    m = Metrics(clock=clock)
+    started, release = threading.Event(), threading.Event()
+    reads = []
+
+    def slow_refresh() -> dict[str, tuple[CidrTraffic, ...]]:
+        reads.append(1)
+        started.set()
+        release.wait(5)
+        return {"ipv4": (row("10.0.0.0/8", 5),)}
+
+    m.refresh_with(slow_refresh)  # type: ignore[arg-type]
+    scrapers = [threading.Thread(target=m.exposition) for _ in range(10)]
+    for t in scrapers:
+        t.start()
+    assert started.wait(5)
+    began = time.monotonic()
+    m.traffic("ipv6", (row("fd00::/8", 3, "ipv6"),))  # the sync thread
+    assert time.monotonic() - began < 0.5
+    release.set()
+    for t in scrapers:
+        t.join(5)
+    assert len(reads) == 1
+
+
+def test_a_failed_read_serves_the_last_counters_and_waits_before_trying_again() -> None:
+    clock = Clock()
+    m = Metrics(clock=clock)
+    calls = []
+
+    def broken() -> dict[str, tuple[CidrTraffic, ...]]:
+        calls.append(1)
+        raise RuntimeError("iptables: lock held")
+
+    m.refresh_with(broken)  # type: ignore[arg-type]
+    m.traffic("ipv4", (row("10.0.0.0/8", 4),))
+    clock.now += 10
+    assert packets(m) == {"10.0.0.0/8": 4}
+    assert packets(m) == {"10.0.0.0/8": 4}
+    assert len(calls) == 1
+
+
+def test_series_are_capped_per_family_in_canonical_order_with_the_rest_summed() -> None:
+    """At most N CIDR series per family, chosen by CIDR order (not traffic, so membership
+    changes only with the config); the rest add up, per action, under cidr="other"."""
+    rows = [row(f"10.{i}.0.0/16", i) for i in range(10, 0, -1)]
+    rows += [
+        row("0.0.0.0/0", 50, action="MASQUERADE"),
+        row("10.200.0.0/16", 7, action="MASQUERADE"),
+    ]
+    rows += [row("fd00::/8", 9, "ipv6")]
+    out = capped(rows, 3)
+    v4 = [(t.cidr, t.action, t.packets) for t in out if t.family == "ipv4"]
+    assert v4[:3] == [
+        ("0.0.0.0/0", "MASQUERADE", 50),
+        ("10.1.0.0/16", "RETURN", 1),
+        ("10.2.0.0/16", "RETURN", 2),
+    ]
+    assert ("other", "RETURN", sum(range(3, 11))) in v4
+    assert ("other", "MASQUERADE", 7) in v4
+    assert [(t.cidr, t.packets) for t in out if t.family == "ipv6"] == [("fd00::/8", 9)]
+    total = sum(t.packets for t in rows)
+    assert sum(t.packets for t in out) == total
+    assert capped(rows, 100) == sorted(capped(rows, 100), key=lambda t: (t.family, 0))  # stable
+    assert OTHER_CIDRS not in {t.cidr for t in capped(rows, 100)}
+
+
+def test_resync_interval_has_a_floor() -> None:
+    """A config asking for 1ns (or a flag for 0.01 s) resyncs every second, not back to back."""
+    assert effective_resync(60, MasqConfig(resync_interval=1e-9)) == MIN_RESYNC_SECONDS == 1.0
+    assert effective_resync(0.01, MasqConfig()) == 1.0
+    assert effective_resync(60, MasqConfig(resync_interval=30)) == 30
+    assert effective_resync(20, MasqConfig(resync_interval=30)) == 20
+
+
+def test_a_scraper_that_hangs_up_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A client closing mid-response, or sending junk, leaves at most one line per
+    connection in the log, never a traceback, and the server keeps answering."""
+    m = Metrics()
+    for i in range(3000):
+        m.traffic("ipv4", (row(f"10.{i // 256}.{i % 256}.0/24", i),))  # a long exposition
+    server = http.start_server(BindAddress("127.0.0.1", 0), m)
+    assert server is not None
+    try:
+        with caplog.at_level(logging.DEBUG, logger="masq"):
+            for _ in range(20):
+                s = socket.create_connection(("127.0.0.1", server.port))
+                s.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.close()  # RST: the server's write fails
+            junk = socket.create_connection(("127.0.0.1", server.port))
+            junk.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+            assert b"Error response" in junk.recv(200)  # the stdlib's 400, HTTP/0.9 style
+            junk.close()
+            time.sleep(0.3)
+            ok = socket.create_connection(("127.0.0.1", server.port))
+            ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert ok.recv(100).startswith(b"HTTP/1.1 200")
+            ok.close()
+        text = caplog.text
+        assert "Traceback" not in text
+        assert all(r.exc_info is None for r in caplog.records)
+    finally:
+        server.shutdown()
