@@ -5,11 +5,16 @@
 #                               in its own network namespaces: processes per sync, 50k-rule
 #                               ratio, config-change latency, idle CPU)
 #   benchmarks/run.sh core      only the pure-core benchmark
+#   benchmarks/run.sh rebuild   iptables chain edits vs whole-chain rebuild (root)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${VENV:-$ROOT/.venv}/bin/python"
 cd "$ROOT"
 what="${1:-all}"
+if [ "$what" = rebuild ]; then
+    PYTHONPATH="$ROOT" "$PY" benchmarks/bench_rebuild.py
+    exit 0
+fi
 PYTHONPATH="$ROOT" "$PY" benchmarks/bench_core.py
 cat benchmarks/results/core.txt
 if [ "$what" = all ]; then

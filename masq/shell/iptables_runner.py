@@ -25,7 +25,7 @@ from masq.core.addresses import FAMILIES, Family
 from masq.core.config import MasqConfig
 from masq.core.iptables.codec import parse_save, render_ops_readable, render_restore
 from masq.core.iptables.model import Op, Ruleset, op_label
-from masq.core.iptables.plan import cleanup_ops, plan, replace_ops
+from masq.core.iptables.plan import choose_ops, cleanup_ops, plan, replace_ops
 from masq.core.iptables.rules import RulesetOptions, desired_ruleset
 from masq.core.iptables.traffic import traffic_of
 from masq.core.names import POSTROUTING
@@ -234,7 +234,7 @@ class IptablesDataplane:
                 final_random_fully(observed, self.chain)
             )
             desired = desired_ruleset(config, table.family, self._options(rf))
-            plans.append(FamilyPlan(table.family, table, desired, plan(desired, observed)))
+            plans.append(FamilyPlan(table.family, table, desired, choose_ops(desired, observed)))
             flags.append(rf)
         in_sync = generation is not None and not any(p.ops for p in plans)
         self._in_sync = (

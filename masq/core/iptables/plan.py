@@ -134,6 +134,27 @@ def plan(desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
     )
 
 
+REBUILD_AFTER_EDITS = 1500
+"""Past this many positional edits of our chain, rebuilding it whole is faster.
+
+iptables-nft pays for each positional insert or delete in proportion to the chain's
+length, a rebuild in proportion to the rules written: the two cross at about 1,300 to
+2,000 edits whatever the length (50,000 rules: 2,500 inserts 2.2 s against a 1.0 s
+rebuild; 45,000 inserts 58 s).  Below it, edits keep the other rules' counters
+(benchmarks/bench_rebuild.py, results/iptables-rebuild.txt).
+"""
+
+
+def choose_ops(desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
+    """``plan``'s edits, or one rebuild of the chain when that many edits would be slower.
+
+    Either way one transaction; a one-CIDR change stays one edit.
+    """
+    ops = plan(desired, observed)
+    edits = sum(1 for op in ops if op.chain != POSTROUTING)
+    return replace_ops(desired, observed) if edits > REBUILD_AFTER_EDITS else ops
+
+
 def replace_ops(desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
     """Full-sync fallback: flush (or create) our chain, append every rule, fix the jump."""
     chain = owned_chain(desired)
