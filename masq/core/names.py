@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 DEFAULT_CHAIN = "IP-MASQ-AGENT"
+DEFAULT_TABLE = "ip-masq-agent"
+"""The nftables table the agent owns (family ip, or inet with IPv6)."""
 POSTROUTING = "POSTROUTING"
 BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", POSTROUTING})
 """The nat table's built-in chains (FORWARD too: iptables refuses it as a user chain name)."""

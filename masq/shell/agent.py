@@ -14,28 +14,27 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from returns.result import Failure
 
 from masq.core.addresses import FAMILIES, Family
 from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig
-from masq.core.decision import decide
 from masq.core.iptables.codec import render_ops_readable, render_restore
 from masq.core.iptables.traffic import traffic_of as iptables_traffic
 from masq.core.merge import Merged
-from masq.core.nftables.codec import render_ops_readable as render_nft_ops
-from masq.core.nftables.model import NftOp
-from masq.core.nftables.traffic import traffic_of as nftables_traffic
 from masq.core.traffic import CidrTraffic
-from masq.shell import iptables_runner, netlink, nftables_runner
+from masq.shell import iptables_runner, netlink
 from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.errors import AgentError, ConfigInvalid, TransientError
 from masq.shell.iptables_backend import resolve_backend
 from masq.shell.netlink import Kernel
-from masq.shell.nftables_runner import NftablesDataplane
 from masq.shell.options import Options
 from masq.shell.process import Runner, run_command
+
+if TYPE_CHECKING:
+    from masq.core.nftables.model import NftOp
+    from masq.shell.nftables_runner import NftablesDataplane
 
 LOG = logging.getLogger("masq.agent")
 KUBE_PROXY_TABLE = "kube-proxy"  # kube-proxy's nftables mode owns ip/ip6 tables of this name
@@ -154,14 +153,30 @@ class _Iptables:
 
 
 class _Nftables:
-    """The nftables dataplane, reporting to the sync's hooks."""
+    """The nftables dataplane, reporting to the sync's hooks.
+
+    Its modules are imported on first use: in iptables mode a leftover table is looked
+    for over netlink, and nft's code loads only if one (may) exist.
+    """
 
     def __init__(
         self, opts: Options, hooks: SyncHooks, runner: Runner, kernel: Kernel, out: TextIO
     ) -> None:
-        self.plane = NftablesDataplane(opts.table_options(), runner, kernel)
+        self.opts = opts
         self.hooks = hooks
+        self.runner = runner
+        self.kernel = kernel
         self.out = out
+        self._plane: NftablesDataplane | None = None
+
+    @property
+    def plane(self) -> NftablesDataplane:
+        if self._plane is None:
+            from masq.shell import nftables_runner  # imported on first use (see above)
+
+            options = self.opts.table_options()
+            self._plane = nftables_runner.NftablesDataplane(options, self.runner, self.kernel)
+        return self._plane
 
     def sync(self, config: MasqConfig, dry_run: bool) -> bool:
         self.plane.probe(config)
@@ -179,19 +194,15 @@ class _Nftables:
         return True
 
     def traffic_now(self, config: MasqConfig | None) -> dict[Family, tuple[CidrTraffic, ...]]:
-        table = self.plane.nft.list(self.plane.options.nft_family)
-        if table is None:
-            return {}
-        return nftables_traffic(
-            table, [decide(config, f) for f in self.plane.options.families] if config else []
-        )
+        return self.plane.traffic_now(config)
 
     def leftovers(self, dry_run: bool) -> int:
+        table = self.opts.nft_table
+        if all(self.kernel.table_exists(f, table) is False for f in ("ip", "inet")):
+            return 0  # netlink says there is none: nothing to load, no process
         ops = self.plane.cleanup_ops()
         if dry_run:
-            if ops:
-                self.out.write("# nftables: cleanup\n")
-                self.out.write(render_nft_ops(ops))
+            self.plane.describe_cleanup(ops, self.out)
             return 0
         if ops:
             self.plane.remove(ops)
@@ -200,7 +211,7 @@ class _Nftables:
         return len(ops)
 
     def _report(self, ops: Sequence[NftOp]) -> None:
-        for family, labels in nftables_runner.write_labels(ops).items():
+        for family, labels in self.plane.write_labels(ops).items():
             self.hooks.rule_writes(family, labels)
 
 

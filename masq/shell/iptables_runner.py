@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TextIO
@@ -33,6 +32,7 @@ from masq.core.traffic import CidrTraffic
 from masq.shell import netlink
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.process import Completed, Runner, run_command
+from masq.shell.process import which as _which
 
 LOG = logging.getLogger("masq.iptables")
 
@@ -294,7 +294,7 @@ def write_labels(ops: Sequence[Op]) -> list[str]:
 
 def _binaries_exist(backend: ResolvedBackend, family: Family) -> bool:
     base = "iptables" if family == "ipv4" else "ip6tables"
-    return all(shutil.which(f"{base}-{backend}{s}") for s in ("", "-restore"))
+    return all(_which(f"{base}-{backend}{s}") for s in ("", "-restore"))
 
 
 def chain_present(table: Iptables, chain: str, kernel: netlink.Kernel) -> bool:

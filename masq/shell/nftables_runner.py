@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -40,6 +39,7 @@ from masq.core.traffic import CidrTraffic
 from masq.shell import netlink
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.process import Completed, Runner, run_command
+from masq.shell.process import which as _which
 
 LOG = logging.getLogger("masq.nftables")
 BATCH_TIMEOUT_SECONDS = 120.0
@@ -118,7 +118,7 @@ class Nft:
         known = {f: self._kernel.table_exists(f, self.table) for f in NFT_FAMILIES}
         if None not in known.values():
             return tuple(f for f in NFT_FAMILIES if known[f])
-        if shutil.which("nft") is None:
+        if _which("nft") is None:
             return ()  # no nft, no netlink answer: nothing of ours can be listed or removed
         res = self._run(["nft", "list", "tables"], None)
         if res.exit_code != 0:
@@ -252,6 +252,24 @@ class NftablesDataplane:
             return
         out.write(f"# {where}: {len(p.ops)} change(s)\n")
         out.write(render_ops_readable(p.ops))
+
+    def traffic_now(self, config: MasqConfig | None) -> dict[Family, tuple[CidrTraffic, ...]]:
+        """Per-CIDR counters from one listing of our table (read-only, for a scrape)."""
+        table = self.nft.list(self.options.nft_family)
+        if table is None:
+            return {}
+        decisions = [decide(config, f) for f in self.options.families] if config else []
+        return traffic_of(table, decisions)
+
+    @staticmethod
+    def describe_cleanup(ops: Sequence[NftOp], out: TextIO) -> None:
+        if ops:
+            out.write("# nftables: cleanup\n")
+            out.write(render_ops_readable(ops))
+
+    @staticmethod
+    def write_labels(ops: Sequence[NftOp]) -> dict[Family, list[str]]:
+        return write_labels(ops)
 
     def cleanup_ops(self) -> tuple[NftOp, ...]:
         return cleanup_ops(self.nft.observe())

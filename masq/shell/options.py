@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from masq.core.config import DEFAULT_RESYNC_SECONDS
 from masq.core.iptables.rules import RulesetOptions
-from masq.core.names import DEFAULT_CHAIN
+from masq.core.names import DEFAULT_CHAIN, DEFAULT_TABLE
 from masq.core.nat import NatOptions, PortRange
-from masq.core.nftables.model import DEFAULT_TABLE
-from masq.core.nftables.table import TableOptions
+
+if TYPE_CHECKING:
+    from masq.core.nftables.table import TableOptions
 
 Backend = Literal["auto", "nft", "legacy"]
 DataplaneName = Literal["iptables", "nftables"]
@@ -69,6 +70,8 @@ class Options:
 
     def table_options(self) -> TableOptions:
         """The flags that shape the nftables table."""
+        from masq.core.nftables.table import TableOptions
+
         return TableOptions(
             table=self.nft_table,
             enable_ipv6=self.enable_ipv6,

@@ -72,3 +72,12 @@ def _text(data: object) -> str:
     if isinstance(data, bytes):
         return data.decode("utf-8", "replace")
     return str(data)
+
+
+def which(name: str) -> str | None:
+    """The path of an executable on PATH (shutil.which without importing shutil, ~10 ms)."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None

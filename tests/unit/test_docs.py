@@ -57,3 +57,20 @@ def test_every_documented_name_exists() -> None:
     table_names = re.findall(r"^\| `([A-Za-z_]+)`", text, re.M)
     assert table_names, "no API table found"
     assert [n for n in table_names if n not in masq.__all__] == []
+
+
+def test_the_api_loads_lazily_and_completely() -> None:
+    """Every public name resolves (PEP 562 lazy loading), unknown ones raise AttributeError,
+    and importing the package alone loads none of the dataplanes."""
+    import subprocess
+    import sys
+
+    for name in masq.__all__:
+        assert getattr(masq, name) is not None, name
+    with pytest.raises(AttributeError):
+        _ = masq.no_such_name  # type: ignore[attr-defined]
+    probe = "import sys, masq; print(sorted(m for m in sys.modules if m.startswith('masq.')))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert loaded.strip() == "[]"

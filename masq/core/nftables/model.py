@@ -15,12 +15,14 @@ from pyrsistent import pmap, pset, pvector
 from pyrsistent.typing import PMap, PSet, PVector
 
 from masq.core.addresses import Family, IPNetwork
+from masq.core.names import DEFAULT_TABLE
 from masq.core.nat import PortRange
 from masq.core.traffic import Counters
 
+__all__ = ["DEFAULT_TABLE"]  # re-exported: the table's home is names.py
+
 NftFamily = Literal["ip", "inet"]
 Kind = Literal["masquerade", "non-masquerade"]
-DEFAULT_TABLE: Final = "ip-masq-agent"
 POSTROUTING_CHAIN: Final = "postrouting"
 SNAT_CHAIN: Final = "snat-to-node"
 SRCNAT_PRIORITY: Final = 100
