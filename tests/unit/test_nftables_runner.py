@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fake_iptables import FakeIptables, FakeKernel
+from pyrsistent import pvector
 
 from masq.core.nftables.model import NftState
 from masq.core.nftables.table import TableOptions
@@ -230,3 +231,32 @@ def test_element_counts_in_rule_writes(tmp_path: Path) -> None:
         ]
     )
     assert labels == {"ipv4": ["add_element"] * 3, "ipv6": ["add_element"]}
+
+
+def test_after_its_own_write_the_agent_knows_the_table_without_listing_it() -> None:
+    """When the generation after a batch is the planned one plus one, only that batch was
+    committed: the next sync plans from the modelled table, listing nothing; any other
+    commit in between (generation + 2) makes it list again."""
+    from masq.core.config import MasqConfig
+
+    kernel = FakeKernel(gen=10)
+    fake = FakeNft()
+    plane = NftablesDataplane(TableOptions(), fake, kernel)
+    listings: list[int] = []
+
+    def observe() -> NftState:
+        listings.append(1)
+        return NftState()
+
+    plane.nft.observe = observe  # type: ignore[method-assign]
+    first = plane.plan(MasqConfig())
+    kernel.gen = 11  # the batch below is the one commit
+    plane.apply(first)
+    again = plane.plan(MasqConfig())
+    assert listings == [1] and again.listed is False and again.ops == ()
+    bigger = MasqConfig(non_masquerade_cidrs=pvector([ipaddress.ip_network("100.64.0.0/10")]))
+    step = plane.plan(bigger)
+    assert step.listed is False and len(step.ops) == 1
+    kernel.gen = 13  # our commit and someone else's
+    plane.apply(step)
+    assert plane.plan(bigger).listed is True and listings == [1, 1]

@@ -9,7 +9,6 @@ then differs from every desired rule, so the plan replaces its chain).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,7 +17,7 @@ from typing import Any, cast
 from pyrsistent import pmap, pset, pvector
 from returns.result import Failure, Result, Success
 
-from masq.core.addresses import Family, IPNetwork, cidr_key
+from masq.core.addresses import Family, IPNetwork, cidr_key, parse_cidr
 from masq.core.errors import ConfigError, invalid
 from masq.core.nat import PortRange
 from masq.core.nftables.model import (
@@ -174,15 +173,13 @@ def render_ops_readable(ops: Sequence[NftOp]) -> str:
 
 def _network(value: object) -> IPNetwork | None:
     """A set element or match value: ``"a.b.c.d"`` or ``{"prefix": {...}}``; else None."""
-    try:
-        if isinstance(value, str):
-            return ipaddress.ip_network(value)
-        if isinstance(value, Mapping) and isinstance(value.get("prefix"), Mapping):
-            prefix = value["prefix"]
-            return ipaddress.ip_network(f"{prefix['addr']}/{prefix['len']}")
-    except (ValueError, KeyError, TypeError):
+    if isinstance(value, str):
+        text = value if "/" in value else f"{value}/{32 if ':' not in value else 128}"
+    elif isinstance(value, Mapping) and isinstance(value.get("prefix"), Mapping):
+        text = f"{value['prefix'].get('addr')}/{value['prefix'].get('len')}"
+    else:
         return None
-    return None
+    return parse_cidr(text).value_or(None)
 
 
 def _counters(value: object) -> Counters | None:

@@ -15,8 +15,6 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from pyrsistent import pmap
-
 from masq.core.addresses import IPNetwork, cidr_key, span
 from masq.core.nftables.model import (
     AddElements,
@@ -55,7 +53,8 @@ def _edits(desired: NftTable, observed: NftTable) -> list[NftOp]:
     deletes: list[NftOp] = []
     adds: list[NftOp] = []
     for name in sorted(desired.sets):
-        want, have = desired.sets[name].elements, observed.sets[name].elements
+        # Plain sets for the arithmetic: pyrsistent's PSet difference is quadratic.
+        want, have = set(desired.sets[name].elements), set(observed.sets[name].elements)
         if stale := have - want:
             deletes.append(DeleteElements(desired.family, desired.name, name, _ordered(stale)))
         if missing := want - have:
@@ -161,9 +160,14 @@ def _apply(state: NftState, op: NftOp) -> NftState:
             s = _set(table, sn, op)
             if missing := [e for e in gone if e not in s.elements]:
                 raise ValueError(f"{op!r}: element does not exist: {missing[0]}")
-            kept = s.elements.difference(gone)
-            counters = pmap({e: c for e, c in s.counters.items() if e in kept})
-            return _with_set(state, table, replace(s, elements=kept, counters=counters))
+            kept, counted = s.elements.evolver(), s.counters.evolver()
+            for e in gone:
+                kept.remove(e)
+                if e in s.counters:
+                    counted.remove(e)
+            return _with_set(
+                state, table, replace(s, elements=kept.persistent(), counters=counted.persistent())
+            )
         case ReplaceChain(family=f, table=tn, chain=c):
             table = _table(state, f, tn, op)
             old = table.chains.get(c.name)
