@@ -35,11 +35,23 @@ def test_every_network_parses_from_its_own_spelling(net: IPNetwork) -> None:
     assert parse_cidr(str(net)) == Success(net)
 
 
+@given(networks(), st.integers(1, 2))
+def test_a_prefix_with_leading_zeros_is_refused(net: IPNetwork, zeros: int) -> None:
+    """A prefix length written with leading zeros (``10.0.0.0/08``, ``::/00``) is refused as
+    not a plain CIDR, even though it names a valid network: only the canonical spelling of
+    the prefix is accepted, as for the address's octets."""
+    text = f"{net.network_address}/{'0' * zeros}{net.prefixlen}"
+    result = parse_cidr(text)
+    assert isinstance(result, Failure)
+    assert str(result.failure()) == f"{text!r}: {PLAIN}"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("", "empty CIDR"),
         ("10.0.0.0", "'10.0.0.0': missing prefix length (write e.g. 10.0.0.0/8 or fd00::/8)"),
+        ("10.0.0.0/08", f"'10.0.0.0/08': {PLAIN}"),
         ("10.0.0.0/1000", f"'10.0.0.0/1000': {PLAIN}"),
         ("10.0.0.0/8 ", f"'10.0.0.0/8 ': {PLAIN}"),
         ("fe80::%eth0/64", f"'fe80::%eth0/64': {PLAIN}"),

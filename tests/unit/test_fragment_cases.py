@@ -42,6 +42,7 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("misaligned", "nonMasqueradeCIDRs: [10.0.0.1/8]", f"{SRC}: nonMasqueradeCIDRs[0]: '10.0.0.1/8': host bits set (misaligned); did you mean 10.0.0.0/8?"),
     ("bad octet", "nonMasqueradeCIDRs: [10.256.0.0/16]", f"{SRC}: nonMasqueradeCIDRs[0]: '10.256.0.0/16': invalid address (IPv4 octets are 0-255 without leading zeros; IPv6 as in RFC 4291)"),
     ("leading zero", "nonMasqueradeCIDRs: [010.0.0.0/8]", f"{SRC}: nonMasqueradeCIDRs[0]: '010.0.0.0/8': invalid address (IPv4 octets are 0-255 without leading zeros; IPv6 as in RFC 4291)"),
+    ("leading zero in prefix", "nonMasqueradeCIDRs: [10.0.0.0/08]", f"{SRC}: nonMasqueradeCIDRs[0]: '10.0.0.0/08': {PLAIN}"),
     ("prefix too long", "nonMasqueradeCIDRs: [10.0.0.0/33]", f"{SRC}: nonMasqueradeCIDRs[0]: '10.0.0.0/33': prefix length over 32 for IPv4"),
     ("no prefix", "nonMasqueradeCIDRs: [10.0.0.0]", f"{SRC}: nonMasqueradeCIDRs[0]: '10.0.0.0': missing prefix length (write e.g. 10.0.0.0/8 or fd00::/8)"),
     ("garbage", "nonMasqueradeCIDRs: [abcdefg]", f"{SRC}: nonMasqueradeCIDRs[0]: 'abcdefg': {PLAIN}"),
