@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from returns.result import Failure
 
 from masq.core.addresses import Family, IPNetwork
 from masq.core.iptables.codec import (
@@ -134,14 +136,29 @@ def test_option_like_comments_stay_comments() -> None:
     assert list(parse_save(text, CHAIN, "ipv4").unwrap().chains[CHAIN].rules) == [opaque]
 
 
-def test_parse_save_rejects_malformed_text() -> None:
-    for text in [
-        '*nat\n-A IP-MASQ-AGENT -m comment --comment "open -j RETURN\nCOMMIT\n',
-        "*nat\nthis is not iptables\nCOMMIT\n",
-        "*nat\n-A IP-MASQ-AGENT -c 1 -j RETURN\nCOMMIT\n",
-        "*nat\n-A\nCOMMIT\n",
-    ]:
-        assert parse_save(text, CHAIN, "ipv4").failure()
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '*nat\n-A IP-MASQ-AGENT -m comment --comment "open -j RETURN\nCOMMIT\n',
+            "line 2: '-A IP-MASQ-AGENT -m comment --comment \"open -j RETURN':"
+            " unterminated quote or escape",
+        ),
+        ("*nat\nthis is not iptables\nCOMMIT\n", "line 2: 'this is not iptables': unexpected text"),
+        (
+            "*nat\n-A IP-MASQ-AGENT -c 1 -j RETURN\nCOMMIT\n",
+            "line 2: '-A IP-MASQ-AGENT -c 1 -j RETURN': malformed counters",
+        ),
+        ("*nat\n-A\nCOMMIT\n", "line 2: '-A': unexpected text"),
+    ],
+)
+def test_parse_save_rejects_malformed_text(text: str, message: str) -> None:
+    """Text that is not iptables-save output (an unterminated quote, a line that is not a
+    rule or chain declaration, ``-c`` without two counters, a bare ``-A``) is refused with a
+    message naming the line number and quoting the line."""
+    result = parse_save(text, CHAIN, "ipv4")
+    assert isinstance(result, Failure)
+    assert str(result.failure()) == message
 
 
 SCRIPT = """

@@ -290,7 +290,11 @@ def test_v1_json_with_ipv6_and_resync() -> None:
     assert m.config.resync_interval == 5.0
     # Without --enable-ipv6 the same file is refused, naming it.
     result = merge([parse_fragment(text, "config").unwrap()])
-    assert isinstance(result, Failure) and result.failure().source == "config"
+    assert isinstance(result, Failure)
+    assert str(result.failure()) == (
+        "config: nonMasqueradeCIDRs: 'fc00::/7': IPv6 CIDR given but IPv6 is not enabled"
+        " (--enable-ipv6=false)"
+    )
 
 
 def test_reserved_ranges_default_matches_upstream_list() -> None:
