@@ -8,10 +8,10 @@ from collections.abc import Callable
 import netaddr
 from hypothesis import given
 from hypothesis import strategies as st
+from integration.expected import RESERVED, RFC1918
 from returns.result import Failure, Success
 
 from masq.core.addresses import IPNetwork, cidr_key, sorted_cidrs
-from masq.core.config import RESERVED_RANGES, RFC1918
 from masq.core.fragment import Fragment
 from masq.core.merge import merge, provenance
 
@@ -162,7 +162,8 @@ def test_defaults_and_rules_per_key(frags: list[Fragment], reserved: bool, resyn
     if setters:
         assert set(config.non_masquerade_cidrs) == {n for s in setters for n in s}
     else:
-        assert set(config.non_masquerade_cidrs) == set(RESERVED_RANGES if reserved else RFC1918)
+        defaults = RESERVED if reserved else RFC1918
+        assert set(config.non_masquerade_cidrs) == {ipaddress.ip_network(c) for c in defaults}
     assert set(config.masquerade_cidrs) == {n for f in frags for n in f.masquerade_cidrs or ()}
     assert config.masq_link_local == any(f.masq_link_local is True for f in frags)
     assert config.masq_link_local_ipv6 == any(f.masq_link_local_ipv6 is True for f in frags)
@@ -199,7 +200,9 @@ def test_ipv6_without_enable_names_every_source(frags: list[Fragment]) -> None:
 def test_over_limit_fails_naming_sources(frags: list[Fragment]) -> None:
     frags = distinct_sources(frags)
     setters = [f.non_masquerade_cidrs for f in frags if f.non_masquerade_cidrs is not None]
-    non_masq = {n for s in setters for n in s} if setters else set(RFC1918)
+    non_masq = (
+        {n for s in setters for n in s} if setters else {ipaddress.ip_network(c) for c in RFC1918}
+    )
     count = len(non_masq | {n for f in frags for n in f.masquerade_cidrs or ()})
     limit = min((f.cidr_limit for f in frags if f.cidr_limit is not None), default=64)
     result = merge(frags)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import yaml
+from integration.expected import RFC1918, canonical
 
 from masq.core.fragment import parse_fragment
 from masq.core.merge import merge
@@ -116,7 +117,7 @@ def test_validate_merge_failure_and_missing_dir(tmp_path: Path) -> None:
     assert commands.validate(opts_for(tmp_path / "missing"), out=out, err=io.StringIO()) == 0
     assert "does not exist: defaults apply" in out.getvalue()
     doc = yaml.safe_load(out.getvalue())
-    assert doc["nonMasqueradeCIDRs"] == ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+    assert doc["nonMasqueradeCIDRs"] == canonical(RFC1918)
 
 
 def test_validate_json(tmp_path: Path) -> None:

@@ -18,9 +18,10 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
+from integration.expected import RESERVED, RFC1918
 
 from masq.core.addresses import Family, sorted_cidrs
 from masq.core.config import MasqConfig
@@ -42,24 +43,12 @@ MASQ = (
     '-m comment --comment "ip-masq-agent: outbound traffic is subject to MASQUERADE'
     ' (must be last in chain)"'
 )
-RFC1918 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
-RESERVED = [
-    *RFC1918,
-    "100.64.0.0/10",
-    "192.0.0.0/24",
-    "192.0.2.0/24",
-    "192.88.99.0/24",
-    "198.18.0.0/15",
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-    "240.0.0.0/4",
-]
 
 
-def config(non: list[str], masq: list[str] | None = None, **flags: bool) -> MasqConfig:
+def config(non: Sequence[str], masq: Sequence[str] = (), **flags: bool) -> MasqConfig:
     return MasqConfig(
         non_masquerade_cidrs=sorted_cidrs(ipaddress.ip_network(c) for c in non),
-        masquerade_cidrs=sorted_cidrs(ipaddress.ip_network(c) for c in masq or []),
+        masquerade_cidrs=sorted_cidrs(ipaddress.ip_network(c) for c in masq),
         **flags,
     )
 
@@ -98,7 +87,7 @@ def test_v2_rfc1918_defaults() -> None:
 def test_v2_reserved_ranges_in_canonical_order() -> None:
     # v2 keeps list order; we sort by address, so 100.64/10 comes before 172.16/12.
     canonical = sorted(RESERVED, key=lambda c: int(ipaddress.ip_network(c).network_address))
-    assert canonical != RESERVED
+    assert canonical != list(RESERVED)
     assert lines(config(RESERVED)) == [JUMP, *returns("169.254.0.0/16", *canonical), FINAL]
 
 
