@@ -38,6 +38,9 @@ def yaml_garbage() -> st.SearchStrategy[str]:
 # fails if a message gains a newline (e.g. one put into the anchors/aliases message).
 @given(st.one_of(st.text(), st.binary(), yaml_garbage()))
 def test_never_raises_and_failures_name_the_source(text: str | bytes) -> None:
+    """For any text or bytes (random, or YAML-like garbage made of the real keys and tricky
+    scalars), parse_fragment returns a Success or a Failure and never raises, and a failure's
+    message is a single line starting with the file name."""
     result = parse_fragment(text, SOURCE)
     assert isinstance(result, Success | Failure)
     if isinstance(result, Failure):
@@ -94,6 +97,9 @@ def documents(draw: st.DrawFn) -> tuple[dict[str, object], Fragment]:
 def test_valid_configs_round_trip_yaml_and_json(
     doc: tuple[dict[str, object], Fragment], flow: bool
 ) -> None:
+    """Every valid config, written as YAML (block or flow style), as JSON text or as JSON bytes,
+    parses to the Fragment holding exactly its values: CIDRs deduplicated in canonical order,
+    durations in seconds, the keys it leaves out None."""
     data, expected = doc
     as_yaml = yaml.safe_dump(data, default_flow_style=flow)
     as_json = json.dumps(data)

@@ -1,4 +1,4 @@
-"""Property 5: render -> parse round-trips, and restore scripts do not depend on hash seeds."""
+"""iptables text: rules parse back as rendered, and scripts do not depend on hash seeds."""
 
 from __future__ import annotations
 
@@ -89,6 +89,10 @@ opaque_rules = st.sampled_from(
     with_counters=st.sampled_from(["none", "save", "inline"]),
 )
 def test_render_parse_round_trip(family: Family, data: st.DataObject, with_counters: str) -> None:
+    """Any modelled rules (RETURN, MASQUERADE with or without a destination, --to-ports rules with a
+    probability, the jump to our chain) and opaque ones, rendered as iptables-save lines without
+    counters, with [packets:bytes] prefixes or with inline -c counters, parse back to the same rules
+    in the same order, carrying the counters given."""
     # Fails if quote() forgets to escape '"' or '\\', if the parser drops a
     # prefix length, or if probability is printed with fewer than 11 decimals.
     rules = data.draw(st.lists(st.one_of(model_rules(family), opaque_rules), max_size=8))
@@ -112,6 +116,8 @@ def test_render_parse_round_trip(family: Family, data: st.DataObject, with_count
 
 @given(comments)
 def test_quote_round_trips_through_the_restore_tokenizer(comment: str) -> None:
+    """Any printable comment, spelled by quote(), is a single word to iptables-restore's tokenizer
+    and reads back unchanged."""
     # Fails if quote() leaves a space or quote bare, splitting the word.
     words = split_words(f"--comment {quote(comment)} -j RETURN").unwrap()
     assert [w for w, _, _ in words] == ["--comment", comment, "-j", "RETURN"]
@@ -119,6 +125,8 @@ def test_quote_round_trips_through_the_restore_tokenizer(comment: str) -> None:
 
 @given(st.text(alphabet=' \t"\\ab-', max_size=30))
 def test_fast_tokenizer_agrees_with_the_general_one(line: str) -> None:
+    """Whenever the fast tokenizer accepts a line, it splits it exactly as the general,
+    character-by-character tokenizer does."""
     # Fails if the fast path accepts a mid-word quote or a backslash it cannot interpret.
     fast = _simple_words(line)
     if fast is not None:
@@ -126,6 +134,8 @@ def test_fast_tokenizer_agrees_with_the_general_one(line: str) -> None:
 
 
 def test_option_like_comments_stay_comments() -> None:
+    """A comment that reads like an option (-c, -j, -c 1 2) is read back as that comment, never as
+    inline counters or a target, in a modelled rule and in an opaque one."""
     # Found by the ci profile: a bare comment "-c" was taken for inline counters.
     for comment in ["-c", "-j", "-c 1 2"]:
         rule = Rule(action="RETURN", comment=comment)
@@ -186,6 +196,8 @@ for d in desired_rulesets(config, opts):
 
 
 def test_restore_script_is_identical_under_different_hash_seeds() -> None:
+    """The restore scripts for a config with many CIDRs of both families are byte-identical under
+    different PYTHONHASHSEED values: no output depends on the iteration order of a set or map."""
     # Fails if any output iterates a set or map unsorted (e.g. sorted_cidrs
     # replaced by list(set(...)), or chains rendered in PMap order).
     root = Path(__file__).resolve().parents[2]
@@ -201,10 +213,13 @@ def test_restore_script_is_identical_under_different_hash_seeds() -> None:
 
 
 def test_render_restore_of_no_ops_is_empty() -> None:
+    """No ops is no transaction: the script is empty, so nothing is written."""
     assert render_restore(()) == ""
 
 
 def test_readable_ops_show_every_op_once() -> None:
+    """The --dry-run view shows each op once, in order, as its iptables-restore line after a sign: *
+    for creating or flushing a chain, + for adding a rule, - for deleting one."""
     # Fails if the dry-run view drops ops or mislabels deletes as additions.
     from masq.core.iptables.codec import render_ops_readable
     from masq.core.iptables.model import (

@@ -1,4 +1,4 @@
-"""Property 4: plans are correct, minimal, and leave foreign rules alone."""
+"""plan: it reaches the desired ruleset with a minimal edit and leaves foreign rules alone."""
 
 from __future__ import annotations
 
@@ -138,6 +138,10 @@ def scenarios(draw: st.DrawFn) -> tuple[Ruleset, Ruleset]:
 
 @given(scenarios())
 def test_plan_reaches_desired_and_spares_foreign_rules(scenario: tuple[Ruleset, Ruleset]) -> None:
+    """For any desired ruleset and any observed one (our chain absent, or holding some desired rules
+    and strays in any order; any number of jumps to our chain, in any comment quoting, among foreign
+    POSTROUTING rules), applying plan(desired, observed) to observed gives exactly the desired chain
+    and a single jump, and leaves the foreign POSTROUTING rules as they were, in order."""
     # Fails if deletes run low-to-high (positions shift), if inserts use the
     # observed position, or if the jump fix-up deletes a foreign POSTROUTING rule.
     desired, observed = scenario
@@ -148,6 +152,10 @@ def test_plan_reaches_desired_and_spares_foreign_rules(scenario: tuple[Ruleset, 
 
 @given(scenarios())
 def test_plan_edits_our_chain_minimally(scenario: tuple[Ruleset, Ruleset]) -> None:
+    """The plan touches our chain as little as possible: one delete per observed rule and one insert
+    per desired rule outside a longest common subsequence of the two (or, when the chain is absent,
+    creating it and appending each rule); on POSTROUTING it deletes every jump to our chain except
+    one equal to the desired jump, and adds the desired jump only if no such one is there."""
     # Fails if the diff keeps a common subsequence shorter than the longest one
     # (e.g. a greedy match), or touches POSTROUTING more than the stale jumps need.
     desired, observed = scenario
@@ -167,6 +175,8 @@ def test_plan_edits_our_chain_minimally(scenario: tuple[Ruleset, Ruleset]) -> No
 
 @given(configs())
 def test_plan_of_equal_rulesets_is_empty(config: MasqConfig) -> None:
+    """plan(d, d) is empty for every desired ruleset d: a sync that finds the chain right writes
+    nothing."""
     # Fails if plan always re-appends the jump or rewrites the chain (every sync would write).
     desired = desired_for(config)
     assert plan(desired, desired) == ()
@@ -174,6 +184,8 @@ def test_plan_of_equal_rulesets_is_empty(config: MasqConfig) -> None:
 
 @given(configs(), v4_cidrs)
 def test_one_added_cidr_is_one_insert(config: MasqConfig, extra: ipaddress.IPv4Network) -> None:
+    """Adding one CIDR to nonMasqueradeCIDRs plans exactly one InsertRule (nothing if the chain
+    already had that rule), and applying it gives the new desired ruleset."""
     # Fails if the diff rewrites the tail after the new rule instead of inserting once.
     before = desired_for(config)
     after = desired_for(
@@ -194,6 +206,9 @@ def test_one_added_cidr_is_one_insert(config: MasqConfig, extra: ipaddress.IPv4N
 
 @given(configs(), st.data())
 def test_one_removed_cidr_is_one_delete(config: MasqConfig, data: st.DataObject) -> None:
+    """Removing one CIDR from nonMasqueradeCIDRs plans exactly one DeleteRuleAt (nothing if the rule
+    stays, as the link-local RETURN does while masqLinkLocal is false), and applying it gives the
+    new desired ruleset."""
     # Fails if deletes are planned by spec for our chain or a removal triggers a rewrite.
     if not config.non_masquerade_cidrs:
         return
@@ -217,6 +232,9 @@ def test_one_removed_cidr_is_one_delete(config: MasqConfig, data: st.DataObject)
 
 @given(scenarios())
 def test_replace_ops_also_reach_desired(scenario: tuple[Ruleset, Ruleset]) -> None:
+    """The full-sync fallback, replace_ops(desired, observed), applied to observed, also gives
+    exactly the desired chain and a single jump, and leaves the foreign POSTROUTING rules as they
+    were."""
     # Fails if the full-sync fallback forgets the jump fix-up or appends before creating.
     desired, observed = scenario
     result = apply_ops(observed, replace_ops(desired, observed))
@@ -226,6 +244,8 @@ def test_replace_ops_also_reach_desired(scenario: tuple[Ruleset, Ruleset]) -> No
 
 @given(scenarios())
 def test_cleanup_removes_every_trace(scenario: tuple[Ruleset, Ruleset]) -> None:
+    """cleanup_ops removes our chain and every jump to it (whatever its comment), keeps every
+    foreign POSTROUTING rule, and after it a second cleanup has nothing left to do."""
     # Fails if cleanup deletes the chain before the jumps (the kernel refuses) or
     # leaves a v2-quoted jump behind.
     _, observed = scenario

@@ -1,4 +1,4 @@
-"""Order invariants of the desired chain, and family separation."""
+"""desired_ruleset: the order of our chain, family separation, and v1's --to-ports spreading."""
 
 from __future__ import annotations
 
@@ -63,6 +63,13 @@ options = st.builds(
 
 @given(configs, st.sampled_from(["ipv4", "ipv6"]), options)
 def test_chain_order(config: MasqConfig, family: Family, opts: RulesetOptions) -> None:
+    """For any config, family and flags, our chain is: the family's masqueradeCIDRs exceptions (with
+    --to-ports, each CIDR's tcp, udp and sctp port rules before its plain MASQUERADE), the
+    link-local RETURN unless masqLinkLocal (masqLinkLocalIPv6) is set, the family's
+    nonMasqueradeCIDRs RETURNs in canonical order (family, address, prefix; the link-local range
+    written once), v1's --to-ports rules, and last the catch-all MASQUERADE without destination,
+    with --random-fully as the flag says. Every rule is distinct, and POSTROUTING holds exactly the
+    one jump."""
     # Fails if RETURNs are emitted in config order instead of canonical order,
     # if link-local goes after them, or the final MASQUERADE is not last.
     ruleset = desired_ruleset(config, family, opts)
@@ -110,6 +117,8 @@ def test_chain_order(config: MasqConfig, family: Family, opts: RulesetOptions) -
 
 @given(configs, options)
 def test_family_separation(config: MasqConfig, opts: RulesetOptions) -> None:
+    """There is an IPv4 ruleset, and an IPv6 one after it only with --enable-ipv6; no rule in a
+    family's chain has a destination of the other family."""
     # Fails if desired_ruleset forgets the family filter (an IPv6 CIDR in iptables).
     rulesets = desired_rulesets(config, opts)
     assert [r.family for r in rulesets] == (["ipv4", "ipv6"] if opts.enable_ipv6 else ["ipv4"])
@@ -119,6 +128,9 @@ def test_family_separation(config: MasqConfig, opts: RulesetOptions) -> None:
 
 
 def test_probabilities_follow_v1() -> None:
+    """With --to-ports 1024-29999,32768-65535 each protocol gets v1's two rules, in v1's protocol
+    order tcp, udp, sctp: the first range with probability 28976 / (28976 + 32768) (to the kernel's
+    resolution of 2**-31), the last range unconditional."""
     rules = (
         desired_ruleset(
             MasqConfig(),

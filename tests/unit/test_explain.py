@@ -85,6 +85,9 @@ def desired(merged: Merged, family: Family) -> Ruleset:
 
 @given(st.data())
 def test_explain_matches_should_masquerade(data: st.DataObject) -> None:
+    """For any config of up to three files and any address (CIDR edges and their neighbours, or any
+    address), explain on the desired rules gives the verdict should_masquerade gives, agrees with
+    the config, and names the deciding rule of our chain."""
     # Mutation: reading the chain last-match (or ignoring the masquerade exceptions
     # that come first) makes the verdict differ for addresses in masqueradeCIDRs.
     frags, merged = data.draw(configs())
@@ -99,6 +102,10 @@ def test_explain_matches_should_masquerade(data: st.DataObject) -> None:
 
 @given(st.data())
 def test_explain_names_exactly_the_files_that_put_the_rule_there(data: st.DataObject) -> None:
+    """For any config and address, every origin explain gives for the deciding rule is one the
+    config accounts for, and its CIDR contains the address: masqueradeCIDRs or nonMasqueradeCIDRs
+    with exactly the files listing that CIDR in that key, the default ranges only when no file sets
+    nonMasqueradeCIDRs, the built-in link-local range, or the final catch-all (a /0)."""
     # Mutation: taking sources from the other CIDR key (masquerade for a RETURN rule), or
     # dropping the "default" branch, breaks the file sets or leaves a desired rule unexplained.
     frags, merged = data.draw(configs())
