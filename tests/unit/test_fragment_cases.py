@@ -92,12 +92,3 @@ def test_explicit_empty_list_is_kept_distinct_from_absent() -> None:
     fragment = parse_fragment("nonMasqueradeCIDRs: []", SRC).unwrap()
     assert fragment.non_masquerade_cidrs is not None and len(fragment.non_masquerade_cidrs) == 0
     assert fragment.masquerade_cidrs is None
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("60s", 60.0), ("1m30s", 90.0), ("1.5h", 5400.0), ("300ms", 0.3), ("2h45m", 9900.0),
-     ("1500us", 0.0015), ("1500\u00b5s", 0.0015), ("10ns", 1e-8)],
-)  # fmt: skip
-def test_go_durations(text: str, seconds: float) -> None:
-    assert parse_fragment(f"resyncInterval: {text}", SRC).unwrap().resync_interval == seconds
