@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
+
 import pytest
+from pyrsistent import pvector
 from returns.result import Failure, Success
 
 from masq.core.fragment import MAX_FRAGMENT_BYTES, Fragment, parse_fragment
@@ -70,6 +73,23 @@ def test_bad_input_message(text: str | bytes, message: str) -> None:
     assert isinstance(result, Failure)
     assert str(result.failure()) == message
     assert "\n" not in str(result.failure())
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("cidrLimit: 0", Fragment(SRC, cidr_limit=0)),
+        ("cidrLimit: 0\nnonMasqueradeCIDRs: []", Fragment(SRC, pvector(), cidr_limit=0)),
+        (
+            "cidrLimit: 1\nnonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [10.0.0.0/8]",
+            Fragment(SRC, pvector([IPv4Network("10.0.0.0/8")]), pvector([IPv4Network("10.0.0.0/8")]), cidr_limit=1),
+        ),
+    ],
+)  # fmt: skip
+def test_cidr_limit_is_met_exactly(text: str, fragment: Fragment) -> None:
+    """A file within its own cidrLimit, even exactly at it (0 for no CIDRs; a CIDR in both
+    lists counts once), is valid."""
+    assert parse_fragment(text, SRC) == Success(fragment)
 
 
 @pytest.mark.parametrize("text", ["", "   \n", "# only a comment\n", "null", "~", "---\n...\n"])
