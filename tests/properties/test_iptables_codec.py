@@ -34,14 +34,15 @@ comments = st.text(
 )
 
 
-def nets(family: Family) -> st.SearchStrategy[IPNetwork]:
+def nets(family: Family) -> st.SearchStrategy[IPNetwork | None]:
+    """A destination: a network of the family, or None ("any") where a /0 is drawn, since
+    iptables prints no -d for a /0 and the model spells that as destination None."""
     bits = 32 if family == "ipv4" else 128
-    # iptables prints no -d for a /0, and the model spells that as destination None.
     cls = ipaddress.IPv4Network if family == "ipv4" else ipaddress.IPv6Network
     return st.builds(
-        lambda v, p: cls((v, p), strict=False),
+        lambda v, p: cls((v, p), strict=False) if p else None,
         st.integers(0, 2**bits - 1),
-        st.integers(1, bits),
+        st.sampled_from((0, bits)) | st.integers(0, bits),
     )
 
 

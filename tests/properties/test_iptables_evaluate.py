@@ -41,7 +41,7 @@ def cidrs(draw: st.DrawFn, family: Family) -> IPNetwork:
         )
     )
     jitter = draw(st.integers(0, 1 << (bits // 2)))
-    prefix = draw(st.integers(0, bits)) if draw(st.booleans()) else draw(st.integers(6, 20))
+    prefix = draw(st.sampled_from((0, bits)) | st.integers(0, bits) | st.integers(6, 20))
     return network(family, seed ^ jitter, prefix)
 
 

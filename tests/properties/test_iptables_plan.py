@@ -36,7 +36,7 @@ OPTIONS = RulesetOptions(chain=CHAIN)
 v4_cidrs = st.builds(
     lambda value, prefix: ipaddress.IPv4Network((value, prefix), strict=False),
     st.integers(0, 2**32 - 1),
-    st.integers(8, 32),
+    st.integers(8, 32) | st.just(0),
 )
 
 

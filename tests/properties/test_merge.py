@@ -28,9 +28,12 @@ POOL_V4 = [
         "192.168.1.0/24",
         "172.16.0.0/12",
         "100.64.0.0/10",
+        "0.0.0.0/0",
     )
 ]
-POOL_V6 = [ipaddress.IPv6Network(c) for c in ("fd00::/8", "fd00::/9", "fd80::/9", "2001:db8::/32")]
+POOL_V6 = [
+    ipaddress.IPv6Network(c) for c in ("fd00::/8", "fd00::/9", "fd80::/9", "2001:db8::/32", "::/0")
+]
 SOURCES = ["a.yaml", "b.yaml", "c.json", "d", "zz"]
 
 
