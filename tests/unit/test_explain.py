@@ -9,10 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyrsistent import pmap, pvector
 
-from masq.core.addresses import Family, IPAddress, parse_ip
+from masq.core.addresses import Family, IPAddress, family_of, parse_ip
 from masq.core.decision import LINK_LOCAL, should_masquerade
 from masq.core.explain import Explanation, explain, render_explanation
 from masq.core.fragment import Fragment, parse_fragment
+from masq.core.iptables.codec import render_rule
 from masq.core.iptables.model import Chain, Rule, Ruleset
 from masq.core.iptables.rules import RETURN_COMMENT, RulesetOptions, desired_ruleset
 from masq.core.merge import Merged, merge
@@ -132,6 +133,41 @@ def test_explain_names_exactly_the_files_that_put_the_rule_there(data: st.DataOb
             assert ip in o.cidr
 
 
+@given(st.data())
+def test_also_matches_lists_exactly_the_later_matching_rules(data: st.DataObject) -> None:
+    """For any config and address, the "also matches" list is every rule after the deciding
+    one, starting with the very next, that matches the address by its CIDR, in chain order."""
+    frags, merged = data.draw(configs())
+    ip = data.draw(addresses(frags, merged))
+    ruleset = desired(merged, family_of(ip))
+    e = explain(ip, ruleset=ruleset, fragments=frags, merged=merged)
+    assert e.position is not None
+    rules = ruleset.chains[CHAIN].rules
+    assert e.shadowed == tuple(
+        render_rule(CHAIN, r)
+        for r in rules[e.position :]
+        if r.destination is not None and ip in r.destination
+    )
+
+
+def test_also_matches_starts_right_after_the_deciding_rule() -> None:
+    """10.0.0.1 is decided by the 10.0.0.0/8 RETURN; the 10.0.0.0/16 RETURN right after it
+    (canonical order puts the shorter prefix first) also matches, and is listed."""
+    frags, merged = _merged(("ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.0/16, 10.0.0.0/8]"))
+    e = _explain("10.0.0.1", frags, merged)
+    assert (e.position, e.rule_text) == (
+        2,
+        keep_rule("10.0.0.0/8"),
+    )
+    assert e.shadowed == (keep_rule("10.0.0.0/16"),)
+    assert render_explanation(e, "desired").count("also matches (later, no effect): ") == 1
+
+
+def keep_rule(cidr: str) -> str:
+    """Our RETURN rule for ``cidr``, as iptables-save prints it."""
+    return f'-A {CHAIN} -d {cidr} -m comment --comment "{RETURN_COMMENT}" -j RETURN'
+
+
 def _merged(*texts: tuple[str, str]) -> tuple[list[Fragment], Merged]:
     frags = [parse_fragment(text, name).unwrap() for name, text in texts]
     return frags, merge(frags).unwrap()
@@ -156,7 +192,7 @@ def test_origins_by_kind() -> None:
         "masqueradeCIDRs",
         ("ip-masq-a",),
     )
-    assert len(e.shadowed) == 1 and "-d 10.0.0.0/8" in e.shadowed[0]
+    assert e.shadowed == (keep_rule("10.0.0.0/8"),)
     e = _explain("10.1.2.3", frags, merged)
     assert (e.verdict, e.origins[0].kind, e.origins[0].sources) == (
         "keep source",
@@ -216,8 +252,13 @@ def test_no_jump_no_chain_local_and_disabled_family() -> None:
     assert e.masquerade is False and "does not jump" in e.origins[0].note
     e = explain(ip, ruleset=empty, fragments=frags, merged=merged, chain=CHAIN)
     assert e.masquerade is False and "does not exist" in e.origins[0].note
+    # A LOCAL address skips the POSTROUTING jump: neither the rules nor the config masquerade
+    # it, though the config alone would masquerade 8.8.8.8 as a remote destination.
+    assert should_masquerade(merged.config, ip) is True
     e = explain(ip, ruleset=desired(merged, "ipv4"), merged=merged, local=True)
     assert e.masquerade is False and "LOCAL" in e.origins[0].note
+    assert e.config_masquerade is False and e.agrees is True
+    assert render_explanation(e, "live").endswith("config says: keep source\n")
     v6 = parse_ip("2001:db8::1").unwrap()
     e = explain(v6, ruleset=None, merged=merged)
     assert e.masquerade is False and e.config_masquerade is None
