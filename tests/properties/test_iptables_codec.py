@@ -124,6 +124,26 @@ def test_quote_round_trips_through_the_restore_tokenizer(comment: str) -> None:
     assert [w for w, _, _ in words] == ["--comment", comment, "-j", "RETURN"]
 
 
+@pytest.mark.parametrize(
+    ("comment", "spelled"),
+    [
+        ("plain_-1", "plain_-1"),
+        ("v1.2", '"v1.2"'),
+        ("a:b", '"a:b"'),
+        ("two words", '"two words"'),
+        ("it's", '"it\\\'s"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("back\\slash", '"back\\\\slash"'),
+    ],
+)
+def test_quote_spells_comments_as_iptables_save_does(comment: str, spelled: str) -> None:
+    """A comment stays bare only when made of [A-Za-z0-9_-] alone ("." and ":" are quoted),
+    and inside the quotes each ", \\ and ' is escaped with a backslash: libxtables'
+    xtables_save_string.  test_upstream_rules checks the same comments against the text a
+    real iptables-save prints, for both backends."""
+    assert quote(comment) == spelled
+
+
 @given(st.text(alphabet=' \t"\\ab-', max_size=30))
 def test_fast_tokenizer_agrees_with_the_general_one(line: str) -> None:
     """Whenever the fast tokenizer accepts a line, it splits it exactly as the general,
