@@ -262,5 +262,5 @@ def test_no_jump_no_chain_local_and_disabled_family() -> None:
     v6 = parse_ip("2001:db8::1").unwrap()
     e = explain(v6, ruleset=None, merged=merged)
     assert e.masquerade is False and e.config_masquerade is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^2001:db8::1 is not an ipv4 address$"):
         explain(v6, ruleset=desired(merged, "ipv4"), merged=merged)

@@ -98,8 +98,12 @@ def test_restore_sends_script_on_stdin_with_bounded_lock_wait() -> None:
 
 def test_restore_lock_contention_is_transient() -> None:
     fake = FakeIptables(restore_results=[(4, "Another app is currently holding the xtables lock")])
-    with pytest.raises(TransientError):
+    with pytest.raises(TransientError) as raised:
         Iptables("legacy", "ipv4", fake).restore("*nat\nCOMMIT\n")
+    assert str(raised.value) == (
+        "ipv4 iptables-restore failed (iptables-legacy-restore):"
+        " Another app is currently holding the xtables lock"
+    )
 
 
 @pytest.mark.parametrize(
