@@ -240,13 +240,16 @@ def test_to_ports_rejected(value: str) -> None:
 
 @given(st.text())
 def test_parse_bool_accepts_exactly_go_spellings(text: str) -> None:
+    """Exactly Go's strconv.ParseBool spellings are booleans (1 t T TRUE true True, 0 f F FALSE
+    false False); any other text is refused, quoting it."""
     # Fails if parse_bool grows a spelling Go rejects (e.g. "yes") or drops one.
     go = {"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"}
     if text in go:
         assert parse_bool(text) is (text in {"1", "t", "T", "TRUE", "true", "True"})
     else:
-        with pytest.raises(UsageError):
+        with pytest.raises(UsageError) as raised:
             parse_bool(text)
+        assert str(raised.value) == f"invalid boolean value {text!r}"
 
 
 @given(st.sampled_from([f for f in cli.FLAGS if f.kind == "bool"]), st.booleans())
