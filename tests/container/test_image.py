@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from integration.expected import RFC1918
 
 pytestmark = pytest.mark.container
 
@@ -72,7 +73,6 @@ ALL_CAPS = [
     "BPF",
     "CHECKPOINT_RESTORE",
 ]
-DEFAULT_NOMASQ = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 
 def run(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -209,7 +209,7 @@ def test_entrypoint_once_installs_default_chain(
     result = run_in(netns, container, [*entrypoint, *args])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    assert_agent_chain(nat_rules(netns, save), DEFAULT_NOMASQ)
+    assert_agent_chain(nat_rules(netns, save), RFC1918)
 
 
 def test_entrypoint_once_applies_the_example_configmaps(

@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from integration import netns
-from integration.netns import Backend, Topology
+from integration.topology import (
+    BACKENDS,
+    REPO_ROOT,
+    Backend,
+    Topology,
+    environment_problem,
+    sweep_stale_namespaces,
+    topology,
+)
 
 
 def _in_ci() -> bool:
@@ -23,20 +30,20 @@ def _in_ci() -> bool:
 
 @pytest.fixture(scope="session", autouse=True)
 def _integration_environment() -> None:
-    problem = netns.environment_problem()
+    problem = environment_problem()
     if problem is not None:
         if _in_ci():
             pytest.fail(f"CI=true but integration tests cannot run: {problem}", pytrace=False)
         pytest.skip(problem)
-    netns.sweep_stale_namespaces()
+    sweep_stale_namespaces()
 
 
 def _topology(backend: Backend) -> Iterator[Topology]:
-    with netns.topology(backend) as topo:
+    with topology(backend) as topo:
         yield topo
 
 
-@pytest.fixture(params=netns.BACKENDS)
+@pytest.fixture(params=BACKENDS)
 def topo(request: pytest.FixtureRequest) -> Iterator[Topology]:
     """A fresh topology, once per iptables backend (nft and legacy)."""
     yield from _topology(request.param)
@@ -55,7 +62,7 @@ def config_dir(tmp_path: Path) -> Path:
     return path
 
 
-LATENCY_FILE = netns.REPO_ROOT / "benchmarks" / "results" / "integration-latency.txt"
+LATENCY_FILE = REPO_ROOT / "benchmarks" / "results" / "integration-latency.txt"
 
 
 @pytest.fixture(scope="session")

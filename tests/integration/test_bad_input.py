@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from integration.netns import (
-    DEST_DOC_A,
-    DEST_UPLINK,
-    Topology,
-    assert_config_error,
-    assert_ok,
-    expected_rules,
-    verdicts,
-    write_config,
-)
+from integration.agent import assert_config_error, assert_ok, run_agent, write_config
+from integration.expected import expected_rules
+from integration.packets import verdicts
+from integration.topology import DEST_DOC_A, DEST_UPLINK, Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -50,27 +44,27 @@ def test_bad_file_exits_1_and_leaves_the_kernel_alone(
     nft_topo: Topology, config_dir: Path, kind: str
 ) -> None:
     write_config(config_dir, "ip-masq-agent", GOOD)
-    assert_ok(nft_topo.run_agent(config_dir))
+    assert_ok(run_agent(nft_topo, config_dir))
     before = nft_topo.snapshot()
     write_config(config_dir, "ip-masq-broken", BAD[kind])
-    assert_config_error(nft_topo.run_agent(config_dir), "ip-masq-broken")
+    assert_config_error(run_agent(nft_topo, config_dir), "ip-masq-broken")
     assert nft_topo.snapshot() == before
 
 
 @pytest.mark.parametrize("kind", ["misaligned-cidr", "not-utf-8", "iptables-words"])
 def test_bad_file_on_legacy_and_after_traffic(config_dir: Path, kind: str, topo: Topology) -> None:
     write_config(config_dir, "ip-masq-agent", GOOD)
-    assert_ok(topo.run_agent(config_dir))
+    assert_ok(run_agent(topo, config_dir))
     assert verdicts(topo, DEST_DOC_A, DEST_UPLINK) == {DEST_DOC_A: "masq", DEST_UPLINK: "kept"}
     before = topo.snapshot()  # counters are non-zero now: any rewrite would show
     write_config(config_dir, "ip-masq-broken", BAD[kind])
-    assert_config_error(topo.run_agent(config_dir), "ip-masq-broken")
+    assert_config_error(run_agent(topo, config_dir), "ip-masq-broken")
     assert topo.snapshot() == before
 
 
 def test_bad_file_on_a_clean_node_writes_nothing(nft_topo: Topology, config_dir: Path) -> None:
     write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
-    assert_config_error(nft_topo.run_agent(config_dir), "ip-masq-agent")
+    assert_config_error(run_agent(nft_topo, config_dir), "ip-masq-agent")
     assert "IP-MASQ-AGENT" not in nft_topo.save()
 
 
@@ -78,12 +72,12 @@ def test_merged_cidr_limit(nft_topo: Topology, config_dir: Path) -> None:
     """Each file within the limit, the union over it: the error names the limit's source."""
     write_config(config_dir, "ip-masq-a", "cidrLimit: 3\nnonMasqueradeCIDRs: [10.1.0.0/16, 10.2.0.0/16]\n")  # fmt: skip # noqa: E501
     write_config(config_dir, "ip-masq-b", "nonMasqueradeCIDRs: [10.3.0.0/16, 10.4.0.0/16]\n")
-    proc = nft_topo.run_agent(config_dir)
+    proc = run_agent(nft_topo, config_dir)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "IP-MASQ-AGENT" not in nft_topo.save()
     write_config(config_dir, "ip-masq-b", "nonMasqueradeCIDRs: [10.3.0.0/16]\n")
-    assert_ok(nft_topo.run_agent(config_dir))
+    assert_ok(run_agent(nft_topo, config_dir))
     assert nft_topo.rules() == expected_rules(["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"])
 
 
@@ -98,8 +92,8 @@ def test_merged_cidr_limit(nft_topo: Topology, config_dir: Path) -> None:
 )
 def test_bad_ipv6_with_enable_ipv6(nft_topo: Topology, config_dir: Path, content: str) -> None:
     write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 'fd00:100::/64']\n")
-    assert_ok(nft_topo.run_agent(config_dir, "--enable-ipv6"))
+    assert_ok(run_agent(nft_topo, config_dir, "--enable-ipv6"))
     before = nft_topo.snapshot()
     write_config(config_dir, "ip-masq-broken", content)
-    assert_config_error(nft_topo.run_agent(config_dir, "--enable-ipv6"), "ip-masq-broken")
+    assert_config_error(run_agent(nft_topo, config_dir, "--enable-ipv6"), "ip-masq-broken")
     assert nft_topo.snapshot() == before

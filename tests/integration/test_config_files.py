@@ -9,20 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from integration.netns import (
+from integration.agent import assert_ok, configmap_layout, run_agent, write_config
+from integration.expected import RFC1918, expected_rules, jump_rule
+from integration.packets import verdicts
+from integration.topology import (
     DEST_DOC_A,
     DEST_DOC_B,
     DEST_LINK_LOCAL,
     DEST_PRIVATE,
     DEST_UPLINK,
-    RFC1918,
     Topology,
-    assert_ok,
-    configmap_layout,
-    expected_rules,
-    jump_rule,
-    verdicts,
-    write_config,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -36,7 +32,7 @@ def test_multiple_files_json_and_yaml_are_merged(nft_topo: Topology, config_dir:
         '{\n  "nonMasqueradeCIDRs": ["192.168.100.0/24", "203.0.113.0/24"]\n}\n',
     )
     write_config(config_dir, "ip-masqconfig-2", "masqLinkLocal: true\n")
-    assert_ok(nft_topo.run_agent(config_dir))
+    assert_ok(run_agent(nft_topo, config_dir))
     assert nft_topo.rules() == expected_rules(
         ["10.0.0.0/8", "192.168.100.0/24", "203.0.113.0/24"], keep_link_local=False
     )
@@ -66,7 +62,7 @@ def test_duplicates_within_and_across_files_give_one_rule(
         "ip-masqconfig-2",
         "nonMasqueradeCIDRs:\n  - 10.240.0.0/16\n  - 10.0.0.0/8\n  - 192.0.2.0/24\n",
     )
-    assert_ok(nft_topo.run_agent(config_dir))
+    assert_ok(run_agent(nft_topo, config_dir))
     assert nft_topo.rules() == expected_rules(
         ["10.0.0.0/8", "10.240.0.0/16", "192.0.2.0/24", "198.18.0.0/15"]
     )
@@ -89,12 +85,12 @@ def test_json_and_yaml_spellings_give_identical_rules(nft_topo: Topology, tmp_pa
         '{"nonMasqueradeCIDRs": ["172.16.0.0/12", "10.0.0.0/8"], "masqLinkLocal": true,'
         ' "masqueradeCIDRs": ["10.9.0.0/16"]}',
     )
-    assert_ok(nft_topo.run_agent(as_yaml))
+    assert_ok(run_agent(nft_topo, as_yaml))
     from_yaml = nft_topo.save()
     assert nft_topo.rules() == expected_rules(
         ["10.0.0.0/8", "172.16.0.0/12"], ["10.9.0.0/16"], keep_link_local=False
     )
-    proc = nft_topo.run_agent(as_json)
+    proc = run_agent(nft_topo, as_json)
     assert_ok(proc)
     assert "rules updated" not in proc.stderr  # same config: the JSON run writes nothing
     assert nft_topo.save() == from_yaml
@@ -109,7 +105,7 @@ def test_wrong_prefix_dot_names_and_directories_are_ignored(
     write_config(config_dir, ".ip-masq-hidden", "nonMasqueradeCIDRs: [198.51.100.0/24]\n")
     (config_dir / "ip-masq-subdir").mkdir()
     write_config(config_dir / "ip-masq-subdir", "ip-masq-x", "nonMasqueradeCIDRs: [192.0.2.0/24]")
-    assert_ok(nft_topo.run_agent(config_dir))
+    assert_ok(run_agent(nft_topo, config_dir))
     assert nft_topo.rules() == expected_rules(["10.0.0.0/8"])
     assert verdicts(nft_topo, DEST_DOC_A, DEST_DOC_B) == {DEST_DOC_A: "masq", DEST_DOC_B: "masq"}
 
@@ -117,7 +113,7 @@ def test_wrong_prefix_dot_names_and_directories_are_ignored(
 def test_custom_config_prefix(nft_topo: Topology, config_dir: Path) -> None:
     write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")
     write_config(config_dir, "mine-a", "nonMasqueradeCIDRs: [203.0.113.0/24]\n")
-    assert_ok(nft_topo.run_agent(config_dir, "--config-prefix", "mine-"))
+    assert_ok(run_agent(nft_topo, config_dir, "--config-prefix", "mine-"))
     assert nft_topo.rules() == expected_rules(["203.0.113.0/24"])
 
 
@@ -136,7 +132,7 @@ def test_configmap_symlink_layout(topo: Topology, config_dir: Path) -> None:
         "ip-masq-agent",
         "ip-masq-extra",
     ]
-    assert_ok(topo.run_agent(config_dir))
+    assert_ok(run_agent(topo, config_dir))
     assert topo.rules() == expected_rules(["10.0.0.0/8", "192.168.0.0/16"], ["192.168.100.2/32"])
     assert verdicts(topo, DEST_UPLINK, DEST_PRIVATE) == {DEST_UPLINK: "masq", DEST_PRIVATE: "masq"}
 
@@ -146,7 +142,7 @@ def test_conflict_is_logged_with_every_source_and_resolved(
 ) -> None:
     write_config(config_dir, "ip-masq-team-a", "masqLinkLocal: true\n")
     write_config(config_dir, "ip-masq-team-b", "masqLinkLocal: false\n")
-    proc = nft_topo.run_agent(config_dir)
+    proc = run_agent(nft_topo, config_dir)
     assert_ok(proc)
     conflict_lines = [line for line in proc.stderr.splitlines() if "masqLinkLocal" in line]
     assert any(
@@ -164,7 +160,7 @@ def test_conflict_is_logged_with_every_source_and_resolved(
 def test_shadowed_cidr_conflict_is_logged(nft_topo: Topology, config_dir: Path) -> None:
     write_config(config_dir, "ip-masq-a", "nonMasqueradeCIDRs: [172.20.0.0/16, 10.0.0.0/8]\n")
     write_config(config_dir, "ip-masq-b", "masqueradeCIDRs: [172.16.0.0/12]\n")
-    proc = nft_topo.run_agent(config_dir)
+    proc = run_agent(nft_topo, config_dir)
     assert_ok(proc)
     assert any(
         "172.20.0.0/16" in line and "ip-masq-a" in line and "ip-masq-b" in line
@@ -175,12 +171,12 @@ def test_shadowed_cidr_conflict_is_logged(nft_topo: Topology, config_dir: Path) 
 
 def test_fail_on_conflict_exits_nonzero_and_leaves_rules(topo: Topology, config_dir: Path) -> None:
     write_config(config_dir, "ip-masq-team-a", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")
-    assert_ok(topo.run_agent(config_dir, "--fail-on-conflict"))
+    assert_ok(run_agent(topo, config_dir, "--fail-on-conflict"))
     assert topo.rules() == expected_rules(["10.0.0.0/8"])
     before = topo.snapshot()
     write_config(config_dir, "ip-masq-team-b", "masqLinkLocal: true\n")
     write_config(config_dir, "ip-masq-team-c", "masqLinkLocal: false\n")
-    proc = topo.run_agent(config_dir, "--fail-on-conflict")
+    proc = run_agent(topo, config_dir, "--fail-on-conflict")
     assert proc.returncode != 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "masqLinkLocal" in proc.stderr, proc.stderr

@@ -12,20 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from integration.netns import (
-    DEST_DOC_A,
-    DEST_DOC_B,
-    RFC1918,
-    Topology,
-    configmap_layout,
-    daemon,
-    error_lines,
-    expected_rules,
-    jump_rule,
-    verdicts,
-    wait_for,
-    write_config,
-)
+from integration.agent import configmap_layout, daemon, error_lines, wait_for, write_config
+from integration.expected import RFC1918, expected_rules, jump_rule
+from integration.packets import verdicts
+from integration.topology import DEST_DOC_A, DEST_DOC_B, Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

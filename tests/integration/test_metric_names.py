@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from monitoring import PROMETHEUS_OWN, exposed_names, names_used
 
-from integration.netns import Topology, daemon, wait_for, write_config
+from integration.agent import daemon, wait_for, write_config
+from integration.packets import http_get
+from integration.topology import Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -44,7 +46,7 @@ def test_dashboard_and_alerts_read_only_metrics_the_agent_exposes(
             # Rule writes appear with the first write, the per-rule counters once a sync
             # has listed the chain it created: poll until every name is there.
             nonlocal exposed
-            status, body = topo.http_get(f"http://127.0.0.1:{PORT}/metrics")
+            status, body = http_get(topo, f"http://127.0.0.1:{PORT}/metrics")
             if status == 200:
                 exposed = exposed_names(body)
             return proc.poll() is not None or set(wanted) <= exposed

@@ -18,8 +18,17 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from integration.netns import (
+from integration.agent import (
     AGENT_PYTHON,
+    agent_argv,
+    agent_env,
+    run_agent,
+    stop_agent,
+    wait_for,
+    write_config,
+)
+from integration.packets import http_get
+from integration.topology import (
     DEST_DOC_A,
     DEST_DOC_B,
     DEST_LINK_LOCAL,
@@ -28,10 +37,6 @@ from integration.netns import (
     NODE_UPLINK,
     REPO_ROOT,
     Topology,
-    agent_env,
-    stop_agent,
-    wait_for,
-    write_config,
 )
 from masq.core.decision import should_masquerade
 from masq.core.fragment import parse_fragment
@@ -65,12 +70,12 @@ print(json.dumps(out))
 """
 
 
-# --- helpers (private: the generic harness lives in netns.py) ----------------------------
+# --- helpers (private: the generic harness is topology, packets, agent and expected) -----
 
 
 def scrape(topo: Topology, path: str) -> tuple[int, str]:
     """GET from inside node (where the agent listens on 127.0.0.1); status 0 = no answer."""
-    return topo.http_get(f"http://127.0.0.1:{PORT}{path}")
+    return http_get(topo, f"http://127.0.0.1:{PORT}{path}")
 
 
 def metric_values(topo: Topology) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -99,7 +104,8 @@ def send_burst(topo: Topology, dest: str, count: int, payload: str) -> None:
 def running_daemon(
     topo: Topology, config_dir: Path, log: Path, *flags: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[str]]:
-    argv = topo.agent_argv(
+    argv = agent_argv(
+        topo,
         config_dir,
         f"--metrics-bind-address=127.0.0.1:{PORT}",
         "--resync-interval=1",
@@ -263,7 +269,7 @@ def test_explain_agrees_with_should_masquerade_on_live_rules(
     }
     for name, text in files.items():
         write_config(config_dir, name, text)
-    done = topo.run_agent(config_dir)
+    done = run_agent(topo, config_dir)
     assert done.returncode == 0, done.stderr
     config = merge([parse_fragment(t, n).unwrap() for n, t in files.items()]).unwrap().config
 
@@ -281,6 +287,7 @@ def test_explain_agrees_with_should_masquerade_on_live_rules(
         for a in candidates
         if ipaddress.ip_address(a) not in local and not ipaddress.ip_address(a).is_loopback
     )
+    assert len(addresses) > 60  # the sample itself: every CIDR's edges and 40 random addresses
     snapshot = topo.snapshot()
     argv = topo.in_ns(
         topo.node,
@@ -297,8 +304,9 @@ def test_explain_agrees_with_should_masquerade_on_live_rules(
     )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
-    assert len(results) == len(addresses) >= 60
+    assert [ip for ip, _, _ in results] == addresses
     for ip, code, doc in results:
+        assert doc["destination"] == ip
         assert code == 0
         assert doc["rules"].startswith("live"), doc
         assert doc["masqueraded"] == should_masquerade(config, ipaddress.ip_address(ip)), doc
@@ -306,14 +314,14 @@ def test_explain_agrees_with_should_masquerade_on_live_rules(
         if doc["origins"][0]["kind"] in ("masqueradeCIDRs", "nonMasqueradeCIDRs"):
             assert doc["origins"][0]["files"], doc
     # The CLI itself: text output, a local address, exit codes; nothing written.
-    shown = topo.run_agent(config_dir, "--explain=10.240.1.1")
+    shown = run_agent(topo, config_dir, "--explain=10.240.1.1")
     assert shown.returncode == 0, shown.stderr
     assert "masqueraded: yes" in shown.stdout
     assert "masqueradeCIDRs 10.240.0.0/16: listed in masqueradeCIDRs of ip-masq-b" in shown.stdout
     assert "rules: live" in shown.stdout
-    own = topo.run_agent(config_dir, f"--explain={NODE_UPLINK}")
+    own = run_agent(topo, config_dir, f"--explain={NODE_UPLINK}")
     assert own.returncode == 0 and "LOCAL" in own.stdout
-    bad = topo.run_agent(config_dir, "--explain=10.0.0.0/8")
+    bad = run_agent(topo, config_dir, "--explain=10.0.0.0/8")
     assert bad.returncode == 2 and "is a CIDR" in bad.stderr
     assert topo.snapshot() == snapshot
 
@@ -323,7 +331,7 @@ def test_explain_falls_back_to_the_desired_rules_without_a_chain(
 ) -> None:
     topo = nft_topo
     before = topo.snapshot()
-    shown = topo.run_agent(config_dir, f"--explain={DEST_DOC_A}")
+    shown = run_agent(topo, config_dir, f"--explain={DEST_DOC_A}")
     assert shown.returncode == 0, shown.stderr
     assert "rules: desired" in shown.stdout
     assert "absent" in shown.stdout
@@ -336,14 +344,14 @@ def test_validate_exit_codes_and_no_kernel_writes(nft_topo: Topology, config_dir
     before = topo.snapshot()
     write_config(config_dir, "ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: true\n")
     write_config(config_dir, "ip-masq-b", "masqLinkLocal: false\n")
-    ok = topo.run_agent(config_dir, "--validate")
+    ok = run_agent(topo, config_dir, "--validate")
     assert ok.returncode == 0, ok.stderr
     assert "# conflicts: 1" in ok.stdout and "# valid" in ok.stdout
-    conflict = topo.run_agent(config_dir, "--validate", "--fail-on-conflict")
+    conflict = run_agent(topo, config_dir, "--validate", "--fail-on-conflict")
     assert conflict.returncode == 1
     assert "masqLinkLocal" in conflict.stderr
     write_config(config_dir, "ip-masq-c", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
-    bad = topo.run_agent(config_dir, "--validate")
+    bad = run_agent(topo, config_dir, "--validate")
     assert bad.returncode == 1
     errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("ip-masq-agent: ")]
     assert len(errors) == 1 and "ip-masq-c" in errors[0], bad.stderr

@@ -12,29 +12,28 @@ from pathlib import Path
 
 import pytest
 
-from integration.netns import (
+from integration.agent import agent_argv, agent_env, assert_ok, error_lines, run_agent, write_config
+from integration.expected import (
     DEFAULT_CHAIN,
+    FAMILIES,
+    JUMP_COMMENT,
+    RFC1918,
+    Family,
+    counted,
+    expected_rules,
+    jump_rule,
+)
+from integration.packets import verdicts
+from integration.topology import (
     DEST_DOC6,
     DEST_DOC_A,
     DEST_PRIVATE,
     DEST_UPLINK,
     DEST_UPLINK6,
-    FAMILIES,
-    JUMP_COMMENT,
-    RFC1918,
-    Family,
     Topology,
-    agent_env,
-    assert_ok,
-    counted,
-    error_lines,
-    expected_rules,
-    jump_rule,
     run,
     tables_binary,
     topology,
-    verdicts,
-    write_config,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -89,14 +88,14 @@ def foreign(snapshot: tuple[str, str], chain: str = DEFAULT_CHAIN) -> list[str]:
 
 
 def test_steady_state_writes_nothing(topo: Topology, config_dir: Path) -> None:
-    assert_ok(topo.run_agent(config_dir))
+    assert_ok(run_agent(topo, config_dir))
     # traffic through the RETURN and the final MASQUERADE rule, so counters are non-zero
     assert verdicts(topo, DEST_UPLINK, DEST_DOC_A) == {DEST_UPLINK: "kept", DEST_DOC_A: "masq"}
     before = topo.snapshot()
     ours = counted(before[0], DEFAULT_CHAIN)
     assert sum(1 for c in ours.values() if c != "[0:0]") == 2, ours
     handles = nft_rule_handles(topo) if topo.backend == "nft" else {}
-    proc = topo.run_agent(config_dir)
+    proc = run_agent(topo, config_dir)
     assert_ok(proc)
     assert topo.snapshot() == before  # byte-identical, counters included
     if topo.backend == "nft":
@@ -106,7 +105,7 @@ def test_steady_state_writes_nothing(topo: Topology, config_dir: Path) -> None:
 
 def test_one_cidr_change_inserts_one_rule(topo: Topology, config_dir: Path) -> None:
     write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n")
-    assert_ok(topo.run_agent(config_dir))
+    assert_ok(run_agent(topo, config_dir))
     assert verdicts(topo, DEST_UPLINK, DEST_DOC_A, DEST_PRIVATE) == {
         DEST_UPLINK: "kept",
         DEST_DOC_A: "masq",
@@ -119,7 +118,7 @@ def test_one_cidr_change_inserts_one_rule(topo: Topology, config_dir: Path) -> N
         "ip-masq-agent",
         "nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]",
     )
-    assert_ok(topo.run_agent(config_dir))
+    assert_ok(run_agent(topo, config_dir))
     assert topo.rules() == expected_rules(RFC1918)
     new = counted(topo.save(counters=True), DEFAULT_CHAIN)
     added = set(new) - set(old)
@@ -159,7 +158,7 @@ DECAYS = [
 
 @pytest.mark.parametrize("decay", DECAYS)
 def test_decay_is_healed_by_the_next_sync(topo: Topology, config_dir: Path, decay: str) -> None:
-    assert_ok(topo.run_agent(config_dir))
+    assert_ok(run_agent(topo, config_dir))
     pristine = (topo.rules("POSTROUTING"), topo.rules())
     if decay == "deleted-jump":
         topo.ipt("-t", "nat", "-D", "POSTROUTING", "1")
@@ -192,7 +191,7 @@ def test_decay_is_healed_by_the_next_sync(topo: Topology, config_dir: Path, deca
         topo.ipt("-t", "nat", "-X", DEFAULT_CHAIN)
         assert DEFAULT_CHAIN not in topo.chains()
     assert (topo.rules("POSTROUTING"), topo.rules()) != pristine
-    assert_ok(topo.run_agent(config_dir))
+    assert_ok(run_agent(topo, config_dir))
     assert (topo.rules("POSTROUTING"), topo.rules()) == pristine
     assert verdicts(topo, DEST_DOC_A, DEST_UPLINK) == {DEST_DOC_A: "masq", DEST_UPLINK: "kept"}
 
@@ -200,7 +199,7 @@ def test_decay_is_healed_by_the_next_sync(topo: Topology, config_dir: Path, deca
 def test_v2_leftover_jump_counts_as_ours(nft_topo: Topology, config_dir: Path) -> None:
     nft_topo.ipt("-t", "nat", "-N", DEFAULT_CHAIN)
     nft_topo.ipt("-t", "nat", "-A", "POSTROUTING", *v2_jump_args())
-    assert_ok(nft_topo.run_agent(config_dir))
+    assert_ok(run_agent(nft_topo, config_dir))
     assert len(nft_topo.jumps_to()) == 1
     assert nft_topo.rules() == expected_rules(RFC1918)
     assert verdicts(nft_topo, DEST_DOC_A) == {DEST_DOC_A: "masq"}
@@ -208,32 +207,32 @@ def test_v2_leftover_jump_counts_as_ours(nft_topo: Topology, config_dir: Path) -
 
 def test_foreign_rules_are_never_touched(topo: Topology, config_dir: Path) -> None:
     add_foreign_rules(topo)
-    assert_ok(topo.run_agent(config_dir, "--enable-ipv6"))
+    assert_ok(run_agent(topo, config_dir, "--enable-ipv6"))
     topo.ipt("-t", "nat", "-A", "POSTROUTING", "-d", "198.18.0.0/15", "-j", "MASQUERADE")
     assert verdicts(topo, DEST_DOC_A, DEST_UPLINK) == {DEST_DOC_A: "masq", DEST_UPLINK: "kept"}
     before = foreign(topo.snapshot())
     assert any(line.startswith("[") and not line.startswith("[0:0]") for line in before), before
     write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, fd00:100::/64]\n")
-    proc = topo.run_agent(config_dir, "--enable-ipv6")
+    proc = run_agent(topo, config_dir, "--enable-ipv6")
     assert_ok(proc)
     assert "rules updated" in proc.stderr  # this sync did write
     assert topo.rules() == expected_rules(["10.0.0.0/8"])
     assert foreign(topo.snapshot()) == before
     topo.ipt("-t", "nat", "-D", "POSTROUTING", "1")  # decay, then a healing sync
-    assert_ok(topo.run_agent(config_dir, "--enable-ipv6"))
+    assert_ok(run_agent(topo, config_dir, "--enable-ipv6"))
     assert foreign(topo.snapshot()) == [line for line in before if "foreign post" not in line]
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(topo: Topology, config_dir: Path) -> None:
-    proc = topo.run_agent(config_dir, "--dry-run")
+    proc = run_agent(topo, config_dir, "--dry-run")
     assert_ok(proc)
     assert DEFAULT_CHAIN not in topo.chains()
     assert "10.0.0.0/8" in proc.stdout, proc.stdout
     write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")
-    assert_ok(topo.run_agent(config_dir))
+    assert_ok(run_agent(topo, config_dir))
     before = topo.snapshot()
     write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 198.18.0.0/15]\n")
-    proc = topo.run_agent(config_dir, "--dry-run")
+    proc = run_agent(topo, config_dir, "--dry-run")
     assert_ok(proc)
     assert "198.18.0.0/15" in proc.stdout, proc.stdout
     assert topo.snapshot() == before
@@ -241,17 +240,17 @@ def test_dry_run_prints_the_plan_and_changes_nothing(topo: Topology, config_dir:
 
 def test_cleanup_removes_ours_and_only_ours(topo: Topology, config_dir: Path) -> None:
     add_foreign_rules(topo)
-    assert_ok(topo.run_agent(config_dir, "--enable-ipv6"))
+    assert_ok(run_agent(topo, config_dir, "--enable-ipv6"))
     assert topo.jumps_to(family=6) == [jump_rule()]
     before = foreign(topo.snapshot())
-    assert_ok(topo.run_agent(config_dir, "--cleanup", "--enable-ipv6"))
+    assert_ok(run_agent(topo, config_dir, "--cleanup", "--enable-ipv6"))
     for family in FAMILIES:
         assert DEFAULT_CHAIN not in topo.chains(family=family)
         assert topo.jumps_to(family=family) == []
     assert foreign(topo.snapshot()) == before
     assert verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "kept"}
     after_traffic = topo.snapshot()
-    assert_ok(topo.run_agent(config_dir, "--cleanup", "--enable-ipv6"))  # idempotent: no write
+    assert_ok(run_agent(topo, config_dir, "--cleanup", "--enable-ipv6"))  # idempotent: no write
     assert topo.snapshot() == after_traffic
 
 
@@ -259,7 +258,7 @@ def test_steady_state_writes_nothing_with_ipv6(topo: Topology, config_dir: Path)
     write_config(
         config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [192.168.0.0/16, fd00:100::/64]\n"
     )
-    assert_ok(topo.run_agent(config_dir, "--enable-ipv6"))
+    assert_ok(run_agent(topo, config_dir, "--enable-ipv6"))
     assert verdicts(topo, DEST_UPLINK6, DEST_DOC6, DEST_DOC_A) == {
         DEST_UPLINK6: "kept",
         DEST_DOC6: "masq",
@@ -268,7 +267,7 @@ def test_steady_state_writes_nothing_with_ipv6(topo: Topology, config_dir: Path)
     before = topo.snapshot()
     assert sum(1 for c in counted(before[1], DEFAULT_CHAIN).values() if c != "[0:0]") == 2
     handles = nft_rule_handles(topo, family=6) if topo.backend == "nft" else {}
-    proc = topo.run_agent(config_dir, "--enable-ipv6")
+    proc = run_agent(topo, config_dir, "--enable-ipv6")
     assert_ok(proc)
     assert topo.snapshot() == before
     if topo.backend == "nft":
@@ -300,12 +299,12 @@ def test_second_sync_writes_nothing_for_every_rule_shape(
     config, flags = STEADY_CASES[case]
     if config:
         write_config(config_dir, "ip-masq-agent", config)
-    first = topo.run_agent(config_dir, *flags)
+    first = run_agent(topo, config_dir, *flags)
     assert_ok(first)
     assert "rules updated" in first.stderr
     verdicts(topo, DEST_DOC_A, DEST_UPLINK)  # put something on the counters
     before = topo.snapshot()
-    second = topo.run_agent(config_dir, *flags)
+    second = run_agent(topo, config_dir, *flags)
     assert_ok(second)
     assert "rules updated" not in second.stderr, second.stderr
     assert topo.snapshot() == before
@@ -331,7 +330,7 @@ def test_legacy_waits_out_xtables_lock_contention(config_dir: Path) -> None:
     """kube-proxy holds the xtables lock for a while: the agent waits (or retries) and
     then succeeds, rather than failing the sync."""
     with topology("legacy") as topo:
-        argv = topo.agent_argv(config_dir)
+        argv = agent_argv(topo, config_dir)
         assert argv[:4] == ["ip", "netns", "exec", topo.node]
         proc = run(
             [*argv[:4], "unshare", "--mount", "--propagation", "private",
@@ -345,10 +344,10 @@ def test_legacy_waits_out_xtables_lock_contention(config_dir: Path) -> None:
 
 def test_cleanup_removes_every_jump_to_our_chain(topo: Topology, config_dir: Path) -> None:
     """A node migrated from v2 may carry v2's quoted jump as well as ours: both go."""
-    assert_ok(topo.run_agent(config_dir, "--masq-chain", "MIGRATED"))
+    assert_ok(run_agent(topo, config_dir, "--masq-chain", "MIGRATED"))
     topo.ipt("-t", "nat", "-A", "POSTROUTING", *v2_jump_args("MIGRATED"))
     assert len(topo.jumps_to("MIGRATED")) == 2
-    assert_ok(topo.run_agent(config_dir, "--masq-chain", "MIGRATED", "--cleanup"))
+    assert_ok(run_agent(topo, config_dir, "--masq-chain", "MIGRATED", "--cleanup"))
     assert topo.jumps_to("MIGRATED") == []
     assert "MIGRATED" not in topo.chains()
 
@@ -378,7 +377,7 @@ def test_syncs_racing_a_concurrent_writer_never_crash_and_converge(
     moved, so the restore succeeds on the wrong rules and the agent exits 0 with e.g. the
     169.254.0.0/16 RETURN gone until the next resync."""
     write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n")
-    assert_ok(topo.run_agent(config_dir))
+    assert_ok(run_agent(topo, config_dir))
     pristine = (topo.rules("POSTROUTING"), topo.rules())
     decayer = subprocess.Popen(
         topo.in_ns(topo.node, [sys.executable, "-I", "-S", "-c", _DECAYER,
@@ -390,7 +389,7 @@ def test_syncs_racing_a_concurrent_writer_never_crash_and_converge(
         for i in range(40):
             cidrs = "10.0.0.0/8, 192.168.0.0/16" + (", 172.16.0.0/12" if i % 2 else "")
             write_config(config_dir, "ip-masq-agent", f"nonMasqueradeCIDRs: [{cidrs}]\n")
-            proc = topo.run_agent(config_dir)
+            proc = run_agent(topo, config_dir)
             outcomes.append(proc.returncode)
             assert "Traceback" not in proc.stderr, proc.stderr
             assert proc.returncode in (0, 1), proc.stderr
@@ -413,6 +412,6 @@ def test_syncs_racing_a_concurrent_writer_never_crash_and_converge(
         out, err = decayer.communicate(timeout=30)
     assert out.count("x") >= 20, err  # the writer did run throughout
     write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n")
-    assert_ok(topo.run_agent(config_dir))
+    assert_ok(run_agent(topo, config_dir))
     assert (topo.rules("POSTROUTING"), topo.rules()) == pristine, outcomes
     print(f"sync exit codes while racing ({topo.backend}): {outcomes}")

@@ -90,6 +90,12 @@ def config_and_addresses(draw: st.DrawFn) -> tuple[MasqConfig, list[str]]:
 # link-local step, swaps masqLinkLocal/masqLinkLocalIPv6, or uses a half-open range check.
 @given(config_and_addresses())
 def test_should_masquerade_matches_netaddr_oracle(case: tuple[MasqConfig, list[str]]) -> None:
+    """For any config (CIDRs of both families, from /0 to host routes, often in link-local space,
+    and either masqLinkLocal setting) and any address (the first and last address of every CIDR and
+    their neighbours, and random ones), should_masquerade says masquerade exactly when the address
+    is in masqueradeCIDRs, or else it is neither link-local (169.254.0.0/16, fe80::/10) with
+    masqLinkLocal (masqLinkLocalIPv6 for IPv6) false nor in nonMasqueradeCIDRs; the oracle computes
+    this with netaddr sets."""
     config, addresses = case
     for address in addresses:
         assert should_masquerade(config, ipaddress.ip_address(address)) == oracle(config, address)

@@ -38,6 +38,9 @@ def yaml_garbage() -> st.SearchStrategy[str]:
 # fails if a message gains a newline (e.g. one put into the anchors/aliases message).
 @given(st.one_of(st.text(), st.binary(), yaml_garbage()))
 def test_never_raises_and_failures_name_the_source(text: str | bytes) -> None:
+    """For any text or bytes (random, or YAML-like garbage made of the real keys and tricky
+    scalars), parse_fragment returns a Success or a Failure and never raises, and a failure's
+    message is a single line starting with the file name."""
     result = parse_fragment(text, SOURCE)
     assert isinstance(result, Success | Failure)
     if isinstance(result, Failure):
@@ -64,7 +67,7 @@ def documents(draw: st.DrawFn) -> tuple[dict[str, object], Fragment]:
     """A valid config as plain data, and the Fragment it must parse to."""
     data: dict[str, object] = {}
     expected: dict[str, object] = {}
-    limit = draw(st.none() | st.integers(8, 10**6))
+    listed: set[IPNetwork] = set()
     for key, field in (
         ("nonMasqueradeCIDRs", "non_masquerade_cidrs"),
         ("masqueradeCIDRs", "masquerade_cidrs"),
@@ -73,6 +76,7 @@ def documents(draw: st.DrawFn) -> tuple[dict[str, object], Fragment]:
             nets = draw(st.lists(networks(), max_size=4))
             data[key] = [str(n) for n in nets]
             expected[field] = sorted_cidrs(nets)
+            listed.update(nets)
     for key, field in (
         ("masqLinkLocal", "masq_link_local"),
         ("masqLinkLocalIPv6", "masq_link_local_ipv6"),
@@ -83,6 +87,8 @@ def documents(draw: st.DrawFn) -> tuple[dict[str, object], Fragment]:
         seconds = draw(DURATIONS)
         data["resyncInterval"] = format_duration(seconds)
         expected["resync_interval"] = seconds
+    # A limit the file just meets (0 for a file without CIDRs) is valid.
+    limit = draw(st.none() | st.integers(len(listed), len(listed) + 2) | st.integers(8, 10**6))
     if limit is not None:
         data["cidrLimit"] = expected["cidr_limit"] = limit
     return data, Fragment(SOURCE, **expected)  # type: ignore[arg-type]
@@ -94,9 +100,37 @@ def documents(draw: st.DrawFn) -> tuple[dict[str, object], Fragment]:
 def test_valid_configs_round_trip_yaml_and_json(
     doc: tuple[dict[str, object], Fragment], flow: bool
 ) -> None:
+    """Every valid config, written as YAML (block or flow style), as JSON text or as JSON bytes,
+    parses to the Fragment holding exactly its values: CIDRs deduplicated in canonical order,
+    durations in seconds, the keys it leaves out None."""
     data, expected = doc
     as_yaml = yaml.safe_dump(data, default_flow_style=flow)
     as_json = json.dumps(data)
     assert parse_fragment(as_yaml, SOURCE) == Success(expected)
     assert parse_fragment(as_json, SOURCE) == Success(expected)
     assert parse_fragment(as_json.encode(), SOURCE) == Success(expected)
+
+
+@given(st.lists(networks(), max_size=6, unique=True), st.sampled_from((-1, 0, 1)))
+def test_own_cidr_limit_counts_inclusively(nets: list[IPNetwork], offset: int) -> None:
+    """A file may list exactly its own cidrLimit distinct CIDRs (so ``cidrLimit: 0`` with no
+    CIDRs is valid); one more is refused with a message giving the count and the limit."""
+    limit = max(len(nets) + offset, 0)
+    half = len(nets) // 2
+    text = json.dumps(
+        {
+            "cidrLimit": limit,
+            "nonMasqueradeCIDRs": [str(n) for n in nets[:half]],
+            "masqueradeCIDRs": [str(n) for n in nets[half:]],
+        }
+    )
+    result = parse_fragment(text, SOURCE)
+    if len(nets) <= limit:
+        assert isinstance(result, Success)
+        assert result.unwrap().cidr_limit == limit
+    else:
+        assert isinstance(result, Failure)
+        assert str(result.failure()) == (
+            f"{SOURCE}: cidrLimit: '{limit}': the file lists {len(nets)} distinct CIDRs"
+            f" (nonMasqueradeCIDRs + masqueradeCIDRs), over its own cidrLimit of {limit}"
+        )

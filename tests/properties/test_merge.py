@@ -8,10 +8,10 @@ from collections.abc import Callable
 import netaddr
 from hypothesis import given
 from hypothesis import strategies as st
+from integration.expected import RESERVED, RFC1918
 from returns.result import Failure, Success
 
 from masq.core.addresses import IPNetwork, cidr_key, sorted_cidrs
-from masq.core.config import RESERVED_RANGES, RFC1918
 from masq.core.fragment import Fragment
 from masq.core.merge import merge, provenance
 
@@ -28,9 +28,12 @@ POOL_V4 = [
         "192.168.1.0/24",
         "172.16.0.0/12",
         "100.64.0.0/10",
+        "0.0.0.0/0",
     )
 ]
-POOL_V6 = [ipaddress.IPv6Network(c) for c in ("fd00::/8", "fd00::/9", "fd80::/9", "2001:db8::/32")]
+POOL_V6 = [
+    ipaddress.IPv6Network(c) for c in ("fd00::/8", "fd00::/9", "fd80::/9", "2001:db8::/32", "::/0")
+]
 SOURCES = ["a.yaml", "b.yaml", "c.json", "d", "zz"]
 
 
@@ -65,6 +68,8 @@ def distinct_sources(frags: list[Fragment]) -> list[Fragment]:
 def test_merge_is_order_and_duplication_independent(
     frags: list[Fragment], rnd: object, v6: bool
 ) -> None:
+    """For any fragments (one per file name), merging them in any order, or with some of them
+    repeated, gives an equal result: the same config and the same conflicts."""
     frags = distinct_sources(frags)
     shuffled = list(frags)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
@@ -104,6 +109,11 @@ def expected_conflicts(frags: list[Fragment]) -> set[tuple[str, str | None, froz
 # masquerade CIDRs (10.0.0.0/9 + 10.128.0.0/9 over 10.0.0.0/8) is missed.
 @given(st.lists(fragments(limits=False), max_size=5))
 def test_conflicts_iff_explicit_disagreement(frags: list[Fragment]) -> None:
+    """merge reports a conflict exactly when files explicitly disagree: a scalar key (masqLinkLocal,
+    masqLinkLocalIPv6, resyncInterval, cidrLimit) given different values, naming every file that
+    sets it; or a nonMasqueradeCIDR wholly covered by the union of the masqueradeCIDRs, naming the
+    files that list it and those whose masquerade CIDRs overlap it. Conflicts come in a fixed order,
+    each with its values sorted by file, each printed as one line naming its key."""
     frags = distinct_sources(frags)
     merged = merge(frags, enable_ipv6=True).unwrap()
     got = {
@@ -125,6 +135,8 @@ def test_conflicts_iff_explicit_disagreement(frags: list[Fragment]) -> None:
 # first source's value is compared against the rest).
 @given(st.lists(fragments(limits=False), max_size=5), st.permutations(SOURCES))
 def test_conflicts_symmetric_in_sources(frags: list[Fragment], names: list[str]) -> None:
+    """Renaming the files (any permutation of the names) changes nothing but the names: the same
+    config, and the same conflicts with each value under its file's new name."""
     frags = distinct_sources(frags)
     rename = dict(zip(SOURCES, names, strict=True))
     renamed = [
@@ -152,6 +164,11 @@ def test_conflicts_symmetric_in_sources(frags: list[Fragment], names: list[str])
 # other key's default or merge rule (OR, minimum, union) is changed.
 @given(st.lists(fragments(limits=False), max_size=5), st.booleans(), st.sampled_from([5.0, 60.0]))
 def test_defaults_and_rules_per_key(frags: list[Fragment], reserved: bool, resync: float) -> None:
+    """Per key: nonMasqueradeCIDRs is the union over the files that set it (an empty list counts as
+    set), else the default (RFC 1918, or every reserved range with --nomasq-all-reserved-ranges);
+    masqueradeCIDRs is the union; masqLinkLocal and masqLinkLocalIPv6 are true iff some file sets
+    them true; resyncInterval is the smallest given, else the flag's; cidrLimit is 64 when no file
+    sets it; CIDRs come out in canonical order."""
     frags = distinct_sources(frags)
     config = (
         merge(frags, enable_ipv6=True, reserved_ranges=reserved, default_resync_interval=resync)
@@ -162,7 +179,8 @@ def test_defaults_and_rules_per_key(frags: list[Fragment], reserved: bool, resyn
     if setters:
         assert set(config.non_masquerade_cidrs) == {n for s in setters for n in s}
     else:
-        assert set(config.non_masquerade_cidrs) == set(RESERVED_RANGES if reserved else RFC1918)
+        defaults = RESERVED if reserved else RFC1918
+        assert set(config.non_masquerade_cidrs) == {ipaddress.ip_network(c) for c in defaults}
     assert set(config.masquerade_cidrs) == {n for f in frags for n in f.masquerade_cidrs or ()}
     assert config.masq_link_local == any(f.masq_link_local is True for f in frags)
     assert config.masq_link_local_ipv6 == any(f.masq_link_local_ipv6 is True for f in frags)
@@ -176,6 +194,8 @@ def test_defaults_and_rules_per_key(frags: list[Fragment], reserved: bool, resyn
 # sources that list IPv6 CIDRs.
 @given(st.lists(fragments(limits=False), min_size=1, max_size=5))
 def test_ipv6_without_enable_names_every_source(frags: list[Fragment]) -> None:
+    """Without --enable-ipv6 a merge succeeds iff no file lists an IPv6 CIDR; otherwise it fails,
+    naming every file that lists one, with a message that says IPv6."""
     frags = distinct_sources(frags)
     v6_sources = {
         f.source
@@ -197,9 +217,15 @@ def test_ipv6_without_enable_names_every_source(frags: list[Fragment]) -> None:
 # both lists twice, uses the largest cidrLimit, or blames no source.
 @given(st.lists(fragments(v6=False), min_size=1, max_size=5))
 def test_over_limit_fails_naming_sources(frags: list[Fragment]) -> None:
+    """The merged config holds at most the smallest cidrLimit any file gives (64 by default)
+    distinct CIDRs, counting both lists and the default ranges, a CIDR in both lists once; over it,
+    merge fails naming the files that list CIDRs (or, when none does, the files setting that limit),
+    the count and the limit."""
     frags = distinct_sources(frags)
     setters = [f.non_masquerade_cidrs for f in frags if f.non_masquerade_cidrs is not None]
-    non_masq = {n for s in setters for n in s} if setters else set(RFC1918)
+    non_masq = (
+        {n for s in setters for n in s} if setters else {ipaddress.ip_network(c) for c in RFC1918}
+    )
     count = len(non_masq | {n for f in frags for n in f.masquerade_cidrs or ()})
     limit = min((f.cidr_limit for f in frags if f.cidr_limit is not None), default=64)
     result = merge(frags)
@@ -220,6 +246,8 @@ def test_over_limit_fails_naming_sources(frags: list[Fragment]) -> None:
 def test_provenance_names_exactly_the_listing_sources(
     frags: list[Fragment], net: IPNetwork
 ) -> None:
+    """provenance(fragments, net) names, sorted, exactly the files that list net itself (not a
+    supernet of it) in either list, whatever the order of the fragments."""
     expected = sorted(
         {
             f.source

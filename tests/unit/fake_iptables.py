@@ -1,4 +1,15 @@
-"""A scripted stand-in for the iptables binaries: answers listings, records every call."""
+"""A scripted stand-in for the iptables binaries: answers listings, records every call.
+
+Its listings are rendered with the project's own ``render_rule``, so the shell's unit tests
+that use it see whatever the codec writes and cannot catch a rendering bug: there, a wrong
+spelling would read back just as it was written.  Rendering is pinned to what the real
+tools print elsewhere: ``tests/unit/test_upstream_rules.py`` writes rules with
+``iptables-restore`` and compares ``iptables-save`` output byte for byte with
+``render_rule`` (both families, nft and legacy, comments that need quoting and escaping),
+in a throwaway network namespace, and fails rather than skips under ``CI=true``; the
+integration tests compare the agent's rules in the kernel with text written out
+independently (``tests/integration/expected.py``).
+"""
 
 from __future__ import annotations
 

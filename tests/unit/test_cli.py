@@ -127,33 +127,68 @@ def test_resync_interval_accepts_positive_numbers(value: str) -> None:
     assert parse_args([f"--resync-interval={value}"]).options.resync_interval == float(value)
 
 
+BIND_FORMS = "want host:port (port 0-65535; 0 picks a free one), :port, or 0 to disable"
+
+
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "message"),
     [
-        ["--bogus"],
-        ["--masq-chain"],  # value missing
-        ["--resync-interval=0"],
-        ["--resync-interval=-1"],
-        ["--resync-interval=nan"],
-        ["--resync-interval=inf"],
-        ["--resync-interval=1m"],
-        ["--v=x"],
-        ["--once=maybe"],
-        ["--once=yes"],
-        ["--iptables-backend=iptables"],
-        ["--log-format=xml"],
-        ["--metrics-bind-address=9000"],
-        ["--metrics-bind-address=:99999"],
-        ["--config-dir="],
-        ["---once"],
-        ["--=x"],
-        ["positional"],
-        ["--", "positional"],
+        (["--bogus"], "flag provided but not defined: -bogus"),
+        (["--masq-chain"], "flag needs an argument: -masq-chain"),
+        (
+            ["--resync-interval=0"],
+            "invalid value '0' for flag -resync-interval: invalid seconds '0': must be greater"
+            " than 0",
+        ),
+        (
+            ["--resync-interval=-1"],
+            "invalid value '-1' for flag -resync-interval: invalid seconds '-1': must be greater"
+            " than 0",
+        ),
+        (
+            ["--resync-interval=nan"],
+            "invalid value 'nan' for flag -resync-interval: invalid seconds 'nan': must be"
+            " greater than 0",
+        ),
+        (
+            ["--resync-interval=inf"],
+            "invalid value 'inf' for flag -resync-interval: invalid seconds 'inf': must be"
+            " greater than 0",
+        ),
+        (
+            ["--resync-interval=1m"],
+            "invalid value '1m' for flag -resync-interval: invalid seconds '1m': want a number"
+            " such as 60 or 0.5",
+        ),
+        (["--v=x"], "invalid value 'x' for flag -v: invalid integer 'x'"),
+        (["--once=maybe"], "invalid value 'maybe' for flag -once: invalid boolean value 'maybe'"),
+        (["--once=yes"], "invalid value 'yes' for flag -once: invalid boolean value 'yes'"),
+        (
+            ["--iptables-backend=iptables"],
+            "invalid value 'iptables' for flag -iptables-backend: want one of auto, nft, legacy",
+        ),
+        (["--log-format=xml"], "invalid value 'xml' for flag -log-format: want one of text, json"),
+        (
+            ["--metrics-bind-address=9000"],
+            f"invalid value '9000' for flag -metrics-bind-address: {BIND_FORMS}",
+        ),
+        (
+            ["--metrics-bind-address=:99999"],
+            f"invalid value ':99999' for flag -metrics-bind-address: {BIND_FORMS}",
+        ),
+        (["--config-dir="], "invalid value '' for flag -config-dir: must not be empty"),
+        (["---once"], "bad flag syntax: ---once"),
+        (["--=x"], "bad flag syntax: --=x"),
+        (["positional"], "unexpected argument 'positional'"),
+        (["--", "positional"], "unexpected argument 'positional'"),
     ],
 )
-def test_rejections(argv: list[str]) -> None:
-    with pytest.raises(UsageError):
+def test_rejections(argv: list[str], message: str) -> None:
+    """Each refusal is one line naming the flag (as Go's flag package spells it), the value
+    and why it is wrong."""
+    with pytest.raises(UsageError) as raised:
         parse_args(argv)
+    assert str(raised.value) == message
 
 
 @pytest.mark.parametrize(
@@ -205,13 +240,16 @@ def test_to_ports_rejected(value: str) -> None:
 
 @given(st.text())
 def test_parse_bool_accepts_exactly_go_spellings(text: str) -> None:
+    """Exactly Go's strconv.ParseBool spellings are booleans (1 t T TRUE true True, 0 f F FALSE
+    false False); any other text is refused, quoting it."""
     # Fails if parse_bool grows a spelling Go rejects (e.g. "yes") or drops one.
     go = {"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"}
     if text in go:
         assert parse_bool(text) is (text in {"1", "t", "T", "TRUE", "true", "True"})
     else:
-        with pytest.raises(UsageError):
+        with pytest.raises(UsageError) as raised:
             parse_bool(text)
+        assert str(raised.value) == f"invalid boolean value {text!r}"
 
 
 @given(st.sampled_from([f for f in cli.FLAGS if f.kind == "bool"]), st.booleans())

@@ -1,27 +1,22 @@
-"""--explain agrees with should_masquerade and names the right files; --validate's verdicts."""
+"""--explain: it agrees with should_masquerade, names the rule and the files behind it."""
 
 from __future__ import annotations
 
-import io
 import ipaddress
-import json
-from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from pyrsistent import pmap, pvector
 
-from masq.core.addresses import Family, IPAddress, parse_ip
+from masq.core.addresses import Family, IPAddress, family_of, parse_ip
 from masq.core.decision import LINK_LOCAL, should_masquerade
 from masq.core.explain import Explanation, explain, render_explanation
 from masq.core.fragment import Fragment, parse_fragment
+from masq.core.iptables.codec import render_rule
 from masq.core.iptables.model import Chain, Rule, Ruleset
 from masq.core.iptables.rules import RETURN_COMMENT, RulesetOptions, desired_ruleset
 from masq.core.merge import Merged, merge
-from masq.shell import commands
-from masq.shell.options import Options
 
 CHAIN = "IP-MASQ-AGENT"
 POOL4 = [
@@ -91,6 +86,9 @@ def desired(merged: Merged, family: Family) -> Ruleset:
 
 @given(st.data())
 def test_explain_matches_should_masquerade(data: st.DataObject) -> None:
+    """For any config of up to three files and any address (CIDR edges and their neighbours, or any
+    address), explain on the desired rules gives the verdict should_masquerade gives, agrees with
+    the config, and names the deciding rule of our chain."""
     # Mutation: reading the chain last-match (or ignoring the masquerade exceptions
     # that come first) makes the verdict differ for addresses in masqueradeCIDRs.
     frags, merged = data.draw(configs())
@@ -105,6 +103,10 @@ def test_explain_matches_should_masquerade(data: st.DataObject) -> None:
 
 @given(st.data())
 def test_explain_names_exactly_the_files_that_put_the_rule_there(data: st.DataObject) -> None:
+    """For any config and address, every origin explain gives for the deciding rule is one the
+    config accounts for, and its CIDR contains the address: masqueradeCIDRs or nonMasqueradeCIDRs
+    with exactly the files listing that CIDR in that key, the default ranges only when no file sets
+    nonMasqueradeCIDRs, the built-in link-local range, or the final catch-all (a /0)."""
     # Mutation: taking sources from the other CIDR key (masquerade for a RETURN rule), or
     # dropping the "default" branch, breaks the file sets or leaves a desired rule unexplained.
     frags, merged = data.draw(configs())
@@ -131,6 +133,41 @@ def test_explain_names_exactly_the_files_that_put_the_rule_there(data: st.DataOb
             assert ip in o.cidr
 
 
+@given(st.data())
+def test_also_matches_lists_exactly_the_later_matching_rules(data: st.DataObject) -> None:
+    """For any config and address, the "also matches" list is every rule after the deciding
+    one, starting with the very next, that matches the address by its CIDR, in chain order."""
+    frags, merged = data.draw(configs())
+    ip = data.draw(addresses(frags, merged))
+    ruleset = desired(merged, family_of(ip))
+    e = explain(ip, ruleset=ruleset, fragments=frags, merged=merged)
+    assert e.position is not None
+    rules = ruleset.chains[CHAIN].rules
+    assert e.shadowed == tuple(
+        render_rule(CHAIN, r)
+        for r in rules[e.position :]
+        if r.destination is not None and ip in r.destination
+    )
+
+
+def test_also_matches_starts_right_after_the_deciding_rule() -> None:
+    """10.0.0.1 is decided by the 10.0.0.0/8 RETURN; the 10.0.0.0/16 RETURN right after it
+    (canonical order puts the shorter prefix first) also matches, and is listed."""
+    frags, merged = _merged(("ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.0/16, 10.0.0.0/8]"))
+    e = _explain("10.0.0.1", frags, merged)
+    assert (e.position, e.rule_text) == (
+        2,
+        keep_rule("10.0.0.0/8"),
+    )
+    assert e.shadowed == (keep_rule("10.0.0.0/16"),)
+    assert render_explanation(e, "desired").count("also matches (later, no effect): ") == 1
+
+
+def keep_rule(cidr: str) -> str:
+    """Our RETURN rule for ``cidr``, as iptables-save prints it."""
+    return f'-A {CHAIN} -d {cidr} -m comment --comment "{RETURN_COMMENT}" -j RETURN'
+
+
 def _merged(*texts: tuple[str, str]) -> tuple[list[Fragment], Merged]:
     frags = [parse_fragment(text, name).unwrap() for name, text in texts]
     return frags, merge(frags).unwrap()
@@ -155,7 +192,7 @@ def test_origins_by_kind() -> None:
         "masqueradeCIDRs",
         ("ip-masq-a",),
     )
-    assert len(e.shadowed) == 1 and "-d 10.0.0.0/8" in e.shadowed[0]
+    assert e.shadowed == (keep_rule("10.0.0.0/8"),)
     e = _explain("10.1.2.3", frags, merged)
     assert (e.verdict, e.origins[0].kind, e.origins[0].sources) == (
         "keep source",
@@ -215,144 +252,15 @@ def test_no_jump_no_chain_local_and_disabled_family() -> None:
     assert e.masquerade is False and "does not jump" in e.origins[0].note
     e = explain(ip, ruleset=empty, fragments=frags, merged=merged, chain=CHAIN)
     assert e.masquerade is False and "does not exist" in e.origins[0].note
+    # A LOCAL address skips the POSTROUTING jump: neither the rules nor the config masquerade
+    # it, though the config alone would masquerade 8.8.8.8 as a remote destination.
+    assert should_masquerade(merged.config, ip) is True
     e = explain(ip, ruleset=desired(merged, "ipv4"), merged=merged, local=True)
     assert e.masquerade is False and "LOCAL" in e.origins[0].note
+    assert e.config_masquerade is False and e.agrees is True
+    assert render_explanation(e, "live").endswith("config says: keep source\n")
     v6 = parse_ip("2001:db8::1").unwrap()
     e = explain(v6, ruleset=None, merged=merged)
     assert e.masquerade is False and e.config_masquerade is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^2001:db8::1 is not an ipv4 address$"):
         explain(v6, ruleset=desired(merged, "ipv4"), merged=merged)
-
-
-@pytest.mark.parametrize(
-    ("text", "ok"),
-    [
-        ("10.0.0.1", True),
-        (" fd00::1 ", True),
-        ("10.0.0.0/8", False),
-        ("fe80::1%eth0", False),
-        ("10.0.0.256", False),
-        ("", False),
-        ("bogus", False),
-    ],
-)
-def test_parse_ip(text: str, ok: bool) -> None:
-    assert (parse_ip(text).value_or(None) is not None) == ok
-
-
-# --- the commands (no iptables: read_live=False) ---------------------------------
-
-
-def write(directory: Path, name: str, text: str) -> None:
-    (directory / name).write_text(text)
-
-
-def opts_for(directory: Path, **kw: object) -> Options:
-    return Options(config_dir=str(directory), **kw)  # type: ignore[arg-type]
-
-
-def test_explain_command_output_and_exit_codes(tmp_path: Path) -> None:
-    write(tmp_path, "ip-masq-a", "masqueradeCIDRs: [10.240.0.0/16]\n")
-    out, err = io.StringIO(), io.StringIO()
-    assert (
-        commands.explain(opts_for(tmp_path), "10.240.1.1", out=out, err=err, read_live=False) == 0
-    )
-    text = out.getvalue()
-    assert "masqueraded: yes" in text
-    assert "-d 10.240.0.0/16" in text
-    assert "ip-masq-a" in text
-    assert "rules: desired" in text
-    assert commands.explain(opts_for(tmp_path), "10.240.1.1/16", out=out, err=err) == 2
-    assert "is a CIDR" in err.getvalue()
-
-
-def test_explain_command_json(tmp_path: Path) -> None:
-    out = io.StringIO()
-    opts = opts_for(tmp_path, log_format="json")
-    assert commands.explain(opts, "192.168.3.4", out=out, read_live=False) == 0
-    doc = json.loads(out.getvalue())
-    assert doc["masqueraded"] is False
-    assert doc["origins"][0]["kind"] == "default"
-    assert doc["origins"][0]["cidr"] == "192.168.0.0/16"
-
-
-def test_explain_with_invalid_config_and_no_live_rules_fails(tmp_path: Path) -> None:
-    write(tmp_path, "ip-masq-bad", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
-    err = io.StringIO()
-    code = commands.explain(
-        opts_for(tmp_path), "10.0.0.1", out=io.StringIO(), err=err, read_live=False
-    )
-    assert code == 1
-    assert "ip-masq-bad" in err.getvalue()
-
-
-def test_validate_valid_prints_a_config_that_parses_back(tmp_path: Path) -> None:
-    write(tmp_path, "ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: true\n")
-    write(tmp_path, "ip-masq-b", "masqLinkLocal: false\nresyncInterval: 30s\n")
-    write(tmp_path, "other", "not: considered\n")
-    out, err = io.StringIO(), io.StringIO()
-    assert commands.validate(opts_for(tmp_path), out=out, err=err) == 0
-    text = out.getvalue()
-    assert "files ip-masq-a, ip-masq-b" in text
-    assert "# conflicts: 1" in text
-    assert "masqLinkLocal" in text and "# valid" in text
-    assert err.getvalue() == ""
-    reparsed = parse_fragment(text, "printed").unwrap()  # the printout is itself a config
-    again = merge([reparsed]).unwrap().config
-    assert (
-        again
-        == merge(
-            [
-                parse_fragment((tmp_path / n).read_text(), n).unwrap()
-                for n in ("ip-masq-a", "ip-masq-b")
-            ]
-        )
-        .unwrap()
-        .config
-    )
-
-
-def test_validate_reports_every_bad_file_one_line_each(tmp_path: Path) -> None:
-    write(tmp_path, "ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
-    write(tmp_path, "ip-masq-b", "masqLinkLocl: true\n")
-    write(tmp_path, "ip-masq-c", "masqLinkLocal: true\n")
-    out, err = io.StringIO(), io.StringIO()
-    assert commands.validate(opts_for(tmp_path), out=out, err=err) == 1
-    lines = err.getvalue().splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith("ip-masq-agent: ip-masq-a: nonMasqueradeCIDRs[0]")
-    assert lines[1].startswith("ip-masq-agent: ip-masq-b")
-    assert "masqLinkLocal" in lines[1]  # the suggestion
-    assert "# invalid" in out.getvalue()
-
-
-def test_validate_conflicts_fatal_only_with_fail_on_conflict(tmp_path: Path) -> None:
-    write(tmp_path, "ip-masq-a", "masqLinkLocal: true\n")
-    write(tmp_path, "ip-masq-b", "masqLinkLocal: false\n")
-    assert commands.validate(opts_for(tmp_path), out=io.StringIO(), err=io.StringIO()) == 0
-    err = io.StringIO()
-    opts = opts_for(tmp_path, fail_on_conflict=True)
-    assert commands.validate(opts, out=io.StringIO(), err=err) == 1
-    assert "masqLinkLocal" in err.getvalue()
-
-
-def test_validate_merge_failure_and_missing_dir(tmp_path: Path) -> None:
-    write(tmp_path, "ip-masq-a", "nonMasqueradeCIDRs: [fd00::/8]\n")
-    err = io.StringIO()
-    assert commands.validate(opts_for(tmp_path), out=io.StringIO(), err=err) == 1
-    assert "IPv6" in err.getvalue()
-    out = io.StringIO()
-    assert commands.validate(opts_for(tmp_path / "missing"), out=out, err=io.StringIO()) == 0
-    assert "does not exist: defaults apply" in out.getvalue()
-    doc = yaml.safe_load(out.getvalue())
-    assert doc["nonMasqueradeCIDRs"] == ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
-
-
-def test_validate_json(tmp_path: Path) -> None:
-    write(tmp_path, "ip-masq-a", "cidrLimit: nope\n")
-    out = io.StringIO()
-    opts = opts_for(tmp_path, log_format="json")
-    assert commands.validate(opts, out=out, err=io.StringIO()) == 1
-    doc = json.loads(out.getvalue())
-    assert doc["valid"] is False and doc["config"] is None
-    assert len(doc["errors"]) == 1 and "cidrLimit" in doc["errors"][0]

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
+
 import pytest
+from pyrsistent import pvector
 from returns.result import Failure, Success
 
 from masq.core.fragment import MAX_FRAGMENT_BYTES, Fragment, parse_fragment
@@ -42,6 +45,7 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("misaligned", "nonMasqueradeCIDRs: [10.0.0.1/8]", f"{SRC}: nonMasqueradeCIDRs[0]: '10.0.0.1/8': host bits set (misaligned); did you mean 10.0.0.0/8?"),
     ("bad octet", "nonMasqueradeCIDRs: [10.256.0.0/16]", f"{SRC}: nonMasqueradeCIDRs[0]: '10.256.0.0/16': invalid address (IPv4 octets are 0-255 without leading zeros; IPv6 as in RFC 4291)"),
     ("leading zero", "nonMasqueradeCIDRs: [010.0.0.0/8]", f"{SRC}: nonMasqueradeCIDRs[0]: '010.0.0.0/8': invalid address (IPv4 octets are 0-255 without leading zeros; IPv6 as in RFC 4291)"),
+    ("leading zero in prefix", "nonMasqueradeCIDRs: [10.0.0.0/08]", f"{SRC}: nonMasqueradeCIDRs[0]: '10.0.0.0/08': {PLAIN}"),
     ("prefix too long", "nonMasqueradeCIDRs: [10.0.0.0/33]", f"{SRC}: nonMasqueradeCIDRs[0]: '10.0.0.0/33': prefix length over 32 for IPv4"),
     ("no prefix", "nonMasqueradeCIDRs: [10.0.0.0]", f"{SRC}: nonMasqueradeCIDRs[0]: '10.0.0.0': missing prefix length (write e.g. 10.0.0.0/8 or fd00::/8)"),
     ("garbage", "nonMasqueradeCIDRs: [abcdefg]", f"{SRC}: nonMasqueradeCIDRs[0]: 'abcdefg': {PLAIN}"),
@@ -71,6 +75,23 @@ def test_bad_input_message(text: str | bytes, message: str) -> None:
     assert "\n" not in str(result.failure())
 
 
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("cidrLimit: 0", Fragment(SRC, cidr_limit=0)),
+        ("cidrLimit: 0\nnonMasqueradeCIDRs: []", Fragment(SRC, pvector(), cidr_limit=0)),
+        (
+            "cidrLimit: 1\nnonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [10.0.0.0/8]",
+            Fragment(SRC, pvector([IPv4Network("10.0.0.0/8")]), pvector([IPv4Network("10.0.0.0/8")]), cidr_limit=1),
+        ),
+    ],
+)  # fmt: skip
+def test_cidr_limit_is_met_exactly(text: str, fragment: Fragment) -> None:
+    """A file within its own cidrLimit, even exactly at it (0 for no CIDRs; a CIDR in both
+    lists counts once), is valid."""
+    assert parse_fragment(text, SRC) == Success(fragment)
+
+
 @pytest.mark.parametrize("text", ["", "   \n", "# only a comment\n", "null", "~", "---\n...\n"])
 def test_empty_or_null_document_has_no_opinion(text: str) -> None:
     assert parse_fragment(text, SRC) == Success(Fragment(SRC))
@@ -91,12 +112,3 @@ def test_explicit_empty_list_is_kept_distinct_from_absent() -> None:
     fragment = parse_fragment("nonMasqueradeCIDRs: []", SRC).unwrap()
     assert fragment.non_masquerade_cidrs is not None and len(fragment.non_masquerade_cidrs) == 0
     assert fragment.masquerade_cidrs is None
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("60s", 60.0), ("1m30s", 90.0), ("1.5h", 5400.0), ("300ms", 0.3), ("2h45m", 9900.0),
-     ("1500us", 0.0015), ("1500\u00b5s", 0.0015), ("10ns", 1e-8)],
-)  # fmt: skip
-def test_go_durations(text: str, seconds: float) -> None:
-    assert parse_fragment(f"resyncInterval: {text}", SRC).unwrap().resync_interval == seconds

@@ -9,20 +9,13 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from fake_clock import FakeClock
 from pyrsistent import pvector
 
 from masq.shell import logs
 from masq.shell.options import LogFormat
 
 LOG = logging.getLogger("masq")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(autouse=True)

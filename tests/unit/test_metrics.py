@@ -1,14 +1,12 @@
-"""Metrics names and labels (parsed back with prometheus_client's parser), health, HTTP."""
+"""Metrics names and labels (parsed back with prometheus_client's parser), and health."""
 
 from __future__ import annotations
 
 import ipaddress
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+from fake_clock import FakeClock
 from prometheus_client.parser import text_string_to_metric_families
 from pyrsistent import pmap, pvector
 
@@ -32,20 +30,9 @@ from masq.core.iptables.traffic import traffic_of
 from masq.core.merge import merge
 from masq.core.names import POSTROUTING
 from masq.core.traffic import Counters
-from masq.shell import http
-from masq.shell.errors import ServerError
 from masq.shell.metrics import HEALTH_INTERVALS, Metrics
-from masq.shell.options import BindAddress, parse_bind
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def samples(m: Metrics) -> Samples:
@@ -351,75 +338,3 @@ def test_no_success_since_start_turns_unhealthy_after_the_grace() -> None:
     m.loop_alive()
     assert not m.healthz().ok
     assert "since start" in m.healthz().reason
-
-
-# --- HTTP -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def served() -> Iterator[tuple[Metrics, int]]:
-    clock = FakeClock()
-    m = Metrics(resync_interval=1.0, clock=clock)
-    server = http.start_server(BindAddress("127.0.0.1", 0), m)
-    assert isinstance(server, http.MetricsServer)
-    try:
-        yield m, server.port
-    finally:
-        server.shutdown()
-
-
-def get(port: int, path: str) -> tuple[int, str, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.headers["Content-Type"], r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers["Content-Type"], e.read().decode()
-
-
-def test_http_endpoints(served: tuple[Metrics, int]) -> None:
-    m, port = served
-    assert get(port, "/healthz")[0] == 200
-    code, _, body = get(port, "/readyz")
-    assert (code, body) == (503, "no successful sync yet\n")
-    m.sync_finished(True, 0.01)
-    assert get(port, "/readyz")[:1] == (200,)
-    code, ctype, body = get(port, "/metrics")
-    assert code == 200
-    assert ctype.startswith("text/plain; version=0.0.4")
-    parsed = {f.name for f in text_string_to_metric_families(body)}
-    assert "ip_masq_agent_syncs" in parsed
-    assert get(port, "/nope")[0] == 404
-    m._clock.now += 10  # type: ignore[attr-defined]
-    code, _, body = get(port, "/healthz")
-    assert code == 503
-    assert "stalled" in body
-
-
-def test_http_disabled_and_bad_addresses() -> None:
-    assert http.start_server(None, Metrics()) is None
-    for bad in ("nonsense", "1.2.3.4:99999", "::1:9931", "host:", "[nope]:1", "[::1:1"):
-        with pytest.raises(ValueError):
-            parse_bind(bad)
-    with pytest.raises(ServerError):
-        http.start_server(BindAddress("192.0.2.77", 9), Metrics())  # not an address of ours
-
-
-def test_http_port_in_use_is_one_line_error(served: tuple[Metrics, int]) -> None:
-    _, port = served
-    with pytest.raises(ServerError, match=f"127.0.0.1:{port}"):
-        http.start_server(BindAddress("127.0.0.1", port), Metrics())
-
-
-@pytest.mark.parametrize(
-    ("text", "want"),
-    [
-        ("0", None),
-        ("0.0.0.0:9931", ("0.0.0.0", 9931)),
-        (":9931", ("0.0.0.0", 9931)),
-        ("[::1]:9931", ("::1", 9931)),
-        ("[::]:80", ("::", 80)),
-        ("localhost:8080", ("localhost", 8080)),
-    ],
-)
-def test_parse_bind(text: str, want: tuple[str, int] | None) -> None:
-    assert parse_bind(text) == (BindAddress(*want) if want is not None else None)

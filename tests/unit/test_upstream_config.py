@@ -19,15 +19,15 @@ belong to the shell and are not ported here.
 
 from __future__ import annotations
 
+from integration.expected import RESERVED, RFC1918, canonical
 from returns.result import Failure
 
-from masq.core.addresses import sorted_cidrs
-from masq.core.config import RESERVED_RANGES, RFC1918
+from masq.core import config
 from masq.core.errors import ConfigError
 from masq.core.fragment import parse_fragment
 from masq.core.merge import Merged, merge
 
-RFC1918_TEXT = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+RFC1918_TEXT = list(RFC1918)
 
 
 def load(*files: tuple[str, str], enable_ipv6: bool = True) -> Merged:
@@ -290,26 +290,20 @@ def test_v1_json_with_ipv6_and_resync() -> None:
     assert m.config.resync_interval == 5.0
     # Without --enable-ipv6 the same file is refused, naming it.
     result = merge([parse_fragment(text, "config").unwrap()])
-    assert isinstance(result, Failure) and result.failure().source == "config"
-
-
-def test_reserved_ranges_default_matches_upstream_list() -> None:
-    # v1/v2 NewMasqConfigWithReservedRanges: RFC 1918 plus eight more ranges.
-    assert len(RESERVED_RANGES) == 11
-    assert list(load(("x", "masqLinkLocal: false")).config.non_masquerade_cidrs) == list(
-        sorted_cidrs(RFC1918)
+    assert isinstance(result, Failure)
+    assert str(result.failure()) == (
+        "config: nonMasqueradeCIDRs: 'fc00::/7': IPv6 CIDR given but IPv6 is not enabled"
+        " (--enable-ipv6=false)"
     )
-    reserved = merge([], reserved_ranges=True).unwrap().config.non_masquerade_cidrs
-    assert [str(n) for n in reserved] == [
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.0.2.0/24",
-        "192.88.99.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "240.0.0.0/4",
-    ]
+
+
+def test_default_ranges_are_upstreams_lists() -> None:
+    """The library's default nonMasqueradeCIDRs are upstream's (v1/v2
+    ``NewMasqConfigWithReservedRanges``), in upstream's order: RFC 1918, and with
+    ``--nomasq-all-reserved-ranges`` RFC 1918 plus eight more reserved IPv4 ranges.  The
+    merged config lists them in canonical order."""
+    assert [str(n) for n in config.RFC1918] == list(RFC1918)
+    assert [str(n) for n in config.RESERVED_RANGES] == list(RESERVED)
+    assert cidrs(load(("x", "masqLinkLocal: false"))) == canonical(RFC1918)
+    reserved = merge([], reserved_ranges=True).unwrap()
+    assert cidrs(reserved) == canonical(RESERVED)

@@ -103,7 +103,7 @@ def test_counting_when_no_hint(legacy: int, nft: int, expected: str) -> None:
 
 def test_many_legacy_rules_skip_counting_nft() -> None:
     probe = FakeProbe(legacy=ALL, nft=ALL, counts={"legacy": 10})
-    choose_backend(probe)
+    assert choose_backend(probe) == ("legacy", "iptables-legacy holds 10 rules")
     assert "count nft" not in probe.asked
 
 

@@ -1,9 +1,11 @@
-"""Property 4: plans are correct, minimal, and leave foreign rules alone."""
+"""plan: it reaches the desired ruleset with a minimal edit and leaves foreign rules alone."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pyrsistent import pmap, pvector
@@ -34,7 +36,7 @@ OPTIONS = RulesetOptions(chain=CHAIN)
 v4_cidrs = st.builds(
     lambda value, prefix: ipaddress.IPv4Network((value, prefix), strict=False),
     st.integers(0, 2**32 - 1),
-    st.integers(8, 32),
+    st.integers(8, 32) | st.just(0),
 )
 
 
@@ -136,6 +138,10 @@ def scenarios(draw: st.DrawFn) -> tuple[Ruleset, Ruleset]:
 
 @given(scenarios())
 def test_plan_reaches_desired_and_spares_foreign_rules(scenario: tuple[Ruleset, Ruleset]) -> None:
+    """For any desired ruleset and any observed one (our chain absent, or holding some desired rules
+    and strays in any order; any number of jumps to our chain, in any comment quoting, among foreign
+    POSTROUTING rules), applying plan(desired, observed) to observed gives exactly the desired chain
+    and a single jump, and leaves the foreign POSTROUTING rules as they were, in order."""
     # Fails if deletes run low-to-high (positions shift), if inserts use the
     # observed position, or if the jump fix-up deletes a foreign POSTROUTING rule.
     desired, observed = scenario
@@ -146,6 +152,10 @@ def test_plan_reaches_desired_and_spares_foreign_rules(scenario: tuple[Ruleset, 
 
 @given(scenarios())
 def test_plan_edits_our_chain_minimally(scenario: tuple[Ruleset, Ruleset]) -> None:
+    """The plan touches our chain as little as possible: one delete per observed rule and one insert
+    per desired rule outside a longest common subsequence of the two (or, when the chain is absent,
+    creating it and appending each rule); on POSTROUTING it deletes every jump to our chain except
+    one equal to the desired jump, and adds the desired jump only if no such one is there."""
     # Fails if the diff keeps a common subsequence shorter than the longest one
     # (e.g. a greedy match), or touches POSTROUTING more than the stale jumps need.
     desired, observed = scenario
@@ -165,6 +175,8 @@ def test_plan_edits_our_chain_minimally(scenario: tuple[Ruleset, Ruleset]) -> No
 
 @given(configs())
 def test_plan_of_equal_rulesets_is_empty(config: MasqConfig) -> None:
+    """plan(d, d) is empty for every desired ruleset d: a sync that finds the chain right writes
+    nothing."""
     # Fails if plan always re-appends the jump or rewrites the chain (every sync would write).
     desired = desired_for(config)
     assert plan(desired, desired) == ()
@@ -172,6 +184,8 @@ def test_plan_of_equal_rulesets_is_empty(config: MasqConfig) -> None:
 
 @given(configs(), v4_cidrs)
 def test_one_added_cidr_is_one_insert(config: MasqConfig, extra: ipaddress.IPv4Network) -> None:
+    """Adding one CIDR to nonMasqueradeCIDRs plans exactly one InsertRule (nothing if the chain
+    already had that rule), and applying it gives the new desired ruleset."""
     # Fails if the diff rewrites the tail after the new rule instead of inserting once.
     before = desired_for(config)
     after = desired_for(
@@ -192,6 +206,9 @@ def test_one_added_cidr_is_one_insert(config: MasqConfig, extra: ipaddress.IPv4N
 
 @given(configs(), st.data())
 def test_one_removed_cidr_is_one_delete(config: MasqConfig, data: st.DataObject) -> None:
+    """Removing one CIDR from nonMasqueradeCIDRs plans exactly one DeleteRuleAt (nothing if the rule
+    stays, as the link-local RETURN does while masqLinkLocal is false), and applying it gives the
+    new desired ruleset."""
     # Fails if deletes are planned by spec for our chain or a removal triggers a rewrite.
     if not config.non_masquerade_cidrs:
         return
@@ -215,6 +232,9 @@ def test_one_removed_cidr_is_one_delete(config: MasqConfig, data: st.DataObject)
 
 @given(scenarios())
 def test_replace_ops_also_reach_desired(scenario: tuple[Ruleset, Ruleset]) -> None:
+    """The full-sync fallback, replace_ops(desired, observed), applied to observed, also gives
+    exactly the desired chain and a single jump, and leaves the foreign POSTROUTING rules as they
+    were."""
     # Fails if the full-sync fallback forgets the jump fix-up or appends before creating.
     desired, observed = scenario
     result = apply_ops(observed, replace_ops(desired, observed))
@@ -224,6 +244,8 @@ def test_replace_ops_also_reach_desired(scenario: tuple[Ruleset, Ruleset]) -> No
 
 @given(scenarios())
 def test_cleanup_removes_every_trace(scenario: tuple[Ruleset, Ruleset]) -> None:
+    """cleanup_ops removes our chain and every jump to it (whatever its comment), keeps every
+    foreign POSTROUTING rule, and after it a second cleanup has nothing left to do."""
     # Fails if cleanup deletes the chain before the jumps (the kernel refuses) or
     # leaves a v2-quoted jump behind.
     _, observed = scenario
@@ -235,28 +257,40 @@ def test_cleanup_removes_every_trace(scenario: tuple[Ruleset, Ruleset]) -> None:
     assert cleanup_ops(result, CHAIN) == ()
 
 
-def test_apply_ops_refuses_what_the_kernel_refuses() -> None:
-    desired = desired_for(MasqConfig())
-    empty = Ruleset(family="ipv4", chains=pmap({POSTROUTING: Chain(POSTROUTING)}))
-    refused: list[list[Op]] = [
-        [AppendRule(POSTROUTING, desired.chains[POSTROUTING].rules[0])],  # jump to missing chain
-        [CreateChain(CHAIN), DeleteRuleAt(CHAIN, 1)],
-        [CreateChain(CHAIN), InsertRule(CHAIN, 2, desired.chains[CHAIN].rules[0])],
-        [DeleteRule(POSTROUTING, desired.chains[POSTROUTING].rules[0])],
-        [FlushChain(CHAIN)],
-        [CreateChain(POSTROUTING)],
-    ]
-    for ops in refused:
-        try:
-            apply_ops(empty, ops)
-        except ValueError:
-            continue
-        raise AssertionError(f"accepted {ops}")
-    # A referenced chain cannot be deleted, even when empty.
-    full = apply_ops(empty, plan(desired, empty))
-    try:
-        apply_ops(full, [FlushChain(CHAIN), DeleteChain(CHAIN)])
-    except ValueError:
-        pass
-    else:
-        raise AssertionError("deleted a referenced chain")
+DESIRED = desired_for(MasqConfig())
+JUMP = DESIRED.chains[POSTROUTING].rules[0]
+EMPTY = Ruleset(family="ipv4", chains=pmap({POSTROUTING: Chain(POSTROUTING)}))
+
+
+@pytest.mark.parametrize(
+    ("observed", "ops", "why"),
+    [
+        (EMPTY, [AppendRule(POSTROUTING, JUMP)], f"jump to missing chain {CHAIN}"),
+        (EMPTY, [CreateChain(CHAIN), DeleteRuleAt(CHAIN, 1)], "position out of range"),
+        (
+            EMPTY,
+            [CreateChain(CHAIN), InsertRule(CHAIN, 2, DESIRED.chains[CHAIN].rules[0])],
+            "position out of range",
+        ),
+        (EMPTY, [DeleteRule(POSTROUTING, JUMP)], "no such rule"),
+        (EMPTY, [FlushChain(CHAIN)], f"no chain {CHAIN}"),
+        (EMPTY, [CreateChain(POSTROUTING)], "built-in chain"),
+        (EMPTY, [DeleteChain(POSTROUTING)], "built-in or not empty"),
+        (apply_ops(EMPTY, plan(DESIRED, EMPTY)), [DeleteChain(CHAIN)], "built-in or not empty"),
+        # A chain a rule still jumps to cannot be deleted, even when empty.
+        (
+            apply_ops(EMPTY, plan(DESIRED, EMPTY)),
+            [FlushChain(CHAIN), DeleteChain(CHAIN)],
+            "still referenced",
+        ),
+    ],
+)
+def test_apply_ops_refuses_what_the_kernel_refuses(
+    observed: Ruleset, ops: list[Op], why: str
+) -> None:
+    """The kernel model refuses, as iptables-restore does, an op on a chain that does not
+    exist, a jump to a missing chain, a position outside the chain, deleting a rule that is
+    not there, creating a built-in chain, and deleting a built-in, non-empty or referenced
+    chain; the message names the refused op and the reason."""
+    with pytest.raises(ValueError, match=rf"^{re.escape(repr(ops[-1]))}: {re.escape(why)}$"):
+        apply_ops(observed, ops)

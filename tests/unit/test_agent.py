@@ -111,8 +111,12 @@ def test_both_attempts_refused_is_fatal(tmp_path: Path) -> None:
 
 def test_transient_restore_failure_does_not_fall_back(tmp_path: Path) -> None:
     fake = FakeIptables(restore_results=[(4, "Another app is currently holding the xtables lock")])
-    with pytest.raises(TransientError):
+    with pytest.raises(TransientError) as raised:
         Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
+    assert str(raised.value) == (
+        "ipv4 iptables-restore failed (iptables-nft-restore):"
+        " Another app is currently holding the xtables lock"
+    )
     assert len(fake.stdin) == 1
 
 

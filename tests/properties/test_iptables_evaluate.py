@@ -1,4 +1,4 @@
-"""Property 2: the rendered chain, read first-match, decides like ``should_masquerade``."""
+"""The rendered chain, read first-match as the kernel does, decides like ``should_masquerade``."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def cidrs(draw: st.DrawFn, family: Family) -> IPNetwork:
         )
     )
     jitter = draw(st.integers(0, 1 << (bits // 2)))
-    prefix = draw(st.integers(0, bits)) if draw(st.booleans()) else draw(st.integers(6, 20))
+    prefix = draw(st.sampled_from((0, bits)) | st.integers(0, bits) | st.integers(6, 20))
     return network(family, seed ^ jitter, prefix)
 
 
@@ -88,6 +88,10 @@ def save_text(ruleset: Ruleset, chain: str) -> str:
 def test_rendered_chain_decides_like_should_masquerade(
     config: MasqConfig, family: Family, to_ports: str | None, data: st.DataObject
 ) -> None:
+    """For any config and any destination of the family (every CIDR's edges and their neighbours,
+    and random addresses), the desired ruleset, printed as iptables-save prints it and parsed back,
+    masquerades a packet of any protocol (none, tcp, udp, sctp; with or without --to-ports) exactly
+    when should_masquerade says so."""
     # Fails if desired_ruleset puts the link-local RETURN before the masquerade
     # exceptions, drops a RETURN, or if render/parse lose a prefix length.
     ports = parse_to_ports(to_ports).unwrap() if to_ports else ()
@@ -110,6 +114,9 @@ def test_rendered_chain_decides_like_should_masquerade(
 
 @given(config=configs(), data=st.data())
 def test_to_ports_rules_only_catch_their_protocol(config: MasqConfig, data: st.DataObject) -> None:
+    """With --to-ports, the per-protocol MASQUERADE rules match only their own protocol: an icmp
+    packet is decided by a rule without a protocol (or by none), a tcp packet always by a tcp rule
+    or one without a protocol."""
     # Fails if first_match ignores a rule's protocol (icmp would hit a tcp --to-ports rule).
     options = RulesetOptions(
         nat=NatOptions(to_ports=parse_to_ports("1024-29999,32768-65535").unwrap())

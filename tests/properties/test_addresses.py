@@ -1,0 +1,100 @@
+"""Config text to addresses and CIDRs: what parses, to what, and the message for what does not."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from returns.result import Failure, Success
+
+from masq.core.addresses import IPNetwork, parse_cidr, parse_ip
+
+PLAIN = (
+    "not a plain CIDR (only an address and a prefix length, like 10.0.0.0/8 or fd00::/8;"
+    " no spaces, quotes or other words)"
+)
+BAD_ADDRESS = "invalid address (IPv4 octets are 0-255 without leading zeros; IPv6 as in RFC 4291)"
+
+
+@st.composite
+def networks(draw: st.DrawFn) -> IPNetwork:
+    """Any aligned network of either family, /0 and host routes included."""
+    version = draw(st.sampled_from((4, 6)))
+    bits = 32 if version == 4 else 128
+    prefix = draw(st.sampled_from((0, bits)) | st.integers(0, bits))
+    net: IPNetwork = ipaddress.ip_network((draw(st.integers(0, 2**bits - 1)), prefix), strict=False)
+    return net
+
+
+@given(networks())
+def test_every_network_parses_from_its_own_spelling(net: IPNetwork) -> None:
+    """For every aligned IPv4 or IPv6 network, /0 and /32 (/128) included, parsing the
+    standard spelling ``address/prefix`` gives that network back."""
+    assert parse_cidr(str(net)) == Success(net)
+
+
+@given(networks(), st.integers(1, 2))
+def test_a_prefix_with_leading_zeros_is_refused(net: IPNetwork, zeros: int) -> None:
+    """A prefix length written with leading zeros (``10.0.0.0/08``, ``::/00``) is refused as
+    not a plain CIDR, even though it names a valid network: only the canonical spelling of
+    the prefix is accepted, as for the address's octets."""
+    text = f"{net.network_address}/{'0' * zeros}{net.prefixlen}"
+    result = parse_cidr(text)
+    assert isinstance(result, Failure)
+    assert str(result.failure()) == f"{text!r}: {PLAIN}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty CIDR"),
+        ("10.0.0.0", "'10.0.0.0': missing prefix length (write e.g. 10.0.0.0/8 or fd00::/8)"),
+        ("10.0.0.0/08", f"'10.0.0.0/08': {PLAIN}"),
+        ("10.0.0.0/1000", f"'10.0.0.0/1000': {PLAIN}"),
+        ("10.0.0.0/8 ", f"'10.0.0.0/8 ': {PLAIN}"),
+        ("fe80::%eth0/64", f"'fe80::%eth0/64': {PLAIN}"),
+        ("010.0.0.0/8", f"'010.0.0.0/8': {BAD_ADDRESS}"),
+        ("10.256.0.0/16", f"'10.256.0.0/16': {BAD_ADDRESS}"),
+        ("10.0.0.0/33", "'10.0.0.0/33': prefix length over 32 for IPv4"),
+        ("fd00::/129", "'fd00::/129': prefix length over 128 for IPv6"),
+        ("10.0.0.1/8", "'10.0.0.1/8': host bits set (misaligned); did you mean 10.0.0.0/8?"),
+        ("10.0.0.0/0", "'10.0.0.0/0': host bits set (misaligned); did you mean 0.0.0.0/0?"),
+    ],
+)
+def test_parse_cidr_refusals(text: str, message: str) -> None:
+    result = parse_cidr(text)
+    assert isinstance(result, Failure)
+    assert str(result.failure()) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        (" fd00::1 ", "fd00::1"),  # surrounding blanks, as typed on a command line
+        ("::ffff:1.2.3.4", "::ffff:102:304"),
+    ],
+)
+def test_parse_ip_accepts(text: str, address: str) -> None:
+    assert parse_ip(text) == Success(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("10.0.0.0/8", "'10.0.0.0/8': is a CIDR; give one address, such as 10.0.0.1"),
+        ("fe80::1%eth0", "'fe80::1%eth0': has an IPv6 zone; give the address without %zone"),
+        ("10.0.0.256", "'10.0.0.256': is not an IPv4 or IPv6 address"),
+        ("010.0.0.1", "'010.0.0.1': is not an IPv4 or IPv6 address"),
+        ("", "'': is not an IPv4 or IPv6 address"),
+        ("bogus", "'bogus': is not an IPv4 or IPv6 address"),
+    ],
+)
+def test_parse_ip_refusals(text: str, message: str) -> None:
+    """Each refusal says what is wrong with the text, and quotes the text as given."""
+    result = parse_ip(text)
+    assert isinstance(result, Failure)
+    assert result.failure().value == text
+    assert str(result.failure()) == message
