@@ -6,8 +6,9 @@ import ipaddress
 
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import BITS, configs
 
-from masq.core.addresses import Family, IPAddress, IPNetwork, sorted_cidrs
+from masq.core.addresses import Family, IPAddress
 from masq.core.config import MasqConfig
 from masq.core.decision import LINK_LOCAL, should_masquerade
 from masq.core.iptables.codec import parse_save, render_rule
@@ -16,44 +17,6 @@ from masq.core.iptables.model import Ruleset
 from masq.core.iptables.rules import RulesetOptions, desired_ruleset
 from masq.core.names import POSTROUTING
 from masq.core.nat import NatOptions, parse_to_ports
-
-BITS = {"ipv4": 32, "ipv6": 128}
-
-
-def network(family: Family, value: int, prefix: int) -> IPNetwork:
-    bits = BITS[family]
-    mask = ((1 << prefix) - 1) << (bits - prefix) if prefix else 0
-    cls = ipaddress.IPv4Network if family == "ipv4" else ipaddress.IPv6Network
-    return cls((value & mask, prefix))
-
-
-@st.composite
-def cidrs(draw: st.DrawFn, family: Family) -> IPNetwork:
-    bits = BITS[family]
-    # Nested, adjacent and link-local neighbours come up far more often from a few seeds.
-    seed = draw(
-        st.sampled_from(
-            [
-                0x0A000000 << (bits - 32),
-                int(LINK_LOCAL[family].network_address),
-                draw(st.integers(0, (1 << bits) - 1)),
-            ]
-        )
-    )
-    jitter = draw(st.integers(0, 1 << (bits // 2)))
-    prefix = draw(st.sampled_from((0, bits)) | st.integers(0, bits) | st.integers(6, 20))
-    return network(family, seed ^ jitter, prefix)
-
-
-@st.composite
-def configs(draw: st.DrawFn) -> MasqConfig:
-    nets = st.one_of(cidrs("ipv4"), cidrs("ipv6"))
-    return MasqConfig(
-        non_masquerade_cidrs=sorted_cidrs(draw(st.lists(nets, max_size=8))),
-        masquerade_cidrs=sorted_cidrs(draw(st.lists(nets, max_size=4))),
-        masq_link_local=draw(st.booleans()),
-        masq_link_local_ipv6=draw(st.booleans()),
-    )
 
 
 def boundaries(config: MasqConfig, family: Family) -> list[IPAddress]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nft_strategies import cidrs, configs, table_options
+from strategies import cidrs, configs, table_options
 
 from masq.core.addresses import IPNetwork
 from masq.core.config import MasqConfig

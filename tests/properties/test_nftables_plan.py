@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from nft_strategies import cidrs, configs, table_options
 from pyrsistent import pmap, pset, pvector
+from strategies import cidrs, configs, table_options
 
 from masq.core.addresses import IPNetwork, family_of, uncovered
 from masq.core.config import MasqConfig

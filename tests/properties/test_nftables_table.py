@@ -7,8 +7,8 @@ import ipaddress
 import netaddr
 from hypothesis import given
 from hypothesis import strategies as st
-from nft_strategies import configs, probe_addresses, table_options
 from nft_text import masquerades, parse_text
+from strategies import configs, probe_addresses, table_options
 
 from masq.core.addresses import family_of
 from masq.core.config import MasqConfig

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
-from nft_strategies import configs, probe_addresses
 from pyrsistent import pmap
+from strategies import configs, probe_addresses
 
 from masq.core.config import MasqConfig
 from masq.core.decision import should_masquerade

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for the nftables properties: configs whose CIDRs overlap, nest,
+"""Hypothesis strategies shared by the property tests: configs whose CIDRs overlap, nest,
 touch, cover link-local or are /0, in both families, and the addresses worth probing."""
 
 from __future__ import annotations
