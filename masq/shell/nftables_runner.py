@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TextIO
 
-from pyrsistent import pmap, pset
+from pyrsistent import pmap
 from returns.result import Failure
 
 from masq.core.addresses import Family
@@ -30,6 +30,7 @@ from masq.core.nftables.model import (
     NftOp,
     NftState,
     NftTable,
+    ReplaceSet,
     ReplaceTable,
     op_labels,
 )
@@ -178,6 +179,8 @@ def _families(op: NftOp) -> Family:
     """The ``family`` label of an op: its set's family; table and chain ops count as ipv4."""
     if isinstance(op, AddElements | DeleteElements):
         return "ipv6" if op.set.endswith("-v6") else "ipv4"
+    if isinstance(op, ReplaceSet):
+        return op.set.family
     return "ipv4"
 
 
@@ -204,7 +207,7 @@ class NftablesDataplane:
         # this family, masquerade, element counters) at a fraction of 50,000 elements' cost.
         table = desired_table(config, self.options)
         shape = replace(
-            table, sets=pmap({n: replace(s, elements=pset()) for n, s in table.sets.items()})
+            table, sets=pmap({n: replace(s, elements=frozenset()) for n, s in table.sets.items()})
         )
         batch = render_batch((ReplaceTable(shape),))
         try:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pyrsistent import pmap, pset, pvector
+from pyrsistent import pmap, pvector
 from strategies import cidrs, configs, table_options
 
 from masq.core.addresses import IPNetwork, family_of, uncovered
@@ -23,9 +24,16 @@ from masq.core.nftables.model import (
     NftState,
     NftTable,
     ReplaceChain,
+    ReplaceSet,
     ReplaceTable,
 )
-from masq.core.nftables.plan import apply_ops, cleanup_ops, plan, replace_ops
+from masq.core.nftables.plan import (
+    SET_RELOAD_AFTER_EDITS,
+    apply_ops,
+    cleanup_ops,
+    plan,
+    replace_ops,
+)
 from masq.core.nftables.table import TableOptions, desired_table
 
 
@@ -39,7 +47,7 @@ def decayed(draw: st.DrawFn, table: NftTable) -> NftState:
         kept = [e for e in sorted(s.elements, key=str) if draw(st.booleans())]
         extra = draw(st.lists(cidrs(s.family), max_size=3))
         added = [e for e in uncovered(extra) if not any(e.overlaps(k) for k in kept)]
-        sets[name] = replace(s, elements=pset([*kept, *added]))
+        sets[name] = replace(s, elements=frozenset([*kept, *added]))
     chains = dict(table.chains)
     for name, c in sorted(table.chains.items()):
         how = draw(st.sampled_from(["keep", "flush", "foreign", "drop-last", "swap", "edited"]))
@@ -185,3 +193,20 @@ def test_chain_replacement_keeps_the_hook_and_needs_its_targets() -> None:
     )
     assert emptied.tables["ip"].chains["postrouting"].base == base.base
     assert emptied.tables["ip"].chains["postrouting"].rules == pvector()
+
+
+@given(config=configs(), options=table_options(), extra=st.integers(SET_RELOAD_AFTER_EDITS + 1, 40))
+def test_many_edits_to_one_set_reload_it_whole(
+    config: MasqConfig, options: TableOptions, extra: int
+) -> None:
+    """More than SET_RELOAD_AFTER_EDITS element changes in one set reload that set (flush
+    and fill) instead of editing element by element, and still reach the desired table."""
+    base = 0x64400000  # 100.64.0.0, outside the strategies' seeds
+    nets = [ipaddress.IPv4Network((base + i * 256, 24)) for i in range(extra)]
+    kept = [n for n in config.non_masquerade_cidrs if not any(n.overlaps(x) for x in nets)]
+    bigger = replace(config, non_masquerade_cidrs=pvector([*kept, *nets]))
+    small = replace(config, non_masquerade_cidrs=pvector(kept))
+    before, after = desired_table(small, options), desired_table(bigger, options)
+    ops = plan(after, state_of([before]))
+    assert [type(op) for op in ops] == [ReplaceSet]
+    assert apply_ops(state_of([before]), ops) == state_of([after])

@@ -7,7 +7,6 @@ from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
-from pyrsistent import pmap
 from strategies import configs, probe_addresses
 
 from masq.core.config import MasqConfig
@@ -34,7 +33,7 @@ def test_each_step_names_its_rule_element_and_file() -> None:
     fragments, merged = merged_config()
     table = desired_table(merged.config, TableOptions(enable_ipv6=True))
     s = table.sets["non-masquerade-v4"]
-    counted = replace(s, counters=pmap({ipaddress.ip_network("10.0.0.0/8"): Counters(7, 700)}))
+    counted = replace(s, counters={ipaddress.ip_network("10.0.0.0/8"): Counters(7, 700)})
     table = replace(table, sets=table.sets.set(s.name, counted))
 
     def explain(ip: str, local: bool = False) -> str:

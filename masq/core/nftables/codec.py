@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, cast
 
-from pyrsistent import pmap, pset, pvector
+from pyrsistent import pmap, pvector
 from returns.result import Failure, Result, Success
 
 from masq.core.addresses import Family, IPNetwork, cidr_key, parse_cidr
@@ -36,6 +37,7 @@ from masq.core.nftables.model import (
     NftState,
     NftTable,
     ReplaceChain,
+    ReplaceSet,
     ReplaceTable,
 )
 from masq.core.traffic import Counters
@@ -147,6 +149,9 @@ def render_op(op: NftOp) -> str:
             return f"add element {f} {t} {s} {{ {_elements(e)} }}\n"
         case DeleteElements(family=f, table=t, set=s, elements=e):
             return f"delete element {f} {t} {s} {{ {_elements(e)} }}\n"
+        case ReplaceSet(family=f, table=t, set=s):
+            fill = f"add element {f} {t} {s.name} {{ {_elements(s.elements)} }}\n"
+            return f"flush set {f} {t} {s.name}\n" + (fill if s.elements else "")
         case ReplaceChain(family=f, table=t, chain=c):
             rules = "".join(f"add rule {f} {t} {c.name} {render_rule(r)}\n" for r in c.rules)
             return f"flush chain {f} {t} {c.name}\n" + rules
@@ -212,11 +217,11 @@ def _parse_set(obj: Mapping[str, Any]) -> NftSet | None:
     return NftSet(
         name=str(obj["name"]),
         family=family,
-        elements=pset(elements),
+        elements=frozenset(elements),
         flags=tuple(flags) if isinstance(flags, list) else (str(flags),),
         counter=any(isinstance(s, Mapping) and "counter" in s for s in obj.get("stmt", ())),
         opaque=tuple(opaque) + (("auto-merge",) if obj.get("auto-merge") else ()),
-        counters=pmap(counters),
+        counters=MappingProxyType(counters),
     )
 
 

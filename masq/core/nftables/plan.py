@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from types import MappingProxyType
 
 from masq.core.addresses import IPNetwork, cidr_key, span
 from masq.core.nftables.model import (
@@ -27,6 +28,7 @@ from masq.core.nftables.model import (
     NftState,
     NftTable,
     ReplaceChain,
+    ReplaceSet,
     ReplaceTable,
 )
 from masq.core.traffic import Counters
@@ -49,15 +51,29 @@ def _ordered(nets: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
     return tuple(sorted(nets, key=cidr_key))
 
 
+SET_RELOAD_AFTER_EDITS = 8
+"""Past this many element edits of one set, reloading the set whole is faster.
+
+nft 1.0.6 pays for each element added to or deleted from an interval set in proportion
+to the set's size (15,000 elements: 100 edits 1.5 s, a reload 0.17 s; 50,000: one edit
+0.37 s, 1,000 edits 71 s, a reload 0.8 s), a reload in proportion to the set alone, so
+the two cross at about ten edits whatever the size.  Up to here, edits keep every other
+element's counter.
+"""
+
+
 def _edits(desired: NftTable, observed: NftTable) -> list[NftOp]:
     deletes: list[NftOp] = []
     adds: list[NftOp] = []
     for name in sorted(desired.sets):
-        # Plain sets for the arithmetic: pyrsistent's PSet difference is quadratic.
-        want, have = set(desired.sets[name].elements), set(observed.sets[name].elements)
-        if stale := have - want:
+        want, have = desired.sets[name].elements, observed.sets[name].elements
+        stale, missing = have - want, want - have
+        if len(stale) + len(missing) > SET_RELOAD_AFTER_EDITS:
+            deletes.append(ReplaceSet(desired.family, desired.name, desired.sets[name]))
+            continue
+        if stale:
             deletes.append(DeleteElements(desired.family, desired.name, name, _ordered(stale)))
-        if missing := want - have:
+        if missing:
             adds.append(AddElements(desired.family, desired.name, name, _ordered(missing)))
     chains: list[NftOp] = [
         ReplaceChain(desired.family, desired.name, chain)
@@ -151,23 +167,25 @@ def _apply(state: NftState, op: NftOp) -> NftState:
             # An element equal to one present (or repeated in the op) is no change, as in nft.
             fresh = [e for e in dict.fromkeys(new) if e not in s.elements]
             _check_disjoint([*s.elements, *fresh], op)
-            counters = s.counters.update({e: Counters(0, 0) for e in fresh})
+            counters = MappingProxyType({**s.counters, **{e: Counters(0, 0) for e in fresh}})
             return _with_set(
-                state, table, replace(s, elements=s.elements.update(fresh), counters=counters)
+                state, table, replace(s, elements=s.elements | set(fresh), counters=counters)
             )
         case DeleteElements(family=f, table=tn, set=sn, elements=gone):
             table = _table(state, f, tn, op)
             s = _set(table, sn, op)
             if missing := [e for e in gone if e not in s.elements]:
                 raise ValueError(f"{op!r}: element does not exist: {missing[0]}")
-            kept, counted = s.elements.evolver(), s.counters.evolver()
-            for e in gone:
-                kept.remove(e)
-                if e in s.counters:
-                    counted.remove(e)
-            return _with_set(
-                state, table, replace(s, elements=kept.persistent(), counters=counted.persistent())
-            )
+            kept = s.elements - set(gone)
+            counted = MappingProxyType({e: c for e, c in s.counters.items() if e in kept})
+            return _with_set(state, table, replace(s, elements=kept, counters=counted))
+        case ReplaceSet(family=f, table=tn, set=fresh_set):
+            table = _table(state, f, tn, op)
+            current = _set(table, fresh_set.name, op)
+            _check_disjoint(fresh_set.elements, op)
+            zeros = MappingProxyType({e: Counters(0, 0) for e in fresh_set.elements})
+            reloaded = replace(current, elements=fresh_set.elements, counters=zeros)
+            return _with_set(state, table, reloaded)
         case ReplaceChain(family=f, table=tn, chain=c):
             table = _table(state, f, tn, op)
             old = table.chains.get(c.name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyrsistent import pmap, pset, pvector
+from pyrsistent import pmap, pvector
 from pyrsistent.typing import PVector
 
 from masq.core.addresses import Family, IPNetwork, uncovered
@@ -60,7 +60,7 @@ def _sets(decision: FamilyDecision) -> list[NftSet]:
         NftSet(
             name=set_name(kind, decision.family),
             family=decision.family,
-            elements=pset(uncovered(nets)),
+            elements=frozenset(uncovered(nets)),
         )
         for kind, nets in lists
     ]

@@ -1,0 +1,137 @@
+"""A SIGKILL of the agent at any instant never leaves a partial nftables table.
+
+nft commits whatever it parsed before EOF when it reads a pipe, so an agent killed while
+writing one could commit half a batch.  The agent hands nft the whole batch in a memfd;
+these tests kill it at random instants during a big first load and during a big change,
+and check after every kill that the kernel holds the old table or the new one, exactly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from integration.agent import agent_argv, agent_env, run_agent, wait_for, write_config
+from integration.topology import REPO_ROOT, Topology, run
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+TABLE = ("ip", "ip-masq-agent")
+
+
+def cidrs(first: int, count: int) -> list[str]:
+    base = int(ipaddress.IPv4Address("11.0.0.0"))
+    return [f"{ipaddress.IPv4Address(base + (first + i) * 256)}/24" for i in range(count)]
+
+
+def config(nets: list[str]) -> str:
+    return json.dumps({"cidrLimit": 100_000, "nonMasqueradeCIDRs": nets})
+
+
+def elements(topo: Topology) -> set[str] | None:
+    """The table's non-masquerade elements (None: no table); asserts the chains are whole."""
+    listed = run(
+        topo.in_ns(topo.node, ["nft", "-j", "list", "table", *TABLE]), check=False, timeout=60
+    )
+    if listed.returncode != 0:
+        assert "No such file or directory" in listed.stderr, listed.stderr
+        return None
+    objects = json.loads(listed.stdout)["nftables"]
+    rules = [o["rule"] for o in objects if "rule" in o]
+    assert len([r for r in rules if r["chain"] == "postrouting"]) == 5, rules
+    assert len([r for r in rules if r["chain"] == "snat-to-node"]) == 1, rules
+    (s,) = [o["set"] for o in objects if "set" in o and o["set"]["name"] == "non-masquerade-v4"]
+    out = set()
+    for item in s.get("elem", []):
+        value = item["elem"]["val"]
+        out.add(f"{value['prefix']['addr']}/{value['prefix']['len']}")
+    return out
+
+
+def killed_at_random(topo: Topology, config_dir: Path, rng: random.Random, upto: float) -> float:
+    """Start ``--once`` and SIGKILL it after a random delay; wait until nft has finished."""
+    proc = subprocess.Popen(
+        agent_argv(topo, config_dir, "--dataplane=nftables"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        env=agent_env(),
+    )
+    delay = rng.uniform(0.0, upto)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    # An nft child the agent started lives on and commits whole (or not at all).
+    assert wait_for(lambda: not nft_running(topo), timeout=30) is not None
+    return delay
+
+
+def nft_running(topo: Topology) -> bool:
+    """Whether an ``nft ... -f`` process runs in the node's network namespace."""
+    node = os.stat(f"/run/netns/{topo.node}").st_ino
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            same = os.stat(f"/proc/{pid}/ns/net").st_ino == node
+        except OSError:
+            continue  # gone meanwhile
+        if same and argv[0].endswith(b"nft") and b"-f" in argv:
+            return True
+    return False
+
+
+def timed_once(topo: Topology, config_dir: Path) -> float:
+    start = time.monotonic()
+    done = run_agent(topo, config_dir, "--dataplane=nftables", timeout=120)
+    assert done.returncode == 0, done.stderr
+    return time.monotonic() - start
+
+
+def test_a_kill_during_the_first_load_leaves_no_table_or_the_whole_one(
+    nft_topo: Topology, config_dir: Path
+) -> None:
+    """Killed at random while loading 20,000 elements: after each kill the kernel holds
+    no table of ours, or the whole table with every element."""
+    want = set(cidrs(0, 20_000))
+    write_config(config_dir, "ip-masq-agent", config(sorted(want)))
+    full = timed_once(nft_topo, config_dir)
+    rng = random.Random(20261127)
+    seen = set()
+    for _ in range(8):
+        run(nft_topo.in_ns(nft_topo.node, ["nft", "delete", "table", *TABLE]), check=False)
+        killed_at_random(nft_topo, config_dir, rng, full)
+        got = elements(nft_topo)
+        assert got is None or got == want, None if got is None else len(got)
+        seen.add(got is None)
+    assert elements_after_sync(nft_topo, config_dir) == want
+    assert seen, "the kills landed somewhere"
+
+
+def test_a_kill_during_a_big_change_leaves_the_old_table_or_the_new_one(
+    nft_topo: Topology, config_dir: Path
+) -> None:
+    """Killed at random while replacing 10,000 elements by 10,000 others (deletes and adds
+    in one batch): the kernel holds exactly the old set or exactly the new one."""
+    old, new = set(cidrs(0, 15_000)), set(cidrs(5_000, 15_000))
+    rng = random.Random(7)
+    for _ in range(6):
+        write_config(config_dir, "ip-masq-agent", config(sorted(old)))
+        assert elements_after_sync(nft_topo, config_dir) == old
+        write_config(config_dir, "ip-masq-agent", config(sorted(new)))
+        killed_at_random(nft_topo, config_dir, rng, 2.5)
+        got = elements(nft_topo)
+        assert got in (old, new), None if got is None else (len(got & old), len(got & new))
+    assert elements_after_sync(nft_topo, config_dir) == new
+
+
+def elements_after_sync(topo: Topology, config_dir: Path) -> set[str] | None:
+    timed_once(topo, config_dir)
+    return elements(topo)
