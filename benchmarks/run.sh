@@ -6,15 +6,16 @@
 #                               ratio, config-change latency, idle CPU)
 #   benchmarks/run.sh core      only the pure-core benchmark
 #   benchmarks/run.sh rebuild   iptables chain edits vs whole-chain rebuild (root)
+#   benchmarks/run.sh nft-edits nft set element edits vs set reload (root)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${VENV:-$ROOT/.venv}/bin/python"
 cd "$ROOT"
 what="${1:-all}"
-if [ "$what" = rebuild ]; then
-    PYTHONPATH="$ROOT" "$PY" benchmarks/bench_rebuild.py
-    exit 0
-fi
+case "$what" in
+    rebuild) PYTHONPATH="$ROOT" "$PY" benchmarks/bench_rebuild.py; exit 0 ;;
+    nft-edits) PYTHONPATH="$ROOT" "$PY" benchmarks/bench_nft_edits.py; exit 0 ;;
+esac
 PYTHONPATH="$ROOT" "$PY" benchmarks/bench_core.py
 cat benchmarks/results/core.txt
 if [ "$what" = all ]; then
