@@ -12,6 +12,7 @@ import random
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -357,3 +358,85 @@ def test_validate_exit_codes_and_no_kernel_writes(nft_topo: Topology, config_dir
     assert len(errors) == 1 and "ip-masq-c" in errors[0], bad.stderr
     assert "Traceback" not in bad.stderr
     assert topo.snapshot() == before
+
+
+_IDLE_AND_JUNK = r"""
+import socket, sys, time
+port, idle, junk = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+held = [socket.create_connection(("127.0.0.1", port)) for _ in range(idle)]
+for i in range(junk):
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        junk_bytes = b"\x16\x03\x01garbage %d\r\n\r\n" % i
+        s.sendall(junk_bytes if i % 2 else b"GET /metrics HTTP/1.1\r\n\r\n")
+        s.close()  # hang up without reading the answer
+print("ready", flush=True)
+time.sleep(float(sys.argv[4]))
+for s in held:
+    s.close()
+"""
+
+
+@pytest.mark.parametrize("dataplane", ["iptables", "nftables"])
+def test_per_cidr_counters_are_at_most_five_seconds_old_at_scrape_time(
+    nft_topo: Topology, config_dir: Path, tmp_path: Path, dataplane: str
+) -> None:
+    """At the default 60 s resync, packets sent now show in the per-CIDR counters of a
+    scrape within 5 s (a scrape reads the kernel when its counters are older than that),
+    with no sync and no write in between."""
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [172.20.0.0/16]\n")
+    log = tmp_path / "agent.log"
+    flags = (f"--dataplane={dataplane}", "--resync-interval=60")
+    with running_daemon(nft_topo, config_dir, log, *flags):
+        before = metric_values(nft_topo)
+        base = traffic(nft_topo, "packets", "172.20.0.0/16", "RETURN")
+        assert base >= 0, sorted(k for k in before if "packets" in k[0])
+        send_burst(nft_topo, DEST_PRIVATE, 40, "fresh")
+        sent = time_now()
+        seen = wait_for(
+            lambda: traffic(nft_topo, "packets", "172.20.0.0/16", "RETURN") >= base + 40, 8.0, 0.5
+        )
+        assert seen is not None, log.read_text()
+        assert time_now() - sent <= 6.5  # 5 s of age allowed, plus a scrape's own time
+        after = metric_values(nft_topo)
+        syncs = ("ip_masq_agent_syncs_total", (("result", "success"),))
+        assert after[syncs] == before[syncs], "the counters came from a scrape, not a sync"
+        writes = {k: v for k, v in after.items() if k[0] == "ip_masq_agent_rule_writes_total"}
+        assert writes == {
+            k: v for k, v in before.items() if k[0] == "ip_masq_agent_rule_writes_total"
+        }
+
+
+def time_now() -> float:
+    return time.monotonic()
+
+
+def test_idle_connections_and_junk_requests_neither_block_nor_leave_tracebacks(
+    nft_topo: Topology, config_dir: Path, tmp_path: Path
+) -> None:
+    """300 idle connections and 100 junk or hung-up requests: /healthz still answers, a
+    config change still reaches the kernel, and the log holds no traceback."""
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8]\n")
+    log = tmp_path / "agent.log"
+    with running_daemon(nft_topo, config_dir, log, "--resync-interval=60"):
+        load = subprocess.Popen(
+            nft_topo.in_ns(
+                nft_topo.node, [AGENT_PYTHON, "-c", _IDLE_AND_JUNK, str(PORT), "300", "100", "20"]
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert load.stdout is not None and load.stdout.readline().strip() == "ready"
+            assert scrape(nft_topo, "/healthz")[0] == 200
+            write_config(
+                config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 172.20.0.0/16]\n"
+            )
+            applied = wait_for(lambda: any("172.20.0.0/16" in r for r in nft_topo.rules()), 10.0)
+            assert applied is not None, log.read_text()
+            assert scrape(nft_topo, "/healthz")[0] == 200
+        finally:
+            load.kill()
+            load.wait(5)
+    text = log.read_text()
+    assert "Traceback" not in text, text
