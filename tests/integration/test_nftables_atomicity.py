@@ -105,14 +105,15 @@ def test_a_kill_during_the_first_load_leaves_no_table_or_the_whole_one(
     full = timed_once(nft_topo, config_dir)
     rng = random.Random(20261127)
     seen = set()
-    for _ in range(8):
+    for _ in range(12):
         run(nft_topo.in_ns(nft_topo.node, ["nft", "delete", "table", *TABLE]), check=False)
         killed_at_random(nft_topo, config_dir, rng, full)
         got = elements(nft_topo)
         assert got is None or got == want, None if got is None else len(got)
         seen.add(got is None)
     assert elements_after_sync(nft_topo, config_dir) == want
-    assert seen, "the kills landed somewhere"
+    # Kills landed both before the batch reached nft and after (else the test proved less).
+    assert seen == {True, False}
 
 
 def test_a_kill_during_a_big_change_leaves_the_old_table_or_the_new_one(
