@@ -12,6 +12,8 @@ Invariants, each a ``Violation`` when broken:
 
 - a probe to a destination the model masquerades arrives with the pod's address outside
   every window (``leak``), or the reverse (``over-masquerade``), or from any other source;
+  inside a window, a probe that matches no config in play is a violation too while one
+  agent runs, and a reported finding while two race (see ``judge_probes``);
 - a nat-table snapshot holds a foreign rule or chain different from the generation the
   kube-proxy-like writer last wrote, or a line nobody wrote;
 - at rest (no window open) our chain differs from the desired one, or there is not
@@ -94,6 +96,7 @@ class ProbeStats:
     leaks: int = 0
     over_masquerade: int = 0
     alien: int = 0
+    race_mismatches: int = 0  # inside a window, matching no config, two agents alive
     masq_by_dest: list[int] = field(default_factory=lambda: [0] * len(DESTINATIONS))
     kept_by_dest: list[int] = field(default_factory=lambda: [0] * len(DESTINATIONS))
 
@@ -119,6 +122,7 @@ class Staleness:
 @dataclass
 class Judgement:
     violations: list[Violation]
+    findings: list[Violation]  # reported, not failing (see judge_probes)
     windows: list[Window]
     staleness: list[Staleness]  # changes that flip a destination
     probes: ProbeStats
@@ -162,10 +166,9 @@ def obstructions(log: RunLog) -> list[Interval]:
     out += [Interval(h.requested, h.released + LOCK_GRACE, "xtables lock") for h in log.locks]
     for ep in log.restore_faults:
         fails = [c.at for c in log.restore_calls if c.failed and ep.armed <= c.at <= ep.disarmed]
-        if fails:
-            out.append(
-                Interval(ep.armed, max(fails) + retry_backoff(len(fails)), "failing restore")
-            )
+        if fails:  # nothing is blocked until a restore fails; then until the last one's retry
+            last = max(fails) + retry_backoff(len(fails))
+            out.append(Interval(min(fails), last, "failing restore"))
     return sorted(out, key=lambda o: o.start)
 
 
@@ -226,8 +229,12 @@ def _masqueraded(probe: Probe) -> bool | None:
 
 
 def judge_probes(
-    log: RunLog, wins: Sequence[Window], out: list[Violation]
+    log: RunLog, wins: Sequence[Window], out: list[Violation], findings: list[Violation]
 ) -> tuple[ProbeStats, list[Staleness]]:
+    """Each probe against the model.  A probe inside a window that matches no config in play
+    while two agents ran is a finding, not a violation: two agents planning positional edits
+    from their own listings leave, until one reads back and replaces the chain, a chain that
+    is no config at all (README, Known limits: a concurrent writer of our chain)."""
     times, configs = _effective(log.pushes)
     stats = ProbeStats(sent=log.probes_sent, received=len(log.probes))
     lenient = {
@@ -265,19 +272,24 @@ def judge_probes(
             for t in (probe.sent, probe.received)
         ):
             continue
-        want = "masquerade" if not seen else "keep the pod address"
+        in_window = _inside(any_window, probe.sent)
+        agents = sum(1 for x in log.lives if x.spawned <= probe.sent <= x.alive_until)
         kind = "leak" if not seen else "over-masquerade"
+        text = (
+            f"probe {probe.seq} to {dest} arrived from {probe.source}; the model says"
+            f" {'masquerade' if not seen else 'keep the pod address'}"
+        )
+        if in_window and agents >= 2:
+            stats.race_mismatches += 1
+            findings.append(Violation(probe.sent, f"{kind} while two agents raced", text))
+            continue
         if seen:
             stats.over_masquerade += 1
         else:
             stats.leaks += 1
-        out.append(
-            Violation(
-                probe.sent,
-                kind,
-                f"probe {probe.seq} to {dest} arrived from {probe.source}; the model says {want}",
-            )
-        )
+        if in_window:
+            kind, text = f"{kind} in a window", f"{text} (no config in play matches)"
+        out.append(Violation(probe.sent, kind, text))
     return stats, staleness(log, wins, by_dest)
 
 
@@ -556,13 +568,14 @@ def judge_final(log: RunLog, out: list[Violation]) -> float | None:
 
 def judge(log: RunLog) -> Judgement:
     violations: list[Violation] = []
+    findings: list[Violation] = []
     blocked = obstructions(log)
     wins = windows(log, blocked)
-    probes, stale = judge_probes(log, wins, violations)
+    probes, stale = judge_probes(log, wins, violations, findings)
     snaps = judge_snapshots(log, wins, violations)
     exits = judge_exits(log, blocked, violations)
     recovery = judge_final(log, violations)
     if probes.final == 0:
         violations.append(Violation(log.finished, "final", "no probe after recovery"))
     violations.sort(key=lambda v: v.at)
-    return Judgement(violations, wins, stale, probes, snaps, exits, recovery)
+    return Judgement(violations, findings, wins, stale, probes, snaps, exits, recovery)

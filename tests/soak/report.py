@@ -42,7 +42,16 @@ def replay_command(log: RunLog) -> str:
 
 
 def summary(log: RunLog, verdict: Judgement, schedule: Schedule) -> str:
-    t0 = log.storm_start
+    out = [
+        *_what_ran(log, verdict, schedule),
+        *_what_was_seen(verdict),
+        *_outcome(log, verdict),
+        "RESULT: " + ("PASS" if not verdict.violations else "FAIL"),
+    ]
+    return "\n".join(out)
+
+
+def _what_ran(log: RunLog, verdict: Judgement, schedule: Schedule) -> list[str]:
     out = [
         f"=== soak summary: {log.dataplane}/{log.backend} seed={log.seed} storm={log.seconds:g}s"
         f" schedule={schedule.digest} ({len(schedule.ops)} ops)",
@@ -79,13 +88,19 @@ def summary(log: RunLog, verdict: Judgement, schedule: Schedule) -> str:
         + ", ".join(f"{k} {v}" for k, v in verdict.exits.items())
         + f"; tracebacks {tracebacks}"
     )
+    return out
+
+
+def _what_was_seen(verdict: Judgement) -> list[str]:
+    out = []
     p = verdict.probes
     lost = p.sent - p.received
     out.append(
         f"probes: sent {p.sent}, received {p.received} (lost {lost}); inside windows"
         f" {p.in_windows} ({100 * p.in_windows / max(p.received, 1):.0f}%), during broken configs"
         f" {p.during_broken}, after recovery {p.final}; leaks {p.leaks},"
-        f" over-masquerades {p.over_masquerade}, other sources {p.alien}"
+        f" over-masquerades {p.over_masquerade}, other sources {p.alien},"
+        f" matching no config while two agents raced {p.race_mismatches}"
     )
     out.append(
         "  masqueraded/kept per destination: "
@@ -119,6 +134,12 @@ def summary(log: RunLog, verdict: Judgement, schedule: Schedule) -> str:
         f"table: {s.total} snapshots, {s.at_rest} at rest; double jumps seen {s.double_jumps_seen}"
         f" (none allowed at rest); our jump between the foreign ones in {s.jump_between_foreign}"
     )
+    return out
+
+
+def _outcome(log: RunLog, verdict: Judgement) -> list[str]:
+    t0 = log.storm_start
+    out = []
     recovery = "never" if verdict.recovery is None else f"{verdict.recovery:.2f}s"
     dry = "missing" if log.dry_run is None else f"exit {log.dry_run[0]}"
     dry_lines = [] if log.dry_run is None else log.dry_run[1].strip().splitlines()
@@ -132,8 +153,18 @@ def summary(log: RunLog, verdict: Judgement, schedule: Schedule) -> str:
         out += [f"  {v.at - t0:+9.3f} {v.kind}: {v.text}" for v in verdict.violations[:10]]
         out.append("first violation's timeline:")
         out += timeline(log, verdict, verdict.violations[0])
-    out.append("RESULT: " + ("PASS" if not verdict.violations else "FAIL"))
-    return "\n".join(out)
+    if verdict.findings:
+        by_kind = Counter(v.kind for v in verdict.findings)
+        out.append(
+            f"findings (reported, not failing: a chain that is no config at all while two agents"
+            f" race, README 'Known limits'): {len(verdict.findings)} probes, "
+            + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items()))
+        )
+        out += [f"  {v.at - t0:+9.3f} {v.kind}: {v.text}" for v in verdict.findings[:10]]
+        if not verdict.violations:
+            out.append("first finding's timeline:")
+            out += timeline(log, verdict, verdict.findings[0])
+    return out
 
 
 def timeline(log: RunLog, verdict: Judgement, first: Violation) -> list[str]:
@@ -176,5 +207,8 @@ def timeline(log: RunLog, verdict: Judgement, first: Violation) -> list[str]:
     for v in verdict.violations:
         if lo <= v.at <= hi:
             rows.append((v.at, f"VIOLATION {v.kind}: {v.text}"))
+    for v in verdict.findings:
+        if lo <= v.at <= hi:
+            rows.append((v.at, f"FINDING {v.kind}: {v.text}"))
     rows.sort()
     return [f"  {at - t0:+9.3f} {text}" for at, text in rows[:80]]
