@@ -35,14 +35,14 @@ OpKind = Literal["config", "broken", "fix", "kill", "second-agent", "lock", "res
 Fault = Literal["kill", "second-agent", "lock", "restore-fail"]
 Target = Literal["primary", "second"]
 
-RATES: dict[str, float] = {  # events per second
-    "config": 0.45,
-    "kill-after-change": 1 / 10,
-    "broken": 1 / 10,
-    "kill": 1 / 9,
-    "second-agent": 1 / 35,
-    "lock": 1 / 14,
-    "restore-fail": 1 / 14,
+RATES: dict[str, float] = {  # events per second (about half the run outside any window)
+    "config": 0.3,
+    "kill-after-change": 1 / 12,
+    "broken": 1 / 12,
+    "kill": 1 / 10,
+    "second-agent": 1 / 40,
+    "lock": 1 / 20,
+    "restore-fail": 1 / 20,
 }
 NEEDS_FAULT: dict[str, Fault] = {
     "kill-after-change": "kill",
@@ -53,7 +53,8 @@ NEEDS_FAULT: dict[str, Fault] = {
 }
 FIX_AFTER = (1.0, 5.0)
 NO_BREAKAGE_IN_LAST = 8.0  # seconds: a broken config is always fixed before the storm ends
-KILL_AFTER_CHANGE = (0.0, 0.3)  # the write follows a change within ~100-200 ms
+KILL_AFTER_CHANGE = (0.0, 0.3)
+KILL_INTO_WRITE = (0.11, 0.2)  # measured: the restore runs ~125-190 ms after a change
 LOCK_SECONDS = (1.0, 8.0)
 RESTORE_FAILURES = (1, 3)
 SECOND_AGENT_SECONDS = (3.0, 15.0)
@@ -232,9 +233,8 @@ class _Builder:
         if kind in ("config", "kill-after-change") and self.fix_at is None:
             self.change(t)  # (while a broken push waits for its fix, the operator is busy)
             if kind == "kill-after-change":
-                self.ops.append(
-                    Op(t + rng.uniform(*KILL_AFTER_CHANGE), "kill", label="after-change")
-                )
+                near = KILL_INTO_WRITE if rng.random() < 0.5 else KILL_AFTER_CHANGE
+                self.ops.append(Op(t + rng.uniform(*near), "kill", label="after-change"))
         elif kind == "broken" and self.fix_at is None and t <= self.seconds - NO_BREAKAGE_IN_LAST:
             self.good = self.files
             self.files, name = self.bad.take(rng, self.files)
