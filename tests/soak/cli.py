@@ -15,7 +15,7 @@ from integration import netns
 
 from soak import checker, driver, report
 from soak.dataplane import DATAPLANES, dataplane
-from soak.schedule import build
+from soak.schedule import SCENARIOS, scenario
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     parser.add_argument("--dataplane", choices=DATAPLANES, default="iptables")
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="storm",
+        help="storm (default): every operation and fault; rolling-update: two agents and"
+        " config changes only",
+    )
     parser.add_argument("--backend", choices=get_args(netns.Backend), default="nft")
     parser.add_argument("--keep", action="store_true", help="keep the run's files (logs, probes)")
     parser.add_argument(
@@ -42,11 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         log = driver.load(args.judge)
         plane = dataplane(log.dataplane, log.backend)
         verdict = checker.judge(log)
-        print(report.summary(log, verdict, build(log.seed, log.seconds, plane.faults)))
+        schedule = scenario(log.scenario, log.seed, log.seconds, plane.faults)
+        print(report.summary(log, verdict, schedule))
         return 1 if verdict.violations else 0
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     if args.print_schedule:
-        schedule = build(seed, args.seconds, dataplane(args.dataplane, args.backend).faults)
+        plane = dataplane(args.dataplane, args.backend)
+        schedule = scenario(args.scenario, seed, args.seconds, plane.faults)
         print("\n".join(schedule.lines()))
         print(f"digest {schedule.digest}")
         return 0
@@ -62,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         backend=args.backend,
         dataplane=args.dataplane,
+        scenario=args.scenario,
         keep=args.keep,
         progress=sys.stderr,
     )

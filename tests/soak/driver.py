@@ -55,7 +55,7 @@ from soak.events import (
     Snapshot,
 )
 from soak.model import RESYNC_SECONDS, read
-from soak.schedule import Op, Schedule, build, counts
+from soak.schedule import Op, Scenario, Schedule, counts, scenario
 
 TICK = 0.01
 SNAPSHOT_EVERY = 1.0
@@ -82,6 +82,7 @@ class Settings:
     seconds: float
     backend: Backend
     dataplane: str = "iptables"
+    scenario: Scenario = "storm"
     keep: bool = False
     progress: TextIO | None = None
 
@@ -256,6 +257,7 @@ class Soak:
             settings.dataplane,
             schedule.digest,
             counts(schedule),
+            schedule.scenario,
         )
         self.config_dir = work / "config"
         self.logs = work / "logs"
@@ -571,7 +573,7 @@ def run(settings: Settings) -> tuple[RunLog, checker.Judgement, Schedule, Path]:
     clean run unless ``keep``; after a violation or a crash they stay for a post-mortem.
     """
     plane = dataplane(settings.dataplane, settings.backend)
-    schedule = build(settings.seed, settings.seconds, plane.faults)
+    schedule = scenario(settings.scenario, settings.seed, settings.seconds, plane.faults)
     work = Path(tempfile.mkdtemp(prefix="masq-soak-"))
     with topology(settings.backend) as topo:
         soak = Soak(settings, schedule, plane, topo, work)

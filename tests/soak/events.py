@@ -12,6 +12,7 @@ from typing import Literal
 from integration.netns import Backend
 
 from soak.catalogue import Files
+from soak.schedule import Scenario
 
 Role = Literal["primary", "second"]
 PushKind = Literal["initial", "config", "broken", "fix"]
@@ -101,6 +102,7 @@ class RunLog:
     dataplane: str
     schedule_digest: str
     op_counts: dict[str, int]
+    scenario: Scenario = "storm"
     storm_start: float = 0.0
     storm_end: float = 0.0
     recovered_at: float | None = None

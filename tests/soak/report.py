@@ -35,9 +35,10 @@ def _spread(values: Sequence[float]) -> str:
 
 
 def replay_command(log: RunLog) -> str:
+    scenario = "" if log.scenario == "storm" else f" --scenario {log.scenario}"
     return (
         f"python -m tests.soak --seed {log.seed} --seconds {log.seconds:g}"
-        f" --dataplane {log.dataplane} --backend {log.backend}"
+        f" --dataplane {log.dataplane} --backend {log.backend}{scenario}"
     )
 
 
@@ -53,7 +54,8 @@ def summary(log: RunLog, verdict: Judgement, schedule: Schedule) -> str:
 
 def _what_ran(log: RunLog, verdict: Judgement, schedule: Schedule) -> list[str]:
     out = [
-        f"=== soak summary: {log.dataplane}/{log.backend} seed={log.seed} storm={log.seconds:g}s"
+        f"=== soak summary: {log.dataplane}/{log.backend} {log.scenario} seed={log.seed}"
+        f" {log.seconds:g}s"
         f" schedule={schedule.digest} ({len(schedule.ops)} ops)",
         f"replay: {replay_command(log)}",
         "operations: " + ", ".join(f"{k} {v}" for k, v in log.op_counts.items()),

@@ -34,6 +34,8 @@ from soak.model import read
 OpKind = Literal["config", "broken", "fix", "kill", "second-agent", "lock", "restore-fail"]
 Fault = Literal["kill", "second-agent", "lock", "restore-fail"]
 Target = Literal["primary", "second"]
+Scenario = Literal["storm", "rolling-update"]
+SCENARIOS: tuple[Scenario, ...] = ("storm", "rolling-update")
 
 RATES: dict[str, float] = {  # events per second (about half the run outside any window)
     "config": 0.3,
@@ -94,9 +96,13 @@ class Schedule:
     faults: frozenset[Fault]
     initial: Files
     ops: tuple[Op, ...]
+    scenario: Scenario = "storm"
 
     def lines(self) -> list[str]:
-        head = f"seed={self.seed} seconds={self.seconds:g} faults={','.join(sorted(self.faults))}"
+        head = (
+            f"scenario={self.scenario} seed={self.seed} seconds={self.seconds:g}"
+            f" faults={','.join(sorted(self.faults))}"
+        )
         return [head, f"initial files={files_digest(self.initial)}", *(o.line() for o in self.ops)]
 
     @property
@@ -270,6 +276,28 @@ def build(seed: int, seconds: float, faults: Iterable[Fault]) -> Schedule:
     builder.fix_if_due(float("inf"))
     ops = sorted((o for o in builder.ops if o.at < seconds), key=lambda o: o.at)
     return Schedule(seed, seconds, allowed, initial, tuple(ops))
+
+
+def rolling_update(seed: int, seconds: float) -> Schedule:
+    """Not a storm but one situation: a second agent on the chain for the whole run and a
+    valid change every 0.3-0.9 s, nothing else, so that both agents keep reacting to the
+    same change at the same moment (where the soak found chains that are no config)."""
+    rng = random.Random(seed)
+    files, _ = _valid_files(rng, ())
+    initial = files
+    ops = [Op(0.0, "second-agent", seconds=seconds)]
+    t = 0.5
+    while t < seconds - 1.0:
+        files, changes = _valid_files(rng, files)
+        ops.append(Op(t, "config", files, changes))
+        t += rng.uniform(0.3, 0.9)
+    return Schedule(
+        seed, seconds, frozenset({"second-agent"}), initial, tuple(ops), "rolling-update"
+    )
+
+
+def scenario(name: Scenario, seed: int, seconds: float, faults: Iterable[Fault]) -> Schedule:
+    return build(seed, seconds, faults) if name == "storm" else rolling_update(seed, seconds)
 
 
 def counts(schedule: Schedule) -> dict[str, int]:

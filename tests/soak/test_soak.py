@@ -1,10 +1,6 @@
 """The soak in the suite (marker ``soak``, its own stage in scripts/test.sh): one run per
 iptables backend, ``SOAK_SECONDS`` long (default 120), seeded by ``SOAK_SEED`` (default
-random; the summary prints it and the command that replays the schedule).
-
-Outside CI it skips when namespaces cannot be made here; under ``CI=true`` it fails
-instead, so a runner without root cannot pass it by running nothing.
-"""
+random; the summary prints it and the command that replays the schedule)."""
 
 from __future__ import annotations
 
@@ -23,15 +19,10 @@ SEED = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(2**32)
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(SECONDS + 300)]
 
 
+@pytest.mark.usefixtures("namespaces")
 @pytest.mark.parametrize("backend", netns.BACKENDS)
 def test_soak(backend: netns.Backend) -> None:
     """Every invariant of the checker holds for a whole run of the seeded schedule."""
-    problem = netns.environment_problem()
-    if problem is not None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true but the soak cannot run: {problem}", pytrace=False)
-        pytest.skip(problem)
-    netns.sweep_stale_namespaces()
     settings = driver.Settings(seed=SEED, seconds=SECONDS, backend=backend, progress=sys.stderr)
     log, verdict, schedule, work = driver.run(settings)
     summary = report.summary(log, verdict, schedule)
