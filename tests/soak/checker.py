@@ -56,6 +56,8 @@ FIRST_RETRY = 0.5
 """The agent's first retry backoff after a transient failure; it doubles (operations.md)."""
 TERM_WITHIN = 1.5
 """SIGTERM -> exit 0 'within a second' (operations.md), plus the driver's polling slack."""
+LOCK_WAIT = 5.0
+"""The agent's ``--wait=5``: SIGTERM lets a running iptables finish, even one awaiting the lock."""
 REST_MARGIN = 0.5
 """A snapshot is 'at rest' when no window is open from this long before it until its end."""
 BUILTIN = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
@@ -488,8 +490,10 @@ def judge_exits(log: RunLog, blocked: Sequence[Interval], out: list[Violation]) 
             count("SIGKILLed")
         elif code == 0 and life.signal == "TERM":
             count("exit 0 on SIGTERM")
-            took = life.ended - (life.signalled_at or life.ended)
-            if took > TERM_WITHIN:
+            signalled = life.signalled_at or life.ended
+            took = life.ended - signalled
+            locked = any(h.requested <= signalled <= h.released for h in log.locks)
+            if took > TERM_WITHIN + (LOCK_WAIT if locked else 0.0):
                 out.append(Violation(life.ended, "exit", f"{who}: SIGTERM took {took:.2f}s"))
         elif code == 1 and life.signal is None:
             errors = error_lines(life.log)

@@ -469,11 +469,11 @@ class Soak:
     def settle(self) -> None:
         """End every fault, then measure how long the kernel takes to be exactly right, let
         one periodic resync pass, and take the final snapshot and a ``--dry-run``."""
-        self._stop_second(time.monotonic())
         for _, holder in self.locks:
             if holder.poll() is None:
                 holder.terminate()
         self._arm(time.monotonic(), 0)
+        self._stop_second(time.monotonic())
         if not read(self.files).valid:
             raise AssertionError("the schedule left a broken config at the end of the storm")
         if self.writer is not None:
