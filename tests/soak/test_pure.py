@@ -13,7 +13,7 @@ from soak import checker, kubeproxy
 from soak.catalogue import DESTINATIONS, MAIN_FILE, bad_inputs
 from soak.events import ForeignWrite, Life, Probe, Push, RunLog, Snapshot
 from soak.model import EXPECTED_JUMP, expected_chain, possible_reads, read, verdicts
-from soak.schedule import NO_BREAKAGE_IN_LAST, Fault, build
+from soak.schedule import NO_BREAKAGE_IN_LAST, Fault, build, scenario
 
 ALL_FAULTS: tuple[Fault, ...] = ("kill", "second-agent", "lock", "restore-fail")
 
@@ -44,6 +44,14 @@ def test_the_schedule_keeps_its_rules(seed: int) -> None:
             broken_at = None
     assert broken_at is None
     assert any(op.kind == "lock" for op in schedule.ops)
+
+
+def test_the_rolling_update_scenario_is_two_agents_and_valid_changes_only() -> None:
+    schedule = scenario("rolling-update", 1, 20, ALL_FAULTS)
+    assert schedule == scenario("rolling-update", 1, 20, ())
+    assert schedule.ops[0].kind == "second-agent" and schedule.ops[0].seconds == 20
+    assert all(op.kind == "config" and read(op.files).valid for op in schedule.ops[1:])
+    assert len(schedule.ops) > 20
 
 
 def test_every_destination_flips_and_every_bad_class_is_pushed() -> None:
