@@ -20,7 +20,9 @@ Invariants, each a ``Violation`` when broken:
   exactly one POSTROUTING jump to it;
 - an agent exits with a traceback or other than as documented: -9 only when SIGKILLed,
   0 only when SIGTERMed (within ``TERM_WITHIN``), 1 only with the one-line error the
-  library gives for a dir state it could have read; or it keeps running on a broken dir;
+  library gives for a dir state it could have read; or it keeps running on a broken dir
+  (SIGTERM before the first sync, where the agent has no handler yet and dies by the
+  default action, is a reported finding: nothing has been written at that point);
 - after the storm the kernel never reaches the desired state, the final snapshot is not
   exactly it, ``--dry-run`` plans a change, or a final probe disagrees.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
+import signal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -38,7 +41,7 @@ from integration.netns import DEFAULT_CHAIN, NODE_UPLINK, POD_IP, error_lines
 from masq import MasqConfig
 from soak import kubeproxy
 from soak.catalogue import DESTINATIONS
-from soak.events import Probe, Push, RunLog, Snapshot
+from soak.events import Life, Probe, Push, RunLog, Snapshot
 from soak.model import (
     EXPECTED_JUMP,
     RESYNC_SECONDS,
@@ -124,7 +127,7 @@ class Staleness:
 @dataclass
 class Judgement:
     violations: list[Violation]
-    findings: list[Violation]  # reported, not failing (see judge_probes)
+    findings: list[Violation]  # reported, not failing (see judge_probes, judge_exits)
     windows: list[Window]
     staleness: list[Staleness]  # changes that flip a destination
     probes: ProbeStats
@@ -475,7 +478,14 @@ def _reads_during(log: RunLog, start: float, end: float) -> list[str]:
     return errors
 
 
-def judge_exits(log: RunLog, blocked: Sequence[Interval], out: list[Violation]) -> dict[str, int]:
+def _synced(life: Life) -> bool:
+    """Whether the agent's log shows its first sync began (it logs the config it loaded)."""
+    return "config loaded" in life.log or "rules updated" in life.log
+
+
+def judge_exits(
+    log: RunLog, blocked: Sequence[Interval], out: list[Violation], findings: list[Violation]
+) -> dict[str, int]:
     counts: dict[str, int] = {}
 
     def count(key: str) -> None:
@@ -488,6 +498,17 @@ def judge_exits(log: RunLog, blocked: Sequence[Interval], out: list[Violation]) 
         code = life.returncode
         if code == -9 and life.signal == "KILL":
             count("SIGKILLed")
+        elif code == -signal.SIGTERM and life.signal == "TERM" and not _synced(life):
+            count("SIGTERM before its first sync")
+            findings.append(
+                Violation(
+                    life.ended,
+                    "SIGTERM during start-up",
+                    f"{who} ended by SIGTERM's default action (exit -15, not 0): signalled"
+                    f" {(life.signalled_at or life.ended) - life.spawned:.2f}s after spawn,"
+                    " before its first sync (nothing written yet)",
+                )
+            )
         elif code == 0 and life.signal == "TERM":
             count("exit 0 on SIGTERM")
             signalled = life.signalled_at or life.ended
@@ -577,7 +598,7 @@ def judge(log: RunLog) -> Judgement:
     wins = windows(log, blocked)
     probes, stale = judge_probes(log, wins, violations, findings)
     snaps = judge_snapshots(log, wins, violations)
-    exits = judge_exits(log, blocked, violations)
+    exits = judge_exits(log, blocked, violations, findings)
     recovery = judge_final(log, violations)
     if probes.final == 0:
         violations.append(Violation(log.finished, "final", "no probe after recovery"))

@@ -43,12 +43,22 @@ def files_of(mapping: Mapping[str, Content]) -> Files:
     return tuple(sorted(mapping.items()))
 
 
+READ_LIMIT = (1 << 20) + 1
+"""The agent reads each file up to just over 1 MiB (operations.md), so a larger one is judged
+(and named in its error) by its first 1 MiB + 1 bytes."""
+
+
+def _as_read(content: Content) -> Content:
+    data = content.encode() if isinstance(content, str) else content
+    return data[:READ_LIMIT] if len(data) > READ_LIMIT else content
+
+
 @lru_cache(maxsize=4096)
 def read(files: Files) -> Reading:
     """Parse and merge every file, as the agent does with ``--resync-interval=5``."""
     fragments = []
     for name, content in files:
-        parsed = parse_fragment(content, name)
+        parsed = parse_fragment(_as_read(content), name)
         if isinstance(parsed, Failure):
             return Reading(None, str(parsed.failure()))
         fragments.append(parsed.unwrap())

@@ -158,8 +158,7 @@ def _outcome(log: RunLog, verdict: Judgement) -> list[str]:
     if verdict.findings:
         by_kind = Counter(v.kind for v in verdict.findings)
         out.append(
-            f"findings (reported, not failing: a chain that is no config at all while two agents"
-            f" race, README 'Known limits'): {len(verdict.findings)} probes, "
+            f"findings (reported, not failing; see checker.py): {len(verdict.findings)}, "
             + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items()))
         )
         out += [f"  {v.at - t0:+9.3f} {v.kind}: {v.text}" for v in verdict.findings[:10]]

@@ -160,6 +160,23 @@ def test_exits_must_be_the_documented_ones() -> None:
     assert kinds(log) == ["kept running"]  # on a broken dir for 2.9 s
 
 
+def test_sigterm_before_the_first_sync_is_a_finding_and_after_it_a_violation() -> None:
+    log = run_log()
+    early = Life("second", 1, 5, 5.1, 5.2, -15, "TERM", 5.1, False, "time=x msg=starting\n")
+    log.lives.append(early)
+    assert kinds(log) == []
+    assert [f.kind for f in checker.judge(log).findings] == ["SIGTERM during start-up"]
+    synced = dataclasses.replace(early, log=early.log + 'time=y msg="config loaded"\n')
+    log.lives[-1] = synced
+    assert kinds(log) == ["exit"]
+
+
+def test_an_oversized_file_is_judged_by_what_the_agent_reads_of_it() -> None:
+    """The agent reads 1 MiB + 1 byte of each file; its error names that many bytes."""
+    error = read(((MAIN_FILE, "#" * (3 << 20)),)).error
+    assert error is not None and "file is 1048577 bytes" in error
+
+
 def test_snapshots_must_hold_exactly_what_each_writer_wrote() -> None:
     log = run_log()
     log.foreign = [ForeignWrite(1, 0.0, 0.05, 0, 0), ForeignWrite(2, 16.0, 16.05, 0, 0)]
