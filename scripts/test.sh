@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as root: unit and property tests with the heavy hypothesis profile (the
-# fuzz runs), then the network-namespace integration tests, then the container image test.
+# fuzz runs), then the network-namespace integration tests, then the randomized fault soak (one
+# run per iptables backend), then the container image test.
 # README's second quickstart command and .ci/run both call this script.
 #
 # It fails when any stage fails, when a stage runs no test at all, when fewer than MIN_PASSED
@@ -9,18 +10,22 @@
 # Environment:
 #   HYPOTHESIS_PROFILE  default "ci" (1,000 examples a property; see tests/conftest.py)
 #   HYPOTHESIS_SEED     default: random, printed so a failure can be replayed with it
-#   STAGES              default "unit integration container"
-#   MIN_PASSED          default 150 (checked only when all three stages run)
+#   STAGES              default "unit integration soak container"
+#   MIN_PASSED          default 150 (checked when the unit, integration and container stages run)
+#   SOAK_SECONDS        default 120: the storm's length in each soak run
+#   SOAK_SEED           default: the hypothesis seed (so one seed replays everything)
 #   VENV                default <repo>/.venv (created by scripts/setup.sh if missing)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${VENV:-$ROOT/.venv}"
-STAGES="${STAGES:-unit integration container}"
+STAGES="${STAGES:-unit integration soak container}"
 MIN_PASSED="${MIN_PASSED:-150}"
 export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
 SEED="${HYPOTHESIS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
+export SOAK_SEED="${SOAK_SEED:-$SEED}"
+export SOAK_SECONDS="${SOAK_SECONDS:-120}"
 
 if [ "$(id -u)" != 0 ]; then
     echo "test.sh: run as root: the integration and container tests create network namespaces" >&2
@@ -36,13 +41,15 @@ reports="$(mktemp -d /tmp/ip-masq-agent-tests.XXXXXX)"
 trap 'rm -rf "$reports"' EXIT
 
 echo "hypothesis: profile=$HYPOTHESIS_PROFILE seed=$SEED (replay: HYPOTHESIS_SEED=$SEED scripts/test.sh)"
+echo "soak: seed=$SOAK_SEED seconds=$SOAK_SECONDS per backend (replay one: python -m tests.soak --seed $SOAK_SEED --backend nft|legacy)"
 
 failed=()
 timings=()
 for stage in $STAGES; do
     case "$stage" in
-        unit) marks="not integration and not container"; extra=(--timeout=900) ;;
+        unit) marks="not integration and not container and not soak"; extra=(--timeout=900) ;;
         integration) marks="integration and not container"; extra=(--timeout=600) ;;
+        soak) marks="soak"; extra=(--timeout=$((SOAK_SECONDS + 600)) -s) ;;
         container) marks="container"; extra=(--timeout=2400 -s) ;;
         *) echo "test.sh: unknown stage $stage" >&2; exit 2 ;;
     esac
@@ -99,7 +106,7 @@ for stage in stages:
         print(f"{stage}: no test passed")
         ok = False
 print(f"total passed {total}; property test files with passing tests: {len(property_files)}")
-if set(stages) == {"unit", "integration", "container"}:
+if {"unit", "integration", "container"} <= set(stages):
     if total < min_passed:
         print(f"FAIL: fewer than {min_passed} tests passed")
         ok = False

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from integration.topology import REPO_ROOT, Topology
@@ -121,12 +121,15 @@ def write_config(config_dir: Path, name: str, content: str | bytes) -> Path:
     return path
 
 
-def configmap_layout(config_dir: Path, files: dict[str, str], stamp: str) -> Path:
+def configmap_layout(config_dir: Path, files: Mapping[str, str | bytes], stamp: str) -> Path:
     """The kubelet's ConfigMap volume: a timestamped dir, ``..data`` -> it, key -> ..data/key."""
     data = config_dir / f"..{stamp}"
     data.mkdir()
     for name, content in files.items():
-        (data / name).write_text(content)
+        if isinstance(content, bytes):
+            (data / name).write_bytes(content)  # a broken ConfigMap may hold non-UTF-8 bytes
+        else:
+            (data / name).write_text(content)
     tmp_link = config_dir / "..data_tmp"
     tmp_link.symlink_to(data.name)
     tmp_link.replace(config_dir / "..data")  # atomic swap, as the kubelet does it

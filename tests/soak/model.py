@@ -1,0 +1,109 @@
+"""The model the observations are judged against: what a config dir means.
+
+Pure functions over ConfigMap contents, decided by the agent's own public library
+(``parse_fragment``, ``merge``, ``should_masquerade``) the way the agent reads its dir
+with the soak's flags; the expected chain text comes from the integration harness's
+independent rendering of DESIGN.md's rule block.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from integration.netns import expected_rules, jump_rule
+from returns.result import Failure
+
+from masq import MasqConfig, merge, parse_fragment, should_masquerade
+from soak.catalogue import DESTINATIONS, Content, Files
+
+RESYNC_SECONDS = 5.0
+"""``--resync-interval`` of every agent the soak runs."""
+
+Verdicts = tuple[bool, ...]
+"""should_masquerade for each of DESTINATIONS, in order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What the agent makes of one state of its config dir: a config, or the error."""
+
+    config: MasqConfig | None
+    error: str | None
+
+    @property
+    def valid(self) -> bool:
+        return self.config is not None
+
+
+def files_of(mapping: Mapping[str, Content]) -> Files:
+    return tuple(sorted(mapping.items()))
+
+
+READ_LIMIT = (1 << 20) + 1
+"""The agent reads each file up to just over 1 MiB (operations.md), so a larger one is judged
+(and named in its error) by its first 1 MiB + 1 bytes."""
+
+
+def _as_read(content: Content) -> Content:
+    data = content.encode() if isinstance(content, str) else content
+    return data[:READ_LIMIT] if len(data) > READ_LIMIT else content
+
+
+@lru_cache(maxsize=4096)
+def read(files: Files) -> Reading:
+    """Parse and merge every file, as the agent does with ``--resync-interval=5``."""
+    fragments = []
+    for name, content in files:
+        parsed = parse_fragment(_as_read(content), name)
+        if isinstance(parsed, Failure):
+            return Reading(None, str(parsed.failure()))
+        fragments.append(parsed.unwrap())
+    merged = merge(fragments, default_resync_interval=RESYNC_SECONDS)
+    if isinstance(merged, Failure):
+        return Reading(None, str(merged.failure()))
+    return Reading(merged.unwrap().config, None)
+
+
+@lru_cache(maxsize=4096)
+def verdicts(config: MasqConfig) -> Verdicts:
+    return tuple(should_masquerade(config, ipaddress.ip_address(d)) for d in DESTINATIONS)
+
+
+def expected_chain(config: MasqConfig) -> list[str]:
+    """Our chain's ``-A`` lines as iptables-save prints them for this config (IPv4)."""
+    return expected_rules(
+        [str(n) for n in config.non_masquerade_cidrs if n.version == 4],
+        [str(n) for n in config.masquerade_cidrs if n.version == 4],
+        keep_link_local=not config.masq_link_local,
+    )
+
+
+EXPECTED_JUMP = jump_rule()
+
+
+def possible_reads(old: Files, new: Files) -> list[Files]:
+    """Every dir the agent may read while the kubelet swaps ``old`` for ``new``.
+
+    The kubelet swaps ``..data`` first, links added keys and unlinks removed ones after,
+    and the agent opens each key's link on its own, so during a swap each key may be read
+    as before or after (an absent key is skipped).  Both ends are included.
+    """
+    before, after = dict(old), dict(new)
+    options: list[list[tuple[str, Content] | None]] = []
+    for name in sorted(before.keys() | after.keys()):
+        choices: list[tuple[str, Content] | None] = []
+        for side in (before, after):
+            entry = (name, side[name]) if name in side else None
+            if entry not in choices:
+                choices.append(entry)
+        options.append(choices)
+    reads = []
+    for combo in itertools.product(*options):
+        files = tuple(entry for entry in combo if entry is not None)
+        if files not in reads:
+            reads.append(files)
+    return reads

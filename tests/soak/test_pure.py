@@ -1,0 +1,197 @@
+"""The soak's pure parts, without namespaces: the schedule replays by seed and keeps its
+rules, the model reads a swap as the agent may, and the checker catches each kind of
+violation it exists for (a checker that cannot fail proves nothing)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from integration.netns import DEST_DOC_A, NODE_UPLINK, POD_IP
+
+from soak import checker, kubeproxy
+from soak.catalogue import DESTINATIONS, MAIN_FILE, bad_inputs
+from soak.events import ForeignWrite, Life, Probe, Push, RunLog, Snapshot
+from soak.model import EXPECTED_JUMP, expected_chain, possible_reads, read, verdicts
+from soak.schedule import NO_BREAKAGE_IN_LAST, Fault, build, scenario
+
+ALL_FAULTS: tuple[Fault, ...] = ("kill", "second-agent", "lock", "restore-fail")
+
+
+def test_the_schedule_is_a_function_of_seed_duration_and_faults() -> None:
+    one = build(42, 120, ALL_FAULTS)
+    assert build(42, 120, ALL_FAULTS) == one
+    assert build(42, 120, ALL_FAULTS).digest == one.digest
+    assert build(43, 120, ALL_FAULTS).digest != one.digest
+    assert not any(op.kind == "lock" for op in build(42, 300, ("kill", "restore-fail")).ops)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_schedule_keeps_its_rules(seed: int) -> None:
+    """Valid pushes are valid and broken ones broken (by the agent's own library); a broken
+    config is the only push until its fix; the storm ends on a valid config."""
+    schedule = build(seed, 300, ALL_FAULTS)
+    broken_at: float | None = None
+    for op in schedule.ops:
+        assert 0 <= op.at < 300
+        if op.kind == "broken":
+            assert not read(op.files).valid, op.label
+            assert broken_at is None and op.at <= 300 - NO_BREAKAGE_IN_LAST
+            broken_at = op.at
+        elif op.kind in ("config", "fix"):
+            assert read(op.files).valid, op.line()
+            assert (op.kind == "fix") == (broken_at is not None), op.line()
+            broken_at = None
+    assert broken_at is None
+    assert any(op.kind == "lock" for op in schedule.ops)
+
+
+def test_the_rolling_update_scenario_is_two_agents_and_valid_changes_only() -> None:
+    schedule = scenario("rolling-update", 1, 20, ALL_FAULTS)
+    assert schedule == scenario("rolling-update", 1, 20, ())
+    assert schedule.ops[0].kind == "second-agent" and schedule.ops[0].seconds == 20
+    assert all(op.kind == "config" and read(op.files).valid for op in schedule.ops[1:])
+    assert len(schedule.ops) > 20
+
+
+def test_every_destination_flips_and_every_bad_class_is_pushed() -> None:
+    schedule = build(1, 1800, ALL_FAULTS)
+    configs = [c for op in schedule.ops if (c := read(op.files).config) is not None]
+    seen = {(d, verdicts(c)[d]) for c in configs for d in range(len(DESTINATIONS))}
+    assert len(seen) == 2 * len(DESTINATIONS)
+    pushed = {op.label for op in schedule.ops if op.kind == "broken"}
+    assert pushed == set(bad_inputs())
+
+
+def test_a_swap_may_be_read_as_any_mix_of_before_and_after() -> None:
+    old = (("a", "1"), ("b", "2"))
+    new = (("a", "3"), ("c", "4"))
+    reads = possible_reads(old, new)
+    assert old in reads and new in reads
+    assert (("a", "3"), ("b", "2"), ("c", "4")) in reads  # added key linked, removed not yet
+    assert (("a", "1"),) in reads
+    assert len(reads) == 8
+
+
+# -- the checker on made-up runs ----------------------------------------------------------
+
+SEED = 5
+KEEP_DOC_A = ((MAIN_FILE, "nonMasqueradeCIDRs: [203.0.113.0/24]\n"),)
+DEFAULTS = ((MAIN_FILE, "masqLinkLocal: false\n"),)  # RFC 1918 kept, DOC_A masqueraded
+DOC_A = DESTINATIONS.index(DEST_DOC_A)
+
+
+def nat_text(files: tuple[tuple[str, str | bytes], ...], gen: int = 1) -> str:
+    config = read(files).config
+    assert config is not None
+    chains = kubeproxy.generation(SEED, gen)
+    hooks = kubeproxy.hook_lines()
+    return "\n".join(
+        [
+            "*nat",
+            ":PREROUTING ACCEPT [0:0]",
+            ":INPUT ACCEPT [0:0]",
+            ":OUTPUT ACCEPT [0:0]",
+            ":POSTROUTING ACCEPT [0:0]",
+            ":IP-MASQ-AGENT - [0:0]",
+            *(f":{name} - [0:0]" for name in sorted(chains)),
+            *hooks[:3],
+            EXPECTED_JUMP,
+            hooks[3],
+            *expected_chain(config),
+            *(rule for name in sorted(chains) for rule in chains[name]),
+            "COMMIT",
+        ]
+    )
+
+
+def run_log(*probes: tuple[float, bool], lives: list[Life] | None = None) -> RunLog:
+    """Defaults until t=10, then DOC_A kept; one agent alive throughout; probes to DOC_A."""
+    log = RunLog(SEED, 20, "nft", "iptables", "x", {}, storm_start=0, storm_end=20)
+    log.pushes = [
+        Push(-5, -5, (), DEFAULTS, "initial", ""),
+        Push(10, 10.001, DEFAULTS, KEEP_DOC_A, "config", "~ip-masq-agent"),
+    ]
+    log.lives = lives or [Life("primary", 1, -4, 30, 30.1, 0, "TERM", 30, False, "")]
+    log.probes = [
+        Probe(i, DOC_A, t, t + 0.001, NODE_UPLINK if masq else POD_IP)
+        for i, (t, masq) in enumerate(probes)
+    ]
+    log.probes_sent = len(probes)
+    log.recovered_at, log.finished = 20.5, 31
+    return log
+
+
+def kinds(log: RunLog) -> list[str]:
+    return [v.kind for v in checker.judge(log).violations if v.kind != "final"]
+
+
+def test_probes_are_judged_against_the_model_with_a_window_after_a_change() -> None:
+    assert kinds(run_log((5, True), (11, True), (11.5, False), (13, False))) == []
+    assert kinds(run_log((5, False))) == ["leak"]  # pod address where the model masquerades
+    assert kinds(run_log((13, True))) == ["over-masquerade"]  # window closed at 12
+    restart = [
+        Life("primary", 1, -4, 10.5, 10.5, -9, "KILL", 10.5, True, ""),
+        Life("primary", 2, 11.5, 30, 30.1, 0, "TERM", 30, False, ""),
+    ]
+    assert kinds(run_log((13, True), lives=restart)) == []  # restart: window until 13.5
+    assert kinds(run_log((13.6, True), lives=restart)) == ["over-masquerade"]
+
+
+def test_exits_must_be_the_documented_ones() -> None:
+    broken = ((MAIN_FILE, "nonMasqueradeCIDRs: [10.0.0.1/8]\n"),)
+    error = read(broken).error
+    log = run_log()
+    log.pushes.append(Push(15, 15.001, KEEP_DOC_A, broken, "broken", "misaligned"))
+    log.pushes.append(Push(18, 18.001, broken, KEEP_DOC_A, "fix", ""))
+    exit_1 = Life("primary", 1, -4, 15.1, 15.2, 1, None, None, False, "")
+    later = Life("primary", 2, 16, 30, 30.1, 0, "TERM", 30, False, "")
+    documented = dataclasses.replace(exit_1, log=f"time=x level=info\nip-masq-agent: {error}\n")
+    log.lives = [documented, later]
+    assert kinds(log) == []
+    log.lives = [dataclasses.replace(exit_1, log="ip-masq-agent: something else\n"), later]
+    assert kinds(log) == ["exit"]
+    log.lives = [dataclasses.replace(documented, log=documented.log + "Traceback (most..."), later]
+    assert "traceback" in kinds(log)
+    log.lives = [dataclasses.replace(later, signal=None, returncode=-9)]
+    assert "exit" in kinds(log)
+    stays = Life("primary", 1, -4, 17.9, 18.1, -9, "KILL", 17.9, False, "")
+    log.lives = [stays, later]
+    assert kinds(log) == ["kept running"]  # on a broken dir for 2.9 s
+
+
+def test_sigterm_before_the_first_sync_is_a_finding_and_after_it_a_violation() -> None:
+    log = run_log()
+    early = Life("second", 1, 5, 5.1, 5.2, -15, "TERM", 5.1, False, "time=x msg=starting\n")
+    log.lives.append(early)
+    assert kinds(log) == []
+    assert [f.kind for f in checker.judge(log).findings] == ["SIGTERM during start-up"]
+    synced = dataclasses.replace(early, log=early.log + 'time=y msg="config loaded"\n')
+    log.lives[-1] = synced
+    assert kinds(log) == ["exit"]
+
+
+def test_an_oversized_file_is_judged_by_what_the_agent_reads_of_it() -> None:
+    """The agent reads 1 MiB + 1 byte of each file; its error names that many bytes."""
+    error = read(((MAIN_FILE, "#" * (3 << 20)),)).error
+    assert error is not None and "file is 1048577 bytes" in error
+
+
+def test_snapshots_must_hold_exactly_what_each_writer_wrote() -> None:
+    log = run_log()
+    log.foreign = [ForeignWrite(1, 0.0, 0.05, 0, 0), ForeignWrite(2, 16.0, 16.05, 0, 0)]
+    good = Snapshot(5, 5.01, nat_text(DEFAULTS), "storm")
+    assert checker.snapshot_problems(good, SEED, log, read(DEFAULTS).config) == []
+    tampered = good.text.replace(" --dport 80 ", " --dport 81 ", 1)
+    assert checker.snapshot_problems(dataclasses.replace(good, text=tampered), SEED, log, None)
+    doubled = good.text.replace(EXPECTED_JUMP, f"{EXPECTED_JUMP}\n{EXPECTED_JUMP}")
+    assert checker.snapshot_problems(dataclasses.replace(good, text=doubled), SEED, log, None) == []
+    assert checker.snapshot_problems(
+        dataclasses.replace(good, text=doubled), SEED, log, read(DEFAULTS).config
+    )
+    stale = dataclasses.replace(good, start=17, end=17.01)  # gen 2 was written at 16
+    assert checker.snapshot_problems(stale, SEED, log, None)
+    stray = good.text.replace("COMMIT", "-A POSTROUTING -j MASQUERADE\nCOMMIT")
+    assert checker.snapshot_problems(dataclasses.replace(good, text=stray), SEED, log, None)
+    log.snapshots = [dataclasses.replace(good, text=doubled)]
+    assert kinds(log) == ["table (storm)"]  # at rest: no window open at t=5
