@@ -399,9 +399,7 @@ def _parse(text: str | bytes, source: str) -> Result[Fragment, ConfigError]:
         raw = text
     if len(raw) > MAX_FRAGMENT_BYTES:
         return Failure(
-            ConfigError(
-                source, f"file is {len(raw)} bytes, over the limit of {MAX_FRAGMENT_BYTES} (1 MiB)"
-            )
+            ConfigError(source, f"file is over the limit of {MAX_FRAGMENT_BYTES} bytes (1 MiB)")
         )
     try:
         decoded = raw.decode("utf-8")

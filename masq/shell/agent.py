@@ -112,10 +112,14 @@ class _Iptables:
         self.out = out
 
     def sync(self, config: MasqConfig, dry_run: bool) -> bool:
-        plans = self.plane.plan(config, self.hooks.traffic)
         if dry_run:
-            self.plane.describe(plans, self.out)
+            self.plane.describe(self.plane.plan(config, self.hooks.traffic), self.out)
             return False
+        with iptables_runner.writers_lock():
+            return self._write(config)
+
+    def _write(self, config: MasqConfig) -> bool:
+        plans = self.plane.plan(config, self.hooks.traffic)
         wrote = False
         for p in plans:
             if not p.ops:

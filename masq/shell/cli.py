@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -308,9 +309,26 @@ def flags_line(opts: Options) -> str:
     )
 
 
+def stop_quietly(signum: int, frame: object) -> None:
+    """SIGTERM before the daemon installs its own handler: stop as SIGINT does (exit 0)."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script and ``python -m masq``; returns the exit code."""
-    args = sys.argv[1:] if argv is None else argv
+    """Entry point of the console script and ``python -m masq``; returns the exit code.
+
+    SIGTERM and SIGINT end the agent with exit 0 at any instant, also while it starts
+    (a pod deleted during start-up): no write is ever half done (each is one transaction).
+    """
+    if argv is None:
+        signal.signal(signal.SIGTERM, stop_quietly)
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _main(args: list[str]) -> int:
     try:
         parsed = parse_args(args)
     except UsageError as e:

@@ -174,7 +174,7 @@ def test_sigterm_before_the_first_sync_is_a_finding_and_after_it_a_violation() -
 def test_an_oversized_file_is_judged_by_what_the_agent_reads_of_it() -> None:
     """The agent reads 1 MiB + 1 byte of each file; its error names that many bytes."""
     error = read(((MAIN_FILE, "#" * (3 << 20)),)).error
-    assert error is not None and "file is 1048577 bytes" in error
+    assert error is not None and "file is over the limit of 1048576 bytes" in error
 
 
 def test_snapshots_must_hold_exactly_what_each_writer_wrote() -> None:

@@ -353,3 +353,50 @@ def test_output_write_failure_is_one_line_exit_1(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("ip-masq-agent: [Errno 28] No space left on device")
+
+
+def test_sigterm_at_any_instant_of_start_up_exits_0_without_traceback(tmp_path: Path) -> None:
+    """A pod deleted while the agent starts: SIGTERM at random instants from the moment
+    the agent's code runs (its handler is installed before its imports) ends
+    ``python -m masq`` with 0 (or the run's own result), never -15.  The interpreter's own
+    start-up before that cannot catch signals in any Python program."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "ip-masq-agent").write_text("nonMasqueradeCIDRs: [10.0.0.1/8]\n")  # invalid
+    rng = random.Random(15)
+    repo = Path(__file__).resolve().parents[2]
+    for _ in range(12):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "masq", "--validate", f"--config-dir={tmp_path}"],
+            cwd=repo,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        caught = wait_for_handler(proc.pid, signal.SIGTERM)
+        time.sleep(rng.uniform(0.0, 0.2))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode in (0, 1), (proc.returncode, caught, err)
+        assert "Traceback" not in err, err
+
+
+def wait_for_handler(pid: int, signum: int) -> bool:
+    """Until the process catches ``signum`` (SigCgt in /proc), or it has gone."""
+    import time
+
+    bit = 1 << (signum - 1)
+    for _ in range(2000):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+        line = next(ln for ln in status.splitlines() if ln.startswith("SigCgt:"))
+        if int(line.split()[1], 16) & bit:
+            return True
+        time.sleep(0.001)
+    return False

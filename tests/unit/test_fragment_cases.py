@@ -55,7 +55,7 @@ CASES: list[tuple[str, str | bytes, str]] = [
     ("scoped ipv6", 'nonMasqueradeCIDRs: ["fe80::%eth0/64"]', f"{SRC}: nonMasqueradeCIDRs[0]: 'fe80::%eth0/64': {PLAIN}"),
     ("over own cidrLimit", "cidrLimit: 1\nnonMasqueradeCIDRs: [10.0.0.0/8]\nmasqueradeCIDRs: [10.1.0.0/16]", f"{SRC}: cidrLimit: '1': the file lists 2 distinct CIDRs (nonMasqueradeCIDRs + masqueradeCIDRs), over its own cidrLimit of 1"),
     ("over default cidrLimit", "nonMasqueradeCIDRs: [" + ", ".join(f"10.{i}.0.0/16" for i in range(65)) + "]", f"{SRC}: cidrLimit: '64': the file lists 65 distinct CIDRs (nonMasqueradeCIDRs + masqueradeCIDRs), over the default cidrLimit of 64"),
-    ("over 1 MiB", "#" * (MAX_FRAGMENT_BYTES + 1), f"{SRC}: file is 1048577 bytes, over the limit of 1048576 (1 MiB)"),
+    ("over 1 MiB", "#" * (MAX_FRAGMENT_BYTES + 1), f"{SRC}: file is over the limit of 1048576 bytes (1 MiB)"),
     ("not utf-8", b"masqLinkLocal: \xff", f"{SRC}: not UTF-8 text (bad byte at offset 15)"),
     ("python tag", "masqLinkLocal: !!python/object/apply:os.system [ls]", f"{SRC}: YAML tag '!!python/object/apply:os.system' {TAG}"),
     ("binary tag", "masqLinkLocal: !!binary aGk=", f"{SRC}: YAML tag '!!binary' {TAG}"),
