@@ -310,8 +310,12 @@ def flags_line(opts: Options) -> str:
 
 
 def stop_quietly(signum: int, frame: object) -> None:
-    """SIGTERM before the daemon installs its own handler: stop as SIGINT does (exit 0)."""
-    raise KeyboardInterrupt
+    """SIGTERM before the daemon installs its own handler: exit 0 at once.
+
+    Nothing is half written (each write is one transaction in a child process), and
+    raising instead would race with the interpreter's exit (a -2 or a traceback).
+    """
+    os._exit(EXIT_OK)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         return _main(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        if argv is None:  # done: the interpreter's exit keeps the code
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _main(args: list[str]) -> int:
