@@ -42,6 +42,8 @@ Figures go to benchmarks/results/connections.txt.  Each measuring phase holds th
 /tmp/masq-heavy.lock (flock(2), the lock flock(1) takes) so heavy runs of other jobs on this
 machine never overlap it; the figures still come from a shared machine.
 Run: PYTHONPATH=.:tests python benchmarks/bench_connections.py   (or benchmarks/run.sh connections)
+Options: --only (dataplane name prefixes), --sizes, --prefixes (CIDR lengths, default 24;
+iptables-nft's per-rule cost depends on it), --runs, --flows, --output.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import gc
+import gzip
 import ipaddress
 import json
 import os
@@ -469,6 +472,18 @@ def version(argv: list[str]) -> str:
     return (proc.stdout or proc.stderr).strip().splitlines()[0]
 
 
+def irq_time_accounting() -> str:
+    """Whether softirq time is charged to the interrupted task (the method relies on it)."""
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            config = f.read()
+    except OSError:
+        return "unknown (no /proc/config.gz): check that us/flow tracks wall us"
+    if "CONFIG_IRQ_TIME_ACCOUNTING=y" in config:
+        return "set: softirq time is NOT in the sender's CPU time, read wall us instead"
+    return "unset (softirq time is charged to the sender thread, as the method assumes)"
+
+
 def report(rows: list[Row], cfg: Settings, started: str, runtime_s: float, notes: list[str]) -> str:
     runs, flows = cfg.runs, cfg.flows
     lines = [
@@ -476,6 +491,7 @@ def report(rows: list[Row], cfg: Settings, started: str, runtime_s: float, notes
         f"date: {started}; run took {runtime_s / 60:.0f} min",
         f"kernel: {platform.release()}; {version(['nft', '--version'])};"
         f" {version(['iptables-nft', '--version'])}; {version(['iptables-legacy', '--version'])}",
+        f"CONFIG_IRQ_TIME_ACCOUNTING: {irq_time_accounting()}",
         f"machine: {os.cpu_count()} CPUs, SHARED with other jobs (heavy runs serialised by"
         f" {LOCK}, but not light ones): figures are indicative, compare within one file",
         f"method: pod -> node -> dest namespaces; {flows} flows per run, each one UDP packet"
