@@ -30,7 +30,7 @@ from masq.shell.errors import AgentError, ConfigInvalid, TransientError
 from masq.shell.iptables_backend import resolve_backend
 from masq.shell.netlink import Kernel
 from masq.shell.options import Options
-from masq.shell.process import Runner, run_command
+from masq.shell.process import Runner, run_command, which
 
 if TYPE_CHECKING:
     from masq.core.nftables.model import NftOp
@@ -172,6 +172,7 @@ class _Nftables:
         self.kernel = kernel
         self.out = out
         self._plane: NftablesDataplane | None = None
+        self._warned_no_nft = False
 
     @property
     def plane(self) -> NftablesDataplane:
@@ -204,6 +205,14 @@ class _Nftables:
         table = self.opts.nft_table
         if all(self.kernel.table_exists(f, table) is False for f in ("ip", "inet")):
             return 0  # netlink says there is none: nothing to load, no process
+        if which("nft") is None:
+            if not self._warned_no_nft:
+                LOG.warning(
+                    "a table of ours is left in nftables but nft is not installed: it stays",
+                    extra={"kv": {"table": table}},
+                )
+                self._warned_no_nft = True
+            return 0
         ops = self.plane.cleanup_ops()
         if dry_run:
             self.plane.describe_cleanup(ops, self.out)

@@ -260,3 +260,24 @@ def test_after_its_own_write_the_agent_knows_the_table_without_listing_it() -> N
     kernel.gen = 13  # our commit and someone else's
     plane.apply(step)
     assert plane.plan(bigger).listed is True and listings == [1, 1]
+
+
+def test_iptables_mode_without_nft_leaves_a_table_of_ours_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A table nftables mode left behind, on a node whose nft is gone: iptables mode syncs,
+    says once that the table stays, and never fails for want of nft."""
+    kernel = FakeKernel(tables={("ip", "ip-masq-agent")}, chains=None)
+    fake = FakeIptables()
+    agent = Agent(
+        Options(config_dir=str(tmp_path), iptables_backend="nft", metrics_bind_address=None),
+        Metrics(),
+        fake,
+        kernel=kernel,
+    )
+    monkeypatch.setattr("masq.shell.agent.which", lambda name: None)
+    agent.sync()
+    agent.sync()
+    warnings = [r for r in caplog.records if "nft is not installed" in r.getMessage()]
+    assert len(warnings) == 1
+    assert not any(c[0] == "nft" for c in fake.calls)
