@@ -58,6 +58,7 @@ class SyncHooks(Protocol):
     def config_loaded(self, fragments: int, merged: Merged) -> None: ...
     def traffic(self, family: Family, traffic: tuple[CidrTraffic, ...]) -> None: ...
     def rule_writes(self, family: Family, ops: Sequence[str]) -> None: ...
+    def counters_stale(self) -> None: ...
 
 
 class NoMetrics:
@@ -70,6 +71,9 @@ class NoMetrics:
         pass
 
     def rule_writes(self, family: Family, ops: Sequence[str]) -> None:
+        pass
+
+    def counters_stale(self) -> None:
         pass
 
 
@@ -331,6 +335,8 @@ class Agent:
         dry_run = self.opts.dry_run
         wrote = self.dataplane.sync(loaded.merged.config, dry_run)
         wrote = self.other.leftovers(dry_run) > 0 or wrote
+        if wrote:  # the counters the sync listed predate its write: the next scrape reads
+            self.metrics.counters_stale()
         if dry_run:
             self._out.flush()
         return SyncReport(loaded, wrote)

@@ -209,6 +209,11 @@ class Metrics:
 
         self.registry = _Registry(resync_interval, version, self._traffic_snapshot, max_cidr_series)
 
+    def counters_stale(self) -> None:
+        """What the last listing showed predates a write: the next scrape reads anew."""
+        with self._lock:
+            self._traffic_at = -math.inf
+
     def refresh_with(self, refresher: Refresher) -> None:
         """How a scrape reads fresh counters: one read-only listing of what the agent owns."""
         self._refresh = refresher

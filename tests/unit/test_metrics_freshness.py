@@ -176,3 +176,14 @@ def test_a_scraper_that_hangs_up_is_one_log_line(caplog: pytest.LogCaptureFixtur
         assert all(r.exc_info is None for r in caplog.records)
     finally:
         server.shutdown()
+
+
+def test_a_write_makes_the_listed_counters_stale() -> None:
+    """Counters listed before a write (the first sync lists an empty chain, then writes
+    it) are not served as fresh: the next scrape reads the kernel."""
+    clock = Clock()
+    m = Metrics(clock=clock)
+    m.refresh_with(lambda: {"ipv4": (row("10.0.0.0/8", 3),)})
+    m.traffic("ipv4", ())
+    m.counters_stale()
+    assert packets(m) == {"10.0.0.0/8": 3}
