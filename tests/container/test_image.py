@@ -245,3 +245,31 @@ def test_without_net_admin_fails_in_one_line(
         ":OUTPUT ACCEPT [0:0]",
         ":POSTROUTING ACCEPT [0:0]",
     ]
+
+
+def test_entrypoint_once_in_nftables_mode_installs_the_table(
+    netns: str, container: str, entrypoint: list[str]
+) -> None:
+    """The image's nft, with only NET_ADMIN and NET_RAW: the agent's table with the default
+    CIDRs as set elements and its base chain at srcnat + 10, no iptables chain; a second run
+    finds the table right and writes nothing."""
+    args = ["--once", "--metrics-bind-address", "0", "--dataplane=nftables"]
+    result = run_in(netns, container, [*entrypoint, *args])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    listing = run(
+        ["ip", "netns", "exec", netns, "nft", "-j", "list", "table", "ip", "ip-masq-agent"]
+    )
+    assert listing.returncode == 0, listing.stderr
+    objects = json.loads(listing.stdout)["nftables"]
+    sets = {o["set"]["name"]: o["set"] for o in objects if "set" in o}
+    assert sorted(sets) == ["masquerade-v4", "non-masquerade-v4"]
+    prefixes = [e["elem"]["val"]["prefix"] for e in sets["non-masquerade-v4"]["elem"]]
+    assert sorted(f"{p['addr']}/{p['len']}" for p in prefixes) == sorted(RFC1918)
+    chains = {o["chain"]["name"]: o["chain"] for o in objects if "chain" in o}
+    assert sorted(chains) == ["postrouting", "snat-to-node"]
+    assert (chains["postrouting"]["hook"], chains["postrouting"]["prio"]) == ("postrouting", 110)
+    assert not [line for line in nat_rules(netns) if "IP-MASQ-AGENT" in line]
+    again = run_in(netns, container, [*entrypoint, *args])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "table updated" not in again.stderr, again.stderr

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from integration import planes
+from integration.planes import Plane
 from integration.topology import (
     BACKENDS,
     REPO_ROOT,
@@ -53,6 +55,14 @@ def topo(request: pytest.FixtureRequest) -> Iterator[Topology]:
 def nft_topo() -> Iterator[Topology]:
     """A fresh topology for tests whose subject does not depend on the backend."""
     yield from _topology("nft")
+
+
+@pytest.fixture(params=planes.PLANE_IDS)
+def plane(request: pytest.FixtureRequest) -> Iterator[Plane]:
+    """A fresh topology with each dataplane, the iptables one on its nft backend (a test
+    marked ``planes.EACH_BACKEND`` gets the legacy backend too)."""
+    for topo in _topology(planes.backend_of(request.param)):
+        yield planes.make(request.param, topo)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from integration.agent import assert_config_error, assert_ok, run_agent, write_config
 from integration.expected import expected_rules
 from integration.packets import verdicts
+from integration.planes import Plane, kernel_snapshot
 from integration.topology import DEST_DOC_A, DEST_UPLINK, Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -39,16 +40,33 @@ BAD: dict[str, str | bytes] = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(BAD))
+# Every class on the iptables dataplane; on nftables, one of each way a file can be wrong
+# (syntax, schema, a value, the families, the limits, the bytes): the path is the same.
+NFTABLES_KINDS = (
+    "invalid-yaml",
+    "unknown-key",
+    "misaligned-cidr",
+    "ipv6-without-flag",
+    "over-default-cidr-limit",
+    "not-utf-8",
+)
+
+
+@pytest.mark.parametrize(
+    ("plane", "kind"),
+    [("iptables-nft", kind) for kind in sorted(BAD)]
+    + [("nftables", kind) for kind in NFTABLES_KINDS],
+    indirect=["plane"],
+)
 def test_bad_file_exits_1_and_leaves_the_kernel_alone(
-    nft_topo: Topology, config_dir: Path, kind: str
+    plane: Plane, config_dir: Path, kind: str
 ) -> None:
     write_config(config_dir, "ip-masq-agent", GOOD)
-    assert_ok(run_agent(nft_topo, config_dir))
-    before = nft_topo.snapshot()
+    assert_ok(plane.run_agent(config_dir))
+    before = kernel_snapshot(plane.topo)  # nftables: `nft list ruleset` byte for byte
     write_config(config_dir, "ip-masq-broken", BAD[kind])
-    assert_config_error(run_agent(nft_topo, config_dir), "ip-masq-broken")
-    assert nft_topo.snapshot() == before
+    assert_config_error(plane.run_agent(config_dir), "ip-masq-broken")
+    assert kernel_snapshot(plane.topo) == before
 
 
 @pytest.mark.parametrize("kind", ["misaligned-cidr", "not-utf-8", "iptables-words"])
@@ -62,10 +80,11 @@ def test_bad_file_on_legacy_and_after_traffic(config_dir: Path, kind: str, topo:
     assert topo.snapshot() == before
 
 
-def test_bad_file_on_a_clean_node_writes_nothing(nft_topo: Topology, config_dir: Path) -> None:
+def test_bad_file_on_a_clean_node_writes_nothing(plane: Plane, config_dir: Path) -> None:
+    empty = kernel_snapshot(plane.topo)
     write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
-    assert_config_error(run_agent(nft_topo, config_dir), "ip-masq-agent")
-    assert "IP-MASQ-AGENT" not in nft_topo.save()
+    assert_config_error(plane.run_agent(config_dir), "ip-masq-agent")
+    assert kernel_snapshot(plane.topo) == empty
 
 
 def test_merged_cidr_limit(nft_topo: Topology, config_dir: Path) -> None:

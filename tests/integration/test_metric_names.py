@@ -26,6 +26,7 @@ PORT = 9931  # inside the node namespace only
 # one more line here, and the dashboard and rules must then hold for it too.
 DATAPLANES: dict[str, tuple[str, ...]] = {
     "iptables": (),
+    "nftables": ("--dataplane=nftables",),
 }
 
 
