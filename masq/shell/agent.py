@@ -207,13 +207,14 @@ class _Nftables:
 
     def leftovers(self, dry_run: bool) -> int:
         table = self.opts.nft_table
-        if all(self.kernel.table_exists(f, table) is False for f in ("ip", "inet")):
+        present = [f for f in ("ip", "inet") if self.kernel.table_exists(f, table) is not False]
+        if not present:
             return 0  # netlink says there is none: nothing to load, no process
         if which("nft") is None:
             if not self._warned_no_nft:
                 LOG.warning(
                     "a table of ours is left in nftables but nft is not installed: it stays",
-                    extra={"kv": {"table": table}},
+                    extra={"kv": {"table": ",".join(f"{f} {table}" for f in present)}},
                 )
                 self._warned_no_nft = True
             return 0
