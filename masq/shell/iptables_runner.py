@@ -212,6 +212,7 @@ class _InSync:
     generation: int
     random_fully: tuple[bool, ...]
     desired: tuple[Ruleset, ...]
+    config: MasqConfig
 
 
 class IptablesDataplane:
@@ -254,9 +255,14 @@ class IptablesDataplane:
         if known is None or generation != known.generation:
             return ()
         tables = self.tables()
-        wanted = tuple(
-            desired_ruleset(config, t.family, self._options(rf))
-            for t, rf in zip(tables, known.random_fully, strict=True)
+        # The loader's same object means the files did not change: nothing to rebuild.
+        wanted = (
+            known.desired
+            if config is known.config
+            else tuple(
+                desired_ruleset(config, t.family, self._options(rf))
+                for t, rf in zip(tables, known.random_fully, strict=True)
+            )
         )
         if wanted != known.desired:
             return ()
@@ -280,7 +286,7 @@ class IptablesDataplane:
             flags.append(rf)
         in_sync = generation is not None and not any(p.ops for p in plans)
         self._in_sync = (
-            _InSync(generation, tuple(flags), tuple(p.desired for p in plans))
+            _InSync(generation, tuple(flags), tuple(p.desired for p in plans), config)
             if in_sync and generation is not None
             else None
         )

@@ -204,6 +204,7 @@ class Metrics:
         self._last_ok = True
         self._traffic: dict[Family, tuple[CidrTraffic, ...]] = {}
         self._traffic_at = -math.inf  # when the per-CIDR counters were last read
+        self._last_merged: Merged | None = None
         self._refresh: Refresher | None = None
         self._refresh_lock = threading.Lock()
 
@@ -221,7 +222,10 @@ class Metrics:
     # --- hooks the loop calls ---------------------------------------------------
 
     def config_loaded(self, fragments: int, merged: Merged) -> None:
-        """A config was read and merged (called every sync)."""
+        """A config was read and merged (called every sync; work only when it changed)."""
+        if merged is self._last_merged:
+            return
+        self._last_merged = merged
         try:
             config = merged.config
             self.registry.fragments.set(fragments)

@@ -162,6 +162,16 @@ class Nft:
 
 
 @dataclass(frozen=True, slots=True)
+class _Known:
+    """The table the kernel holds at ``generation`` (listed, or modelled after our batch),
+    and the config it is in sync with (None: not known to be)."""
+
+    generation: int
+    table: NftTable
+    in_sync: MasqConfig | None
+
+
+@dataclass(frozen=True, slots=True)
 class NftPlan:
     desired: NftTable
     observed: NftState
@@ -196,7 +206,8 @@ class NftablesDataplane:
         self.options = options
         self.nft = Nft(options.table, runner, kernel)
         self._kernel = kernel
-        self._known: tuple[int, NftTable] | None = None  # the table at a generation
+        self._known: _Known | None = None
+        self._desired: tuple[MasqConfig, NftTable] | None = None
         self._probed = False
 
     def probe(self, config: MasqConfig) -> None:
@@ -218,20 +229,34 @@ class NftablesDataplane:
             raise AgentError(f"nftables dataplane unavailable: {error}") from None
         self._probed = True
 
+    def _desired_for(self, config: MasqConfig) -> NftTable:
+        """The desired table, built once per config (the loader keeps the object while
+        the files are unchanged): 50,000 CIDRs take 0.2 s to build."""
+        if self._desired is None or self._desired[0] is not config:
+            self._desired = (config, desired_table(config, self.options))
+        return self._desired[1]
+
     def plan(self, config: MasqConfig) -> NftPlan:
-        """Observe, or reuse the table known at the current generation, and plan."""
-        desired = desired_table(config, self.options)
+        """Observe, or reuse the table known at the current generation, and plan.
+
+        An idle resync (same generation, same config object) costs one netlink
+        question: no listing, no table built, no diff.
+        """
         generation = self._kernel.generation()
         known = self._known
-        if known is not None and generation == known[0]:
-            observed = state_of([known[1]])
+        if known is not None and generation == known.generation and known.in_sync is config:
+            desired = self._desired_for(config)
+            return NftPlan(desired, state_of([known.table]), (), False, generation)
+        desired = self._desired_for(config)
+        if known is not None and generation == known.generation:
+            observed = state_of([known.table])
             return NftPlan(desired, observed, plan(desired, observed), False, generation)
         observed = self.nft.observe()
         ops = plan(desired, observed)
         current = observed.tables.get(desired.family)
         self._known = None
         if not ops and generation is not None and current is not None:
-            self._known = (generation, current)
+            self._known = _Known(generation, current, config)
         return NftPlan(desired, observed, ops, True, generation)
 
     def traffic(
@@ -273,7 +298,8 @@ class NftablesDataplane:
             return
         modeled = apply_ops(p.observed, p.ops).tables.get(p.desired.family)
         if modeled is not None:
-            self._known = (after, modeled)
+            in_sync = self._desired[0] if self._desired and self._desired[1] is p.desired else None
+            self._known = _Known(after, modeled, in_sync)
 
     def describe(self, p: NftPlan, out: TextIO) -> None:
         where = f"nft table {p.desired.family} {p.desired.name}"
