@@ -101,8 +101,7 @@ def _what_was_seen(verdict: Judgement) -> list[str]:
         f"probes: sent {p.sent}, received {p.received} (lost {lost}); inside windows"
         f" {p.in_windows} ({100 * p.in_windows / max(p.received, 1):.0f}%), during broken configs"
         f" {p.during_broken}, after recovery {p.final}; leaks {p.leaks},"
-        f" over-masquerades {p.over_masquerade}, other sources {p.alien},"
-        f" matching no config while two agents raced {p.race_mismatches}"
+        f" over-masquerades {p.over_masquerade}, other sources {p.alien}"
     )
     out.append(
         "  masqueraded/kept per destination: "
@@ -155,16 +154,6 @@ def _outcome(log: RunLog, verdict: Judgement) -> list[str]:
         out += [f"  {v.at - t0:+9.3f} {v.kind}: {v.text}" for v in verdict.violations[:10]]
         out.append("first violation's timeline:")
         out += timeline(log, verdict, verdict.violations[0])
-    if verdict.findings:
-        by_kind = Counter(v.kind for v in verdict.findings)
-        out.append(
-            f"findings (reported, not failing; see checker.py): {len(verdict.findings)}, "
-            + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items()))
-        )
-        out += [f"  {v.at - t0:+9.3f} {v.kind}: {v.text}" for v in verdict.findings[:10]]
-        if not verdict.violations:
-            out.append("first finding's timeline:")
-            out += timeline(log, verdict, verdict.findings[0])
     return out
 
 
@@ -208,8 +197,5 @@ def timeline(log: RunLog, verdict: Judgement, first: Violation) -> list[str]:
     for v in verdict.violations:
         if lo <= v.at <= hi:
             rows.append((v.at, f"VIOLATION {v.kind}: {v.text}"))
-    for v in verdict.findings:
-        if lo <= v.at <= hi:
-            rows.append((v.at, f"FINDING {v.kind}: {v.text}"))
     rows.sort()
     return [f"  {at - t0:+9.3f} {text}" for at, text in rows[:80]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from integration.netns import DEST_DOC_A, NODE_UPLINK, POD_IP
+from integration.netns import DEST_DOC_A, DEST_DOC_B, NODE_UPLINK, POD_IP
 
 from soak import checker, kubeproxy
 from soak.catalogue import DESTINATIONS, MAIN_FILE, bad_inputs
@@ -160,15 +160,28 @@ def test_exits_must_be_the_documented_ones() -> None:
     assert kinds(log) == ["kept running"]  # on a broken dir for 2.9 s
 
 
-def test_sigterm_before_the_first_sync_is_a_finding_and_after_it_a_violation() -> None:
+def test_sigterm_must_end_in_exit_0_even_during_start_up() -> None:
     log = run_log()
     early = Life("second", 1, 5, 5.1, 5.2, -15, "TERM", 5.1, False, "time=x msg=starting\n")
     log.lives.append(early)
+    assert kinds(log) == ["exit"]  # the default action: no handler in place
+    log.lives[-1] = dataclasses.replace(early, returncode=0)
     assert kinds(log) == []
-    assert [f.kind for f in checker.judge(log).findings] == ["SIGTERM during start-up"]
-    synced = dataclasses.replace(early, log=early.log + 'time=y msg="config loaded"\n')
-    log.lives[-1] = synced
-    assert kinds(log) == ["exit"]
+
+
+def test_a_wrong_probe_while_two_agents_run_is_a_violation_like_any_other() -> None:
+    """Agents on one node serialise their writes: a second agent excuses nothing."""
+    two = [
+        Life("primary", 1, -4, 30, 30.1, 0, "TERM", 30, False, ""),
+        Life("second", 1, 9, 14, 14.1, 0, "TERM", 14, False, ""),
+    ]
+    log = run_log(lives=two)
+    doc_b = DESTINATIONS.index(DEST_DOC_B)  # masqueraded by both configs of the run
+    log.probes = [Probe(0, doc_b, 11.0, 11.001, POD_IP)]  # inside the window opened at 10
+    log.probes_sent = 1
+    violations = [v for v in checker.judge(log).violations if v.kind != "final"]
+    assert [v.kind for v in violations] == ["leak in a window"]
+    assert "2 agents running" in violations[0].text
 
 
 def test_an_oversized_file_is_judged_by_what_the_agent_reads_of_it() -> None:
