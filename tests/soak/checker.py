@@ -13,10 +13,13 @@ Invariants, each a ``Violation`` when broken:
 - a probe to a destination the model masquerades arrives with the pod's address outside
   every window (``leak``), or the reverse (``over-masquerade``), or from any other source;
   inside a window, a probe that matches no config in play (however many agents run);
-- a nat-table snapshot holds a foreign rule or chain different from the generation the
-  kube-proxy-like writer last wrote, or a line nobody wrote;
-- at rest (no window open) our chain differs from the desired one, or there is not
-  exactly one POSTROUTING jump to it;
+- a snapshot holds a foreign rule, chain, set element or table different from the
+  generation its writer last committed (counters aside), or a line or table nobody wrote;
+- iptables dataplane: at rest (no window open) our chain differs from the desired one, or
+  there is not exactly one POSTROUTING jump to it;
+- nftables dataplane: at any time, a table of ours in another family than ``ip``, none in
+  ``ip``, or our chain or a jump to it in the iptables nat table; at rest, our table
+  differs from the desired one;
 - an agent exits with a traceback or other than as documented: -9 only when SIGKILLed,
   0 only when SIGTERMed (within ``TERM_WITHIN``, start-up included), 1 only with the
   one-line error the library gives for a dir state it could have read; or it keeps
@@ -36,17 +39,20 @@ from dataclasses import dataclass, field
 from integration.netns import DEFAULT_CHAIN, NODE_UPLINK, POD_IP, error_lines
 
 from masq import MasqConfig
-from soak import kubeproxy
+from soak import kubeproxy, kubeproxy_nft
 from soak.catalogue import DESTINATIONS
-from soak.events import Probe, Push, RunLog, Snapshot
+from soak.events import Probe, Push, RunLog, Snapshot, WriterName
 from soak.model import (
     EXPECTED_JUMP,
+    NFT_TABLE,
     RESYNC_SECONDS,
     expected_chain,
+    expected_table,
     possible_reads,
     read,
     verdicts,
 )
+from soak.nft_view import TableView, parse_ruleset
 
 BUDGET = 2.0
 """Seconds a running, unobstructed agent has to apply a change (start-up included)."""
@@ -62,6 +68,10 @@ REST_MARGIN = 0.5
 """A snapshot is 'at rest' when no window is open from this long before it until its end."""
 BUILTIN = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
 GENERATION = re.compile(r'--comment "soak-generation (\d+)"')
+NFT_GENERATION = re.compile(r'comment "soak-generation (\d+)"$')
+XTABLES = ("filter", "nat", "mangle", "raw", "security")
+"""Tables iptables-nft keeps in nf_tables (in families ip and ip6): written by the iptables
+writers, judged through iptables-save."""
 CONFIG_ERROR_PREFIX = "ip-masq-agent: "
 
 
@@ -106,8 +116,8 @@ class ProbeStats:
 class SnapshotStats:
     total: int = 0
     at_rest: int = 0
-    double_jumps_seen: int = 0
-    jump_between_foreign: int = 0
+    double_jumps_seen: int = 0  # nftables: more than one table of ours
+    jump_between_foreign: int = 0  # iptables only
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,8 +355,31 @@ def _jumps(view: NatView) -> list[str]:
     return [r for r in view.rules.get("POSTROUTING", []) if r.endswith(f" -j {DEFAULT_CHAIN}")]
 
 
-def ours_problems(view: NatView, config: MasqConfig) -> list[str]:
+def _ours(tables: dict[tuple[str, str], TableView]) -> list[tuple[str, str]]:
+    return sorted(key for key in tables if key[1] == NFT_TABLE[1])
+
+
+def ours_problems(dataplane: str, nat: str, nft: str, config: MasqConfig) -> list[str]:
+    """How what the agent owns differs from the desired state for ``config``.
+
+    iptables: our chain and exactly one POSTROUTING jump to it.  nftables: exactly one
+    table of ours, in family ``ip``, holding exactly the desired sets and chains, and
+    nothing of ours left in the iptables nat table.
+    """
     problems = []
+    if dataplane == "nftables":
+        tables = parse_ruleset(nft)
+        if _ours(tables) != [NFT_TABLE]:
+            problems.append(f"tables of ours: {_ours(tables)}, desired only {NFT_TABLE}")
+        want = expected_table(config)
+        have = tables.get(NFT_TABLE)
+        if have is not None and have != want:
+            problems.append(f"our table differs: {table_difference(have, want)}")
+        view = nat_view(nat)
+        if DEFAULT_CHAIN in view.declared or _jumps(view):
+            problems.append(f"our iptables chain or its jump exist: {_jumps(view)}")
+        return problems
+    view = nat_view(nat)
     chain = view.rules.get(DEFAULT_CHAIN, [])
     if chain != expected_chain(config):
         problems.append(f"our chain is {chain}, desired {expected_chain(config)}")
@@ -356,21 +389,46 @@ def ours_problems(view: NatView, config: MasqConfig) -> list[str]:
     return problems
 
 
-def foreign_problems(view: NatView, seed: int, log: RunLog, start: float, end: float) -> list[str]:
-    """Foreign chains and hooks must be exactly a generation the writer may have left.
+def table_difference(have: TableView, want: TableView) -> str:
+    """What differs between two tables, briefly (first few of each kind)."""
+    out = []
+    for what, a, b in (
+        ("chains", have.chains, want.chains),
+        ("set declarations", have.declarations, want.declarations),
+    ):
+        differ = sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))
+        if differ:
+            first = differ[0]
+            out.append(f"{what} {differ[:5]} (first {first}: {a.get(first)} != {b.get(first)})")
+    for name in sorted(have.elements.keys() | want.elements.keys()):
+        got, exp = have.elements.get(name, frozenset()), want.elements.get(name, frozenset())
+        if got != exp:
+            out.append(
+                f"set {name}: extra {sorted(got - exp)[:5]}, missing {sorted(exp - got)[:5]}"
+            )
+    if have.other != want.other:
+        out.append(f"other objects {have.other[:5]}")
+    return "; ".join(out) or "nothing"
 
-    That is the last generation whose restore succeeded before the snapshot began, or
-    one that succeeded while the snapshot was being taken.
-    """
+
+def _allowed_generations(log: RunLog, writer: WriterName, start: float, end: float) -> set[int]:
+    """The generations ``writer`` may have left in a snapshot taken in [start, end]: the
+    last one applied before it began, or one applied while it was being taken."""
+    ok = [w for w in log.foreign if w.writer == writer and w.restore_rc == 0]
+    done = [w.gen for w in ok if w.end <= start]
+    allowed = {w.gen for w in ok if w.start < end}
+    return {g for g in allowed if not done or g >= max(done)}
+
+
+def foreign_problems(view: NatView, seed: int, log: RunLog, start: float, end: float) -> list[str]:
+    """Foreign chains and hooks must be exactly a generation the writer may have left."""
     problems = []
     services = view.rules.get(kubeproxy.SERVICES, [])
     marker = GENERATION.search(services[-1]) if services else None
     if marker is None:
         return [f"no generation marker in {kubeproxy.SERVICES}: {services[-1:]}"]
     gen = int(marker.group(1))
-    done = [w.gen for w in log.foreign if w.restore_rc == 0 and w.end <= start]
-    allowed = {w.gen for w in log.foreign if w.restore_rc == 0 and w.start < end}
-    allowed = {g for g in allowed if not done or g >= max(done)}
+    allowed = _allowed_generations(log, "iptables", start, end)
     if gen not in allowed:
         problems.append(f"generation {gen} in the table; the writer last wrote {sorted(allowed)}")
     want = kubeproxy.generation(seed, gen)
@@ -390,9 +448,43 @@ def foreign_problems(view: NatView, seed: int, log: RunLog, start: float, end: f
     return problems
 
 
-def stray_lines(view: NatView) -> list[str]:
-    """Lines neither we, the foreign writer nor the kernel's defaults account for."""
-    known_chains = {*BUILTIN, DEFAULT_CHAIN}
+def foreign_table_problems(
+    tables: dict[tuple[str, str], TableView], seed: int, log: RunLog, start: float, end: float
+) -> list[str]:
+    """The nft writer's table must be exactly a generation it may have left (counters aside)."""
+    have = tables.get((kubeproxy_nft.FAMILY, kubeproxy_nft.TABLE))
+    if have is None:
+        return [f"no table {kubeproxy_nft.FAMILY} {kubeproxy_nft.TABLE}"]
+    services = have.chains.get("services", ())
+    marker = NFT_GENERATION.search(services[-1]) if services else None
+    if marker is None:
+        return [f"no generation marker in the foreign table's services: {services[-1:]}"]
+    gen = int(marker.group(1))
+    problems = []
+    allowed = _allowed_generations(log, "nft", start, end)
+    if gen not in allowed:
+        problems.append(
+            f"foreign table at generation {gen}; the writer last wrote {sorted(allowed)}"
+        )
+    want = kubeproxy_nft.generation(seed, gen)
+    written = TableView(
+        kubeproxy_nft.FAMILY,
+        kubeproxy_nft.TABLE,
+        chains=want.chains,
+        declarations=dict(kubeproxy_nft.SETS),
+        elements=want.elements,
+    )
+    if have != written:
+        problems.append(
+            f"foreign table differs from generation {gen}: {table_difference(have, written)}"
+        )
+    return problems
+
+
+def stray_lines(view: NatView, *, ours: bool = True) -> list[str]:
+    """Lines neither we (``ours``: in this dataplane), the foreign writer nor the kernel's
+    defaults account for."""
+    known_chains = {*BUILTIN, DEFAULT_CHAIN} if ours else set(BUILTIN)
     stray = list(view.other)
     stray += [
         f":{n}"
@@ -403,10 +495,22 @@ def stray_lines(view: NatView) -> list[str]:
         r
         for c in BUILTIN
         for r in view.rules.get(c, [])
-        if not r.endswith(f" -j {DEFAULT_CHAIN}") and f" -j {kubeproxy.PREFIX}" not in r
+        if not (ours and r.endswith(f" -j {DEFAULT_CHAIN}")) and f" -j {kubeproxy.PREFIX}" not in r
     ]
     stray += [r for c, rs in view.rules.items() if c not in view.declared for r in rs]
     return stray
+
+
+def stray_tables(tables: dict[tuple[str, str], TableView]) -> list[str]:
+    """nftables tables nobody in the run wrote."""
+    known = {NFT_TABLE, (kubeproxy_nft.FAMILY, kubeproxy_nft.TABLE)}
+    return [
+        f"{family} {name}"
+        for family, name in sorted(tables)
+        if (family, name) not in known
+        and not (family in ("ip", "ip6") and name in XTABLES)
+        and name != NFT_TABLE[1]  # ours in another family: judged as ours
+    ]
 
 
 def snapshot_problems(
@@ -415,9 +519,16 @@ def snapshot_problems(
     """Everything wrong with one snapshot; ``desired`` None means 'not at rest'."""
     view = nat_view(snap.text)
     problems = foreign_problems(view, seed, log, snap.start, snap.end)
-    problems += [f"stray line: {line}" for line in stray_lines(view)]
+    nftables = log.dataplane == "nftables"
+    problems += [f"stray line: {line}" for line in stray_lines(view, ours=not nftables)]
+    if nftables:
+        tables = parse_ruleset(snap.nft)
+        problems += foreign_table_problems(tables, seed, log, snap.start, snap.end)
+        problems += [f"stray table: {t}" for t in stray_tables(tables)]
+        if _ours(tables) != [NFT_TABLE]:
+            problems.append(f"tables of ours: {_ours(tables)}, only {NFT_TABLE} allowed")
     if desired is not None:
-        problems += ours_problems(view, desired)
+        problems += ours_problems(log.dataplane, snap.text, snap.nft, desired)
     return problems
 
 
@@ -434,6 +545,9 @@ def judge_snapshots(log: RunLog, wins: Sequence[Window], out: list[Violation]) -
         desired = _at(times, configs, snap.start) if at_rest else None
         for problem in snapshot_problems(snap, log.seed, log, desired):
             out.append(Violation(snap.start, f"table ({snap.phase})", problem))
+        if log.dataplane == "nftables":
+            stats.double_jumps_seen += len(_ours(parse_ruleset(snap.nft))) > 1
+            continue
         post = nat_view(snap.text).rules.get("POSTROUTING", [])
         jumps = _jumps(nat_view(snap.text))
         stats.double_jumps_seen += len(jumps) > 1
@@ -546,8 +660,7 @@ def judge_final(log: RunLog, out: list[Violation]) -> float | None:
     if not finals:
         out.append(Violation(log.finished, "final", "no final snapshot"))
     for snap in finals:
-        view = nat_view(snap.text)
-        for problem in ours_problems(view, final):
+        for problem in ours_problems(log.dataplane, snap.text, snap.nft, final):
             out.append(Violation(snap.start, "final", problem))
     if log.dry_run is None:
         out.append(Violation(log.finished, "final", "no --dry-run after the storm"))

@@ -4,7 +4,8 @@ positional iptables edits from its own listing, and the second write landed on t
 the first had just changed, leaving for ~30 ms a chain that was no config at all (probes to
 masqueraded destinations left with the pod's address; first seen in ``python -m tests.soak
 --seed 1001 --seconds 120 --backend legacy``).  Agents now serialise observe-plan-write
-with a lock.  Every probe must match a config in play, as in any soak run.
+with a lock; in nftables mode each batch is planned from a listing and refused whole if
+the table moved.  Every probe must match a config in play, as in any soak run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 from integration import netns
 
 from soak import driver, report
+from soak.dataplane import SUITE, DataplaneName, suite_id
 
 SECONDS = 15.0
 SEED = 1
@@ -21,11 +23,11 @@ pytestmark = [pytest.mark.soak, pytest.mark.timeout(SECONDS + 300)]
 
 
 @pytest.mark.usefixtures("namespaces")
-@pytest.mark.parametrize("backend", netns.BACKENDS)
-def test_two_agents_racing_never_expose_a_chain_that_is_no_config(
-    backend: netns.Backend,
+@pytest.mark.parametrize(("plane", "backend"), SUITE, ids=[suite_id(r) for r in SUITE])
+def test_two_agents_racing_never_expose_a_state_that_is_no_config(
+    plane: DataplaneName, backend: netns.Backend
 ) -> None:
-    settings = driver.Settings(SEED, SECONDS, backend, scenario="rolling-update")
+    settings = driver.Settings(SEED, SECONDS, backend, plane, scenario="rolling-update")
     log, verdict, schedule, work = driver.run(settings)
     summary = report.summary(log, verdict, schedule)
     print(summary)
