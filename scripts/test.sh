@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as root: unit and property tests with the heavy hypothesis profile (the
 # fuzz runs), then the network-namespace integration tests, then the randomized fault soak (one
-# run per iptables backend), then the container image test.
+# run per dataplane and iptables backend: iptables-nft, iptables-legacy, nftables; and the
+# two-agents scenario for 15 s per dataplane), then the container image test.
 # README's second quickstart command and .ci/run both call this script.
 #
 # It fails when any stage fails, when a stage runs no test at all, when fewer than MIN_PASSED
@@ -12,7 +13,7 @@
 #   HYPOTHESIS_SEED     default: random, printed so a failure can be replayed with it
 #   STAGES              default "unit integration soak container"
 #   MIN_PASSED          default 150 (checked when the unit, integration and container stages run)
-#   SOAK_SECONDS        default 120: the storm's length in each soak run
+#   SOAK_SECONDS        default 120: the storm's length in each of the three soak runs
 #   SOAK_SEED           default: the hypothesis seed (so one seed replays everything)
 #   VENV                default <repo>/.venv (created by scripts/setup.sh if missing)
 set -euo pipefail
@@ -41,7 +42,7 @@ reports="$(mktemp -d /tmp/ip-masq-agent-tests.XXXXXX)"
 trap 'rm -rf "$reports"' EXIT
 
 echo "hypothesis: profile=$HYPOTHESIS_PROFILE seed=$SEED (replay: HYPOTHESIS_SEED=$SEED scripts/test.sh)"
-echo "soak: seed=$SOAK_SEED seconds=$SOAK_SECONDS per backend (replay one: python -m tests.soak --seed $SOAK_SEED --backend nft|legacy)"
+echo "soak: seed=$SOAK_SEED seconds=$SOAK_SECONDS per run (replay one: python -m tests.soak --seed $SOAK_SEED --seconds $SOAK_SECONDS --dataplane iptables --backend nft|legacy, or --dataplane nftables)"
 
 failed=()
 timings=()

@@ -12,17 +12,18 @@ Invariants, each a ``Violation`` when broken:
 
 - a probe to a destination the model masquerades arrives with the pod's address outside
   every window (``leak``), or the reverse (``over-masquerade``), or from any other source;
-  inside a window, a probe that matches no config in play is a violation too while one
-  agent runs, and a reported finding while two race (see ``judge_probes``);
-- a nat-table snapshot holds a foreign rule or chain different from the generation the
-  kube-proxy-like writer last wrote, or a line nobody wrote;
-- at rest (no window open) our chain differs from the desired one, or there is not
-  exactly one POSTROUTING jump to it;
+  inside a window, a probe that matches no config in play (however many agents run);
+- a snapshot holds a foreign rule, chain, set element or table different from the
+  generation its writer last committed (counters aside), or a line or table nobody wrote;
+- iptables dataplane: at rest (no window open) our chain differs from the desired one, or
+  there is not exactly one POSTROUTING jump to it;
+- nftables dataplane: at any time, a table of ours in another family than ``ip``, none in
+  ``ip``, or our chain or a jump to it in the iptables nat table; at rest, our table
+  differs from the desired one;
 - an agent exits with a traceback or other than as documented: -9 only when SIGKILLed,
-  0 only when SIGTERMed (within ``TERM_WITHIN``), 1 only with the one-line error the
-  library gives for a dir state it could have read; or it keeps running on a broken dir
-  (SIGTERM before the first sync, where the agent has no handler yet and dies by the
-  default action, is a reported finding: nothing has been written at that point);
+  0 only when SIGTERMed (within ``TERM_WITHIN``, start-up included), 1 only with the
+  one-line error the library gives for a dir state it could have read; or it keeps
+  running on a broken dir;
 - after the storm the kernel never reaches the desired state, the final snapshot is not
   exactly it, ``--dry-run`` plans a change, or a final probe disagrees.
 """
@@ -32,24 +33,26 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-import signal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from integration.netns import DEFAULT_CHAIN, NODE_UPLINK, POD_IP, error_lines
 
 from masq import MasqConfig
-from soak import kubeproxy
+from soak import kubeproxy, kubeproxy_nft
 from soak.catalogue import DESTINATIONS
-from soak.events import Life, Probe, Push, RunLog, Snapshot
+from soak.events import Probe, Push, RunLog, Snapshot, WriterName
 from soak.model import (
     EXPECTED_JUMP,
+    NFT_TABLE,
     RESYNC_SECONDS,
     expected_chain,
+    expected_table,
     possible_reads,
     read,
     verdicts,
 )
+from soak.nft_view import TableView, parse_ruleset
 
 BUDGET = 2.0
 """Seconds a running, unobstructed agent has to apply a change (start-up included)."""
@@ -65,6 +68,10 @@ REST_MARGIN = 0.5
 """A snapshot is 'at rest' when no window is open from this long before it until its end."""
 BUILTIN = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
 GENERATION = re.compile(r'--comment "soak-generation (\d+)"')
+NFT_GENERATION = re.compile(r'comment "soak-generation (\d+)"$')
+XTABLES = ("filter", "nat", "mangle", "raw", "security")
+"""Tables iptables-nft keeps in nf_tables (in families ip and ip6): written by the iptables
+writers, judged through iptables-save."""
 CONFIG_ERROR_PREFIX = "ip-masq-agent: "
 
 
@@ -101,7 +108,6 @@ class ProbeStats:
     leaks: int = 0
     over_masquerade: int = 0
     alien: int = 0
-    race_mismatches: int = 0  # inside a window, matching no config, two agents alive
     masq_by_dest: list[int] = field(default_factory=lambda: [0] * len(DESTINATIONS))
     kept_by_dest: list[int] = field(default_factory=lambda: [0] * len(DESTINATIONS))
 
@@ -110,8 +116,8 @@ class ProbeStats:
 class SnapshotStats:
     total: int = 0
     at_rest: int = 0
-    double_jumps_seen: int = 0
-    jump_between_foreign: int = 0
+    double_jumps_seen: int = 0  # nftables: more than one table of ours
+    jump_between_foreign: int = 0  # iptables only
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +133,6 @@ class Staleness:
 @dataclass
 class Judgement:
     violations: list[Violation]
-    findings: list[Violation]  # reported, not failing (see judge_probes, judge_exits)
     windows: list[Window]
     staleness: list[Staleness]  # changes that flip a destination
     probes: ProbeStats
@@ -234,12 +239,10 @@ def _masqueraded(probe: Probe) -> bool | None:
 
 
 def judge_probes(
-    log: RunLog, wins: Sequence[Window], out: list[Violation], findings: list[Violation]
+    log: RunLog, wins: Sequence[Window], out: list[Violation]
 ) -> tuple[ProbeStats, list[Staleness]]:
-    """Each probe against the model.  A probe inside a window that matches no config in play
-    while two agents ran is a finding, not a violation: two agents planning positional edits
-    from their own listings leave, until one reads back and replaces the chain, a chain that
-    is no config at all (README, Known limits: a concurrent writer of our chain)."""
+    """Each probe against the model, whatever else ran (two agents included: agents on one
+    node serialise their writes, so a second one never excuses a wrong packet)."""
     times, configs = _effective(log.pushes)
     stats = ProbeStats(sent=log.probes_sent, received=len(log.probes))
     lenient = {
@@ -283,11 +286,8 @@ def judge_probes(
         text = (
             f"probe {probe.seq} to {dest} arrived from {probe.source}; the model says"
             f" {'masquerade' if not seen else 'keep the pod address'}"
+            + (f" ({agents} agents running)" if agents >= 2 else "")
         )
-        if in_window and agents >= 2:
-            stats.race_mismatches += 1
-            findings.append(Violation(probe.sent, f"{kind} while two agents raced", text))
-            continue
         if seen:
             stats.over_masquerade += 1
         else:
@@ -355,8 +355,31 @@ def _jumps(view: NatView) -> list[str]:
     return [r for r in view.rules.get("POSTROUTING", []) if r.endswith(f" -j {DEFAULT_CHAIN}")]
 
 
-def ours_problems(view: NatView, config: MasqConfig) -> list[str]:
+def _ours(tables: dict[tuple[str, str], TableView]) -> list[tuple[str, str]]:
+    return sorted(key for key in tables if key[1] == NFT_TABLE[1])
+
+
+def ours_problems(dataplane: str, nat: str, nft: str, config: MasqConfig) -> list[str]:
+    """How what the agent owns differs from the desired state for ``config``.
+
+    iptables: our chain and exactly one POSTROUTING jump to it.  nftables: exactly one
+    table of ours, in family ``ip``, holding exactly the desired sets and chains, and
+    nothing of ours left in the iptables nat table.
+    """
     problems = []
+    if dataplane == "nftables":
+        tables = parse_ruleset(nft)
+        if _ours(tables) != [NFT_TABLE]:
+            problems.append(f"tables of ours: {_ours(tables)}, desired only {NFT_TABLE}")
+        want = expected_table(config)
+        have = tables.get(NFT_TABLE)
+        if have is not None and have != want:
+            problems.append(f"our table differs: {table_difference(have, want)}")
+        view = nat_view(nat)
+        if DEFAULT_CHAIN in view.declared or _jumps(view):
+            problems.append(f"our iptables chain or its jump exist: {_jumps(view)}")
+        return problems
+    view = nat_view(nat)
     chain = view.rules.get(DEFAULT_CHAIN, [])
     if chain != expected_chain(config):
         problems.append(f"our chain is {chain}, desired {expected_chain(config)}")
@@ -366,21 +389,46 @@ def ours_problems(view: NatView, config: MasqConfig) -> list[str]:
     return problems
 
 
-def foreign_problems(view: NatView, seed: int, log: RunLog, start: float, end: float) -> list[str]:
-    """Foreign chains and hooks must be exactly a generation the writer may have left.
+def table_difference(have: TableView, want: TableView) -> str:
+    """What differs between two tables, briefly (first few of each kind)."""
+    out = []
+    for what, a, b in (
+        ("chains", have.chains, want.chains),
+        ("set declarations", have.declarations, want.declarations),
+    ):
+        differ = sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))
+        if differ:
+            first = differ[0]
+            out.append(f"{what} {differ[:5]} (first {first}: {a.get(first)} != {b.get(first)})")
+    for name in sorted(have.elements.keys() | want.elements.keys()):
+        got, exp = have.elements.get(name, frozenset()), want.elements.get(name, frozenset())
+        if got != exp:
+            out.append(
+                f"set {name}: extra {sorted(got - exp)[:5]}, missing {sorted(exp - got)[:5]}"
+            )
+    if have.other != want.other:
+        out.append(f"other objects {have.other[:5]}")
+    return "; ".join(out) or "nothing"
 
-    That is the last generation whose restore succeeded before the snapshot began, or
-    one that succeeded while the snapshot was being taken.
-    """
+
+def _allowed_generations(log: RunLog, writer: WriterName, start: float, end: float) -> set[int]:
+    """The generations ``writer`` may have left in a snapshot taken in [start, end]: the
+    last one applied before it began, or one applied while it was being taken."""
+    ok = [w for w in log.foreign if w.writer == writer and w.restore_rc == 0]
+    done = [w.gen for w in ok if w.end <= start]
+    allowed = {w.gen for w in ok if w.start < end}
+    return {g for g in allowed if not done or g >= max(done)}
+
+
+def foreign_problems(view: NatView, seed: int, log: RunLog, start: float, end: float) -> list[str]:
+    """Foreign chains and hooks must be exactly a generation the writer may have left."""
     problems = []
     services = view.rules.get(kubeproxy.SERVICES, [])
     marker = GENERATION.search(services[-1]) if services else None
     if marker is None:
         return [f"no generation marker in {kubeproxy.SERVICES}: {services[-1:]}"]
     gen = int(marker.group(1))
-    done = [w.gen for w in log.foreign if w.restore_rc == 0 and w.end <= start]
-    allowed = {w.gen for w in log.foreign if w.restore_rc == 0 and w.start < end}
-    allowed = {g for g in allowed if not done or g >= max(done)}
+    allowed = _allowed_generations(log, "iptables", start, end)
     if gen not in allowed:
         problems.append(f"generation {gen} in the table; the writer last wrote {sorted(allowed)}")
     want = kubeproxy.generation(seed, gen)
@@ -400,9 +448,43 @@ def foreign_problems(view: NatView, seed: int, log: RunLog, start: float, end: f
     return problems
 
 
-def stray_lines(view: NatView) -> list[str]:
-    """Lines neither we, the foreign writer nor the kernel's defaults account for."""
-    known_chains = {*BUILTIN, DEFAULT_CHAIN}
+def foreign_table_problems(
+    tables: dict[tuple[str, str], TableView], seed: int, log: RunLog, start: float, end: float
+) -> list[str]:
+    """The nft writer's table must be exactly a generation it may have left (counters aside)."""
+    have = tables.get((kubeproxy_nft.FAMILY, kubeproxy_nft.TABLE))
+    if have is None:
+        return [f"no table {kubeproxy_nft.FAMILY} {kubeproxy_nft.TABLE}"]
+    services = have.chains.get("services", ())
+    marker = NFT_GENERATION.search(services[-1]) if services else None
+    if marker is None:
+        return [f"no generation marker in the foreign table's services: {services[-1:]}"]
+    gen = int(marker.group(1))
+    problems = []
+    allowed = _allowed_generations(log, "nft", start, end)
+    if gen not in allowed:
+        problems.append(
+            f"foreign table at generation {gen}; the writer last wrote {sorted(allowed)}"
+        )
+    want = kubeproxy_nft.generation(seed, gen)
+    written = TableView(
+        kubeproxy_nft.FAMILY,
+        kubeproxy_nft.TABLE,
+        chains=want.chains,
+        declarations=dict(kubeproxy_nft.SETS),
+        elements=want.elements,
+    )
+    if have != written:
+        problems.append(
+            f"foreign table differs from generation {gen}: {table_difference(have, written)}"
+        )
+    return problems
+
+
+def stray_lines(view: NatView, *, ours: bool = True) -> list[str]:
+    """Lines neither we (``ours``: in this dataplane), the foreign writer nor the kernel's
+    defaults account for."""
+    known_chains = {*BUILTIN, DEFAULT_CHAIN} if ours else set(BUILTIN)
     stray = list(view.other)
     stray += [
         f":{n}"
@@ -413,10 +495,22 @@ def stray_lines(view: NatView) -> list[str]:
         r
         for c in BUILTIN
         for r in view.rules.get(c, [])
-        if not r.endswith(f" -j {DEFAULT_CHAIN}") and f" -j {kubeproxy.PREFIX}" not in r
+        if not (ours and r.endswith(f" -j {DEFAULT_CHAIN}")) and f" -j {kubeproxy.PREFIX}" not in r
     ]
     stray += [r for c, rs in view.rules.items() if c not in view.declared for r in rs]
     return stray
+
+
+def stray_tables(tables: dict[tuple[str, str], TableView]) -> list[str]:
+    """nftables tables nobody in the run wrote."""
+    known = {NFT_TABLE, (kubeproxy_nft.FAMILY, kubeproxy_nft.TABLE)}
+    return [
+        f"{family} {name}"
+        for family, name in sorted(tables)
+        if (family, name) not in known
+        and not (family in ("ip", "ip6") and name in XTABLES)
+        and name != NFT_TABLE[1]  # ours in another family: judged as ours
+    ]
 
 
 def snapshot_problems(
@@ -425,9 +519,16 @@ def snapshot_problems(
     """Everything wrong with one snapshot; ``desired`` None means 'not at rest'."""
     view = nat_view(snap.text)
     problems = foreign_problems(view, seed, log, snap.start, snap.end)
-    problems += [f"stray line: {line}" for line in stray_lines(view)]
+    nftables = log.dataplane == "nftables"
+    problems += [f"stray line: {line}" for line in stray_lines(view, ours=not nftables)]
+    if nftables:
+        tables = parse_ruleset(snap.nft)
+        problems += foreign_table_problems(tables, seed, log, snap.start, snap.end)
+        problems += [f"stray table: {t}" for t in stray_tables(tables)]
+        if _ours(tables) != [NFT_TABLE]:
+            problems.append(f"tables of ours: {_ours(tables)}, only {NFT_TABLE} allowed")
     if desired is not None:
-        problems += ours_problems(view, desired)
+        problems += ours_problems(log.dataplane, snap.text, snap.nft, desired)
     return problems
 
 
@@ -444,6 +545,9 @@ def judge_snapshots(log: RunLog, wins: Sequence[Window], out: list[Violation]) -
         desired = _at(times, configs, snap.start) if at_rest else None
         for problem in snapshot_problems(snap, log.seed, log, desired):
             out.append(Violation(snap.start, f"table ({snap.phase})", problem))
+        if log.dataplane == "nftables":
+            stats.double_jumps_seen += len(_ours(parse_ruleset(snap.nft))) > 1
+            continue
         post = nat_view(snap.text).rules.get("POSTROUTING", [])
         jumps = _jumps(nat_view(snap.text))
         stats.double_jumps_seen += len(jumps) > 1
@@ -478,14 +582,7 @@ def _reads_during(log: RunLog, start: float, end: float) -> list[str]:
     return errors
 
 
-def _synced(life: Life) -> bool:
-    """Whether the agent's log shows its first sync began (it logs the config it loaded)."""
-    return "config loaded" in life.log or "rules updated" in life.log
-
-
-def judge_exits(
-    log: RunLog, blocked: Sequence[Interval], out: list[Violation], findings: list[Violation]
-) -> dict[str, int]:
+def judge_exits(log: RunLog, blocked: Sequence[Interval], out: list[Violation]) -> dict[str, int]:
     counts: dict[str, int] = {}
 
     def count(key: str) -> None:
@@ -498,17 +595,6 @@ def judge_exits(
         code = life.returncode
         if code == -9 and life.signal == "KILL":
             count("SIGKILLed")
-        elif code == -signal.SIGTERM and life.signal == "TERM" and not _synced(life):
-            count("SIGTERM before its first sync")
-            findings.append(
-                Violation(
-                    life.ended,
-                    "SIGTERM during start-up",
-                    f"{who} ended by SIGTERM's default action (exit -15, not 0): signalled"
-                    f" {(life.signalled_at or life.ended) - life.spawned:.2f}s after spawn,"
-                    " before its first sync (nothing written yet)",
-                )
-            )
         elif code == 0 and life.signal == "TERM":
             count("exit 0 on SIGTERM")
             signalled = life.signalled_at or life.ended
@@ -574,8 +660,7 @@ def judge_final(log: RunLog, out: list[Violation]) -> float | None:
     if not finals:
         out.append(Violation(log.finished, "final", "no final snapshot"))
     for snap in finals:
-        view = nat_view(snap.text)
-        for problem in ours_problems(view, final):
+        for problem in ours_problems(log.dataplane, snap.text, snap.nft, final):
             out.append(Violation(snap.start, "final", problem))
     if log.dry_run is None:
         out.append(Violation(log.finished, "final", "no --dry-run after the storm"))
@@ -593,14 +678,13 @@ def judge_final(log: RunLog, out: list[Violation]) -> float | None:
 
 def judge(log: RunLog) -> Judgement:
     violations: list[Violation] = []
-    findings: list[Violation] = []
     blocked = obstructions(log)
     wins = windows(log, blocked)
-    probes, stale = judge_probes(log, wins, violations, findings)
+    probes, stale = judge_probes(log, wins, violations)
     snaps = judge_snapshots(log, wins, violations)
-    exits = judge_exits(log, blocked, violations, findings)
+    exits = judge_exits(log, blocked, violations)
     recovery = judge_final(log, violations)
     if probes.final == 0:
         violations.append(Violation(log.finished, "final", "no probe after recovery"))
     violations.sort(key=lambda v: v.at)
-    return Judgement(violations, findings, wins, stale, probes, snaps, exits, recovery)
+    return Judgement(violations, wins, stale, probes, snaps, exits, recovery)

@@ -36,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         help="storm (default): every operation and fault; rolling-update: two agents and"
         " config changes only",
     )
-    parser.add_argument("--backend", choices=get_args(netns.Backend), default="nft")
+    parser.add_argument(
+        "--backend",
+        choices=get_args(netns.Backend),
+        default="nft",
+        help="iptables backend: the agent's (iptables dataplane) and the foreign iptables"
+        " writer's (both dataplanes)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run's files (logs, probes)")
     parser.add_argument(
         "--print-schedule", action="store_true", help="print the schedule for the seed and exit"

@@ -1,59 +1,142 @@
 """What differs per dataplane: its faults, the binary a transient failure wraps, the foreign
-writer that churns beside the agent, and how the table is read back.
+writers that churn beside the agent, and how the node's tables are read back.
 
-Only iptables exists today.  An nftables dataplane is one more ``Dataplane``: the agent's
-``--dataplane=nftables`` flag, ``nft`` as the wrapped binary (a batch that fails
-transiently), an nft foreign writer committing its own table every second, and an nft
-view for the checker; the schedule, prober, model and kubelet role stay as they are.
+``iptables`` (backends nft and legacy): the agent's chain in the nat table; the wrapped
+binary is ``iptables-<backend>-restore``; a kube-proxy-like writer churns its own nat
+chains (``kubeproxy.py``); a snapshot is ``iptables-save -t nat``.
+
+``nftables``: the agent's own table ``ip ip-masq-agent``; the wrapped binary is ``nft``
+(only its batches, ``nft -f``, fail); two foreign writers: kube-proxy's nftables mode
+committing its own table every second (``kubeproxy_nft.py``) and the iptables one above
+(kube-proxy's nat chains in the chosen iptables backend, which the agent must leave alone
+while it removes its own chain there); a snapshot is ``iptables-save -t nat`` and
+``nft list ruleset``.  No xtables lock fault: nft does not take that lock.  The schedule,
+prober, model and kubelet role are the same for every dataplane.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from integration.netns import AGENT_PYTHON, Backend, Topology
+from integration.netns import AGENT_PYTHON, Backend, Topology, run
 
+from soak.events import WriterName
+from soak.nft_view import strip_counters
 from soak.schedule import Fault
 
 HERE = Path(__file__).resolve().parent
+DataplaneName = Literal["iptables", "nftables"]
+DATAPLANES: tuple[DataplaneName, ...] = ("iptables", "nftables")
+WrapperStyle = Literal["iptables", "nft"]
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """One foreign writer: its process and the log of generations it keeps."""
+
+    name: WriterName
+    argv: tuple[str, ...]
+    log: Path
 
 
 @dataclass(frozen=True, slots=True)
 class Dataplane:
-    name: str
+    name: DataplaneName
     backend: Backend
 
     @property
     def faults(self) -> frozenset[Fault]:
-        """The faults that exist here (iptables-nft ignores the xtables lock)."""
+        """The faults that exist here (only iptables-legacy takes the xtables lock)."""
         faults: set[Fault] = {"kill", "second-agent", "restore-fail"}
-        if self.backend == "legacy":
+        if self.name == "iptables" and self.backend == "legacy":
             faults.add("lock")
         return frozenset(faults)
 
     @property
     def agent_flags(self) -> tuple[str, ...]:
-        return ()
+        return ("--dataplane=nftables",) if self.name == "nftables" else ()
 
     @property
     def wrapped_binary(self) -> str:
         """What the agents run to write; the transient-failure fault stands in for it."""
-        return f"iptables-{self.backend}-restore"
+        return "nft" if self.name == "nftables" else f"iptables-{self.backend}-restore"
 
-    def foreign_writer(self, topo: Topology, seed: int, period: float, log: Path) -> list[str]:
-        script = str(HERE / "kubeproxy.py")
-        argv = [AGENT_PYTHON, "-S", script, self.backend, str(seed), str(period), str(log)]
-        return topo.in_ns(topo.node, argv)
+    @property
+    def wrapper_style(self) -> WrapperStyle:
+        return "nft" if self.name == "nftables" else "iptables"
 
-    def read_table(self, topo: Topology) -> str:
-        return topo.save(family=4, table="nat")
+    def is_write(self, argv: list[bytes]) -> bool:
+        """Whether a process with this command line is one of the agent's writes."""
+        if self.name == "nftables":
+            nft = bool(argv) and argv[0].endswith(b"nft")
+            return (nft or b"restore-wrapper" in argv) and b"-f" in argv
+        return any(b"restore" in a for a in argv)
+
+    def foreign_writers(
+        self, topo: Topology, seed: int, period: float, work: Path
+    ) -> tuple[Writer, ...]:
+        iptables = [str(HERE / "kubeproxy.py"), self.backend, str(seed), str(period)]
+        log = work / "foreign.log"
+        writers = [Writer("iptables", self._in_node(topo, iptables, log), log)]
+        if self.name == "nftables":
+            nft = [str(HERE / "kubeproxy_nft.py"), str(seed), str(period)]
+            nft_log = work / "foreign-nft.log"
+            writers.append(Writer("nft", self._in_node(topo, nft, nft_log), nft_log))
+        return tuple(writers)
+
+    @staticmethod
+    def _in_node(topo: Topology, script: list[str], log: Path) -> tuple[str, ...]:
+        return tuple(topo.in_ns(topo.node, [AGENT_PYTHON, "-S", *script, str(log)]))
+
+    def read_tables(self, topo: Topology) -> tuple[str, str]:
+        """The nat table as ``iptables-save`` prints it, and (nftables only) the whole
+        ruleset as ``nft list ruleset`` prints it ("" for iptables)."""
+        nat = topo.save(family=4, table="nat")
+        if self.name != "nftables":
+            return nat, ""
+        return nat, _stable_ruleset(topo)
 
 
-DATAPLANES = ("iptables",)
+LISTING_TRIES = 5
+
+
+def _stable_ruleset(topo: Topology) -> str:
+    """``nft list ruleset``, read until two reads in a row agree (counters aside).
+
+    nft 1.0.6 dumps the ruleset over several netlink messages without checking that no
+    commit came in between, so a listing taken while a writer flushes and refills a
+    chain can show the chain's old rules and its new ones together (seen in this soak).
+    A state two reads in a row agree on is one the kernel held; after LISTING_TRIES
+    disagreeing pairs the last read is returned (and judged as it is).
+    """
+    argv = topo.in_ns(topo.node, ["nft", "list", "ruleset"])
+    last = run(argv).stdout
+    for _ in range(LISTING_TRIES):
+        now = run(argv).stdout
+        if strip_counters(now) == strip_counters(last):
+            return now
+        last = now
+    return last
+
+
+SUITE: tuple[tuple[DataplaneName, Backend], ...] = (
+    ("iptables", "nft"),
+    ("iptables", "legacy"),
+    ("nftables", "nft"),
+)
+"""The runs the suite makes: each iptables backend, and nftables beside iptables-nft (the
+backend kube-proxy's iptables mode uses on a node that also has nftables)."""
+
+
+def suite_id(run: tuple[DataplaneName, Backend]) -> str:
+    return run[0] if run[0] == "nftables" else f"{run[0]}-{run[1]}"
 
 
 def dataplane(name: str, backend: Backend) -> Dataplane:
-    if name not in DATAPLANES:
-        raise ValueError(f"dataplane {name!r} does not exist yet (known: {', '.join(DATAPLANES)})")
-    return Dataplane(name, backend)
+    if name == "iptables":
+        return Dataplane("iptables", backend)
+    if name == "nftables":
+        return Dataplane("nftables", backend)
+    raise ValueError(f"dataplane {name!r} does not exist (known: {', '.join(DATAPLANES)})")

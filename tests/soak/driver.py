@@ -1,12 +1,14 @@
 """The driver: builds the namespaces, plays the kubelet and the faults, records everything.
 
 One thread runs everything in order: every ~10 ms it reaps and restarts agents, fires the
-schedule's due operations and takes a snapshot of the nat table each second.  Every
-process it starts gets its own session (so a SIGKILL takes an agent together with the
-iptables it was running, as an OOM kill of the pod does) and dies with the driver
+schedule's due operations and takes a snapshot of the node's tables each second (the nat
+table; with the nftables dataplane also the nft ruleset).  Every process it starts gets
+its own session (so a SIGKILL takes an agent together with the iptables or nft it was
+running, as an OOM kill of the pod does) and dies with the driver
 (``PR_SET_PDEATHSIG``); on the way out, whatever happened, every one of them is killed and
-the namespaces are deleted.  Nothing runs in the machine's own network namespace except
-the lock holder, which touches only the run's private lock file.
+the namespaces are deleted (the agent's table and the foreign ones with them).  Nothing
+runs in the machine's own network namespace except the lock holder, which touches only
+the run's private lock file.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from integration.netns import (
 
 from soak import checker
 from soak.catalogue import DESTINATIONS, EXTRA_DESTINATIONS, Files
-from soak.dataplane import HERE, Dataplane, dataplane
+from soak.dataplane import HERE, Dataplane, Writer, dataplane
 from soak.events import (
     ForeignWrite,
     Life,
@@ -124,14 +126,14 @@ class Processes:
                     proc.wait(timeout=5)
 
 
-def _write_in_flight(pid: int) -> bool:
-    """Whether an iptables-restore (or its stand-in) is a child of ``pid`` right now."""
+def _write_in_flight(pid: int, is_write: Callable[[list[bytes]], bool]) -> bool:
+    """Whether a write (iptables-restore, nft -f, or their stand-in) is a child of ``pid``."""
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{task}/children") as f:
                 for child in f.read().split():
                     with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as c:
-                        if b"restore" in c.read():
+                        if is_write(c.read().split(b"\0")):
                             return True
     return False
 
@@ -149,8 +151,10 @@ class Pod:
         logs: Path,
         procs: Processes,
         lives: list[Life],
+        is_write: Callable[[list[bytes]], bool],
     ) -> None:
         self.role = role
+        self.is_write = is_write
         self.argv = argv
         self.env = env
         self.logs = logs
@@ -218,7 +222,7 @@ class Pod:
         """SIGKILL the agent and everything it runs (as an OOM kill of the pod does)."""
         if self.proc is None or not self.running:
             return False
-        self.in_flight = _write_in_flight(self.proc.pid)
+        self.in_flight = _write_in_flight(self.proc.pid, self.is_write)
         self.signal, self.signalled_at = "KILL", now
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -265,7 +269,6 @@ class Soak:
         self.lockfile = work / "xtables.lock"
         self.counter = work / "restore-failures"
         self.restore_log = work / "restore-calls.log"
-        self.foreign_log = work / "foreign.log"
         self.probes_out = work / "probes.txt"
         self.files: Files = ()
         self.stamps = 0
@@ -275,7 +278,7 @@ class Soak:
         self.second_since: float | None = None
         self.prober: subprocess.Popen[str] | None = None
         self.listener: subprocess.Popen[str] | None = None
-        self.writer: subprocess.Popen[str] | None = None
+        self.writers: list[tuple[Writer, subprocess.Popen[str]]] = []
         self.env = self._agent_env()
         argv = agent_argv(
             topo,
@@ -293,6 +296,7 @@ class Soak:
                 logs=self.logs,
                 procs=self.procs,
                 lives=self.log.lives,
+                is_write=plane.is_write,
             )
             for role in ("primary", "second")
         )
@@ -301,7 +305,8 @@ class Soak:
 
     def _agent_env(self) -> dict[str, str]:
         """The agents' environment: the run's private xtables lock, and a PATH on which the
-        restore binary is the fault wrapper (which passes through while its counter is 0)."""
+        writing binary (iptables-restore, nft) is the fault wrapper (which passes through
+        while its counter is 0)."""
         wrappers = self.work / "wrappers"
         wrappers.mkdir(parents=True)
         self.counter.write_text("0\n")
@@ -309,7 +314,8 @@ class Soak:
         if real is None:
             raise RuntimeError(f"{self.plane.wrapped_binary} not found")
         argv = [AGENT_PYTHON, "-S", str(HERE / "faults.py"), "restore-wrapper",
-                str(self.counter), str(self.restore_log), real]  # fmt: skip
+                self.plane.wrapper_style, str(self.counter), str(self.restore_log),
+                real]  # fmt: skip
         shim = wrappers / self.plane.wrapped_binary
         shim.write_text(f'#!/bin/sh\nexec {shlex.join(argv)} "$@"\n')
         shim.chmod(0o755)
@@ -328,11 +334,13 @@ class Soak:
         self.primary.start(time.monotonic())
         self._await("the agent's first sync", self._ours_ok, 20.0)
         env = dict(os.environ, XTABLES_LOCKFILE=str(self.lockfile))
-        writer = self.plane.foreign_writer(
-            self.topo, self.settings.seed, FOREIGN_PERIOD, self.foreign_log
-        )
-        self.writer = self.procs.spawn(writer, stdout=subprocess.DEVNULL, env=env)
-        self._await("the foreign writer's first generation", self._foreign_written, 20.0)
+        for writer in self.plane.foreign_writers(
+            self.topo, self.settings.seed, FOREIGN_PERIOD, self.work
+        ):
+            with (self.work / f"writer-{writer.name}.out").open("w") as out:
+                proc = self.procs.spawn(list(writer.argv), stdout=out, env=env)
+            self.writers.append((writer, proc))
+        self._await("the foreign writers' first generations", self._foreign_written, 20.0)
         script = str(HERE / "probe.py")
         listen = [AGENT_PYTHON, "-S", script, "listen", str(PROBE_PORT), str(self.probes_out)]
         self.listener = self.procs.spawn(
@@ -367,11 +375,11 @@ class Soak:
     def _ours_ok(self) -> bool:
         config = read(self.files).config
         assert config is not None
-        view = checker.nat_view(self.plane.read_table(self.topo))
-        return not checker.ours_problems(view, config)
+        nat, nft = self.plane.read_tables(self.topo)
+        return not checker.ours_problems(self.plane.name, nat, nft, config)
 
     def _foreign_written(self) -> bool:
-        return self.foreign_log.exists() and bool(self.foreign_log.read_text().strip())
+        return all(w.log.exists() and w.log.read_text().strip() for w, _ in self.writers)
 
     # -- operations -------------------------------------------------------------------
 
@@ -428,11 +436,11 @@ class Soak:
     def snapshot(self, phase: Literal["storm", "settle", "final"]) -> Snapshot | None:
         start = time.monotonic()
         try:
-            text = self.plane.read_table(self.topo)
+            text, nft = self.plane.read_tables(self.topo)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             self.log.notes.append(f"{start:.3f}: snapshot failed: {e}")
             return None
-        snap = Snapshot(start, time.monotonic(), text, phase)
+        snap = Snapshot(start, time.monotonic(), text, phase, nft)
         self.log.snapshots.append(snap)
         return snap
 
@@ -478,9 +486,10 @@ class Soak:
         self._stop_second(time.monotonic())
         if not read(self.files).valid:
             raise AssertionError("the schedule left a broken config at the end of the storm")
-        if self.writer is not None:
-            self.writer.terminate()
-            self.writer.wait(timeout=10)
+        for _, proc in self.writers:
+            proc.terminate()
+        for _, proc in self.writers:
+            proc.wait(timeout=10)
         self.log.foreign = self._foreign_writes()
         final = read(self.files).config
         assert final is not None
@@ -506,6 +515,7 @@ class Soak:
                 "--dry-run",
                 "--resync-interval",
                 f"{RESYNC_SECONDS:g}",
+                *self.plane.agent_flags,
             ),
             capture_output=True,
             text=True,
@@ -535,11 +545,16 @@ class Soak:
 
     def _foreign_writes(self) -> list[ForeignWrite]:
         out = []
-        for line in self.foreign_log.read_text().splitlines():
-            gen, start, end, restore_rc, hooks_rc = line.split()
-            out.append(
-                ForeignWrite(int(gen), float(start), float(end), int(restore_rc), int(hooks_rc))
-            )
+        for writer, _ in self.writers:
+            if not writer.log.exists():
+                continue
+            for line in writer.log.read_text().splitlines():
+                gen, start, end, rc, hooks_rc = line.split()
+                out.append(
+                    ForeignWrite(
+                        int(gen), float(start), float(end), int(rc), int(hooks_rc), writer.name
+                    )
+                )
         return out
 
     def collect(self) -> None:
@@ -559,7 +574,7 @@ class Soak:
             held = float(times["held"]) if "held" in times else None
             released = float(times["released"]) if "released" in times else self.log.storm_end
             self.log.locks.append(LockHold(requested, held, released))
-        if not self.log.foreign and self.foreign_log.exists():
+        if not self.log.foreign:
             self.log.foreign = self._foreign_writes()
 
 

@@ -15,6 +15,9 @@ from soak.catalogue import Files
 from soak.schedule import Scenario
 
 Role = Literal["primary", "second"]
+WriterName = Literal["iptables", "nft"]
+"""The foreign writers: kube-proxy's iptables chains (``kubeproxy.py``), and with the
+nftables dataplane also kube-proxy's nftables table (``kubeproxy_nft.py``)."""
 PushKind = Literal["initial", "config", "broken", "fix"]
 
 
@@ -42,7 +45,7 @@ class Life:
     returncode: int
     signal: Literal["KILL", "TERM"] | None  # what the driver sent it, if anything
     signalled_at: float | None
-    write_in_flight: bool  # an iptables-restore child was running when it was SIGKILLed
+    write_in_flight: bool  # a write (restore, nft batch) was running when it was SIGKILLed
     log: str
 
 
@@ -74,6 +77,7 @@ class Snapshot:
     end: float
     text: str  # iptables-save -t nat, '#' lines removed
     phase: Literal["storm", "settle", "final"]
+    nft: str = ""  # nftables dataplane: nft list ruleset, taken within [start, end] too
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +85,9 @@ class ForeignWrite:
     gen: int
     start: float
     end: float
-    restore_rc: int
-    hooks_rc: int
+    restore_rc: int  # the write's exit code (iptables-restore, or nft -f)
+    hooks_rc: int  # iptables: the worst exit of keeping the hooks; nft: always 0
+    writer: WriterName = "iptables"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 PREFIX = "KUBE-SOAK-"
@@ -107,8 +108,12 @@ def ensure_hooks(iptables: str) -> int:
     return worst
 
 
-def main(argv: list[str]) -> int:
-    backend, seed, period, log = argv[0], int(argv[1]), float(argv[2]), argv[3]
+def churn(period: float, log: str, write: Callable[[int], tuple[int, int]]) -> int:
+    """Write generation 1, 2, ... every ``period`` seconds until SIGTERM or SIGINT.
+
+    ``write(gen)`` returns the write's exit code and the hooks' (0 if none); LOG gets
+    "N start end write-exit hooks-exit" per generation.  Shared with ``kubeproxy_nft``.
+    """
     stopped = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -117,28 +122,38 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    restore = f"iptables-{backend}-restore"
-    written: set[str] = set()  # chains of the last generation that was applied
     gen = 0
     with open(log, "a") as out:
         while not stopped:
             gen += 1
             start = time.monotonic()
-            chains = generation(seed, gen)
-            done = subprocess.run(
-                [restore, "--noflush", "--wait=5"],
-                input=restore_script(chains, written).encode(),
-                capture_output=True,
-                check=False,
-            )
-            if done.returncode == 0:
-                written = set(chains)
-            hooks = ensure_hooks(f"iptables-{backend}")
-            out.write(f"{gen} {start:.6f} {time.monotonic():.6f} {done.returncode} {hooks}\n")
+            rc, hooks = write(gen)
+            out.write(f"{gen} {start:.6f} {time.monotonic():.6f} {rc} {hooks}\n")
             out.flush()
             while not stopped and time.monotonic() < start + period:
                 time.sleep(0.02)  # short naps: a stop is prompt, never mid-write
     return 0
+
+
+def main(argv: list[str]) -> int:
+    backend, seed, period, log = argv[0], int(argv[1]), float(argv[2]), argv[3]
+    restore = f"iptables-{backend}-restore"
+    written: set[str] = set()  # chains of the last generation that was applied
+
+    def write(gen: int) -> tuple[int, int]:
+        nonlocal written
+        chains = generation(seed, gen)
+        done = subprocess.run(
+            [restore, "--noflush", "--wait=5"],
+            input=restore_script(chains, written).encode(),
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode == 0:
+            written = set(chains)
+        return done.returncode, ensure_hooks(f"iptables-{backend}")
+
+    return churn(period, log, write)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Pure functions over ConfigMap contents, decided by the agent's own public library
 (``parse_fragment``, ``merge``, ``should_masquerade``) the way the agent reads its dir
 with the soak's flags; the expected chain text comes from the integration harness's
-independent rendering of DESIGN.md's rule block.
+independent rendering of DESIGN.md's rule block, the expected nftables table from the
+shape docs/nftables.md gives (rendered here with ``ipaddress``, not the agent's code).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from returns.result import Failure
 
 from masq import MasqConfig, merge, parse_fragment, should_masquerade
 from soak.catalogue import DESTINATIONS, Content, Files
+from soak.nft_view import TableView
 
 RESYNC_SECONDS = 5.0
 """``--resync-interval`` of every agent the soak runs."""
@@ -83,6 +85,43 @@ def expected_chain(config: MasqConfig) -> list[str]:
 
 
 EXPECTED_JUMP = jump_rule()
+
+NFT_TABLE = ("ip", "ip-masq-agent")
+"""The agent's table without ``--enable-ipv6``: family ``ip``, never ``inet``."""
+NFT_SET_DECLARATION = ("type ipv4_addr", "flags interval", "counter")
+
+
+def _stored(cidrs: list[str]) -> frozenset[str]:
+    """The elements an interval set holds for a CIDR list: those no other CIDR of the list
+    covers, each with its counter, a /32 printed as a bare address (as nft prints them)."""
+    nets = {ipaddress.IPv4Network(c) for c in cidrs if ":" not in c}
+    kept = {n for n in nets if not any(n != o and n.subnet_of(o) for o in nets)}
+    return frozenset(f"{n.network_address if n.prefixlen == 32 else n} counter" for n in kept)
+
+
+def expected_table(config: MasqConfig) -> TableView:
+    """Our nftables table for this config, as ``nft list ruleset`` prints it (counter
+    values stripped): docs/nftables.md's table with the soak's default flags."""
+    postrouting = [
+        "type nat hook postrouting priority srcnat + 10; policy accept;",
+        "fib daddr type local return",
+        "ip daddr @masquerade-v4 jump snat-to-node",
+    ]
+    if not config.masq_link_local:
+        postrouting.append("ip daddr 169.254.0.0/16 counter return")
+    postrouting += ["ip daddr @non-masquerade-v4 return", "counter jump snat-to-node"]
+    return TableView(
+        *NFT_TABLE,
+        chains={"snat-to-node": ("masquerade fully-random",), "postrouting": tuple(postrouting)},
+        declarations={
+            "masquerade-v4": NFT_SET_DECLARATION,
+            "non-masquerade-v4": NFT_SET_DECLARATION,
+        },
+        elements={
+            "masquerade-v4": _stored([str(n) for n in config.masquerade_cidrs]),
+            "non-masquerade-v4": _stored([str(n) for n in config.non_masquerade_cidrs]),
+        },
+    )
 
 
 def possible_reads(old: Files, new: Files) -> list[Files]:

@@ -45,11 +45,16 @@ def replay_command(log: RunLog) -> str:
 def summary(log: RunLog, verdict: Judgement, schedule: Schedule) -> str:
     out = [
         *_what_ran(log, verdict, schedule),
-        *_what_was_seen(verdict),
+        *_what_was_seen(log, verdict),
         *_outcome(log, verdict),
         "RESULT: " + ("PASS" if not verdict.violations else "FAIL"),
     ]
     return "\n".join(out)
+
+
+def _writes(log: RunLog) -> tuple[str, str]:
+    """What the agent's writes are called in this dataplane (singular, plural)."""
+    return ("nft batch", "nft batches") if log.dataplane == "nftables" else ("restore", "restores")
 
 
 def _what_ran(log: RunLog, verdict: Judgement, schedule: Schedule) -> list[str]:
@@ -73,15 +78,20 @@ def _what_ran(log: RunLog, verdict: Judgement, schedule: Schedule) -> list[str]:
     fails = [c for c in log.restore_calls if c.failed]
     lock_seconds = sum(h.released - (h.held or h.requested) for h in log.locks)
     second = sum(b - a for a, b in log.second_agent)
-    foreign_failed = sum(1 for w in log.foreign if w.restore_rc != 0 or w.hooks_rc != 0)
+    write, writes = _writes(log)
+    writers = ", ".join(
+        f"{name} {sum(1 for w in log.foreign if w.writer == name)} generations"
+        f" ({sum(1 for w in log.foreign if w.writer == name and (w.restore_rc or w.hooks_rc))}"
+        " not applied)"
+        for name in sorted({w.writer for w in log.foreign})
+    )
     out.append(
-        f"faults: SIGKILL {len(kills)} delivered ({sum(x.write_in_flight for x in kills)} with a"
-        f" restore in flight; {skipped} found the agent already down);"
+        f"faults: SIGKILL {len(kills)} delivered ({sum(x.write_in_flight for x in kills)} with"
+        f" a {write} in flight; {skipped} found the agent already down);"
         f" second agent {len(log.second_agent)}x, {second:.1f}s in all;"
         f" xtables lock held {len(log.locks)}x, {lock_seconds:.1f}s in all;"
-        f" restores failed {len(fails)} of {len(log.restore_calls)}"
-        f" ({len(log.restore_faults)} episodes);"
-        f" foreign writer {len(log.foreign)} generations ({foreign_failed} not applied)"
+        f" {writes} failed {len(fails)} of {len(log.restore_calls)}"
+        f" ({len(log.restore_faults)} episodes); foreign writers: {writers or 'none'}"
     )
     starts = Counter(x.role for x in log.lives)
     tracebacks = sum("Traceback" in x.log for x in log.lives)
@@ -93,7 +103,7 @@ def _what_ran(log: RunLog, verdict: Judgement, schedule: Schedule) -> list[str]:
     return out
 
 
-def _what_was_seen(verdict: Judgement) -> list[str]:
+def _what_was_seen(log: RunLog, verdict: Judgement) -> list[str]:
     out = []
     p = verdict.probes
     lost = p.sent - p.received
@@ -101,8 +111,7 @@ def _what_was_seen(verdict: Judgement) -> list[str]:
         f"probes: sent {p.sent}, received {p.received} (lost {lost}); inside windows"
         f" {p.in_windows} ({100 * p.in_windows / max(p.received, 1):.0f}%), during broken configs"
         f" {p.during_broken}, after recovery {p.final}; leaks {p.leaks},"
-        f" over-masquerades {p.over_masquerade}, other sources {p.alien},"
-        f" matching no config while two agents raced {p.race_mismatches}"
+        f" over-masquerades {p.over_masquerade}, other sources {p.alien}"
     )
     out.append(
         "  masqueraded/kept per destination: "
@@ -132,10 +141,17 @@ def _what_was_seen(verdict: Judgement) -> list[str]:
         f" {_spread([x.lag for x in converged if x.window.extended_by == {'restart'}])}"
     )
     s = verdict.snapshots
-    out.append(
-        f"table: {s.total} snapshots, {s.at_rest} at rest; double jumps seen {s.double_jumps_seen}"
-        f" (none allowed at rest); our jump between the foreign ones in {s.jump_between_foreign}"
-    )
+    if log.dataplane == "nftables":
+        out.append(
+            f"tables: {s.total} snapshots, {s.at_rest} at rest; more than one table of ours in"
+            f" {s.double_jumps_seen} (none allowed at any time)"
+        )
+    else:
+        out.append(
+            f"table: {s.total} snapshots, {s.at_rest} at rest; double jumps seen"
+            f" {s.double_jumps_seen} (none allowed at rest); our jump between the foreign ones"
+            f" in {s.jump_between_foreign}"
+        )
     return out
 
 
@@ -155,16 +171,6 @@ def _outcome(log: RunLog, verdict: Judgement) -> list[str]:
         out += [f"  {v.at - t0:+9.3f} {v.kind}: {v.text}" for v in verdict.violations[:10]]
         out.append("first violation's timeline:")
         out += timeline(log, verdict, verdict.violations[0])
-    if verdict.findings:
-        by_kind = Counter(v.kind for v in verdict.findings)
-        out.append(
-            f"findings (reported, not failing; see checker.py): {len(verdict.findings)}, "
-            + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items()))
-        )
-        out += [f"  {v.at - t0:+9.3f} {v.kind}: {v.text}" for v in verdict.findings[:10]]
-        if not verdict.violations:
-            out.append("first finding's timeline:")
-            out += timeline(log, verdict, verdict.findings[0])
     return out
 
 
@@ -197,9 +203,10 @@ def timeline(log: RunLog, verdict: Judgement, first: Violation) -> list[str]:
         for at, what in ((hold.requested, "requested"), (hold.released, "released")):
             if lo <= at <= hi:
                 rows.append((at, f"xtables lock {what}"))
+    write, _ = _writes(log)
     for call in log.restore_calls:
         if lo <= call.at <= hi:
-            rows.append((call.at, f"restore {'FAILED (injected)' if call.failed else 'ran'}"))
+            rows.append((call.at, f"{write} {'FAILED (injected)' if call.failed else 'ran'}"))
     for w in verdict.windows:
         if w.start <= first.at <= w.end:
             rows.append(
@@ -208,8 +215,5 @@ def timeline(log: RunLog, verdict: Judgement, first: Violation) -> list[str]:
     for v in verdict.violations:
         if lo <= v.at <= hi:
             rows.append((v.at, f"VIOLATION {v.kind}: {v.text}"))
-    for v in verdict.findings:
-        if lo <= v.at <= hi:
-            rows.append((v.at, f"FINDING {v.kind}: {v.text}"))
     rows.sort()
     return [f"  {at - t0:+9.3f} {text}" for at, text in rows[:80]]

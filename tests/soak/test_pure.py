@@ -5,14 +5,26 @@ violation it exists for (a checker that cannot fail proves nothing)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from integration.netns import DEST_DOC_A, NODE_UPLINK, POD_IP
+from integration.netns import DEFAULT_CHAIN, DEST_DOC_A, DEST_DOC_B, NODE_UPLINK, POD_IP
 
-from soak import checker, kubeproxy
+from soak import checker, faults, kubeproxy, kubeproxy_nft
 from soak.catalogue import DESTINATIONS, MAIN_FILE, bad_inputs
 from soak.events import ForeignWrite, Life, Probe, Push, RunLog, Snapshot
-from soak.model import EXPECTED_JUMP, expected_chain, possible_reads, read, verdicts
+from soak.model import (
+    EXPECTED_JUMP,
+    NFT_TABLE,
+    expected_chain,
+    expected_table,
+    possible_reads,
+    read,
+    verdicts,
+)
+from soak.nft_view import TableView, parse_ruleset
 from soak.schedule import NO_BREAKAGE_IN_LAST, Fault, build, scenario
 
 ALL_FAULTS: tuple[Fault, ...] = ("kill", "second-agent", "lock", "restore-fail")
@@ -160,15 +172,28 @@ def test_exits_must_be_the_documented_ones() -> None:
     assert kinds(log) == ["kept running"]  # on a broken dir for 2.9 s
 
 
-def test_sigterm_before_the_first_sync_is_a_finding_and_after_it_a_violation() -> None:
+def test_sigterm_must_end_in_exit_0_even_during_start_up() -> None:
     log = run_log()
     early = Life("second", 1, 5, 5.1, 5.2, -15, "TERM", 5.1, False, "time=x msg=starting\n")
     log.lives.append(early)
+    assert kinds(log) == ["exit"]  # the default action: no handler in place
+    log.lives[-1] = dataclasses.replace(early, returncode=0)
     assert kinds(log) == []
-    assert [f.kind for f in checker.judge(log).findings] == ["SIGTERM during start-up"]
-    synced = dataclasses.replace(early, log=early.log + 'time=y msg="config loaded"\n')
-    log.lives[-1] = synced
-    assert kinds(log) == ["exit"]
+
+
+def test_a_wrong_probe_while_two_agents_run_is_a_violation_like_any_other() -> None:
+    """Agents on one node serialise their writes: a second agent excuses nothing."""
+    two = [
+        Life("primary", 1, -4, 30, 30.1, 0, "TERM", 30, False, ""),
+        Life("second", 1, 9, 14, 14.1, 0, "TERM", 14, False, ""),
+    ]
+    log = run_log(lives=two)
+    doc_b = DESTINATIONS.index(DEST_DOC_B)  # masqueraded by both configs of the run
+    log.probes = [Probe(0, doc_b, 11.0, 11.001, POD_IP)]  # inside the window opened at 10
+    log.probes_sent = 1
+    violations = [v for v in checker.judge(log).violations if v.kind != "final"]
+    assert [v.kind for v in violations] == ["leak in a window"]
+    assert "2 agents running" in violations[0].text
 
 
 def test_an_oversized_file_is_judged_by_what_the_agent_reads_of_it() -> None:
@@ -195,3 +220,173 @@ def test_snapshots_must_hold_exactly_what_each_writer_wrote() -> None:
     assert checker.snapshot_problems(dataclasses.replace(good, text=stray), SEED, log, None)
     log.snapshots = [dataclasses.replace(good, text=doubled)]
     assert kinds(log) == ["table (storm)"]  # at rest: no window open at t=5
+
+
+# -- the nftables dataplane ---------------------------------------------------------------
+
+AGENT_LISTING = """\
+# Warning: table ip nat is managed by iptables-nft, do not touch!
+table ip nat {
+\tchain POSTROUTING {
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\t counter packets 0 bytes 0 jump KUBE-SOAK-POSTROUTING
+\t}
+}
+table ip ip-masq-agent {
+\tset masquerade-v4 {
+\t\ttype ipv4_addr
+\t\tflags interval
+\t\tcounter
+\t\telements = { 10.78.1.0/24 counter packets 7 bytes 588, 192.168.100.2 counter packets 0 bytes 0 }
+\t}
+
+\tset non-masquerade-v4 {
+\t\ttype ipv4_addr
+\t\tflags interval
+\t\tcounter
+\t\telements = { 10.0.0.0/8 counter packets 0 bytes 0, 172.20.0.0/16 counter packets 0 bytes 0,
+\t\t\t     192.168.100.0/24 counter packets 0 bytes 0 }
+\t}
+
+\tchain snat-to-node {
+\t\tmasquerade fully-random
+\t}
+
+\tchain postrouting {
+\t\ttype nat hook postrouting priority srcnat + 10; policy accept;
+\t\tfib daddr type local return
+\t\tip daddr @masquerade-v4 jump snat-to-node
+\t\tip daddr 169.254.0.0/16 counter packets 12 bytes 1008 return
+\t\tip daddr @non-masquerade-v4 return
+\t\tcounter packets 0 bytes 0 jump snat-to-node
+\t}
+}
+"""
+"""What nft 1.0.6 lists for the agent's table (counters made up), under iptables-nft's."""
+
+LISTED_CONFIG = (
+    (
+        MAIN_FILE,
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 10.77.0.0/16, 172.20.0.0/16, 192.168.100.0/24]\n"
+        "masqueradeCIDRs: [10.78.1.0/24, 192.168.100.2/32]\n",
+    ),
+)
+
+
+def nft_text(*tables: TableView) -> str:
+    """Tables as nft lists them (elements on one line, which nft does for short sets)."""
+    out = []
+    for t in tables:
+        out.append(f"table {t.family} {t.name} {{")
+        for name, declaration in t.declarations.items():
+            kind = "map" if " : " in declaration[0] else "set"
+            out += [f"\t{kind} {name} {{", *(f"\t\t{d}" for d in declaration)]
+            if t.elements.get(name):
+                out.append(f"\t\telements = {{ {', '.join(sorted(t.elements[name]))} }}")
+            out.append("\t}")
+        for name, rules in t.chains.items():
+            out += [f"\tchain {name} {{", *(f"\t\t{r}" for r in rules), "\t}"]
+        out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def foreign_table(gen: int) -> TableView:
+    g = kubeproxy_nft.generation(SEED, gen)
+    return TableView(
+        kubeproxy_nft.FAMILY,
+        kubeproxy_nft.TABLE,
+        chains=g.chains,
+        declarations=dict(kubeproxy_nft.SETS),
+        elements=g.elements,
+    )
+
+
+def test_the_listing_reader_reads_nft_as_it_prints() -> None:
+    """Counters go, wrapped element lines join, /32 elements print bare; the agent's real
+    listing for a config equals the model's table for it."""
+    tables = parse_ruleset(AGENT_LISTING)
+    assert sorted(tables) == [("ip", "ip-masq-agent"), ("ip", "nat")]
+    config = read(LISTED_CONFIG).config
+    assert config is not None
+    assert tables[NFT_TABLE] == expected_table(config)  # 10.77.0.0/16 is covered: not stored
+    assert parse_ruleset(nft_text(foreign_table(3)))[("ip", "kube-proxy-soak")] == foreign_table(3)
+
+
+def test_the_nft_writer_deletes_what_the_last_generation_had_and_this_one_has_not() -> None:
+    one, two = kubeproxy_nft.generation(SEED, 1), kubeproxy_nft.generation(SEED, 2)
+    first = kubeproxy_nft.batch(one, None)
+    assert "delete" not in first and first.startswith("add table ip kube-proxy-soak\n")
+    second = kubeproxy_nft.batch(two, one).splitlines()
+    gone = sorted(one.chains.keys() - two.chains.keys())
+    assert gone and [f"delete chain ip kube-proxy-soak {c}" for c in gone] == second[-len(gone) :]
+    assert all(f"flush chain ip kube-proxy-soak {c}" in second for c in gone)
+    keys = [line for line in second if line.startswith("delete element ip kube-proxy-soak service")]
+    assert len(keys) == 1 and " : goto " not in keys[0]  # a map element is deleted by its key
+    assert two.chains["services"][-1] == kubeproxy_nft.generation_marker(2)
+
+
+def nft_run_log() -> tuple[RunLog, Snapshot]:
+    log = run_log()
+    log.dataplane = "nftables"
+    log.foreign = [
+        ForeignWrite(1, 0.0, 0.05, 0, 0),
+        ForeignWrite(2, 16.0, 16.05, 0, 0),
+        ForeignWrite(1, 0.0, 0.04, 0, 0, "nft"),
+        ForeignWrite(2, 16.0, 16.04, 0, 0, "nft"),
+    ]
+    config = read(DEFAULTS).config
+    assert config is not None
+    nat = "\n".join(
+        line
+        for line in nat_text(DEFAULTS).splitlines()
+        if DEFAULT_CHAIN not in line  # the agent removes its iptables chain in this mode
+    )
+    ruleset = AGENT_LISTING.partition("table ip ip-masq-agent")[0]  # iptables-nft's table
+    ruleset += nft_text(expected_table(config), foreign_table(1))
+    return log, Snapshot(5, 5.01, nat, "storm", ruleset)
+
+
+def test_nftables_snapshots_hold_one_table_of_ours_and_what_each_writer_wrote() -> None:
+    log, good = nft_run_log()
+    desired = read(DEFAULTS).config
+
+    def problems(snap: Snapshot, at_rest: bool = False) -> list[str]:
+        return checker.snapshot_problems(snap, SEED, log, desired if at_rest else None)
+
+    assert problems(good) == problems(good, at_rest=True) == []
+
+    tampered = good.nft.replace("10.245.", "10.246.", 1)
+    assert problems(dataclasses.replace(good, nft=tampered))  # a foreign rule changed
+    element = sorted(foreign_table(1).elements["cluster-ips"])[0]
+    dropped = good.nft.replace(f"{element}, ", "", 1)
+    assert problems(dataclasses.replace(good, nft=dropped))  # a foreign element gone
+    assert problems(dataclasses.replace(good, start=17, end=17.01))  # gen 2 was written at 16
+    config = read(DEFAULTS).config
+    assert config is not None
+    inet = dataclasses.replace(expected_table(config), family="inet")
+    assert problems(dataclasses.replace(good, nft=good.nft + nft_text(inet)))  # any time
+    gone = good.nft.replace("table ip ip-masq-agent", "table ip ip-masq-agent-old")
+    assert problems(dataclasses.replace(good, nft=gone))  # ours missing, a stray table
+    jump = f"{EXPECTED_JUMP}\n:{DEFAULT_CHAIN} - [0:0]\nCOMMIT"
+    assert problems(dataclasses.replace(good, text=good.text.replace("COMMIT", jump)))
+    extra = good.nft.replace("192.168.0.0/16 counter", "192.168.0.0/16 counter, 11.0.0.0/8 counter")
+    assert problems(dataclasses.replace(good, nft=extra)) == []  # not at rest: anything goes
+    assert problems(dataclasses.replace(good, nft=extra), at_rest=True)
+    log.snapshots = [dataclasses.replace(good, nft=extra)]
+    assert kinds(log) == ["table (storm)"]  # at rest: no window open at t=5
+
+
+def test_the_nft_fault_fails_batches_only_and_as_nft_does(tmp_path: Path) -> None:
+    counter, calls = tmp_path / "counter", tmp_path / "calls"
+    counter.write_text("1\n")
+
+    def nft(*args: str) -> subprocess.CompletedProcess[str]:
+        wrapper = [sys.executable, "-S", str(Path(faults.__file__)), "restore-wrapper", "nft"]
+        argv = [*wrapper, str(counter), str(calls), "/bin/true", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+    assert nft("-j", "list", "table", "ip", "x").returncode == 0  # a listing: not a write
+    failed = nft("-f", "-")
+    assert failed.returncode == 1 and "No buffer space available" in failed.stderr
+    assert nft("-f", "-").returncode == 0
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["fail", "pass"]
