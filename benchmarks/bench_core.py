@@ -26,7 +26,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from benchlib import slash24s
+from benchlib import header, slash24s
 from pyrsistent import pvector
 
 from masq import Fragment, merge, parse_fragment, parse_save, plan, render_restore
@@ -240,8 +240,8 @@ def fragment_figures() -> list[str]:
 
 def main() -> None:
     lines = [
-        f"bench_core: median of {RUNS} runs, python {platform.python_version()},"
-        f" {platform.machine()}, {time.strftime('%Y-%m-%d')}; in one process, no I/O",
+        *header("the pure core (benchmarks/bench_core.py)", "bench_core.py", root=False),
+        f"median of {RUNS} runs in one process, no I/O, {platform.machine()}",
         "CIDRs are distinct /24s from 11.0.0.0, in files of 10,000 (cidrLimit raised)",
     ]
     print("\n".join(lines), flush=True)

@@ -136,7 +136,7 @@ def _version(argv: list[str]) -> str:
     return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else "?"
 
 
-def header(title: str, script: str) -> list[str]:
+def header(title: str, script: str, *, root: bool = True) -> list[str]:
     """The lines every results file starts with: what, when, where, with what, how run."""
     command = os.environ.get("BENCH_COMMAND") or (
         f"PYTHONPATH={REPO} {PYTHON} benchmarks/{script} {' '.join(sys.argv[1:])}".rstrip()
@@ -148,5 +148,5 @@ def header(title: str, script: str) -> list[str]:
         f" {_version(['nft', '--version'])}, {_version(['iptables-nft', '--version'])},"
         f" {_version(['iptables-legacy', '--version'])}",
         f"# {SHARED_MACHINE}",
-        f"# command: {command} (as root)",
+        f"# command: {command}{' (as root)' if root else ''}",
     ]
