@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -126,6 +126,34 @@ def slash24s(first: int, count: int) -> list[ipaddress.IPv4Network]:
     """``count`` distinct /24s from the ``first``-th after 11.0.0.0."""
     base = int(ipaddress.IPv4Address("11.0.0.0"))
     return [ipaddress.IPv4Network((base + (first + i) * 256, 24)) for i in range(count)]
+
+
+PER_FILE = 10_000  # CIDRs per config file: 10,000 /24s are ~180 kB, a file may hold 1 MiB
+CIDR_LIMIT = 200_000
+
+
+def file_text(cidrs: Sequence[str]) -> str:
+    if not cidrs:
+        return "nonMasqueradeCIDRs: []\n"
+    return f"cidrLimit: {CIDR_LIMIT}\nnonMasqueradeCIDRs:\n" + "".join(f"  - {c}\n" for c in cidrs)
+
+
+def write_file(cfg: Path, name: str, text: str) -> None:
+    """Atomically, as the kubelet swaps a ConfigMap (dot-names are never read)."""
+    tmp = cfg / f".{name}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, cfg / name)
+
+
+def write_config(cfg: Path, n: int) -> list[list[str]]:
+    """N /24s in files of 10,000; returns each file's CIDRs (the first file may be empty)."""
+    for old in cfg.glob("ip-masq*"):
+        old.unlink()
+    nets = [str(c) for c in slash24s(0, n)]
+    files = [nets[i : i + PER_FILE] for i in range(0, n, PER_FILE)] or [[]]
+    for i, part in enumerate(files):
+        write_file(cfg, f"ip-masq-{i:02d}", file_text(part))
+    return files
 
 
 def _version(argv: list[str]) -> str:
