@@ -58,8 +58,12 @@ TARGET_ONCE_S = 0.15
 BEFORE = "the issue's 'before': 17-20 ms per idle resync, 32 MB peak RSS, --once 0.22-0.27 s"
 
 
-def profile_sync(flags: list[str]) -> None:
-    """In the namespace: the daemon loop's calls around one sync, timed and profiled."""
+def profile_sync(syncs: int, flags: list[str]) -> None:
+    """In the namespace: the daemon loop's calls around one sync, timed and profiled.
+
+    Also by hand, for a big config: ``ip netns exec NS python benchmarks/bench_steady.py
+    --profile-sync 20 --config-dir=DIR --enable-ipv6 --dataplane=nftables``.
+    """
     from masq.core.config import MIN_RESYNC_SECONDS, effective_resync
     from masq.core.iptables.model import OP_LABELS as IPTABLES_OPS
     from masq.core.nftables.model import OP_LABELS as NFT_OPS
@@ -88,12 +92,12 @@ def profile_sync(flags: list[str]) -> None:
     one()
     one()
     start = time.process_time()
-    for _ in range(PROFILE_SYNCS):
+    for _ in range(syncs):
         one()
-    per_sync = (time.process_time() - start) / PROFILE_SYNCS
+    per_sync = (time.process_time() - start) / syncs
     profiler = cProfile.Profile()
     profiler.enable()
-    for _ in range(PROFILE_SYNCS):
+    for _ in range(syncs):
         one()
     profiler.disable()
     top = []
@@ -205,7 +209,8 @@ def report(
 
 
 def profiles(runner: AgentRunner) -> list[str]:
-    argv = [PYTHON, __file__, "--profile-sync", *runner.flags, "--resync-interval=1"]
+    argv = [PYTHON, __file__, "--profile-sync", str(PROFILE_SYNCS), *runner.flags]
+    argv.append("--resync-interval=1")
     done = ns_run(runner.ns, argv, env())
     found = json.loads(done.stdout.splitlines()[-1])
     out = [
@@ -227,7 +232,7 @@ def main() -> int:
     parser.add_argument("--profile-sync", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile_sync is not None:
-        profile_sync(args.profile_sync)
+        profile_sync(int(args.profile_sync[0]), args.profile_sync[1:])
         return 0
     if os.geteuid() != 0:
         print("run as root (it creates network namespaces)", file=sys.stderr)
