@@ -15,8 +15,10 @@ under 1 MiB), always with ``--enable-ipv6``, in a fresh network namespace per ca
    with the wrappers), VmHWM;
 4. a one-CIDR change in the daemon (default interval, so inotify reacts): one CIDR
    added to one file (atomic rename, as the kubelet does), time until the kernel holds
-   it (``nft monitor`` prints the element or rule as it is committed; legacy iptables:
-   the nat table's entry count polled with IPT_SO_GET_INFO), median of 5;
+   it (nf_tables: the kernel's notification of the new rule or set element, read from
+   NFNLGRP_NFTABLES as ``nft monitor`` does; legacy iptables: the nat table's entry
+   count polled with IPT_SO_GET_INFO every ms; the CIDR is checked afterwards),
+   median of 5;
 5. 3 and 4 again while a foreign writer commits its own small table ``ip foreign``
    every second (``nft -f``, as kube-proxy does), where the generation shortcut
    cannot help;
@@ -34,9 +36,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import os
 import queue
-import resource
 import socket
 import statistics
 import struct
@@ -51,10 +53,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentproc import AgentRunner, Idle, OnceRun
 from benchlib import (
     PYTHON,
     RESULTS,
     env,
+    file_text,
     header,
     heavy_lock,
     make_wrappers,
@@ -62,8 +66,8 @@ from benchlib import (
     ns_run,
     precompile,
     slash24s,
-    stat_cpu,
-    vm_hwm_mb,
+    write_config,
+    write_file,
 )
 
 OUT = RESULTS / "scale.txt"
@@ -79,17 +83,15 @@ SIZES: dict[str, tuple[int, ...]] = {
     "nftables": (0, 1_000, 10_000, 50_000, 100_000),
 }
 SWITCH_TO = 50_000
-PER_FILE = 10_000
-CIDR_LIMIT = 200_000
 CHAIN = "IP-MASQ-AGENT"
 TABLE = "ip-masq-agent"
 NFT_SET = "non-masquerade-v4"
 RETURN_COMMENT = "ip-masq-agent: local traffic is not subject to MASQUERADE"
-IN_SYNC = 'msg="in sync"'
 IDLE_SECONDS = 20.0
 COUNT_SECONDS = 8.0
 STEADY_RUNS = 3
 CHANGE_TRIALS = 5
+CHANGE_TIMEOUT = 120.0
 OUTSIDE = "203.0.113.10"
 FOREIGN_BATCH = """add table ip foreign
 flush table ip foreign
@@ -104,39 +106,6 @@ table ip foreign {{
   }}
 }}
 """
-# The agent as ``python -m masq`` runs it, plus a report of its own CPU and peak RSS at exit.
-BOOT = """import atexit, os, runpy, sys
-def _report():
-    t = os.times()
-    hwm = next(ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
-    with open(os.environ["MASQ_BENCH_REPORT"], "w") as f:
-        f.write(f"{t.user + t.system} {t.children_user + t.children_system} {hwm}")
-atexit.register(_report)
-sys.argv[0] = "masq"
-runpy.run_module("masq", run_name="__main__", alter_sys=True)
-"""
-
-
-@dataclass
-class OnceRun:
-    wall: float
-    cpu: float  # agent + children, from our RUSAGE_CHILDREN
-    own: float  # the agent itself, os.times() at its exit
-    children: float
-    hwm_mb: float
-    processes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Idle:
-    resyncs: int
-    seconds: float
-    own_ms: float  # per resync
-    children_ms: float
-    hwm_mb: float
-    processes: float = float("nan")  # per resync, from the wrapper run
-    writes: int = 0
-    commands: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -153,75 +122,27 @@ class Case:
     foreign_change: list[float] = field(default_factory=list)
     explain: dict[str, str] = field(default_factory=dict)
     switch: OnceRun | None = None
-
-
-# --- config ------------------------------------------------------------------
-
-
-def file_text(cidrs: Sequence[str]) -> str:
-    if not cidrs:
-        return "nonMasqueradeCIDRs: []\n"
-    return f"cidrLimit: {CIDR_LIMIT}\nnonMasqueradeCIDRs:\n" + "".join(f"  - {c}\n" for c in cidrs)
-
-
-def write_file(cfg: Path, name: str, text: str) -> None:
-    """Atomically, as the kubelet swaps a ConfigMap (dot-names are never read)."""
-    tmp = cfg / f".{name}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, cfg / name)
-
-
-def write_config(cfg: Path, n: int) -> list[list[str]]:
-    """N /24s in files of 10,000; returns each file's CIDRs (the first file may be empty)."""
-    for old in cfg.glob("ip-masq*"):
-        old.unlink()
-    nets = [str(c) for c in slash24s(0, n)]
-    files = [nets[i : i + PER_FILE] for i in range(0, n, PER_FILE)] or [[]]
-    for i, part in enumerate(files):
-        write_file(cfg, f"ip-masq-{i:02d}", file_text(part))
-    return files
+    notes: list[str] = field(default_factory=list)
 
 
 # --- the agent ---------------------------------------------------------------
 
 
-def agent_flags(plane: str, cfg: Path, *extra: str) -> list[str]:
-    return [f"--config-dir={cfg}", "--enable-ipv6", *DATAPLANES[plane], *extra]
-
-
 @dataclass
 class Node:
-    """The namespace under test, the dataplane the agent runs and its config dir."""
+    """The agent in the namespace under test, its dataplane and its config dir."""
 
-    ns: str
+    runner: AgentRunner
     plane: str
     cfg: Path
-    tmp: Path  # holds the wrappers (wrap/) and their log (exec.log)
 
     @property
-    def exec_log(self) -> Path:
-        return self.tmp / "exec.log"
+    def ns(self) -> str:
+        return self.runner.ns
 
-    def agent(self, *extra: str) -> list[str]:
-        return [PYTHON, "-m", "masq", *agent_flags(self.plane, self.cfg, *extra)]
-
-    def once(self, wrap: bool = False) -> OnceRun:
-        report = self.tmp / "report"
-        self.exec_log.write_text("")
-        environ = env(self.tmp / "wrap" if wrap else None)
-        environ["MASQ_BENCH_REPORT"] = str(report)
-        argv = [PYTHON, "-c", BOOT, *agent_flags(self.plane, self.cfg, "--once")]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        done = ns_run(self.ns, argv, environ, check=False)
-        wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if done.returncode != 0:
-            raise RuntimeError(f"--once failed ({done.returncode}): {done.stderr[-2000:]}")
-        own, children, hwm = report.read_text().split()
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        procs = self.exec_log.read_text().splitlines() if wrap else []
-        return OnceRun(wall, cpu, float(own), float(children), int(hwm) / 1024, procs)
+    @property
+    def iptables(self) -> str:
+        return f"iptables-{self.plane.split('-')[1]}"
 
     def in_kernel(self) -> int:
         """How many of our CIDRs the kernel holds for IPv4 (a sanity check, not timed)."""
@@ -231,10 +152,6 @@ class Node:
             return sum(len(o["set"].get("elem", ())) for o in objects if "set" in o)
         rules = ns_run(self.ns, [self.iptables, "-t", "nat", "-S", CHAIN]).stdout.splitlines()
         return sum(1 for r in rules if "-j RETURN" in r and "169.254.0.0/16" not in r)
-
-    @property
-    def iptables(self) -> str:
-        return f"iptables-{self.plane.split('-')[1]}"
 
     def holds(self, cidr: str) -> bool:
         """Whether the kernel holds ``cidr`` in our non-masquerade list."""
@@ -246,54 +163,17 @@ class Node:
         check += ["--comment", RETURN_COMMENT, "-j", "RETURN"]
         return ns_run(self.ns, check, check=False).returncode == 0
 
-    @contextmanager
-    def daemon(self, resync: float, wrap: bool = False) -> Iterator[Daemon]:
-        argv = ["ip", "netns", "exec", self.ns, *self.agent(f"--resync-interval={resync:g}")]
-        d = Daemon(argv, self.tmp / "daemon.log", 1 if self.plane == "nftables" else 2, wrap)
-        try:
-            d.wait_sync_end(0)
-            yield d
-        finally:
-            d.stop()
-
-    def idle(self, seconds: float, wrap: bool = False) -> Idle:
-        """CPU between the end of one resync and the end of the first one ``seconds`` later."""
-        with self.daemon(1.0, wrap) as d:
-            n0 = d.wait_sync_end(d.syncs())
-            c0, t0 = stat_cpu(d.proc.pid), time.monotonic()
-            lines0 = len(self.exec_log.read_text().splitlines())
-            time.sleep(seconds)
-            n1 = d.wait_sync_end(d.syncs())
-            c1, t1 = stat_cpu(d.proc.pid), time.monotonic()
-            commands = self.exec_log.read_text().splitlines()[lines0:]
-            hwm = vm_hwm_mb(d.proc.pid)
-            writes = sum(d.text().count(w) for w in ("updated", "replaced", "removed"))
-        count = n1 - n0
-        return Idle(
-            resyncs=count,
-            seconds=t1 - t0,
-            own_ms=1000 * (c1[0] - c0[0]) / count,
-            children_ms=1000 * (c1[1] - c0[1]) / count,
-            hwm_mb=hwm,
-            processes=len(commands) / count if wrap else float("nan"),
-            writes=writes,
-            commands=sorted(set(commands)),
-        )
-
     def idle_figures(self) -> Idle:
-        """CPU without wrappers; processes per resync from a shorter run with them."""
-        figures = self.idle(IDLE_SECONDS)
-        self.exec_log.write_text("")
-        counted = self.idle(COUNT_SECONDS, wrap=True)
-        figures.processes = counted.processes
-        figures.commands = counted.commands
-        figures.writes += counted.writes
-        return figures
+        return self.runner.idle_figures(IDLE_SECONDS, COUNT_SECONDS)
 
-    def change_latency(self, files: list[list[str]], first: int) -> list[float]:
-        """Add one CIDR to the first file, CHANGE_TRIALS times; seconds until the kernel has it."""
+    def change_latency(self, files: list[list[str]], first: int, notes: list[str]) -> list[float]:
+        """Add one CIDR to the first file, CHANGE_TRIALS times; seconds until the kernel has it.
+
+        A change the kernel does not hold CHANGE_TIMEOUT later counts as infinite; the
+        trials stop there and the agent's last log lines go to ``notes``.
+        """
         latencies = []
-        with self.daemon(60.0):
+        with self.runner.daemon(60.0) as d:
             watcher = Watcher(self.ns, self.plane)
             try:
                 for t in range(CHANGE_TRIALS):
@@ -302,65 +182,43 @@ class Node:
                     watcher.drain()
                     start = time.monotonic()
                     write_file(self.cfg, "ip-masq-00", file_text(files[0]))
-                    latencies.append(watcher.wait_for(cidr) - start)
-                    for _ in range(600):  # legacy: the change seen may still be in flight
-                        if self.holds(cidr):
-                            break
-                        time.sleep(0.1)
-                    else:
-                        raise RuntimeError(f"{cidr} never reached the kernel")
+                    seen = watcher.wait_for(CHANGE_TIMEOUT)
+                    if seen is None or not self.settled(cidr):
+                        latencies.append(math.inf)
+                        tail = " / ".join(d.text().splitlines()[-4:])
+                        notes.append(
+                            f"{cidr} was not in the kernel {CHANGE_TIMEOUT:.0f} s after the"
+                            f" file changed; the agent's last lines: {tail[-1200:]}"
+                        )
+                        break
+                    latencies.append(seen - start)
                     time.sleep(1.0)
             finally:
                 watcher.stop()
+        if watcher.overruns:
+            notes.append(f"the commit watcher lost events {watcher.overruns} times (ENOBUFS)")
         return latencies
+
+    def settled(self, cidr: str) -> bool:
+        """The kernel holds ``cidr`` (legacy: the change seen may still be in flight)."""
+        for _ in range(100):
+            if self.holds(cidr):
+                return True
+            time.sleep(0.1)
+        return False
 
     def explain(self, address: str) -> str:
         start = time.perf_counter()
-        done = ns_run(self.ns, self.agent(f"--explain={address}"), check=False)
+        done = ns_run(self.ns, self.runner.argv(f"--explain={address}"), check=False)
         wall = time.perf_counter() - start
         lines = done.stdout.splitlines()
         said = [ln for ln in lines if ln.startswith(("masqueraded:", "rules:", "because:"))]
         return f"exit {done.returncode}, {wall:.2f} s: " + "; ".join(said)
 
 
-class Daemon:
-    """The agent as a daemon (``ip netns exec`` execs in place: the pid is the agent's)."""
-
-    def __init__(self, argv: list[str], log: Path, families: int, wrap: bool) -> None:
-        self.log = log
-        self.families = families  # "in sync" lines per sync
-        with log.open("w") as err:
-            self.proc = subprocess.Popen(
-                [*argv, "--v=1"],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=env(log.parent / "wrap" if wrap else None),
-            )
-
-    def syncs(self) -> int:
-        return self.log.read_text().count(IN_SYNC) // self.families
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-    def wait_sync_end(self, after: int, timeout: float = 300.0) -> int:
-        """Wait until more than ``after`` syncs have ended; the count then."""
-        deadline = time.monotonic() + timeout
-        while (count := self.syncs()) <= after:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"agent exited {self.proc.returncode}: {self.text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no sync ended in {timeout:.0f} s: {self.text()[-2000:]}")
-            time.sleep(0.01)
-        return count
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def make_node(ns: str, plane: str, cfg: Path, tmp: Path) -> Node:
+    flags = [f"--config-dir={cfg}", "--enable-ipv6", *DATAPLANES[plane]]
+    return Node(AgentRunner(ns, flags, tmp, 1 if plane == "nftables" else 2), plane, cfg)
 
 
 # --- watching the kernel for a change -------------------------------------------
@@ -393,22 +251,81 @@ def watch_legacy() -> None:
         time.sleep(0.001)
 
 
+NFNLGRP_NFTABLES = 7
+NFT_EVENTS = {6: "newrule", 12: "newsetelem"}  # NFT_MSG_NEWRULE, NFT_MSG_NEWSETELEM
+_NLMSG = struct.Struct("=IHHII")
+
+
+def _strings(body: bytes) -> dict[int, str]:
+    """The top-level string attributes of a netlink message body (after nfgenmsg)."""
+    found, at = {}, 4
+    while at + 4 <= len(body):
+        length, kind = struct.unpack_from("=HH", body, at)
+        if length < 4:
+            break
+        value = body[at + 4 : at + length]
+        if value.endswith(b"\0"):
+            found[kind & 0x3FFF] = value[:-1].decode(errors="replace")
+        at += (length + 3) & ~3
+    return found
+
+
+def watch_nft() -> None:
+    """In the namespace: print each new rule and set element nf_tables announces.
+
+    It listens to the kernel's own commit notifications (NFNLGRP_NFTABLES), as ``nft
+    monitor`` does, but keeps no cache: ``nft monitor`` re-reads the ruleset for
+    events it prints, which beside a 50,000-rule chain and a foreign writer makes it
+    fall behind and lose events.
+    """
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12) as sock:  # NETLINK_NETFILTER
+        sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
+        sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+        print("ready", flush=True)
+        while True:
+            try:
+                data = sock.recv(1 << 20)
+            except OSError as e:  # ENOBUFS: events were lost
+                print("overrun", e.errno, flush=True)
+                continue
+            at = 0
+            while at + _NLMSG.size <= len(data):
+                length, kind, *_ = _NLMSG.unpack_from(data, at)
+                if length < _NLMSG.size:
+                    break
+                event = NFT_EVENTS.get(kind & 0xFF) if kind >> 8 == 10 else None
+                if event is not None:
+                    attrs = _strings(data[at + _NLMSG.size : at + length])
+                    print(event, attrs.get(1, "?"), attrs.get(2, "?"), flush=True)
+                at += (length + 3) & ~3
+
+
 class Watcher:
-    """Lines that tell of commits, each with the time it arrived."""
+    """Lines that tell of commits, each with the time it arrived.
+
+    Legacy iptables: any change of the nat table's entry count.  nf_tables: a new rule
+    in our chain (iptables-nft) or a new element in our set; the agent writes nothing
+    else while a change is timed, and the kernel is checked for the CIDR afterwards.
+    """
 
     def __init__(self, ns: str, plane: str) -> None:
         self.legacy = plane == "iptables-legacy"
-        # nft monitor prints each element or rule as it is committed
-        argv = [PYTHON, __file__, "--watch-legacy"] if self.legacy else ["nft", "monitor"]
+        mode = "--watch-legacy" if self.legacy else "--watch-nft"
+        self.wanted = {
+            "iptables-legacy": "changed",
+            "iptables-nft": f"newrule nat {CHAIN}",
+            "nftables": f"newsetelem {TABLE} {NFT_SET}",
+        }[plane]
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv], stdout=subprocess.PIPE, text=True, env=env()
+            ["ip", "netns", "exec", ns, PYTHON, __file__, mode],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env(),
         )
         self.lines: queue.Queue[tuple[float, str]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        if self.legacy:
-            self.lines.get(timeout=30)  # "ready"
-        else:
-            time.sleep(3)  # nft monitor prints nothing when ready; give it time to start
+        self.lines.get(timeout=30)  # "ready"
+        self.overruns = 0
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -419,12 +336,16 @@ class Watcher:
         while not self.lines.empty():
             self.lines.get_nowait()
 
-    def wait_for(self, cidr: str, timeout: float = 300.0) -> float:
-        """The arrival time of the first line saying ``cidr`` (legacy: any change)."""
+    def wait_for(self, timeout: float) -> float | None:
+        """The arrival time of the first line telling of the agent's commit."""
         deadline = time.monotonic() + timeout
         while True:
-            at, line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.001))
-            if (self.legacy and line.startswith("changed")) or cidr in line:
+            try:
+                at, line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                return None
+            self.overruns += line.startswith("overrun")
+            if line.startswith(self.wanted):
                 return at
 
     def stop(self) -> None:
@@ -471,23 +392,23 @@ def run_case(plane: str, n: int, tmp: Path, largest: bool) -> Case:
         print(f"  {plane} {n:,}: {what}", flush=True)
 
     with netns(f"mqscale-{os.getpid()}") as ns:
-        node = Node(ns, plane, cfg, tmp)
-        case.first = node.once()
+        node = make_node(ns, plane, cfg, tmp)
+        case.first = node.runner.once()
         case.in_kernel = node.in_kernel()
         if case.in_kernel != n:
             raise RuntimeError(f"kernel holds {case.in_kernel} CIDRs, not {n}")
         say(f"first sync {case.first.wall:.2f} s")
-        case.steady = [node.once() for _ in range(STEADY_RUNS)]
-        case.steady[0].processes = node.once(wrap=True).processes
+        case.steady = [node.runner.once() for _ in range(STEADY_RUNS)]
+        case.steady[0].processes = node.runner.once(wrap=True).processes
         say(f"steady --once {statistics.median(r.wall for r in case.steady):.2f} s")
         case.idle = node.idle_figures()
         say(f"idle {case.idle.own_ms + case.idle.children_ms:.1f} ms/resync")
-        case.change = node.change_latency(files, 0)
+        case.change = node.change_latency(files, 0, case.notes)
         say(f"one CIDR {statistics.median(case.change):.2f} s")
         with foreign_writer(ns):
             case.foreign_idle = fi = node.idle_figures()
             say(f"idle with a foreign writer {fi.own_ms + fi.children_ms:.1f} ms/resync")
-            case.foreign_change = node.change_latency(files, CHANGE_TRIALS)
+            case.foreign_change = node.change_latency(files, CHANGE_TRIALS, case.notes)
             say(f"one CIDR with a foreign writer {statistics.median(case.foreign_change):.2f} s")
         if largest:
             inside = str(slash24s(n // 2, 1)[0].network_address + 7)
@@ -503,11 +424,11 @@ def switch_case(plane: str, tmp: Path) -> OnceRun:
     cfg = tmp / f"cfg-{plane}-switch"
     cfg.mkdir(exist_ok=True)
     with netns(f"mqscale-sw-{os.getpid()}") as ns:
-        node = Node(ns, plane, cfg, tmp)
+        node = make_node(ns, plane, cfg, tmp)
         write_config(cfg, 1)
-        node.once()
+        node.runner.once()
         write_config(cfg, SWITCH_TO)
-        run = node.once()
+        run = node.runner.once()
         if (held := node.in_kernel()) != SWITCH_TO:
             raise RuntimeError(f"after the switch the kernel holds {held} CIDRs")
     return run
@@ -645,8 +566,8 @@ def render(cases: dict[str, Case]) -> list[str]:
         ["dataplane", "N", "median", "max", "foreign writer: median", "max"],
         rows,
         [
-            "the file is replaced by rename; timed to the commit (nft monitor, or the legacy nat"
-            " table's entry count)"
+            "the file is replaced by rename; timed to the commit (nf_tables' notification of the"
+            " new rule or element, or the legacy nat table's entry count)"
         ],
     )
     switched = [
@@ -661,6 +582,8 @@ def render(cases: dict[str, Case]) -> list[str]:
     )
     out += ["", "--explain at the largest N (live rules)"]
     out += [f"  {c.plane} {c.n:,} {a}: {e}" for c in ordered for a, e in c.explain.items()]
+    notes = [f"  {c.plane} {c.n:,}: {note}" for c in ordered for note in c.notes]
+    out += ["", "Notes", *notes] if notes else []
     return out + targets(cases)
 
 
@@ -704,6 +627,7 @@ def targets(cases: dict[str, Case]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--watch-legacy", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--watch-nft", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only", default="", help="e.g. nftables:50000,iptables-nft:0")
     parser.add_argument("--fresh", action="store_true", help="forget cases measured before")
     parser.add_argument("--render", action="store_true", help="only rewrite scale.txt")
@@ -711,6 +635,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.watch_legacy:
         watch_legacy()
+        return 0
+    if args.watch_nft:
+        watch_nft()
         return 0
     if os.geteuid() != 0:
         print("run as root (it creates network namespaces)", file=sys.stderr)
