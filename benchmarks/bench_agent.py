@@ -20,58 +20,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from benchlib import PYTHON, REPO, env, make_wrappers, netns, ns_run, stat_cpu
+
 RESULTS = REPO / "benchmarks" / "results" / "agent.txt"
-PYTHON = sys.executable
 CHAIN = "IP-MASQ-AGENT"
 FOREIGN_RULES = 50_000
 RULES_PER_CHAIN = 100
 ROUNDS = 7
-WRAPPED = [
-    f"{fam}-{backend}{suffix}"
-    for fam in ("iptables", "ip6tables")
-    for backend in ("nft", "legacy")
-    for suffix in ("", "-save", "-restore")
-] + ["nft"]
 CONFIG = "nonMasqueradeCIDRs:\n  - 10.0.0.0/8\n  - 172.16.0.0/12\n  - 192.168.0.0/16\n"
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(REPO)
-    return e
-
-
-def ns_run(
-    ns: str, argv: list[str], environ: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, *argv],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=environ if environ is not None else env(),
-    )
-
-
-@contextmanager
-def netns(name: str) -> Iterator[str]:
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def agent_argv(backend: str, cfg: Path, *extra: str) -> list[str]:
@@ -86,26 +49,11 @@ def agent_argv(backend: str, cfg: Path, *extra: str) -> list[str]:
     ]
 
 
-def make_wrappers(tmp: Path, log: Path) -> Path:
-    wrap = tmp / "wrap"
-    wrap.mkdir()
-    for name in WRAPPED:
-        real = shutil.which(name)
-        if real is None:
-            continue
-        script = wrap / name
-        script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\nexec "{real}" "$@"\n')
-        script.chmod(0o755)
-    return wrap
-
-
 def count_processes(ns: str, backend: str, cfg: Path, tmp: Path, *extra: str) -> list[str]:
     """Every iptables*/nft exec of one ``--once`` run, as the PATH wrappers logged them."""
     log = tmp / "exec.log"
     log.write_text("")
-    e = env()
-    e["PATH"] = f"{tmp / 'wrap'}:{e.get('PATH', '')}"
-    ns_run(ns, agent_argv(backend, cfg, "--once", *extra), e)
+    ns_run(ns, agent_argv(backend, cfg, "--once", *extra), env(tmp / "wrap"))
     return log.read_text().splitlines()
 
 
@@ -161,15 +109,6 @@ def chain_listing(ns: str, backend: str) -> str:
         check=False,
     )
     return res.stdout
-
-
-def stat_cpu(pid: int) -> tuple[float, float]:
-    """(own utime+stime, reaped children's cutime+cstime) in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    own = (int(fields[11]) + int(fields[12])) / tick
-    children = (int(fields[13]) + int(fields[14])) / tick
-    return own, children
 
 
 def daemon_figures(ns: str, backend: str, cfg: Path, trials: int = 5) -> dict[str, float]:
