@@ -105,7 +105,7 @@ def _to_ports(text: str) -> object:
         case Success(ranges):
             return ranges
         case Failure(error):
-            raise UsageError(str(error))
+            raise UsageError(error.message)  # the flag and value are named by the caller
     raise AssertionError("unreachable")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import netaddr
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -99,3 +100,11 @@ def test_should_masquerade_matches_netaddr_oracle(case: tuple[MasqConfig, list[s
     config, addresses = case
     for address in addresses:
         assert should_masquerade(config, ipaddress.ip_address(address)) == oracle(config, address)
+
+
+def test_should_masquerade_refuses_text() -> None:
+    """Text is parsed at the edge (masq.parse_ip); a str here is the caller's bug, said loudly."""
+    config = MasqConfig()
+    with pytest.raises(TypeError, match="parse_ip"):
+        should_masquerade(config, "10.0.0.1")  # type: ignore[arg-type]
+    assert should_masquerade(config, ipaddress.ip_address("8.8.8.8")) is True

@@ -24,6 +24,12 @@ from masq.core.iptables.codec import (
     split_words_slow,
 )
 from masq.core.iptables.model import Rule
+from masq.core.iptables.rules import (
+    EXCEPTION_COMMENT,
+    MASQ_COMMENT,
+    RETURN_COMMENT,
+    jump_comment,
+)
 from masq.core.names import POSTROUTING
 from masq.core.nat import PROBABILITY_SCALE, PortRange
 from masq.core.traffic import Counters
@@ -263,3 +269,25 @@ def test_readable_ops_show_every_op_once() -> None:
     shown = render_ops_readable(ops).splitlines()
     assert [line[0] for line in shown] == ["*", "+", "+", "-", "-"]
     assert [line[2:] for line in shown] == render_restore(ops).splitlines()[1:-1]
+
+
+def test_parse_save_gives_each_rule_its_role() -> None:
+    """Roles come from what a rule does and its comment, so nothing downstream reads comments."""
+    text = "\n".join(
+        (
+            f"-A POSTROUTING -m comment --comment {quote(jump_comment(CHAIN))}"
+            f" -m addrtype ! --dst-type LOCAL -j {CHAIN}",
+            f"-N {CHAIN}",
+            f"-A {CHAIN} -d 10.9.0.0/16 -m comment --comment {quote(EXCEPTION_COMMENT)}"
+            " -j MASQUERADE",
+            f"-A {CHAIN} -d 10.0.0.0/8 -m comment --comment {quote(RETURN_COMMENT)} -j RETURN",
+            f"-A {CHAIN} -d 10.1.0.0/16 -m comment --comment {quote('someone else')} -j RETURN",
+            f"-A {CHAIN} -d 10.2.0.0/16 -m comment --comment {quote(MASQ_COMMENT)} -j RETURN",
+            f"-A {CHAIN} -m comment --comment {quote(MASQ_COMMENT)} -j MASQUERADE",
+        )
+    )
+    parsed = parse_save(text, CHAIN, "ipv4").unwrap()
+    roles = [r.role for r in parsed.chains[POSTROUTING].rules]
+    roles += [r.role for r in parsed.chains[CHAIN].rules]
+    # a known comment on the wrong action is not ours: "foreign"
+    assert roles == ["jump", "exception", "keep", "foreign", "foreign", "catch-all"]

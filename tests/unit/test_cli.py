@@ -400,3 +400,20 @@ def wait_for_handler(pid: int, signum: int) -> bool:
             return True
         time.sleep(0.001)
     return False
+
+
+def test_start_up_line_spells_flags_as_written() -> None:
+    """The start-up line shows what one would type, not Python values (False, None, 60.0)."""
+    line = cli.flags_line(
+        parse_args(["--enable-ipv6=false", "--to-ports=1024-29999,32768-65535"]).options
+    )
+    words = line.split()
+    assert "--enable-ipv6=false" in words
+    assert "--resync-interval=60" in words
+    assert "--to-ports=1024-29999,32768-65535" in words
+    assert "False" not in line and "None" not in line and "60.0" not in line
+    # feeding the line back gives the same options (unset text flags print as "--explain=")
+    assert (
+        parse_args([w for w in words if not w.endswith("=")]).options
+        == parse_args(["--enable-ipv6=false", "--to-ports=1024-29999,32768-65535"]).options
+    )
