@@ -209,6 +209,11 @@ class Metrics:
         self._refresh_lock = threading.Lock()
 
         self.registry = _Registry(resync_interval, version, self._traffic_snapshot, max_cidr_series)
+        # Every (family, op) series exists from the start at 0, so increase() over the
+        # first write is not lost to a series that appears with its first sample.
+        for family in FAMILIES:
+            for op in write_ops:
+                self.registry.writes.labels(family=family, op=op)
 
     def counters_stale(self) -> None:
         """What the last listing showed predates a write: the next scrape reads anew."""

@@ -63,7 +63,7 @@ _FEATURES = (
     ("type nat hook", "nat chains in this family (nft_chain_nat)"),
     ("masquerade", "masquerade (nft_masq)"),
     ("numgen", "numgen (nft_numgen)"),
-    ("counter", "counters on set elements (kernel 5.x or later)"),
+    ("counter", "counters on set elements (Linux 5.7 or later)"),
     ("set ", "interval sets (nft_set_rbtree)"),
 )
 
@@ -158,7 +158,10 @@ class Nft:
         finally:
             os.close(fd)
         if res.exit_code != 0:
-            raise failure(res, "nft check" if check else "nft batch")
+            error = failure(res, "nft check" if check else "nft batch")
+            if check and not isinstance(error, TransientError):
+                error = AgentError(feature_missing(res))  # the probe: say what is missing
+            raise error
 
 
 @dataclass(frozen=True, slots=True)

@@ -338,3 +338,17 @@ def test_no_success_since_start_turns_unhealthy_after_the_grace() -> None:
     m.loop_alive()
     assert not m.healthz().ok
     assert "since start" in m.healthz().reason
+
+
+def test_rule_write_series_exist_at_zero_for_each_dataplanes_ops() -> None:
+    """Series present before the first write, so increase() sees the first one."""
+    from masq.core.iptables.model import OP_LABELS as IPTABLES_OPS
+    from masq.core.nftables.model import OP_LABELS as NFT_OPS
+
+    for labels in (IPTABLES_OPS, NFT_OPS):
+        m = Metrics(write_ops=labels.values())
+        for family in ("ipv4", "ipv6"):
+            for op in labels.values():
+                assert value(m, "ip_masq_agent_rule_writes_total", family=family, op=op) == 0
+    key = ("ip_masq_agent_rule_writes_total", (("family", "ipv4"), ("op", "append")))
+    assert key not in samples(Metrics())  # no ops named, no series: the zeros come from write_ops

@@ -308,3 +308,20 @@ def test_an_idle_resync_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(built) == 1
     assert plane.plan(MasqConfig()).ops == ()  # an equal config, a new object: built again
     assert len(built) == 2
+
+
+def test_a_refused_probe_exits_with_the_missing_feature_named(tmp_path: Path) -> None:
+    """The start-up probe's refusal reaches the operator as what is missing, nothing written."""
+    fake = FakeNft(
+        fail_next=[
+            (
+                1,
+                "Error: Could not process rule: No such file or directory\n"
+                "fib daddr type local return\n^^^",
+            )
+        ]
+    )
+    agent = Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel(gen=1))
+    with pytest.raises(AgentError, match=r"nftables dataplane unavailable: .*fib expression"):
+        agent.sync()
+    assert [c[1] for c in fake.calls] == ["-c"]  # the probe only: nothing was written

@@ -134,14 +134,16 @@ def plan(desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
     )
 
 
-REBUILD_AFTER_EDITS = 1500
-"""Past this many positional edits of our chain, rebuilding it whole is faster.
+REBUILD_BUDGET = 15_000_000
+"""Rebuild our chain whole when edits x the chain's length exceed this.
 
 iptables-nft pays for each positional insert or delete in proportion to the chain's
-length, a rebuild in proportion to the rules written: the two cross at about 1,300 to
-2,000 edits whatever the length (50,000 rules: 2,500 inserts 2.2 s against a 1.0 s
-rebuild; 45,000 inserts 58 s).  Below it, edits keep the other rules' counters
-(benchmarks/bench_rebuild.py, results/iptables-rebuild.txt).
+length, a rebuild in proportion to the rules written, so the break-even number of
+edits falls as the chain grows: about 1,500 at 10,000 rules (1,000 inserts 0.17 s,
+2,500 0.38 s, a rebuild 0.25 s) and about 300 at 50,000 (2,500 inserts 7.5 s, a
+rebuild 0.9 s); both are 1.5e7 rule-edits (benchmarks/bench_rebuild.py,
+results/iptables-rebuild.txt).  Legacy iptables costs the same either way.  Below
+it, edits keep the other rules' counters; a one-CIDR change is one edit at any length.
 """
 
 
@@ -152,7 +154,16 @@ def choose_ops(desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
     """
     ops = plan(desired, observed)
     edits = sum(1 for op in ops if op.chain != POSTROUTING)
-    return replace_ops(desired, observed) if edits > REBUILD_AFTER_EDITS else ops
+    if edits * _length(desired, observed) > REBUILD_BUDGET:
+        return replace_ops(desired, observed)
+    return ops
+
+
+def _length(desired: Ruleset, observed: Ruleset) -> int:
+    """The longer of our chain now and after the plan: what each edit walks."""
+    chain = owned_chain(desired)
+    chains = (r.chain(chain) for r in (desired, observed))
+    return max((len(c.rules) for c in chains if c is not None), default=0)
 
 
 def replace_ops(desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
