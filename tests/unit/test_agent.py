@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from masq.core.iptables.rules import RulesetOptions, desired_ruleset
 from masq.shell import iptables_backend as backend
 from masq.shell import iptables_runner as iptables
 from masq.shell import process
-from masq.shell.agent import Agent, backoff_seconds, with_retries
+from masq.shell.agent import KUBE_PROXY_TABLE, Agent, backoff_seconds, with_retries
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.metrics import Metrics
 from masq.shell.options import Options
@@ -210,3 +211,58 @@ def test_with_retries_recovers() -> None:
 
     with_retries(step, cap=60.0, sleep=lambda s: None)
     assert len(attempts) == 3
+
+
+HINT = "kube-proxy runs in nftables mode here: consider --dataplane=nftables"
+
+
+def hints(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == HINT]
+
+
+def test_kube_proxy_nftables_table_gives_one_hint_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the iptables dataplane, kube-proxy's ``ip kube-proxy`` table (its nftables mode)
+    is worth one info line at start, naming the flag: not one per sync."""
+    fake = converging(FakeIptables(), default_config(tmp_path))
+    kernel = FakeKernel(tables={("ip", KUBE_PROXY_TABLE)})
+    with caplog.at_level(logging.INFO, logger="masq"):
+        agent = Agent(options(tmp_path), Metrics(), fake, kernel=kernel)
+        agent.sync()
+        agent.sync()
+    [hint] = hints(caplog)
+    assert hint.levelno == logging.INFO
+    assert "lookup" in hint.kv["why"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("dataplane", "tables"),
+    [
+        ("iptables", set()),  # no kube-proxy table: iptables mode (or no kube-proxy)
+        ("iptables", {("ip", "kube-proxy-not"), ("inet", KUBE_PROXY_TABLE)}),  # not its table
+        ("nftables", {("ip", KUBE_PROXY_TABLE)}),  # already on the advised dataplane
+    ],
+)
+def test_no_kube_proxy_hint_without_its_table_or_in_nftables_mode(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, dataplane: str, tables: set[tuple[str, str]]
+) -> None:
+    kernel = FakeKernel(tables=tables)
+    with caplog.at_level(logging.DEBUG, logger="masq"):
+        Agent(options(tmp_path, dataplane=dataplane), Metrics(), FakeIptables(), kernel=kernel)
+    assert hints(caplog) == []
+
+
+class UnknowingKernel(FakeKernel):
+    """netlink cannot answer (no nf_tables, no permission): every table is "cannot tell"."""
+
+    def table_exists(self, family: str, name: str) -> bool | None:
+        return None
+
+
+def test_no_kube_proxy_hint_when_the_kernel_cannot_tell(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="masq"):
+        Agent(options(tmp_path), Metrics(), FakeIptables(), kernel=UnknowingKernel())
+    assert hints(caplog) == []
