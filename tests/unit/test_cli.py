@@ -218,6 +218,67 @@ def test_chain_name_accepted(name: str) -> None:
     assert parse_args(["--masq-chain", name]).options.masq_chain == name
 
 
+@pytest.mark.parametrize("value", ["iptables", "nftables"])
+def test_dataplane_accepted(value: str) -> None:
+    assert parse_args([f"--dataplane={value}"]).options.dataplane == value
+    assert parse_args(["-dataplane", value]).options.dataplane == value
+
+
+def test_dataplane_defaults_to_iptables() -> None:
+    assert parse_args([]).options.dataplane == "iptables"
+
+
+@pytest.mark.parametrize("value", ["", "nft", "NFTABLES", "iptables-nft", "nftables "])
+def test_dataplane_rejected_in_one_line(value: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        parse_args([f"--dataplane={value}"])
+    assert str(raised.value) == (
+        f"invalid value {value!r} for flag -dataplane: want one of iptables, nftables"
+    )
+
+
+def test_main_bad_dataplane_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--dataplane=bpf", "--once"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "ip-masq-agent: invalid value 'bpf' for flag -dataplane: want one of iptables,"
+        " nftables (see --help)\n"
+    )
+
+
+@pytest.mark.parametrize("name", ["ip-masq-agent", "x", "A" * 64, "masq_2-b", "T9"])
+def test_nft_table_accepted(name: str) -> None:
+    assert parse_args([f"--nft-table={name}"]).options.nft_table == name
+    assert parse_args(["-nft-table", name]).options.nft_table == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "A" * 65,  # a letter and at most 63 more
+        "9lives",  # must start with a letter
+        "_x",
+        "-x",
+        "my table",
+        "a.b",
+        "a/b",
+        'a"b',
+        "tab\tle",
+        "nl\n",
+        "caf\u00e9",  # ASCII letters only
+    ],
+)
+def test_nft_table_rejected_in_one_line(name: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        parse_args([f"--nft-table={name}"])
+    assert str(raised.value) == (
+        f"invalid value {name!r} for flag -nft-table: invalid table name {name!r}: a letter,"
+        " then up to 63 letters, digits, '_' or '-'"
+    )
+    assert "\n" not in str(raised.value)  # one line, even for a name holding a newline
+
+
 @pytest.mark.parametrize("value", ["1024-29999,32768-65535", "80", "1-65535", "10-10,20-30"])
 def test_to_ports_accepted(value: str) -> None:
     ranges = parse_args([f"--to-ports={value}"]).options.to_ports
