@@ -6,13 +6,15 @@ import logging
 import socket
 import threading
 import time
+import urllib.request
+from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig, effective_resync
 from masq.core.traffic import CidrTraffic
-from masq.shell import http
+from masq.shell import http, logs
 from masq.shell.metrics import OTHER_CIDRS, TRAFFIC_MAX_AGE_SECONDS, Metrics, capped
 from masq.shell.options import BindAddress
 
@@ -145,37 +147,84 @@ def test_resync_interval_has_a_floor() -> None:
     assert effective_resync(20, MasqConfig(resync_interval=30)) == 20
 
 
+GONE = "http: client went away"
+
+
+def hang_up(port: int, *, mid_response: bool) -> str:
+    """GET /metrics, then reset the connection (``mid_response``: once the status line is in,
+    with a receive window too small for the body, so the server is still writing); returns
+    the client's address as the server logs it."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if mid_response:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    s.connect(("127.0.0.1", port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    if mid_response:
+        assert s.recv(17) == b"HTTP/1.1 200 OK\r\n"
+    client = "{}:{}".format(*s.getsockname())
+    s.close()  # RST: the server's next write (or read) fails
+    return client
+
+
+def gone_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == GONE]
+
+
 def test_a_scraper_that_hangs_up_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    """A client closing mid-response, or sending junk, leaves at most one line per
-    connection in the log, never a traceback, and the server keeps answering."""
-    m = Metrics()
-    for i in range(3000):
-        m.traffic("ipv4", (row(f"10.{i // 256}.{i % 256}.0/24", i),))  # a long exposition
+    """A client resetting the connection mid-response (the server blocked writing a long
+    /metrics) or right after its request is exactly one info line naming the client and the
+    error, never a traceback; a clean scrape and junk are none, and the server keeps
+    answering."""
+    m = Metrics(max_cidr_series=10_000)
+    rows = tuple(row(f"10.{i // 256}.{i % 256}.0/24", i) for i in range(1500))
+    m.traffic("ipv4", rows)
+    body = m.exposition()
+    assert len(body) > 200_000  # far more than the socket buffers hold: the write blocks
     server = http.start_server(BindAddress("127.0.0.1", 0), m)
     assert server is not None
     try:
         with caplog.at_level(logging.DEBUG, logger="masq"):
-            for _ in range(20):
-                s = socket.create_connection(("127.0.0.1", server.port))
-                s.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                )
-                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                s.close()  # RST: the server's write fails
+            mid = [hang_up(server.port, mid_response=True) for _ in range(5)]
+            early = [hang_up(server.port, mid_response=False) for _ in range(5)]
+            clients = mid + early
+            assert wait_until(lambda: len(gone_lines(caplog)) >= len(clients))
+            status, text = scrape(server.port, "/metrics")  # a clean scrape: no line
+            assert status == 200 and len(text) == len(body)
             junk = socket.create_connection(("127.0.0.1", server.port))
             junk.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
             assert b"Error response" in junk.recv(200)  # the stdlib's 400, HTTP/0.9 style
             junk.close()
-            time.sleep(0.3)
-            ok = socket.create_connection(("127.0.0.1", server.port))
-            ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert ok.recv(100).startswith(b"HTTP/1.1 200")
-            ok.close()
-        text = caplog.text
-        assert "Traceback" not in text
+            assert scrape(server.port, "/healthz") == (200, "ok\n")
+            time.sleep(0.3)  # a second line for any connection would be in by now
+        lines = gone_lines(caplog)
+        by_client = sorted(r.kv["client"] for r in lines)  # type: ignore[attr-defined]
+        assert by_client == sorted(clients)  # exactly one line per hung-up connection
+        for r in lines:
+            assert r.levelno == logging.INFO and r.exc_info is None
+            assert r.kv["error"] in ("BrokenPipeError", "ConnectionResetError")  # type: ignore[attr-defined]
+            line = logs.TextFormatter().format(r)
+            assert "\n" not in line and f"client={r.kv['client']}" in line  # type: ignore[attr-defined]
+        assert "Traceback" not in caplog.text
         assert all(r.exc_info is None for r in caplog.records)
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     finally:
         server.shutdown()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def scrape(port: int, path: str) -> tuple[int, str]:
+    """One GET read to its end, the connection then closed normally."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return r.status, r.read().decode()
 
 
 def test_a_write_makes_the_listed_counters_stale() -> None:
