@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fake_iptables import FakeIptables, FakeKernel, listing
+from prometheus_client.parser import text_string_to_metric_families
 
-from masq.shell import daemon
+from masq.core.iptables.rules import desired_ruleset
+from masq.shell import cli, daemon
+from masq.shell import iptables_backend as backend
+from masq.shell import iptables_runner as iptables
+from masq.shell.agent import Agent, SyncHooks
+from masq.shell.configdir import load, read_files
 from masq.shell.daemon import ConfigWatcher, Stopper, wait_for_change
 from masq.shell.errors import AgentError
+from masq.shell.metrics import Metrics
 from masq.shell.options import Options
 
 
@@ -133,3 +143,136 @@ def test_no_inotify_instance_is_one_line_error(
     with pytest.raises(AgentError, match=r"cannot watch .*Too many open files"):
         daemon.run(opts)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# --- the loop itself: daemon.run with the kernel and the idle wait faked ---------------------
+
+CHAIN = "IP-MASQ-AGENT"
+
+
+@dataclass
+class Loop:
+    """What one ``daemon.run`` did: the waits between its syncs (each the effective resync
+    interval the loop chose) and the ``Metrics`` it built."""
+
+    resyncs: int
+    waits: list[float] = field(default_factory=list)
+    metrics: list[Metrics] = field(default_factory=list)
+    kernel: FakeIptables = field(default_factory=FakeIptables)
+
+
+@pytest.fixture
+def loop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[int], Loop]]:
+    """Runs the real ``cli.main`` -> ``daemon.run`` -> ``_loop`` against fake iptables: the
+    Agent the daemon builds gets the fake iptables and kernel (nothing else changes), and the
+    idle wait returns at once, recording its timeout, until the loop has synced ``resyncs``
+    times; then it stops the loop as SIGTERM does."""
+    monkeypatch.setattr(iptables, "_random_fully_cache", {})
+    monkeypatch.setattr(backend, "_chosen", {})
+    monkeypatch.setenv("XTABLES_LOCKFILE", str(tmp_path / "xtables.lock"))
+    log = logging.getLogger("masq")
+    handlers, level = list(log.handlers), log.level  # cli.main sets logging up
+    current: list[Loop] = []
+
+    def agent(opts: Options, metrics: SyncHooks) -> Agent:
+        assert isinstance(metrics, Metrics)
+        current[-1].metrics.append(metrics)
+        return Agent(opts, metrics, current[-1].kernel, kernel=FakeKernel())
+
+    def wait(watcher: ConfigWatcher, stopper: Stopper, timeout: float) -> str:
+        run = current[-1]
+        run.waits.append(timeout)
+        if len(run.waits) < run.resyncs:
+            return "timeout"
+        stopper.signum = signal.SIGTERM
+        return "signal"
+
+    monkeypatch.setattr(daemon, "Agent", agent)
+    monkeypatch.setattr(daemon, "wait_for_change", wait)
+
+    def make(resyncs: int) -> Loop:
+        current.append(Loop(resyncs))
+        return current[-1]
+
+    yield make
+    log.handlers[:] = handlers
+    log.setLevel(level)
+
+
+def daemon_args(config_dir: Path, *flags: str) -> list[str]:
+    return [
+        f"--config-dir={config_dir}",
+        "--iptables-backend=nft",
+        "--metrics-bind-address=0",
+        *flags,
+    ]
+
+
+def in_sync_kernel(argv: list[str], packets: Mapping[str, int] | None = None) -> FakeIptables:
+    """iptables holding exactly what the agent wants for this command line's config, each
+    rule of our chain counting ``packets[cidr]`` packets (100 bytes each) as ``-S -v`` shows."""
+    opts = cli.parse_args(argv).options
+    files = read_files(opts.config_dir, opts.config_prefix).unwrap()
+    config = load(files, opts).unwrap().merged.config
+    post, own = listing(desired_ruleset(config, "ipv4", opts.ruleset_options(True)), CHAIN)
+    assert own is not None
+    lines = []
+    for line in own.splitlines():
+        counted = line
+        if packets is not None and line.startswith(f"-A {CHAIN} "):
+            words = line.split()
+            cidr = words[words.index("-d") + 1] if "-d" in words else "0.0.0.0/0"
+            counted += f" -c {packets[cidr]} {packets[cidr] * 100}"
+        lines.append(counted)
+    return FakeIptables(post=post, chain="\n".join(lines) + "\n")
+
+
+SERIES_CONFIG = (
+    "nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10,"
+    " 198.18.0.0/15, 203.0.113.0/24]\n"
+)
+# every rule of the chain that config makes: link-local, six RETURNs, the final MASQUERADE
+SERIES_RULES = {
+    "169.254.0.0/16": "RETURN",
+    "10.0.0.0/8": "RETURN",
+    "172.16.0.0/12": "RETURN",
+    "192.168.0.0/16": "RETURN",
+    "100.64.0.0/10": "RETURN",
+    "198.18.0.0/15": "RETURN",
+    "203.0.113.0/24": "RETURN",
+    "0.0.0.0/0": "MASQUERADE",
+}
+
+
+@pytest.mark.parametrize("cap", [0, 3, 7, 8, 300])
+def test_max_cidr_series_flag_caps_the_exposed_series_and_sums_the_rest(
+    loop: Callable[[int], Loop], tmp_path: Path, cap: int
+) -> None:
+    """``--metrics-max-cidr-series=N`` from the command line to /metrics' text: N per-CIDR
+    series per family, the rest summed per action under cidr="other" (none when all fit)."""
+    (tmp_path / "ip-masq-agent").write_text(SERIES_CONFIG)
+    argv = daemon_args(tmp_path, f"--metrics-max-cidr-series={cap}")
+    counts = {cidr: 2**i for i, cidr in enumerate(SERIES_RULES)}  # any sum tells its rows
+    run = loop(1)
+    run.kernel = in_sync_kernel(argv, counts)
+    assert cli.main(argv) == 0
+    [metrics] = run.metrics
+    exposed: dict[str, dict[tuple[str, str], float]] = {"packets": {}, "bytes": {}}
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for kind, series in exposed.items():
+            if family.name == f"ip_masq_agent_{kind}":
+                for s in family.samples:
+                    assert s.labels["family"] == "ipv4"
+                    series[(s.labels["cidr"], s.labels["action"])] = s.value
+    packets = exposed["packets"]
+    shown = {key: v for key, v in packets.items() if key[0] != "other"}
+    assert len(shown) == min(cap, len(SERIES_RULES))
+    assert all(SERIES_RULES[cidr] == action for cidr, action in shown)
+    assert all(v == counts[cidr] for (cidr, _), v in shown.items())  # the kernel's own counter
+    rest = [cidr for cidr in SERIES_RULES if (cidr, SERIES_RULES[cidr]) not in shown]
+    other = {action: v for (cidr, action), v in packets.items() if cidr == "other"}
+    assert other == {
+        action: sum(counts[c] for c in rest if SERIES_RULES[c] == action)
+        for action in {SERIES_RULES[c] for c in rest}
+    }
+    assert {k: v / 100 for k, v in exposed["bytes"].items()} == packets
