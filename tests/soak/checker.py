@@ -56,6 +56,9 @@ from soak.nft_view import TableView, parse_ruleset
 
 BUDGET = 2.0
 """Seconds a running, unobstructed agent has to apply a change (start-up included)."""
+RECOVERY_BOUND = RESYNC_SECONDS + 1.0 + BUDGET
+"""After the storm: one resync (or one retry, capped at the interval), the kubelet's
+longest restart backoff (1 s) and the time to apply a change."""
 LOCK_GRACE = 1.0
 """Seconds after a held xtables lock is released before a waiting iptables has it."""
 FIRST_RETRY = 0.5
@@ -655,6 +658,16 @@ def judge_final(log: RunLog, out: list[Violation]) -> float | None:
     if log.recovered_at is None:
         out.append(
             Violation(log.storm_end, "recovery", "the kernel never reached the desired state")
+        )
+    elif log.recovered_at - log.storm_end > RECOVERY_BOUND:
+        took = log.recovered_at - log.storm_end
+        out.append(
+            Violation(
+                log.recovered_at,
+                "recovery",
+                f"the desired state took {took:.2f}s after the storm, more than one resync"
+                f" ({RECOVERY_BOUND:g}s)",
+            )
         )
     finals = [s for s in log.snapshots if s.phase == "final"]
     if not finals:

@@ -390,3 +390,17 @@ def test_the_nft_fault_fails_batches_only_and_as_nft_does(tmp_path: Path) -> Non
     assert failed.returncode == 1 and "No buffer space available" in failed.stderr
     assert nft("-f", "-").returncode == 0
     assert [line.split()[0] for line in calls.read_text().splitlines()] == ["fail", "pass"]
+
+
+def test_after_the_storm_one_resync_must_bring_the_desired_state() -> None:
+    """Recovery within one resync (plus restart backoff and apply time) passes; later or
+    never is a violation."""
+    on_time = run_log((5, True))
+    on_time.recovered_at = on_time.storm_end + checker.RECOVERY_BOUND - 0.1
+    assert "recovery" not in kinds(on_time)
+    late = run_log((5, True))
+    late.recovered_at = late.storm_end + checker.RECOVERY_BOUND + 0.1
+    assert "recovery" in kinds(late)
+    never = run_log((5, True))
+    never.recovered_at = None
+    assert "recovery" in kinds(never)
