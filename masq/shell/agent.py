@@ -301,12 +301,13 @@ class Agent:
                 }
             },
         )
-        if config.resync_interval < MIN_RESYNC_SECONDS:
+        # What the files ask for: a --resync-interval below the floor (which a config without
+        # resyncInterval inherits) is warned about once, at start.
+        asked = [f.resync_interval for f in loaded.fragments if f.resync_interval is not None]
+        if asked and min(asked) < MIN_RESYNC_SECONDS:
             LOG.warning(
                 "resyncInterval is below the floor, using the floor",
-                extra={
-                    "kv": {"resyncInterval": config.resync_interval, "floor": MIN_RESYNC_SECONDS}
-                },
+                extra={"kv": {"resyncInterval": min(asked), "floor": MIN_RESYNC_SECONDS}},
             )
         conflicts = loaded.merged.conflicts
         for c in conflicts:

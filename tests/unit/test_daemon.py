@@ -276,3 +276,64 @@ def test_max_cidr_series_flag_caps_the_exposed_series_and_sums_the_rest(
         for action in {SERIES_RULES[c] for c in rest}
     }
     assert {k: v / 100 for k, v in exposed["bytes"].items()} == packets
+
+
+def floor_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+CONFIG_FLOOR = "resyncInterval is below the floor, using the floor"
+FLAG_FLOOR = "--resync-interval is below the floor, using the floor"
+
+
+@dataclass(frozen=True)
+class Asked:
+    config: str
+    flags: tuple[str, ...]
+    said: tuple[str, ...]  # the warnings expected, in order
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        Asked("resyncInterval: 100ms\n", (), (CONFIG_FLOOR,)),  # the config asks for it
+        Asked("resyncInterval: 1ns\n", ("--resync-interval=30",), (CONFIG_FLOOR,)),
+        Asked("masqLinkLocal: false\n", ("--resync-interval=0.2",), (FLAG_FLOOR,)),  # the flag
+        Asked("resyncInterval: 2s\n", ("--resync-interval=0.2",), (FLAG_FLOOR,)),
+        Asked("resyncInterval: 300ms\n", ("--resync-interval=0.5",), (FLAG_FLOOR, CONFIG_FLOOR)),
+    ],
+    ids=["config", "config-1ns", "flag", "flag-config-above", "both"],
+)
+def test_a_resync_interval_below_the_floor_warns_once_and_resyncs_every_second(
+    loop: Callable[[int], Loop], tmp_path: Path, caplog: pytest.LogCaptureFixture, asked: Asked
+) -> None:
+    """Asking for less than 1 s is one warning naming the floor and what asked (the config's
+    resyncInterval or the flag; two when both do), however many resyncs follow, and the loop
+    waits 1 s between them (the exported interval and /healthz's limit follow)."""
+    (tmp_path / "ip-masq-agent").write_text(asked.config)
+    argv = daemon_args(tmp_path, *asked.flags)
+    run = loop(4)
+    run.kernel = in_sync_kernel(argv)
+    with caplog.at_level(logging.INFO, logger="masq"):
+        assert cli.main(argv) == 0
+    assert run.waits == [1.0, 1.0, 1.0, 1.0]
+    warnings = floor_warnings(caplog)
+    assert tuple(r.getMessage() for r in warnings) == asked.said
+    assert all(r.kv["floor"] == 1.0 for r in warnings)  # type: ignore[attr-defined]
+    [metrics] = run.metrics
+    assert metrics.resync_interval == 1.0
+    assert b"ip_masq_agent_resync_interval_seconds 1.0" in metrics.exposition()
+    assert run.kernel.stdin == []  # in sync all along: the four syncs wrote nothing
+
+
+def test_an_interval_at_the_floor_does_not_warn(
+    loop: Callable[[int], Loop], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "ip-masq-agent").write_text("resyncInterval: 1s\n")
+    argv = daemon_args(tmp_path, "--resync-interval=1")
+    run = loop(2)
+    run.kernel = in_sync_kernel(argv)
+    with caplog.at_level(logging.INFO, logger="masq"):
+        assert cli.main(argv) == 0
+    assert run.waits == [1.0, 1.0]
+    assert floor_warnings(caplog) == []
