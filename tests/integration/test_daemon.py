@@ -13,9 +13,15 @@ from pathlib import Path
 import pytest
 
 from integration.agent import configmap_layout, daemon, error_lines, wait_for, write_config
-from integration.expected import RFC1918, expected_rules, jump_rule
+from integration.expected import (
+    DEFAULT_CHAIN,
+    RETURN_COMMENT,
+    RFC1918,
+    expected_rules,
+    jump_rule,
+)
 from integration.packets import verdicts
-from integration.topology import DEST_DOC_A, DEST_DOC_B, Topology
+from integration.topology import DEST_DOC_A, DEST_DOC_B, DEST_UPLINK, Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -101,6 +107,46 @@ def test_periodic_resync_heals_decay(nft_topo: Topology, config_dir: Path, tmp_p
         healed = wait_for(lambda: nft_topo.jumps_to() == [jump_rule()], REACT_WITHIN, 0.1)
         assert healed is not None, f"jump not restored by the resync:\n{log.read_text()}"
         assert proc.poll() is None, log.read_text()
+
+
+# name -> iptables arguments that decay our chain (our chain holds the RFC 1918 defaults)
+CHAIN_DECAYS: dict[str, tuple[str, ...]] = {
+    "deleted-rule": ("-t", "nat", "-D", DEFAULT_CHAIN, "-d", "192.168.0.0/16", "-m", "comment",
+                     "--comment", RETURN_COMMENT, "-j", "RETURN"),
+    "chain-flushed": ("-t", "nat", "-F", DEFAULT_CHAIN),
+    "stray-rule": ("-t", "nat", "-I", DEFAULT_CHAIN, "1", "-d", "203.0.113.0/24", "-j", "RETURN"),
+}  # fmt: skip
+
+
+def in_sync_lines(log: Path) -> int:
+    """Syncs that found our chain as it must be (logged at --v=1, once per family)."""
+    return log.read_text().count('msg="in sync"')
+
+
+def test_periodic_resync_heals_decay_in_our_chain(
+    topo: Topology, config_dir: Path, tmp_path: Path
+) -> None:
+    """A rule deleted from our chain, the chain flushed, a stray rule added: the next periodic
+    resync (1 s) heals each, on both iptables backends.  Each decay comes right after a
+    resync that found everything in sync, the moment the nft backend's shortcut (an
+    unchanged ruleset generation means no listing) is armed: it must not hide the decay."""
+    log = tmp_path / "agent.log"
+    pristine = expected_rules(RFC1918)
+    with daemon(topo, config_dir, "--resync-interval=1", "--v=1", log=log) as proc:
+        started(topo, proc, pristine, log)
+        for name, decay in CHAIN_DECAYS.items():
+            idle = in_sync_lines(log)
+            armed = wait_for(lambda: in_sync_lines(log) > idle, REACT_WITHIN)  # noqa: B023
+            assert armed is not None, f"no idle resync before {name}:\n{log.read_text()}"
+            topo.ipt(*decay)  # the next resync is about 1 s away
+            assert topo.rules() != pristine, name  # the decay is real
+            healed = wait_for(lambda: topo.rules() == pristine, REACT_WITHIN, 0.05)
+            assert healed is not None, f"{name} not healed:\n{topo.rules()}\n{log.read_text()}"
+        assert topo.jumps_to() == [jump_rule()]
+        assert verdicts(topo, DEST_DOC_A, DEST_UPLINK) == {DEST_DOC_A: "masq", DEST_UPLINK: "kept"}
+        assert proc.poll() is None, log.read_text()
+    text = log.read_text()
+    assert text.count("rules updated") == 1 + len(CHAIN_DECAYS), text  # start, then each heal
 
 
 def test_bad_config_ends_the_daemon_and_keeps_the_rules(
