@@ -198,7 +198,7 @@ def run(opts: Options) -> int:
 def _loop(
     opts: Options, agent: Agent, metrics: Metrics, watcher: ConfigWatcher, stopper: Stopper
 ) -> int:
-    backoff = Backoff(opts.resync_interval)
+    backoff = Backoff(max(MIN_RESYNC_SECONDS, opts.resync_interval))  # the floor caps retries too
     while not stopper.stopped:
         metrics.loop_alive()
         started = time.monotonic()
