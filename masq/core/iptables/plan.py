@@ -139,9 +139,9 @@ REBUILD_BUDGET = 15_000_000
 
 iptables-nft pays for each positional insert or delete in proportion to the chain's
 length, a rebuild in proportion to the rules written, so the break-even number of
-edits falls as the chain grows: about 1,500 at 10,000 rules (1,000 inserts 0.17 s,
-2,500 0.38 s, a rebuild 0.25 s) and about 300 at 50,000 (2,500 inserts 7.5 s, a
-rebuild 0.9 s); both are 1.5e7 rule-edits (benchmarks/bench_rebuild.py,
+edits falls as the chain grows: about 1,800 at 10,000 rules (1,000 inserts 0.13 s,
+2,500 0.24 s, a rebuild 0.18 s) and about 300 at 50,000 (250 inserts 0.70 s, 500
+1.87 s, a rebuild 0.9 s): 1.5e7 to 1.8e7 rule-edits (benchmarks/bench_rebuild.py,
 results/iptables-rebuild.txt).  Legacy iptables costs the same either way.  Below
 it, edits keep the other rules' counters; a one-CIDR change is one edit at any length.
 """
