@@ -216,12 +216,15 @@ def _verdict(rule: Rule | None) -> Verdict:
 
 
 def _shadowed(chain: Chain, position: int | None, ip: IPAddress) -> tuple[str, ...]:
-    """Rules after the deciding one (all, if none decided) that also match ``ip`` by CIDR."""
+    """Rules after the deciding one (all, if none decided) that also match ``ip`` by CIDR
+    (a rule without ``-d``, a /0, matches all), the catch-all aside: it always would."""
     later = chain.rules[position if position is not None else len(chain.rules) :]
     return tuple(
         render_rule(chain.name, r)
         for r in later
-        if r.destination is not None and r.protocol is None and ip in r.destination
+        if r.role != "catch-all"
+        and r.protocol is None
+        and (r.destination is None or ip in r.destination)
     )
 
 

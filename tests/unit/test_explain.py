@@ -146,8 +146,20 @@ def test_also_matches_lists_exactly_the_later_matching_rules(data: st.DataObject
     assert e.shadowed == tuple(
         render_rule(CHAIN, r)
         for r in rules[e.position :]
-        if r.destination is not None and ip in r.destination
+        if r.role != "catch-all" and (r.destination is None or ip in r.destination)
     )
+
+
+def test_also_matches_lists_a_slash_zero_rule() -> None:
+    """A 0.0.0.0/0 RETURN (written without -d) matches every address: when an exception
+    decides first, it is listed; the catch-all never is."""
+    frags, merged = _merged(
+        ("ip-masq-a", "nonMasqueradeCIDRs: [0.0.0.0/0]\nmasqueradeCIDRs: [10.0.0.0/8]")
+    )
+    e = _explain("10.0.0.1", frags, merged)
+    assert e.position == 1
+    assert len(e.shadowed) == 1
+    assert "-d " not in e.shadowed[0] and e.shadowed[0].endswith("-j RETURN")
 
 
 def test_also_matches_starts_right_after_the_deciding_rule() -> None:
