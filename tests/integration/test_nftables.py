@@ -299,6 +299,45 @@ def test_v1_and_v2_chains_are_removed_from_every_backend_in_nftables_mode(
     assert verdicts(topo, DEST_UPLINK, DEST_DOC_A) == {DEST_UPLINK: "kept", DEST_DOC_A: "masq"}
 
 
+def test_a_custom_masq_chain_moves_to_the_table_and_the_users_chains_stay(
+    topo: Topology, config_dir: Path
+) -> None:
+    """--masq-chain=MY-MASQ on a node that iptables mode managed with the same flag (each
+    backend): one nftables sync makes the table, then removes MY-MASQ and its jump, and
+    nothing else: a user chain named MY-MASQ-USER beside it, with its own POSTROUTING jump,
+    stays rule for rule."""
+    chain, user = "MY-MASQ", "MY-MASQ-USER"
+    backend = topo.backend
+    assert_ok(run_agent(topo, config_dir, f"--masq-chain={chain}"))
+    iptables = IptablesPlane(topo)
+    assert iptables.installed(chain) == iptables.expected(RFC1918, chain=chain)
+    for rule in (
+        ("-N", user),
+        ("-A", user, "-d", "198.18.0.0/15", "-j", "RETURN"),
+        ("-A", "POSTROUTING", "-s", "10.99.0.0/16", "-j", user),
+    ):
+        nft.ipt(topo, backend, 4, "-t", "nat", *rule)
+    before = nft.ipt(topo, backend, 4, "-t", "nat", "-S").splitlines()
+    assert agent_objects(topo, chain) == {
+        f"iptables-{backend} chain {chain}",
+        f"iptables-{backend} jump 1 to {chain}",
+    }
+    proc = run_agent(topo, config_dir, *NFTABLES, f"--masq-chain={chain}")
+    assert_ok(proc)
+    assert "iptables chain removed" in proc.stderr, proc.stderr
+    assert agent_objects(topo, chain) == nft_objects()
+    assert NftablesPlane(topo).installed() == NftablesPlane(topo).expected(RFC1918)
+
+    def ours(line: str) -> bool:
+        words = line.split()
+        return words[:2] in (["-N", chain], ["-A", chain]) or words[-2:] == ["-j", chain]
+
+    after = nft.ipt(topo, backend, 4, "-t", "nat", "-S").splitlines()
+    assert after == [line for line in before if not ours(line)]
+    assert len([line for line in after if user in line]) == 3  # -N, -A and the jump
+    assert verdicts(topo, DEST_UPLINK, DEST_DOC_A) == {DEST_UPLINK: "kept", DEST_DOC_A: "masq"}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_old_pod_writing_the_chain_again_is_undone_at_the_next_resync(
     nftables: NftablesPlane, config_dir: Path, tmp_path: Path, backend: Backend
