@@ -25,6 +25,7 @@ from integration.topology import REPO_ROOT, Topology, run
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 TABLE = ("ip", "ip-masq-agent")
+KILLS = 8  # kills during the big change, one in each eighth of its uninterrupted run
 
 
 def cidrs(first: int, count: int) -> list[str]:
@@ -56,8 +57,8 @@ def elements(topo: Topology) -> set[str] | None:
     return out
 
 
-def killed_at_random(topo: Topology, config_dir: Path, rng: random.Random, upto: float) -> float:
-    """Start ``--once`` and SIGKILL it after a random delay; wait until nft has finished."""
+def killed_after(topo: Topology, config_dir: Path, delay: float) -> None:
+    """Start ``--once`` and SIGKILL it after ``delay`` seconds; wait until nft has finished."""
     proc = subprocess.Popen(
         agent_argv(topo, config_dir, "--dataplane=nftables"),
         stdout=subprocess.DEVNULL,
@@ -65,13 +66,11 @@ def killed_at_random(topo: Topology, config_dir: Path, rng: random.Random, upto:
         cwd=REPO_ROOT,
         env=agent_env(),
     )
-    delay = rng.uniform(0.0, upto)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     # An nft child the agent started lives on and commits whole (or not at all).
     assert wait_for(lambda: not nft_running(topo), timeout=30) is not None
-    return delay
 
 
 def nft_running(topo: Topology) -> bool:
@@ -107,7 +106,7 @@ def test_a_kill_during_the_first_load_leaves_no_table_or_the_whole_one(
     seen = set()
     for _ in range(12):
         run(nft_topo.in_ns(nft_topo.node, ["nft", "delete", "table", *TABLE]), check=False)
-        killed_at_random(nft_topo, config_dir, rng, full)
+        killed_after(nft_topo, config_dir, rng.uniform(0.0, full))
         got = elements(nft_topo)
         assert got is None or got == want, None if got is None else len(got)
         seen.add(got is None)
@@ -119,18 +118,33 @@ def test_a_kill_during_the_first_load_leaves_no_table_or_the_whole_one(
 def test_a_kill_during_a_big_change_leaves_the_old_table_or_the_new_one(
     nft_topo: Topology, config_dir: Path
 ) -> None:
-    """Killed at random while replacing 10,000 elements by 10,000 others (deletes and adds
-    in one batch): the kernel holds exactly the old set or exactly the new one."""
+    """Killed while replacing 5,000 of 15,000 elements (deletes and adds in one batch): the
+    kernel holds exactly the old set or exactly the new one.  The kills are spread over the
+    time an uninterrupted change takes, one in each of KILLS equal slices of it, so they land
+    before the batch reaches nft (the old set stays) and after (the new one is whole), and
+    the test checks that both happened."""
     old, new = set(cidrs(0, 15_000)), set(cidrs(5_000, 15_000))
-    rng = random.Random(7)
-    for _ in range(6):
+
+    def change() -> None:
+        """The old table in the kernel, the new config in the directory."""
         write_config(config_dir, "ip-masq-agent", config(sorted(old)))
         assert elements_after_sync(nft_topo, config_dir) == old
         write_config(config_dir, "ip-masq-agent", config(sorted(new)))
-        killed_at_random(nft_topo, config_dir, rng, 2.5)
+
+    change()
+    full = timed_once(nft_topo, config_dir)
+    rng = random.Random(7)
+    outcomes = []
+    for kill in range(KILLS):
+        change()
+        delay = full * (kill + rng.random()) / KILLS
+        killed_after(nft_topo, config_dir, delay)
         got = elements(nft_topo)
         assert got in (old, new), None if got is None else (len(got & old), len(got & new))
+        outcomes.append((round(delay, 2), "new" if got == new else "old"))
     assert elements_after_sync(nft_topo, config_dir) == new
+    # Kills landed both before the batch reached nft and after (else the test proved less).
+    assert {outcome for _, outcome in outcomes} == {"old", "new"}, (full, outcomes)
 
 
 def elements_after_sync(topo: Topology, config_dir: Path) -> set[str] | None:
