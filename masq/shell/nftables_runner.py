@@ -61,23 +61,37 @@ _ABSENT_TEXT = "No such file or directory"
 _FEATURES = (
     ("fib daddr", "the fib expression (nft_fib, fib_inet/fib_ipv4)"),
     ("type nat hook", "nat chains in this family (nft_chain_nat)"),
-    ("masquerade", "masquerade (nft_masq)"),
     ("numgen", "numgen (nft_numgen)"),
-    ("counter", "counters on set elements (Linux 5.7 or later)"),
-    ("set ", "interval sets (nft_set_rbtree)"),
+    ("masquerade", "masquerade (nft_masq)"),
 )
+"""Needle -> feature, looked for in what nft marked with carets (the expression the kernel
+refused), then in the whole refusal (a marked ``numgen`` rule also says ``masquerade``)."""
+_SET_FEATURES = "interval sets (nft_set_rbtree) or counters on set elements (Linux 5.7 or later)"
+"""A refused set declaration: nft marks the set's name whatever the kernel refused in it."""
+
+
+def _error(result: Completed) -> tuple[str, str, str] | None:
+    """nft's first error line, the statement line after it and the line of carets under it
+    ("" where absent), indentation kept so that the carets line up with the statement."""
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "Error:" in line or "rror" in line.strip()[:20]:
+            statement, carets = [*lines[i + 1 : i + 3], "", ""][:2]
+            if "^" in statement:  # no statement: the carets follow the error line
+                statement, carets = "", ""
+            return line, statement, carets
+    return None
 
 
 def _reason(result: Completed) -> str:
     """nft's error and the statement it blamed, as one line."""
-    lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
-    errors = [i for i, ln in enumerate(lines) if "Error:" in ln or "rror" in ln[:20]]
-    if not errors:
+    found = _error(result)
+    if found is None:
+        lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
         return lines[0] if lines else f"exit code {result.exit_code}"
-    first = errors[0]
-    message = lines[first].split("Error:", 1)[-1].strip()
-    statement = lines[first + 1] if first + 1 < len(lines) and "^" not in lines[first + 1] else ""
-    return f"{message} at: {statement}" if statement else message
+    line, statement, _ = found
+    message = line.split("Error:", 1)[-1].strip()
+    return f"{message} at: {statement.strip()}" if statement else message
 
 
 def failure(result: Completed, what: str) -> AgentError:
@@ -91,9 +105,14 @@ def failure(result: Completed, what: str) -> AgentError:
 def feature_missing(result: Completed) -> str:
     """What the probe's refusal says is missing, for the one line the operator reads."""
     reason = _reason(result)
-    for needle, feature in _FEATURES:
-        if needle in reason:
-            return f"the kernel or nft lacks {feature}: {reason}"
+    _, statement, carets = _error(result) or ("", "", "")
+    if statement.strip().startswith("set "):
+        return f"the kernel or nft lacks {_SET_FEATURES}: {reason}"
+    marked = "".join(char for char, mark in zip(statement, carets, strict=False) if mark == "^")
+    for text in (marked, reason):
+        for needle, feature in _FEATURES:
+            if needle in text:
+                return f"the kernel or nft lacks {feature}: {reason}"
     if "Operation not permitted" in reason:
         return f"no permission to use nf_tables (CAP_NET_ADMIN): {reason}"
     return f"nf_tables refused the table: {reason}"

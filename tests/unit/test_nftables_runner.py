@@ -93,6 +93,12 @@ def test_failure_tells_transient_from_permanent_by_nfts_message() -> None:
     assert "at: add element ip t s { 10.1.0.0/16 }" in str(failure(done(permanent[0]), "x"))
 
 
+# A rule of the probe with --to-ports=1024-2047,3000-3999 (line 15 of its batch)
+TO_PORTS_RULE = (
+    "meta l4proto tcp numgen random mod 2024 < 1024 masquerade to :1024-2047 fully-random"
+)
+
+
 @pytest.mark.parametrize(
     ("stderr", "says"),
     [
@@ -108,10 +114,51 @@ def test_failure_tells_transient_from_permanent_by_nfts_message() -> None:
         ),
         ("Error: Could not process rule: Operation not permitted", "CAP_NET_ADMIN"),
         ("Error: Could not process rule: Protocol not supported", "nf_tables refused"),
+        # As nft 1.0.6 prints a refusal of the probe's batch, read as /dev/stdin: the line
+        # of the refused statement, carets under the expression the kernel refused in it
+        # (its extack), or under the name of a set whatever it refused in the declaration.
+        pytest.param(
+            "/dev/stdin:15:3-25: Error: Could not process rule: No such file or directory\n"
+            "\t\tmasquerade fully-random\n"
+            "\t\t^^^^^^^^^^^^^^^^^^^^^^^\n",
+            "masquerade (nft_masq)",
+            id="masquerade",
+        ),
+        pytest.param(
+            "/dev/stdin:15:50-86: Error: Could not process rule: No such file or directory\n"
+            f"\t\t{TO_PORTS_RULE}\n"
+            f"\t\t{' ' * 47}{'^' * 37}\n",
+            "masquerade (nft_masq)",
+            id="masquerade-in-a-to-ports-rule",
+        ),
+        pytest.param(
+            "/dev/stdin:15:20-41: Error: Could not process rule: No such file or directory\n"
+            f"\t\t{TO_PORTS_RULE}\n"
+            f"\t\t{' ' * 17}{'^' * 22}\n",
+            "numgen (nft_numgen)",
+            id="numgen",
+        ),
+        pytest.param(
+            "/dev/stdin:4:6-18: Error: Could not process rule: Operation not supported\n"
+            "\tset masquerade-v4 {\n"
+            "\t    ^^^^^^^^^^^^^\n",
+            "interval sets (nft_set_rbtree)",
+            id="interval-set",
+        ),
+        pytest.param(
+            "/dev/stdin:9:6-22: Error: Could not process rule: Operation not supported\n"
+            "\tset non-masquerade-v4 {\n"
+            "\t    ^^^^^^^^^^^^^^^^^\n",
+            "counters on set elements",
+            id="element-counters",
+        ),
     ],
 )
 def test_probe_refusal_names_the_missing_feature(stderr: str, says: str) -> None:
-    assert says in feature_missing(Completed(("nft",), 1, "", stderr))
+    """The feature named (the part before nft's own words, which echo the statement) is the
+    one the kernel refused."""
+    named = feature_missing(Completed(("nft",), 1, "", stderr)).split(": ", 1)[0]
+    assert says in named
 
 
 def test_batches_reach_nft_as_a_complete_file(tmp_path: Path) -> None:
