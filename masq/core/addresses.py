@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Literal
 
 from pyrsistent import pvector
@@ -43,8 +44,18 @@ def cidr_key(net: IPNetwork) -> tuple[int, int, int]:
 
 
 def sorted_cidrs(nets: Iterable[IPNetwork]) -> PVector[IPNetwork]:
-    """Deduplicated, canonically ordered vector (the only order the core ever emits)."""
-    return pvector(sorted(set(nets), key=cidr_key))
+    """Deduplicated, canonically ordered vector (the only order the core ever emits).
+
+    Equal CIDRs have equal keys, so duplicates are dropped after sorting: hashing
+    ``ipaddress`` networks (Python-level ``__hash__``) costs more than the sort.
+    """
+    out: list[IPNetwork] = []
+    last: tuple[int, int, int] | None = None
+    for key, net in sorted(((cidr_key(n), n) for n in nets), key=itemgetter(0)):
+        if key != last:
+            out.append(net)
+            last = key
+    return pvector(out)
 
 
 def of_family(nets: Iterable[IPNetwork], family: Family) -> PVector[IPNetwork]:

@@ -278,7 +278,7 @@ class Agent:
             self._warned_missing = False
         if self._last is not None and self._last[0] == files:
             return self._last[1]
-        parsed = load(files, opts)
+        parsed = load(files, opts, self._last[1] if self._last is not None else None)
         if isinstance(parsed, Failure):
             raise ConfigInvalid(parsed.failure()[0])
         loaded = parsed.unwrap()

@@ -25,6 +25,7 @@ class LoadedConfig:
     files: tuple[str, ...]
     fragments: PVector[Fragment]
     merged: Merged
+    sources: ConfigFiles = ()  # what was parsed, file by file, so a reload can reuse it
 
 
 def read_files(config_dir: str, prefix: str) -> Result[ConfigFiles, ConfigError]:
@@ -68,18 +69,30 @@ def _is_file(entry: os.DirEntry[str]) -> bool:
         return False
 
 
+def _parse(
+    name: str, data: bytes, known: dict[tuple[str, bytes], Fragment]
+) -> Result[Fragment, ConfigError]:
+    fragment = known.get((name, data))
+    return Success(fragment) if fragment is not None else parse_fragment(data, name)
+
+
 def config_dir_exists(config_dir: str) -> bool:
     return os.path.isdir(config_dir)
 
 
-def load(files: ConfigFiles, opts: Options) -> Result[LoadedConfig, tuple[ConfigError, ...]]:
+def load(
+    files: ConfigFiles, opts: Options, before: LoadedConfig | None = None
+) -> Result[LoadedConfig, tuple[ConfigError, ...]]:
     """Parse every file, then merge with the flag-level defaults.
 
     Every file is parsed once; a failure carries every file's own error (by name),
     or the merge's one error, so ``--validate`` can show them all while the agent
-    reports the first.
+    reports the first.  A file whose name and bytes are those of one in ``before``
+    keeps its fragment: a one-line edit of one file of a 50,000-CIDR config parses
+    that file only.
     """
-    parsed = [parse_fragment(data, name) for name, data in files]
+    known = dict(zip(before.sources, before.fragments, strict=True)) if before else {}
+    parsed = [_parse(name, data, known) for name, data in files]
     errors = tuple(p.failure() for p in parsed if isinstance(p, Failure))
     if errors:
         return Failure(errors)
@@ -93,7 +106,10 @@ def load(files: ConfigFiles, opts: Options) -> Result[LoadedConfig, tuple[Config
         )
         .map(
             lambda merged: LoadedConfig(
-                files=tuple(name for name, _ in files), fragments=fragments, merged=merged
+                files=tuple(name for name, _ in files),
+                fragments=fragments,
+                merged=merged,
+                sources=files,
             )
         )
         .alt(lambda error: (error,))

@@ -142,3 +142,24 @@ def test_load_config_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     assert [str(e) for e in loaded.failure()] == [
         f"{tmp_path / 'ip-masq-b'}: cannot read: Input/output error"
     ]
+
+
+def test_a_reload_parses_only_the_files_that_changed() -> None:
+    """Same name and bytes: the fragment from before, the very object; anything else is
+    parsed anew (a rename too: the source is part of the fragment)."""
+    opts = Options()
+    first = (
+        ("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8]"),
+        ("ip-masq-b", b"masqLinkLocal: true"),
+    )
+    before = load(first, opts).unwrap()
+    edited = (("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]"), first[1])
+    after = load(edited, opts, before).unwrap()
+    assert after.fragments[1] is before.fragments[1]
+    assert after.fragments[0] is not before.fragments[0]
+    assert len(after.merged.config.non_masquerade_cidrs) == 2
+    renamed = (("ip-masq-c", first[1][1]),)
+    again = load(renamed, opts, before).unwrap()
+    assert again.fragments[0].source == "ip-masq-c"
+    # and a reload gives what a fresh load gives
+    assert load(edited, opts).unwrap().merged == after.merged
