@@ -390,10 +390,24 @@ def _table_of(objects: list[Mapping[str, Any]], family: NftFamily, name: str) ->
     )
 
 
+def _compact_prefix(obj: dict[str, Any]) -> Any:
+    """``{"prefix": {"addr": a, "len": n}}`` as the text ``a/n`` while the JSON is parsed:
+    the 50,000 elements of a big set then take half the memory (two dicts fewer each)."""
+    if len(obj) == 2 and "addr" in obj and "len" in obj:
+        return _PrefixText(f"{obj['addr']}/{obj['len']}")
+    if len(obj) == 1 and isinstance(obj.get("prefix"), _PrefixText):
+        return str(obj["prefix"])
+    return obj
+
+
+class _PrefixText(str):
+    """A prefix's text while its ``{"prefix": ...}`` wrapper has not been seen yet."""
+
+
 def parse_listing(text: str, family: NftFamily, name: str) -> Result[NftTable, ConfigError]:
     """``nft -j list table FAMILY NAME`` output, as the model (elements with counters)."""
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_hook=_compact_prefix)
         objects = cast(list[Mapping[str, Any]], document["nftables"])
         tables = [o["table"] for o in objects if "table" in o]
         if [(t.get("family"), t.get("name")) for t in tables] != [(family, name)]:
