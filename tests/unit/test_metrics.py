@@ -352,3 +352,31 @@ def test_rule_write_series_exist_at_zero_for_each_dataplanes_ops() -> None:
                 assert value(m, "ip_masq_agent_rule_writes_total", family=family, op=op) == 0
     key = ("ip_masq_agent_rule_writes_total", (("family", "ipv4"), ("op", "append")))
     assert key not in samples(Metrics())  # no ops named, no series: the zeros come from write_ops
+
+
+def test_series_are_capped_once_per_listing_not_per_scrape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Capping sorts every CIDR; scrapes between two listings reuse it and still show the
+    listing's values, and a new listing is capped anew."""
+    from masq.shell import metrics as metrics_module
+
+    calls: list[int] = []
+    real = metrics_module.capped
+
+    def counting(rows: object, max_series: int) -> object:
+        calls.append(1)
+        return real(rows, max_series)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(metrics_module, "capped", counting)
+    m = Metrics()
+    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
+    first = [samples(m) for _ in range(3)]
+    assert len(calls) == 1
+    assert first[0] == first[2]
+    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 5, 9))))
+    after = samples(m)
+    assert len(calls) == 2
+    key = (
+        "ip_masq_agent_packets_total",
+        (("action", "RETURN"), ("cidr", "10.0.0.0/8"), ("family", "ipv4")),
+    )
+    assert first[0].get(key) == 1 and after.get(key) == 5
