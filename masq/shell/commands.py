@@ -161,38 +161,61 @@ def explain(
     else:
         fragments, merged = loaded.unwrap().fragments, loaded.unwrap().merged
     note = f"; {config_note}" if config_note else ""
-    local = is_local_address(address)
-    if opts.dataplane == "nftables":
-        table, label = _nft_table_to_explain(opts, merged, read_live)
-        if table is None and merged is None:
-            _err(f"cannot explain {address}: {label}, and the config is invalid", err)
-            return EXIT_FAILURE
-        enabled = family_of(address) in opts.table_options().families
-        result = explain_nft(
-            address,
-            table=table if enabled else None,
-            fragments=fragments,
-            merged=merged,
-            local=local,
-        )
-        _print_explanation(result, label + note, opts, out)
-        return EXIT_OK
+    gather = _explain_nft if opts.dataplane == "nftables" else _explain_iptables
+    explained = gather(opts, address, fragments, merged, read_live)
+    if isinstance(explained, str):
+        _err(f"cannot explain {address}: {explained}, and the config is invalid", err)
+        return EXIT_FAILURE
+    result, label = explained
+    _print_explanation(result, label + note, opts, out)
+    return EXIT_OK
+
+
+def _explain_nft(
+    opts: Options,
+    address: IPAddress,
+    fragments: Sequence[Fragment],
+    merged: Merged | None,
+    read_live: bool,
+) -> tuple[Explanation, str] | str:
+    """The explanation from the live nft table (or the desired one); a str when neither
+    the table nor the config can be read."""
+    table, label = _nft_table_to_explain(opts, merged, read_live)
+    if table is None and merged is None:
+        return label
+    enabled = family_of(address) in opts.table_options().families
+    result = explain_nft(
+        address,
+        table=table if enabled else None,
+        fragments=fragments,
+        merged=merged,
+        local=is_local_address(address),
+    )
+    return result, label
+
+
+def _explain_iptables(
+    opts: Options,
+    address: IPAddress,
+    fragments: Sequence[Fragment],
+    merged: Merged | None,
+    read_live: bool,
+) -> tuple[Explanation, str] | str:
+    """The explanation from the live chain (or the desired one); a str when neither the
+    rules nor the config can be read."""
     rules = _rules_to_explain(opts, address, merged, read_live)
     if isinstance(rules, Failure):
-        _err(f"cannot explain {address}: {rules.failure()}, and the config is invalid", err)
-        return EXIT_FAILURE
+        return str(rules.failure())
     ruleset, label = rules.unwrap()
-    label += note
     result = explain_ip(
         address,
         ruleset=ruleset,
         fragments=fragments,
         merged=merged,
         chain=opts.masq_chain,
-        local=local,
+        local=is_local_address(address),
     )
-    _print_explanation(result, label, opts, out)
-    return EXIT_OK
+    return result, label
 
 
 def _print_explanation(result: Explanation, label: str, opts: Options, out: TextIO | None) -> None:
