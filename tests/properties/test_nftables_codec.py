@@ -128,3 +128,40 @@ def test_unknown_expressions_make_an_opaque_rule() -> None:
         [{"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": "lo"}}, {"accept": None}]
     )
     assert rule.verdict is None and rule.text is not None and "iif" in rule.text
+
+
+def test_elements_in_every_spelling_nft_uses_read_the_same() -> None:
+    """Prefix elements with counters (compacted while parsing), bare addresses and prefixes,
+    and an element the model cannot hold (a range) kept as its own JSON text."""
+    counted = {"packets": 3, "bytes": 300}
+    a_range = {"elem": {"val": {"range": ["1.0.0.1", "1.0.0.9"]}, "counter": counted}}
+    listing = {
+        "nftables": [
+            {"table": {"family": "ip", "name": "ip-masq-agent"}},
+            {
+                "set": {
+                    "family": "ip",
+                    "table": "ip-masq-agent",
+                    "name": "non-masquerade-v4",
+                    "type": "ipv4_addr",
+                    "flags": ["interval"],
+                    "elem": [
+                        {
+                            "elem": {
+                                "val": {"prefix": {"addr": "10.0.0.0", "len": 8}},
+                                "counter": counted,
+                            }
+                        },
+                        {"prefix": {"addr": "172.16.0.0", "len": 12}},
+                        "192.168.1.1",
+                        a_range,
+                    ],
+                }
+            },
+        ]
+    }
+    table = parse_listing(json.dumps(listing), "ip", "ip-masq-agent").unwrap()
+    s = table.sets["non-masquerade-v4"]
+    assert {str(n) for n in s.elements} == {"10.0.0.0/8", "172.16.0.0/12", "192.168.1.1/32"}
+    assert [(str(n), c.packets, c.bytes) for n, c in s.counters.items()] == [("10.0.0.0/8", 3, 300)]
+    assert s.opaque == (json.dumps(a_range, sort_keys=True),)

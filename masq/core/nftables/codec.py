@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from pyrsistent import pmap, pvector
 from returns.result import Failure, Result, Success
@@ -203,14 +203,20 @@ def _parse_set(obj: Mapping[str, Any]) -> NftSet | None:
     counters: dict[IPNetwork, Counters] = {}
     opaque: list[str] = []
     for item in obj.get("elem", ()):
-        inner = item.get("elem", item) if isinstance(item, Mapping) else item
-        value = inner.get("val") if isinstance(inner, Mapping) and "val" in inner else inner
+        if isinstance(item, _Elem):  # the common case, compacted while parsing
+            value, counter = item.val, item.counter
+        else:
+            inner = item.get("elem", item) if isinstance(item, Mapping) else item
+            mapping = isinstance(inner, Mapping)
+            value = inner.get("val") if mapping and "val" in inner else inner
+            counter = inner.get("counter") if mapping else None
         net = _network(value)
         if net is None or net.version != (4 if family == "ipv4" else 6):
-            opaque.append(json.dumps(item, sort_keys=True))
+            shown = {"elem": item._asdict()} if isinstance(item, _Elem) else item
+            opaque.append(json.dumps(shown, sort_keys=True))
             continue
         elements.append(net)
-        found = _counters(inner.get("counter")) if isinstance(inner, Mapping) else None
+        found = _counters(counter)
         if found is not None:
             counters[net] = found
     flags = obj.get("flags", [])
@@ -391,17 +397,30 @@ def _table_of(objects: list[Mapping[str, Any]], family: NftFamily, name: str) ->
 
 
 def _compact_prefix(obj: dict[str, Any]) -> Any:
-    """``{"prefix": {"addr": a, "len": n}}`` as the text ``a/n`` while the JSON is parsed:
-    the 50,000 elements of a big set then take half the memory (two dicts fewer each)."""
+    """Element-sized JSON objects as small values while the JSON is parsed:
+    ``{"prefix": {"addr": a, "len": n}}`` as the text ``a/n`` and ``{"elem": {"val": v,
+    "counter": c}}`` as an ``_Elem``, so the 50,000 elements of a big set take a quarter
+    of the memory (four dicts fewer each)."""
     if len(obj) == 2 and "addr" in obj and "len" in obj:
         return _PrefixText(f"{obj['addr']}/{obj['len']}")
     if len(obj) == 1 and isinstance(obj.get("prefix"), _PrefixText):
         return str(obj["prefix"])
+    if len(obj) == 2 and "val" in obj and "counter" in obj:
+        return _Elem(obj["val"], obj["counter"])
+    if len(obj) == 1 and isinstance(obj.get("elem"), _Elem):
+        return obj["elem"]
     return obj
 
 
 class _PrefixText(str):
     """A prefix's text while its ``{"prefix": ...}`` wrapper has not been seen yet."""
+
+
+class _Elem(NamedTuple):
+    """A set element with its counter, as ``{"elem": {"val": ..., "counter": ...}}`` says."""
+
+    val: Any
+    counter: Any
 
 
 def parse_listing(text: str, family: NftFamily, name: str) -> Result[NftTable, ConfigError]:
