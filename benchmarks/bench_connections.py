@@ -137,8 +137,8 @@ def cidrs(count: int, prefix: int = 24) -> list[str] | None:
 # -- dataplanes: one function each that makes node decide with N CIDRs -----------------
 
 
-def apply_agent_iptables(topo: Topology, nets: Sequence[str], work: Path) -> None:
-    """The agent itself, once, with the CIDRs spread over several config files."""
+def agent_config(topo: Topology, nets: Sequence[str], work: Path) -> Path:
+    """A fresh config dir for the node's agent: the CIDRs spread over several files."""
     config = work / f"config-{topo.node}"
     config.mkdir(exist_ok=True)
     for old in config.iterdir():
@@ -151,7 +151,12 @@ def apply_agent_iptables(topo: Topology, nets: Sequence[str], work: Path) -> Non
         body = "".join(f"  - {c}\n" for c in chunk)
         text = f"cidrLimit: {limit}\nnonMasqueradeCIDRs:\n{body}"
         netns.write_config(config, f"ip-masq-part-{start // CONFIG_CIDRS_PER_FILE:03d}", text)
-    netns.assert_ok(netns.run_agent(topo, config, timeout=900))
+    return config
+
+
+def apply_agent_iptables(topo: Topology, nets: Sequence[str], work: Path) -> None:
+    """The agent itself, once, with the CIDRs spread over several config files."""
+    netns.assert_ok(netns.run_agent(topo, agent_config(topo, nets, work), timeout=900))
     rules = [line for line in topo.save().splitlines() if line.startswith("-A IP-MASQ-AGENT ")]
     if len(rules) != len(nets) + 2:  # + link-local RETURN + final MASQUERADE
         raise RuntimeError(f"expected {len(nets) + 2} rules in IP-MASQ-AGENT, got {len(rules)}")
@@ -176,18 +181,8 @@ def apply_nft_table(topo: Topology, nets: Sequence[str], work: Path) -> None:
 
 
 def apply_agent_nftables(topo: Topology, nets: Sequence[str], work: Path) -> None:
-    """The agent's own nftables dataplane (``--dataplane=nftables``, not written yet)."""
-    config = work / f"config-{topo.node}"
-    config.mkdir(exist_ok=True)
-    for old in config.iterdir():
-        old.unlink()
-    limit = max(len(nets), 64)
-    if not nets:
-        netns.write_config(config, "ip-masq-agent", "nonMasqueradeCIDRs: []\n")
-    for start in range(0, len(nets), CONFIG_CIDRS_PER_FILE):
-        body = "".join(f"  - {c}\n" for c in nets[start : start + CONFIG_CIDRS_PER_FILE])
-        text = f"cidrLimit: {limit}\nnonMasqueradeCIDRs:\n{body}"
-        netns.write_config(config, f"ip-masq-part-{start // CONFIG_CIDRS_PER_FILE:03d}", text)
+    """The agent's own nftables dataplane (``--dataplane=nftables``)."""
+    config = agent_config(topo, nets, work)
     netns.assert_ok(netns.run_agent(topo, config, "--dataplane=nftables", timeout=900))
 
 
