@@ -25,7 +25,7 @@ from masq.core.iptables.traffic import traffic_of as iptables_traffic
 from masq.core.merge import Merged
 from masq.core.traffic import CidrTraffic
 from masq.shell import iptables_runner, netlink
-from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
+from masq.shell.configdir import LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.errors import AgentError, ConfigInvalid, TransientError
 from masq.shell.iptables_backend import resolve_backend
 from masq.shell.netlink import Kernel
@@ -258,7 +258,7 @@ class Agent:
                 "kube-proxy runs in nftables mode here: consider --dataplane=nftables",
                 extra={"kv": {"why": "one table lookup per new connection at any CIDR count"}},
             )
-        self._last: tuple[ConfigFiles, LoadedConfig] | None = None
+        self._last: LoadedConfig | None = None
         self._warned_missing = False
 
     def load(self) -> LoadedConfig:
@@ -276,14 +276,14 @@ class Agent:
                 self._warned_missing = True
         else:
             self._warned_missing = False
-        if self._last is not None and self._last[0] == files:
-            return self._last[1]
-        parsed = load(files, opts, self._last[1] if self._last is not None else None)
+        if self._last is not None and self._last.sources == files:
+            return self._last
+        parsed = load(files, opts, self._last)
         if isinstance(parsed, Failure):
             raise ConfigInvalid(parsed.failure()[0])
         loaded = parsed.unwrap()
         self._report_config(loaded)
-        self._last = (files, loaded)
+        self._last = loaded
         return loaded
 
     def _report_config(self, loaded: LoadedConfig) -> None:
@@ -328,7 +328,7 @@ class Agent:
     def traffic_now(self) -> dict[Family, tuple[CidrTraffic, ...]]:
         """The per-CIDR counters as the kernel holds them now (read-only; any thread)."""
         last = self._last
-        return self.dataplane.traffic_now(last[1].merged.config if last is not None else None)
+        return self.dataplane.traffic_now(last.merged.config if last is not None else None)
 
     def sync(self) -> SyncReport:
         """One reconcile: the chosen dataplane, then the other's leftovers (make-before-break)."""

@@ -20,12 +20,15 @@ ConfigFiles = tuple[tuple[str, bytes], ...]
 
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:
-    """The files that made up a config, each parsed, and their merge."""
+    """The files that made up a config (name and bytes), each parsed, and their merge."""
 
-    files: tuple[str, ...]
+    sources: ConfigFiles
     fragments: PVector[Fragment]
     merged: Merged
-    sources: ConfigFiles = ()  # what was parsed, file by file, so a reload can reuse it
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.sources)
 
 
 def read_files(config_dir: str, prefix: str) -> Result[ConfigFiles, ConfigError]:
@@ -104,13 +107,6 @@ def load(
             enable_ipv6=opts.enable_ipv6,
             default_resync_interval=opts.resync_interval,
         )
-        .map(
-            lambda merged: LoadedConfig(
-                files=tuple(name for name, _ in files),
-                fragments=fragments,
-                merged=merged,
-                sources=files,
-            )
-        )
+        .map(lambda merged: LoadedConfig(sources=files, fragments=fragments, merged=merged))
         .alt(lambda error: (error,))
     )
