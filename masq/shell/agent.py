@@ -88,7 +88,7 @@ class Dataplane(Protocol):
         """Remove this dataplane's objects while the other one is in charge; ops written."""
         ...
 
-    def traffic_now(self, config: MasqConfig | None) -> dict[Family, tuple[CidrTraffic, ...]]:
+    def traffic_now(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
         """Per-CIDR counters from one read-only listing (for a scrape)."""
         ...
 
@@ -134,7 +134,7 @@ class _Iptables:
             wrote = True
         return wrote
 
-    def traffic_now(self, config: MasqConfig | None) -> dict[Family, tuple[CidrTraffic, ...]]:
+    def traffic_now(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
         return {
             t.family: iptables_traffic(t.observe(self.chain, jumps=False))
             for t in self.plane.tables()
@@ -202,7 +202,7 @@ class _Nftables:
         self._report(self.plane.apply(p))
         return True
 
-    def traffic_now(self, config: MasqConfig | None) -> dict[Family, tuple[CidrTraffic, ...]]:
+    def traffic_now(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
         return self.plane.traffic_now(config)
 
     def leftovers(self, dry_run: bool) -> int:
@@ -326,9 +326,15 @@ class Agent:
             raise AgentError(f"{conflicts[0]}{more} (--fail-on-conflict)")
 
     def traffic_now(self) -> dict[Family, tuple[CidrTraffic, ...]]:
-        """The per-CIDR counters as the kernel holds them now (read-only; any thread)."""
+        """The per-CIDR counters as the kernel holds them now (read-only; any thread).
+
+        None before a config was read: the series are the config's CIDRs (a covered one
+        reads 0), so a scrape that beats the first sync must not show the kernel's alone.
+        """
         last = self._last
-        return self.dataplane.traffic_now(last.merged.config if last is not None else None)
+        if last is None:
+            return {}
+        return self.dataplane.traffic_now(last.merged.config)
 
     def sync(self) -> SyncReport:
         """One reconcile: the chosen dataplane, then the other's leftovers (make-before-break)."""

@@ -331,13 +331,12 @@ class NftablesDataplane:
         out.write(f"# {where}: {len(p.ops)} change(s)\n")
         out.write(render_ops_readable(p.ops))
 
-    def traffic_now(self, config: MasqConfig | None) -> dict[Family, tuple[CidrTraffic, ...]]:
+    def traffic_now(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
         """Per-CIDR counters from one listing of our table (read-only, for a scrape)."""
         table = self.nft.list(self.options.nft_family)
         if table is None:
             return {}
-        decisions = [decide(config, f) for f in self.options.families] if config else []
-        return traffic_of(table, decisions)
+        return traffic_of(table, [decide(config, f) for f in self.options.families])
 
     @staticmethod
     def describe_cleanup(ops: Sequence[NftOp], out: TextIO) -> None:

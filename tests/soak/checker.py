@@ -21,7 +21,8 @@ Invariants, each a ``Violation`` when broken:
   ``ip``, or our chain or a jump to it in the iptables nat table; at rest, our table
   differs from the desired one;
 - an agent exits with a traceback or other than as documented: -9 only when SIGKILLed,
-  0 only when SIGTERMed (within ``TERM_WITHIN``, start-up included), 1 only with the
+  0 only when SIGTERMed (within ``TERM_WITHIN``, start-up included; -15 only when the
+  TERM beat the interpreter to the agent's first line, so nothing was logged), 1 only with the
   one-line error the library gives for a dir state it could have read; or it keeps
   running on a broken dir;
 - after the storm the kernel never reaches the desired state, the final snapshot is not
@@ -598,6 +599,10 @@ def judge_exits(log: RunLog, blocked: Sequence[Interval], out: list[Violation]) 
         code = life.returncode
         if code == -9 and life.signal == "KILL":
             count("SIGKILLed")
+        elif code == -15 and life.signal == "TERM" and not life.log.strip():
+            # TERM before Python ran our first line (operations.md, Signals): the
+            # default action; with the handler installed first, nothing was logged or done.
+            count("ended by SIGTERM during interpreter start-up")
         elif code == 0 and life.signal == "TERM":
             count("exit 0 on SIGTERM")
             signalled = life.signalled_at or life.ended

@@ -179,6 +179,13 @@ def test_sigterm_must_end_in_exit_0_even_during_start_up() -> None:
     assert kinds(log) == ["exit"]  # the default action: no handler in place
     log.lives[-1] = dataclasses.replace(early, returncode=0)
     assert kinds(log) == []
+    # Before Python ran the agent's first line (nothing logged) no handler can exist yet.
+    log.lives[-1] = dataclasses.replace(early, log="")
+    assert kinds(log) == []
+    assert checker.judge(log).exits == {
+        "ended by SIGTERM during interpreter start-up": 1,
+        "exit 0 on SIGTERM": 1,
+    }
 
 
 def test_a_wrong_probe_while_two_agents_run_is_a_violation_like_any_other() -> None:

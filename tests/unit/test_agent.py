@@ -266,3 +266,16 @@ def test_no_kube_proxy_hint_when_the_kernel_cannot_tell(
     with caplog.at_level(logging.DEBUG, logger="masq"):
         Agent(options(tmp_path), Metrics(), FakeIptables(), kernel=UnknowingKernel())
     assert hints(caplog) == []
+
+
+def test_a_scrape_before_the_first_config_read_shows_no_cidr_series(tmp_path: Path) -> None:
+    """The per-CIDR series are the config's CIDRs: before the agent read it, a scrape lists
+    nothing (not the kernel's rules alone, which would lack the covered CIDRs' zeros)."""
+    config = default_config(tmp_path)
+    fake = in_sync(config)
+    agent = Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel())
+    assert agent.traffic_now() == {}
+    assert fake.binaries() == []
+    agent.load()
+    assert list(agent.traffic_now()) == ["ipv4"]
+    assert fake.binaries() != []
