@@ -4,7 +4,8 @@ Internal: import the public API from ``masq``; module paths here may change.
 
 The pipeline, one module a step (data flows one way)::
 
-    file text --fragment.parse_fragment--> Fragment            (one file, validated)
+    file text --plain.load---------------> plain values        (JSON, or YAML: yaml_reader)
+    plain values --fragment--------------> Fragment            (one file, validated)
     Fragments --merge.merge--------------> Merged              (MasqConfig + conflicts)
     MasqConfig --decision.decide---------> FamilyDecision      (per family; dataplane-neutral)
     FamilyDecision --iptables.rules------> Ruleset             (the chain and its jump)

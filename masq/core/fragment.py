@@ -2,22 +2,18 @@
 
 The parser is the trust boundary: text from a ConfigMap becomes a ``Fragment``
 only if every value is exactly what the key allows, so nothing downstream ever
-re-validates.  YAML is read as an event stream (libyaml when available) and
-built into plain values here, which is what lets us refuse anchors/aliases
-(alias bombs) and every tag that would construct an object, without recursion.
+re-validates.  The text is read into plain values first (``plain``: JSON, or YAML
+as an event stream that refuses anchors and object tags), then checked here.
 An empty file, or one holding only ``null``, is a fragment with no opinion on
 any key.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
-import yaml
 from pyrsistent.typing import PVector
 from returns.result import Failure, Result, Success
 
@@ -25,6 +21,7 @@ from masq.core.addresses import IPNetwork, parse_cidr, sorted_cidrs
 from masq.core.config import DEFAULT_CIDR_LIMIT
 from masq.core.duration import parse_duration_ns
 from masq.core.errors import ConfigError, invalid
+from masq.core.plain import Pairs, Timestamp, load
 
 MAX_FRAGMENT_BYTES = 1024 * 1024
 
@@ -58,169 +55,14 @@ class Fragment:
     cidr_limit: int | None = None
 
 
-# --- loading: text -> plain values (str, int, float, bool, None, _Date, list, _Map) ---
-
-
-@dataclass(frozen=True, slots=True)
-class _Map:
-    """A mapping as its ordered pairs: YAML keys may be unhashable, and duplicates matter."""
-
-    pairs: tuple[tuple[object, object], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Date:
-    """A YAML 1.1 timestamp scalar, kept as text only to be reported as a wrong type."""
-
-    text: str
-
-
-_Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader]
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-_TAG = "tag:yaml.org,2002:"
-_SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
-
-
-def _tag_message(tag: str) -> str:
-    shown = "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
-    return (
-        f"YAML tag {shown[:_SHOWN_VALUE_CHARS]!r} is not allowed"
-        " (only plain values, lists and mappings)"
-    )
-
-
-_Loaded = Result[object, ConfigError]
-"""Plain values (str, int, float, bool, None, _Date, list, _Map), or why not."""
-
-
-def _scalar(loader: yaml.SafeLoader | yaml.CSafeLoader, event: yaml.ScalarEvent) -> _Loaded:
-    tag = event.tag
-    if tag is None or tag == "!":
-        if event.implicit[0] and "/" not in event.value:
-            tag = loader.resolve(  # type: ignore[no-untyped-call]
-                yaml.ScalarNode, event.value, (True, False)
-            )
-        else:
-            # Quoted, or a plain scalar with a "/" (a CIDR): no YAML 1.1 implicit type
-            # (int, float, bool, null, timestamp) has one, so it is a string; skipping the
-            # resolver's regexes halves the cost of a 50,000-entry list.
-            tag = _TAG + "str"
-    if tag not in _SCALAR_TAGS:
-        return Failure(invalid(_tag_message(tag)))
-    if tag == _TAG + "str":
-        return Success(event.value)
-    if tag == _TAG + "timestamp":
-        return Success(_Date(event.value))
-    node = yaml.ScalarNode(tag, event.value)
-    try:
-        return Success(loader.construct_object(node, deep=True))
-    except (ValueError, OverflowError, yaml.YAMLError) as error:
-        return Failure(invalid(f"unparsable {tag.removeprefix(_TAG)} value: {error}"))
-
-
-class _Builder:
-    """Plain values from YAML events, with a stack instead of recursion."""
-
-    def __init__(self) -> None:
-        self.root: object = None
-        self.documents = 0
-        # Open containers: a list, or a list of pairs plus a pending key.
-        self._stack: list[list[object] | tuple[list[tuple[object, object]], list[object]]] = []
-
-    def add(self, value: object) -> None:
-        if not self._stack:
-            self.root = value
-            return
-        top = self._stack[-1]
-        if isinstance(top, list):
-            top.append(value)
-        else:
-            pairs, pending = top
-            if pending:
-                pairs.append((pending.pop(), value))
-            else:
-                pending.append(value)
-
-    def event(self, loader: yaml.SafeLoader | yaml.CSafeLoader, event: object) -> _Loaded:
-        """Take one event; a Failure for what the config format does not allow."""
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            return Failure(invalid("YAML anchors and aliases are not allowed"))
-        if isinstance(event, yaml.DocumentStartEvent):
-            self.documents += 1
-            if self.documents > 1:
-                return Failure(invalid("more than one YAML document"))
-        elif isinstance(event, yaml.ScalarEvent):
-            return _scalar(loader, event).map(self.add)
-        elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
-            kind = "seq" if isinstance(event, yaml.SequenceStartEvent) else "map"
-            if event.tag not in (None, "!", _TAG + kind):
-                return Failure(invalid(_tag_message(event.tag)))
-            self._stack.append([] if kind == "seq" else ([], []))
-        elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
-            done = self._stack.pop()
-            self.add(list(done) if isinstance(done, list) else _Map(tuple(done[0])))
-        return Success(None)
-
-
-def _load_yaml(text: str) -> _Loaded:
-    """The single document's value (``None`` for an empty stream)."""
-    loader = _Loader(text)
-    builder = _Builder()
-    try:
-        while loader.check_event():
-            taken = builder.event(loader, loader.get_event())
-            if isinstance(taken, Failure):
-                return taken
-    except yaml.YAMLError as error:
-        return Failure(invalid("not valid YAML or JSON: " + _yaml_problem(error)))
-    finally:
-        loader.dispose()
-    return Success(builder.root)
-
-
-def _to_plain(value: object) -> object:
-    """JSON's values in the same shapes the YAML builder produces."""
-    if isinstance(value, _JsonPairs):
-        return _Map(tuple((k, _to_plain(v)) for k, v in value.pairs))
-    if isinstance(value, list):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class _JsonPairs:
-    pairs: tuple[tuple[str, object], ...]
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _load(text: str) -> _Loaded:
-    """JSON first when it looks like JSON (exact number/duplicate handling), else YAML."""
-    if text.lstrip(" \t\r\n\ufeff")[:1] in ("{", "["):
-        try:
-            loaded = json.loads(
-                text.lstrip("\ufeff"),
-                object_pairs_hook=lambda pairs: _JsonPairs(tuple(pairs)),
-                parse_constant=_reject_constant,
-            )
-        except (ValueError, RecursionError):
-            pass  # flow-style YAML such as {a: 1}; YAML gives the error if it is neither
-        else:
-            return Success(_to_plain(loaded))
-    return _load_yaml(text)
-
-
 # --- validation: plain values -> Fragment ---
 
 
 def _show(value: object) -> str:
     """A bounded, single-line rendering of an offending value (ConfigError repr()s it)."""
-    if isinstance(value, _Date):
+    if isinstance(value, Timestamp):
         text = value.text
-    elif isinstance(value, _Map):
+    elif isinstance(value, Pairs):
         text = "{...}"
     elif isinstance(value, list):
         text = "[...]"
@@ -237,7 +79,7 @@ _KINDS: tuple[tuple[type, str], ...] = (
     (int, "an integer"),
     (float, "a number"),
     (str, "a string"),
-    (_Date, "a date"),
+    (Timestamp, "a date"),
     (list, "a list"),
 )
 
@@ -248,6 +90,8 @@ def _kind(value: object) -> str:
 
 
 def _suggest(key: str) -> str:
+    import difflib  # here: only an unknown key pays for it
+
     by_lower = {k.lower(): k for k in KNOWN_KEYS}
     close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
     if close:
@@ -340,7 +184,7 @@ def _entry(key: object, value: object, seen: set[str]) -> Result[tuple[str, _Par
 def _fragment(source: str, document: object) -> Result[Fragment, ConfigError]:
     if document is None:
         return Success(Fragment(source))
-    if not isinstance(document, _Map):
+    if not isinstance(document, Pairs):
         return Failure(
             invalid(
                 f"not a mapping: the top level must map keys to values, got {_kind(document)}",
@@ -405,12 +249,4 @@ def _parse(text: str | bytes, source: str) -> Result[Fragment, ConfigError]:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         return Failure(ConfigError(source, f"not UTF-8 text (bad byte at offset {error.start})"))
-    return _load(decoded).alt(lambda e: e.at(source)).bind(lambda doc: _fragment(source, doc))
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
-        mark = error.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        return " ".join(f"{error.problem or 'syntax error'}{where}".split())
-    return " ".join(str(error).split())[:200]
+    return load(decoded).alt(lambda e: e.at(source)).bind(lambda doc: _fragment(source, doc))
