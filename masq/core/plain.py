@@ -4,7 +4,7 @@ Plain values are str, int, float, bool, None, ``Timestamp``, list and ``Pairs``:
 shapes both JSON and YAML give, so one validator (``fragment``) reads either.  JSON is
 tried first when the text looks like it (exact numbers, duplicate keys kept); anything
 else is YAML, whose reader (and PyYAML) is imported on first use: an agent whose config
-dir is empty or JSON never pays for it (the steady ``--once`` of the operations issue).
+dir is empty or JSON never pays for it, which a short-lived ``--once`` notices.
 """
 
 from __future__ import annotations
