@@ -23,7 +23,8 @@ Invariants, each a ``Violation`` when broken:
 - an agent exits with a traceback or other than as documented: -9 only when SIGKILLed,
   0 only when SIGTERMed (within ``TERM_WITHIN``, start-up included; -15 only when the
   TERM beat the interpreter to the agent's first line, so nothing was logged), 1 only with the
-  one-line error the library gives for a dir state it could have read; or it keeps
+  one-line error the library gives for a dir state it could have read (also when a TERM came
+  after it chose that exit); or it keeps
   running on a broken dir;
 - after the storm the kernel never reaches the desired state, the final snapshot is not
   exactly it, ``--dry-run`` plans a change, or a final probe disagrees.
@@ -610,7 +611,9 @@ def judge_exits(log: RunLog, blocked: Sequence[Interval], out: list[Violation]) 
             locked = any(h.requested <= signalled <= h.released for h in log.locks)
             if took > TERM_WITHIN + (LOCK_WAIT if locked else 0.0):
                 out.append(Violation(life.ended, "exit", f"{who}: SIGTERM took {took:.2f}s"))
-        elif code == 1 and life.signal is None:
+        elif code == 1 and life.signal in (None, "TERM"):
+            # A TERM that arrives once the agent has chosen exit 1 (its one line printed,
+            # the handler gone: operations.md, Signals) leaves that code; before, it is 0.
             errors = error_lines(life.log)
             reasons = {
                 CONFIG_ERROR_PREFIX + e for e in _reads_during(log, life.spawned, life.ended)

@@ -163,6 +163,11 @@ def test_exits_must_be_the_documented_ones() -> None:
     assert kinds(log) == []
     log.lives = [dataclasses.replace(exit_1, log="ip-masq-agent: something else\n"), later]
     assert kinds(log) == ["exit"]
+    # A TERM (the second agent stopped) after the agent chose exit 1 leaves that code.
+    log.lives = [dataclasses.replace(documented, signal="TERM", signalled_at=15.15), later]
+    assert kinds(log) == []
+    log.lives = [dataclasses.replace(exit_1, signal="TERM", log="ip-masq-agent: other\n"), later]
+    assert kinds(log) == ["exit"]
     log.lives = [dataclasses.replace(documented, log=documented.log + "Traceback (most..."), later]
     assert "traceback" in kinds(log)
     log.lives = [dataclasses.replace(later, signal=None, returncode=-9)]
