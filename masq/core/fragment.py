@@ -21,7 +21,7 @@ from masq.core.addresses import IPNetwork, parse_cidr, sorted_cidrs
 from masq.core.config import DEFAULT_CIDR_LIMIT
 from masq.core.duration import parse_duration_ns
 from masq.core.errors import ConfigError, invalid
-from masq.core.plain import Pairs, Timestamp, load
+from masq.core.plain import SHOWN_CHARS, Pairs, Timestamp, load
 
 MAX_FRAGMENT_BYTES = 1024 * 1024
 
@@ -39,7 +39,6 @@ KNOWN_KEYS: Final = (
     RESYNC_INTERVAL,
     CIDR_LIMIT,
 )
-_SHOWN_VALUE_CHARS = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +67,8 @@ def _show(value: object) -> str:
         text = "[...]"
     else:
         text = str(value)
-    if len(text) > _SHOWN_VALUE_CHARS:
-        text = text[:_SHOWN_VALUE_CHARS] + "..."
+    if len(text) > SHOWN_CHARS:
+        text = text[:SHOWN_CHARS] + "..."
     return text
 
 

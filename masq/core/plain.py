@@ -31,6 +31,9 @@ class Timestamp:
     text: str
 
 
+SHOWN_CHARS = 80
+"""How much of an offending value (or YAML tag) an error message quotes."""
+
 Loaded = Result[object, ConfigError]
 """Plain values, or why the text holds none the config format allows."""
 

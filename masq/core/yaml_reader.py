@@ -12,9 +12,7 @@ import yaml
 from returns.result import Failure, Success
 
 from masq.core.errors import invalid
-from masq.core.plain import Loaded, Pairs, Timestamp
-
-_SHOWN_TAG_CHARS = 80
+from masq.core.plain import SHOWN_CHARS, Loaded, Pairs, Timestamp
 
 _Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader]
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -26,8 +24,7 @@ _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "times
 def _tag_message(tag: str) -> str:
     shown = "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
     return (
-        f"YAML tag {shown[:_SHOWN_TAG_CHARS]!r} is not allowed"
-        " (only plain values, lists and mappings)"
+        f"YAML tag {shown[:SHOWN_CHARS]!r} is not allowed (only plain values, lists and mappings)"
     )
 
 
