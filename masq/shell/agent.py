@@ -328,7 +328,7 @@ class Agent:
     def traffic_now(self) -> dict[Family, tuple[CidrTraffic, ...]]:
         """The per-CIDR counters as the kernel holds them now (read-only; any thread).
 
-        None before a config was read: the series are the config's CIDRs (a covered one
+        Empty before a config was read: the series are the config's CIDRs (a covered one
         reads 0), so a scrape that beats the first sync must not show the kernel's alone.
         """
         last = self._last
