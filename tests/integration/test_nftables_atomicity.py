@@ -15,6 +15,7 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,28 @@ def kill_once_committing(topo: Topology, config_dir: Path) -> bool:
     return landed
 
 
+def aim_at_missed_sides(
+    topo: Topology,
+    config_dir: Path,
+    outcomes: list[str],
+    reset: Callable[[], None],
+    *,
+    old: set[str] | None,
+    new: set[str],
+) -> None:
+    """Kills must land both before the batch reaches nft ("old" stays) and after ("new" is
+    whole), else the test proves less; on a loaded machine the random ones may all fall on
+    one side, so a side missing from ``outcomes`` is aimed at, after ``reset``."""
+    if "new" not in outcomes:
+        reset()
+        killed_while_committing(topo, config_dir)
+        assert elements(topo) == new
+    if "old" not in outcomes:
+        reset()
+        killed_after(topo, config_dir, 0.0)
+        assert elements(topo) == old
+
+
 def nft_running(topo: Topology, *, committing: bool = False) -> bool:
     """Whether an ``nft ... -f`` process runs in the node's network namespace
     (``committing``: one that commits, not a ``-c`` check)."""
@@ -137,23 +160,18 @@ def test_a_kill_during_the_first_load_leaves_no_table_or_the_whole_one(
     write_config(config_dir, "ip-masq-agent", config(sorted(want)))
     full = timed_once(nft_topo, config_dir)
     rng = random.Random(20261127)
-    seen = set()
-    for _ in range(12):
+
+    def no_table() -> None:
         run(nft_topo.in_ns(nft_topo.node, ["nft", "delete", "table", *TABLE]), check=False)
+
+    outcomes = []
+    for _ in range(12):
+        no_table()
         killed_after(nft_topo, config_dir, rng.uniform(0.0, full))
         got = elements(nft_topo)
         assert got is None or got == want, None if got is None else len(got)
-        seen.add(got is None)
-    # Kills land both before the batch reaches nft and after (else the test proves less): on a
-    # loaded machine the random ones may all fall on one side, so a missing side is aimed at.
-    if False not in seen:
-        run(nft_topo.in_ns(nft_topo.node, ["nft", "delete", "table", *TABLE]), check=False)
-        killed_while_committing(nft_topo, config_dir)
-        assert elements(nft_topo) == want
-    if True not in seen:
-        run(nft_topo.in_ns(nft_topo.node, ["nft", "delete", "table", *TABLE]), check=False)
-        killed_after(nft_topo, config_dir, 0.0)
-        assert elements(nft_topo) is None
+        outcomes.append("old" if got is None else "new")
+    aim_at_missed_sides(nft_topo, config_dir, outcomes, no_table, old=None, new=want)
     assert elements_after_sync(nft_topo, config_dir) == want
 
 
@@ -184,16 +202,7 @@ def test_a_kill_during_a_big_change_leaves_the_old_table_or_the_new_one(
         got = elements(nft_topo)
         assert got in (old, new), None if got is None else (len(got & old), len(got & new))
         outcomes.append("new" if got == new else "old")
-    # Kills land both before the batch reaches nft and after (else the test proves less): on a
-    # loaded machine the random ones may all fall on one side, so a missing side is aimed at.
-    if "new" not in outcomes:
-        change()
-        killed_while_committing(nft_topo, config_dir)
-        assert elements(nft_topo) == new
-    if "old" not in outcomes:
-        change()
-        killed_after(nft_topo, config_dir, 0.0)
-        assert elements(nft_topo) == old
+    aim_at_missed_sides(nft_topo, config_dir, outcomes, change, old=old, new=new)
     assert elements_after_sync(nft_topo, config_dir) == new
 
 
