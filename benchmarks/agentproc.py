@@ -64,7 +64,7 @@ class Idle:
 def live_threads_cpu(pid: int) -> tuple[float, float]:
     """Seconds on CPU of (the main thread, the other threads alive now), ns precision.
 
-    Threads that exited (``sh``'s readers, one per command; HTTP handlers) are missing.
+    Threads that exited (HTTP handlers, one per request) are missing.
     """
     main = others = 0
     for task in Path(f"/proc/{pid}/task").iterdir():

@@ -1,6 +1,6 @@
 """Running iptables: observe what the agent owns, apply one restore per family.
 
-Every command is an argv list run through ``sh`` (never a shell string).  What
+Every command is an argv list run by ``process.run_command`` (never a shell string).  What
 is read is chosen to read least on a node whose nat table is huge (kube-proxy):
 ``-S POSTROUTING`` plus ``-S CHAIN -v`` on both backends.  On nft a one-chain
 listing costs ~5 ms whatever the table size.  On legacy every listing fetches
