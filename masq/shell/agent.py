@@ -188,11 +188,12 @@ class _Nftables:
         return self._plane
 
     def sync(self, config: MasqConfig, dry_run: bool) -> bool:
-        self.plane.probe(config)
         p = self.plane.plan(config)
         if p.listed:
             for family, rows in self.plane.traffic(config, p.observed).items():
                 self.hooks.traffic(family, rows)
+        if p.ops:  # a kernel already holding the whole desired table has every feature
+            self.plane.probe(config)
         if dry_run:
             self.plane.describe(p, self.out)
             return False

@@ -233,7 +233,8 @@ class NftablesDataplane:
         self._probed = False
 
     def probe(self, config: MasqConfig) -> None:
-        """Once per process: ``nft -c`` of the whole table; a refusal is one line, exit 1."""
+        """Once per process, before the first write: ``nft -c`` of the whole table; a
+        refusal is one line, exit 1 (nft's own error on a real batch names no feature)."""
         if self._probed:
             return
         # The table's shape without its elements: every feature is exercised (fib, nat in

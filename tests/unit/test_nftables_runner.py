@@ -193,6 +193,26 @@ def test_first_sync_probes_then_writes_the_whole_table(tmp_path: Path) -> None:
     assert "10.0.0.0/8" in written and "priority srcnat + 10" in written
 
 
+def test_only_a_sync_that_writes_probes_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel already holding the whole desired table has every feature the probe
+    checks, so a steady ``--once`` runs no ``nft -c``; the first write is still probed."""
+    from masq.core.nftables.codec import state_of
+    from masq.core.nftables.table import desired_table
+
+    fake, kernel = FakeNft(), FakeKernel(gen=1)
+    agent = Agent(options(tmp_path), Metrics(), fake, kernel=kernel)
+    desired = desired_table(agent.load().merged.config, agent.opts.table_options())
+    monkeypatch.setattr(Nft, "observe", lambda self: state_of([desired]))
+    assert agent.sync().wrote is False
+    assert fake.calls == []
+    kernel.gen = 2  # someone deleted the table
+    monkeypatch.setattr(Nft, "observe", lambda self: NftState())
+    assert agent.sync().wrote is True
+    assert [c[1] for c in fake.calls] == ["-c", "-f"]
+
+
 def test_an_unchanged_generation_skips_the_listing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Once a sync found the table in sync, later syncs at the same nf_tables generation
     list nothing; a new generation (anyone's commit) lists again."""
