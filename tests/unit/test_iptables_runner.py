@@ -132,3 +132,28 @@ def test_random_fully_asks_version_once_per_binary(version: str, supported: bool
     assert table.supports_random_fully(False) is supported
     assert table.supports_random_fully(False) is supported
     assert fake.calls == [["iptables-legacy", "--version"]]
+
+
+def test_leftovers_ask_the_kernel_before_looking_for_binaries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An idle nftables-mode resync looks for no iptables binary when netlink and /proc
+    say no chain of ours is left; a chain the kernel reports is found and listed."""
+    from fake_iptables import FakeKernel
+
+    looked: list[str] = []
+
+    def which(name: str) -> str:
+        looked.append(name)
+        return f"/usr/sbin/{name}"
+
+    monkeypatch.setattr(iptables, "_which", which)
+    fake = FakeIptables()
+    kernel = FakeKernel(chains=set(), legacy=frozenset({"filter"}))
+    assert iptables.leftover_tables(CHAIN, fake, kernel) == ()
+    assert looked == []
+    assert fake.calls == []
+    kernel.chains = {("ip6", "nat", CHAIN)}
+    found = iptables.leftover_tables(CHAIN, fake, kernel)
+    assert [(t.backend, t.family) for t in found] == [("nft", "ipv6")]
+    assert looked == ["ip6tables-nft", "ip6tables-nft-restore"]
