@@ -24,12 +24,14 @@ from benchlib import PYTHON, env, ns_run, stat_cpu, vm_hwm_mb
 IN_SYNC = 'msg="in sync"'
 WRITES = ("updated", "replaced", "removed")  # what the agent logs when it wrote
 # ``python -m masq`` as runpy runs it, plus a report of its own CPU and peak RSS at exit.
-BOOT = """import atexit, os, runpy, sys
+# getrusage, not os.times: its clock ticks (10 ms) round a 5 ms listing's CPU to 0.
+BOOT = """import atexit, os, resource, runpy, sys
 def _report():
-    t = os.times()
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     hwm = next(ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
     with open(os.environ["MASQ_BENCH_REPORT"], "w") as f:
-        f.write(f"{t.user + t.system} {t.children_user + t.children_system} {hwm}")
+        f.write(f"{me.ru_utime + me.ru_stime} {kids.ru_utime + kids.ru_stime} {hwm}")
 atexit.register(_report)
 sys.argv[0] = "masq"
 runpy.run_module("masq", run_name="__main__", alter_sys=True)
