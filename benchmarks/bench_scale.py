@@ -6,7 +6,7 @@ For iptables-nft, iptables-legacy and nftables, and N distinct /24s (0, 1,000, 1
 under 1 MiB), always with ``--enable-ipv6``, in a fresh network namespace per case:
 
 1. first sync: ``--once`` on an empty node: wall, CPU of the agent and its children
-   (RUSAGE_CHILDREN delta around it; the agent's own share from ``os.times()`` at its
+   (RUSAGE_CHILDREN delta around it; the agent's own share from ``getrusage`` at its
    exit), the agent's peak RSS (VmHWM at exit);
 2. steady-state ``--once`` on the unchanged kernel: the same, and the processes it
    starts (logging wrappers on PATH, as bench_agent.py does);
@@ -510,7 +510,10 @@ def render(cases: dict[str, Case]) -> list[str]:
         "First sync (--once on an empty node)",
         ["dataplane", "N", "wall s", "CPU s", "agent s", "children s", "agent peak RSS MB"],
         first,
-        ["CPU = agent + children (RUSAGE_CHILDREN delta); agent/children from os.times() at exit"],
+        [
+            "CPU = agent + children (RUSAGE_CHILDREN delta); agent/children from getrusage at exit",
+            "(cases measured before 2026-11-28: from os.times, in 10 ms ticks)",
+        ],
     )
     steady = [
         [
