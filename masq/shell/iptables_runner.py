@@ -356,8 +356,10 @@ def _kernel_says(table: Iptables, chain: str, kernel: netlink.Kernel) -> bool | 
 def chain_present(table: Iptables, chain: str, kernel: netlink.Kernel) -> bool:
     """A cheap read-only check for our chain: netlink or /proc first, a listing if needed."""
     known = _kernel_says(table, chain, kernel)
-    if known is not None:
-        return known
+    return _chain_listed(table, chain) if known is None else known
+
+
+def _chain_listed(table: Iptables, chain: str) -> bool:
     res = table.run([table.binary, f"--wait={LOCK_WAIT_SECONDS}", "-t", "nat", "-S", chain])
     return res.exit_code == 0
 
@@ -374,9 +376,9 @@ def leftover_tables(
     return tuple(
         table
         for table in tables
-        if _kernel_says(table, chain, kernel) is not False
+        if (known := _kernel_says(table, chain, kernel)) is not False
         and _binaries_exist(table.backend, table.family)
-        and chain_present(table, chain, kernel)
+        and (known or _chain_listed(table, chain))
     )
 
 
