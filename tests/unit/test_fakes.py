@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fake_iptables import FakeIptables, Refused, empty_nat, restore
@@ -23,7 +25,7 @@ from masq.core.iptables.rules import RulesetOptions, desired_ruleset
 from masq.core.nftables.codec import parse_listing, render_batch, state_of
 from masq.core.nftables.model import NftState, ReplaceTable
 from masq.core.nftables.table import TableOptions, desired_table
-from masq.shell.process import Completed
+from masq.shell.process import Completed, Runner, Stdin
 
 CHAIN = "IP-MASQ-AGENT"
 TABLE = "ip-masq-agent"
@@ -219,3 +221,53 @@ def test_fake_nft_lists_element_counters_and_elements_written_one_by_one() -> No
         "1.2.3.4/32",
     }
     assert set(table.sets["non-masquerade-v4"].counters) == set(elements)
+
+
+# --- what this buys the agent's tests --------------------------------------------------
+
+
+def test_a_wrong_write_by_the_agent_is_seen_in_either_fakes_table(tmp_path: Path) -> None:
+    """Had the agent written other rules than it meant (here its writes are changed on the
+    way: a /16 becomes a /17), the table either fake holds after the sync is not the
+    desired one, which the agent's tests compare; with the old accept-anything fakes the
+    listing showed the desired table whatever was written."""
+    from fake_iptables import FakeKernel
+
+    from masq.shell.agent import Agent
+    from masq.shell.metrics import Metrics
+    from masq.shell.options import Options
+
+    def corrupting(fake: Callable[[list[str], Stdin], Completed]) -> Runner:
+        def run(argv: list[str], stdin: Stdin) -> Completed:
+            if isinstance(stdin, str):
+                stdin = stdin.replace("169.254.0.0/16", "169.254.0.0/17")
+            elif isinstance(stdin, int):
+                text = os.pread(stdin, 1 << 20, 0).decode()
+                os.ftruncate(stdin, 0)
+                os.pwrite(stdin, text.replace("169.254.0.0/16", "169.254.0.0/17").encode(), 0)
+            return fake(argv, stdin)
+
+        return run
+
+    for dataplane in ("iptables", "nftables"):
+        opts = Options(
+            config_dir=str(tmp_path),
+            dataplane=dataplane,
+            iptables_backend="nft",
+            metrics_bind_address=None,
+        )
+        config = Agent(opts, Metrics()).load().merged.config
+        iptables, nft = FakeIptables(), FakeNft()
+        fake = nft if dataplane == "nftables" else iptables
+        kernel = nft.kernel() if dataplane == "nftables" else FakeKernel()
+        Agent(opts, Metrics(), corrupting(fake), kernel=kernel).sync()
+        if dataplane == "iptables":
+            assert iptables.ruleset() != desired_ruleset(config, "ipv4", opts.ruleset_options(True))
+            assert "169.254.0.0/17" in iptables(["iptables-nft-save"], None).stdout
+        else:
+            assert nft.state != state_of([desired_table(config, opts.table_options())])
+        Agent(opts, Metrics(), fake, kernel=kernel).sync()  # written right, it is right
+        if dataplane == "iptables":
+            assert iptables.ruleset() == desired_ruleset(config, "ipv4", opts.ruleset_options(True))
+        else:
+            assert nft.state == state_of([desired_table(config, opts.table_options())])
