@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 
 import pytest
-from integration import netns
+from integration import topology
 
 
 @pytest.fixture
 def namespaces() -> None:
-    problem = netns.environment_problem()
+    problem = topology.environment_problem()
     if problem is not None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"CI=true but the soak cannot run: {problem}", pytrace=False)
         pytest.skip(problem)
-    netns.sweep_stale_namespaces()
+    topology.sweep_stale_namespaces()

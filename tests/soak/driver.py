@@ -29,17 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, TextIO
 
-from integration.agent import agent_argv
-from integration.netns import (
-    AGENT_PYTHON,
-    DEST_UPLINK,
-    REPO_ROOT,
-    Backend,
-    Topology,
-    agent_env,
-    configmap_layout,
-    topology,
-)
+from integration.agent import AGENT_PYTHON, agent_argv, agent_env, configmap_layout
+from integration.topology import DEST_UPLINK, REPO_ROOT, Backend, Topology, topology
 
 from soak import checker
 from soak.catalogue import DESTINATIONS, EXTRA_DESTINATIONS, Files
