@@ -19,9 +19,9 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
 
 import pytest
+from ci import cannot_run
 from integration.expected import RESERVED, RFC1918
 from pyrsistent import pmap, pvector
 
@@ -176,14 +176,6 @@ def test_v1_to_ports(to_ports: str, v1_probabilities: list[float | None]) -> Non
 
 BACKENDS = ["nft", "legacy"]
 TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
-
-
-def cannot_run(reason: str) -> NoReturn:
-    """Skip on a developer machine; under CI=true fail: these tests are where rendering is
-    pinned to real iptables-save output (the shell's unit tests render with render_rule)."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI=true but the kernel round trips cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture
