@@ -157,8 +157,10 @@ def restore(ruleset: Ruleset, script: str) -> Ruleset:
     committed = False
     chains = ruleset
     number = 0
-    for number, raw in enumerate(script.splitlines(), start=1):
-        line = raw.strip()
+    lines = [ln.strip() for ln in script.splitlines()]
+    if not any(ln and not ln.startswith("#") for ln in lines):
+        return ruleset  # nothing to do, as iptables-restore says for empty input
+    for number, line in enumerate(lines, start=1):
         if not line or line.startswith("#"):
             continue
         try:

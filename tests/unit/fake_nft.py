@@ -442,6 +442,8 @@ def run_batch(state: NftState, text: str) -> NftState:
             if words[0] == "table":
                 block = _block(words, lines)
                 present = state.tables.get(block.family)
+                if present is not None and present.name != block.name:
+                    raise Refused("the fake holds one table per family")
                 if present is not None and (present.sets or present.chains):
                     raise Refused("the fake does not merge a table block into a full table")
                 state = apply_ops(state, [ReplaceTable(block)])
@@ -516,8 +518,12 @@ class FakeNft:
         return self._done(argv, "")
 
     def write(self, batch: str) -> None:
-        """Another writer's batch (it must be accepted)."""
+        """Another writer's batch to the agent's table (it must be accepted)."""
         self.state = run_batch(self.state, batch)
+        self.generation += 1
+
+    def commit_elsewhere(self) -> None:
+        """Another writer's commit to a table the fake does not hold: the generation moves."""
         self.generation += 1
 
     def nft_calls(self) -> list[str]:

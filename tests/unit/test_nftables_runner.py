@@ -197,7 +197,7 @@ def test_an_unchanged_generation_skips_the_listing() -> None:
     assert plane.plan(MasqConfig()).ops == ()
     assert plane.plan(MasqConfig()).listed is False
     assert fake.nft_calls() == ["-j list"]
-    fake.write("add table inet elsewhere\n")  # anyone's commit
+    fake.commit_elsewhere()  # anyone's commit, to any table
     assert plane.plan(MasqConfig()).listed is True
     assert fake.nft_calls() == ["-j list"] * 2
 
@@ -280,7 +280,7 @@ def test_after_its_own_write_the_agent_knows_the_table_without_listing_it() -> N
     bigger = MasqConfig(non_masquerade_cidrs=pvector([ip("100.64.0.0/10")]))
     step = plane.plan(bigger)
     assert step.listed is False and len(step.ops) == 1
-    fake.write("add table inet elsewhere\n")  # someone else's commit, then ours: 13
+    fake.commit_elsewhere()  # someone else's commit, then ours: 13
     plane.apply(step)
     assert fake.nft_calls() == ["-f -"] * 2  # nothing listed yet
     assert plane.plan(bigger).listed is True and fake.nft_calls()[-1] == "-j list"
