@@ -17,12 +17,12 @@ import ipaddress
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator, Sequence
 
 import pytest
 from ci import cannot_run
 from integration.expected import RESERVED, RFC1918
+from integration.topology import namespace
 from pyrsistent import pmap, pvector
 
 from masq.core.addresses import Family, sorted_cidrs
@@ -182,12 +182,8 @@ TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
 def netns() -> Iterator[str]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         cannot_run("needs root and iproute2 to create a throwaway network namespace")
-    name = f"masq-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with namespace("upstream-rules") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 def run(ns: str, argv: list[str], stdin: str | None = None) -> str:
