@@ -8,14 +8,16 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from fake_iptables import FakeIptables, FakeKernel, listing
+from fake_iptables import FakeIptables, FakeKernel
 from prometheus_client.parser import text_string_to_metric_families
+from pyrsistent import pvector
 
 from masq.core.iptables.rules import desired_ruleset
+from masq.core.traffic import Counters
 from masq.shell import cli, daemon
 from masq.shell import iptables_backend as backend
 from masq.shell import iptables_runner as iptables
@@ -214,17 +216,18 @@ def in_sync_kernel(argv: list[str], packets: Mapping[str, int] | None = None) ->
     opts = cli.parse_args(argv).options
     files = read_files(opts.config_dir, opts.config_prefix).unwrap()
     config = load(files, opts).unwrap().merged.config
-    post, own = listing(desired_ruleset(config, "ipv4", opts.ruleset_options(True)), CHAIN)
-    assert own is not None
-    lines = []
-    for line in own.splitlines():
-        counted = line
-        if packets is not None and line.startswith(f"-A {CHAIN} "):
-            words = line.split()
-            cidr = words[words.index("-d") + 1] if "-d" in words else "0.0.0.0/0"
-            counted += f" -c {packets[cidr]} {packets[cidr] * 100}"
-        lines.append(counted)
-    return FakeIptables(post=post, chain="\n".join(lines) + "\n")
+    desired = desired_ruleset(config, "ipv4", opts.ruleset_options(True))
+    if packets is not None:
+        own = desired.chains[CHAIN]
+        rules = [
+            replace(r, counters=Counters(packets[cidr], packets[cidr] * 100))
+            for r in own.rules
+            for cidr in [str(r.destination or "0.0.0.0/0")]
+        ]
+        desired = replace(
+            desired, chains=desired.chains.set(CHAIN, replace(own, rules=pvector(rules)))
+        )
+    return FakeIptables.holding(desired)
 
 
 SERIES_CONFIG = (

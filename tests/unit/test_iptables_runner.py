@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_iptables import FakeIptables, listing
+from fake_iptables import FakeIptables
 
 from masq.core.addresses import Family
 from masq.core.config import MasqConfig
@@ -42,7 +42,7 @@ def test_observe_runs_two_chain_listings(
 
 
 def test_absent_chain_is_not_an_error() -> None:
-    observed = Iptables("nft", "ipv4", FakeIptables(chain=None)).observe(CHAIN)
+    observed = Iptables("nft", "ipv4", FakeIptables()).observe(CHAIN)
     assert observed.chain(CHAIN) is None
 
 
@@ -58,8 +58,7 @@ def test_nft_1_8_9_incompatible_message_for_missing_chain_means_absent() -> None
 
 def test_observe_round_trips_the_desired_rules() -> None:
     desired = desired_ruleset(MasqConfig(), "ipv4", RulesetOptions())
-    post, own = listing(desired, CHAIN)
-    observed = Iptables("nft", "ipv4", FakeIptables(post=post, chain=own)).observe(CHAIN)
+    observed = Iptables("nft", "ipv4", FakeIptables.holding(desired)).observe(CHAIN)
     assert observed == desired
 
 
@@ -91,9 +90,18 @@ def test_transient_classification(code: int, stderr: str, transient: bool) -> No
 
 def test_restore_sends_script_on_stdin_with_bounded_lock_wait() -> None:
     fake = FakeIptables()
-    Iptables("nft", "ipv6", fake).restore("*nat\nCOMMIT\n")
+    Iptables("nft", "ipv6", fake).restore(f"*nat\n:{CHAIN} - [0:0]\nCOMMIT\n")
     assert fake.calls == [["ip6tables-nft-restore", "--noflush", "--wait=5"]]
-    assert fake.stdin == ["*nat\nCOMMIT\n"]
+    assert fake.stdin == [f"*nat\n:{CHAIN} - [0:0]\nCOMMIT\n"]
+    assert fake.ruleset("ipv6").chain(CHAIN) is not None
+    assert fake.ruleset("ipv4").chain(CHAIN) is None  # the family's own table only
+
+
+def test_a_refused_restore_is_an_error_naming_the_line() -> None:
+    fake = FakeIptables()
+    with pytest.raises(AgentError, match="line 2 failed") as raised:
+        Iptables("nft", "ipv4", fake).restore(f"*nat\n-A {CHAIN} -j RETURN\nCOMMIT\n")
+    assert not isinstance(raised.value, TransientError)
 
 
 def test_restore_lock_contention_is_transient() -> None:
