@@ -46,7 +46,9 @@ class FakeIptables:
     stdin: list[str] = field(default_factory=list)
     on_restore: Callable[[str], None] | None = None
 
-    def __call__(self, argv: list[str], stdin: Stdin) -> Completed:
+    def __call__(
+        self, argv: list[str], stdin: Stdin = None, timeout: float | None = None
+    ) -> Completed:
         self.calls.append(argv)
         name = argv[0]
         if name.endswith("-restore"):

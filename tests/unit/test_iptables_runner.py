@@ -16,11 +16,6 @@ from masq.shell.process import Completed
 CHAIN = "IP-MASQ-AGENT"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_version_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(iptables, "_random_fully_cache", {})
-
-
 @pytest.mark.parametrize(
     ("backend", "family", "binary"),
     [
@@ -47,7 +42,9 @@ def test_absent_chain_is_not_an_error() -> None:
 
 
 def test_nft_1_8_9_incompatible_message_for_missing_chain_means_absent() -> None:
-    def runner(argv: list[str], stdin: str | int | None) -> Completed:
+    def runner(
+        argv: list[str], stdin: str | int | None = None, timeout: float | None = None
+    ) -> Completed:
         if argv[-1] == "-v":
             err = "iptables v1.8.9 (nf_tables): chain `X' in table `nat' is incompatible"
             return Completed(tuple(argv), 1, "", err)
@@ -64,7 +61,9 @@ def test_observe_round_trips_the_desired_rules() -> None:
 
 
 def test_listing_failure_raises_with_stderr_reason() -> None:
-    def runner(argv: list[str], stdin: str | int | None) -> Completed:
+    def runner(
+        argv: list[str], stdin: str | int | None = None, timeout: float | None = None
+    ) -> Completed:
         return Completed(tuple(argv), 3, "", "iptables: Permission denied (you must be root)\n")
 
     with pytest.raises(AgentError, match="Permission denied") as info:

@@ -23,12 +23,13 @@ from masq.core.iptables.model import (
     Op,
     Rule,
     Ruleset,
-    op_label,
+    op_labels,
 )
-from masq.core.iptables.rules import RulesetOptions, desired_ruleset, jump_rule
+from masq.core.iptables.rules import desired_ruleset, jump_rule
 from masq.core.iptables.traffic import traffic_of
 from masq.core.merge import merge
 from masq.core.names import POSTROUTING
+from masq.core.options import DataplaneOptions
 from masq.core.traffic import Counters
 from masq.shell.metrics import HEALTH_INTERVALS, Metrics
 
@@ -85,7 +86,7 @@ def observed(family: Family, *rules: Rule, chain: str = "IP-MASQ-AGENT") -> Rule
 def test_every_required_metric_with_its_type_and_labels() -> None:
     m = Metrics()
     m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
-    m.rule_writes("ipv4", [op_label(CreateChain("X"))])
+    m.rule_writes("ipv4", op_labels(CreateChain("X")))
     got = families(m)
     expected = {
         "ip_masq_agent_syncs": ("counter", {"result"}),
@@ -131,8 +132,8 @@ def test_rule_writes_by_family_and_op() -> None:
     r = rule("RETURN", "10.0.0.0/8", 0, 0)
     v4: list[Op] = [CreateChain("C"), AppendRule("C", r), AppendRule("C", r), InsertRule("C", 1, r)]
     v6: list[Op] = [DeleteRuleAt("C", 2), DeleteRule(POSTROUTING, r)]
-    m.rule_writes("ipv4", [op_label(op) for op in v4])
-    m.rule_writes("ipv6", [op_label(op) for op in v6])
+    m.rule_writes("ipv4", [label for op in v4 for label in op_labels(op)])
+    m.rule_writes("ipv6", [label for op in v6 for label in op_labels(op)])
     assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="create_chain") == 1
     assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="append") == 2
     assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="insert") == 1
@@ -227,7 +228,7 @@ def test_rules_sharing_labels_are_summed_and_uncounted_rules_skipped() -> None:
 def test_desired_ruleset_rules_map_to_labels() -> None:
     """Every rule the agent writes gets a distinct label set (catch-all spelled 0.0.0.0/0)."""
     config = merge([]).unwrap().config
-    desired = desired_ruleset(config, "ipv4", RulesetOptions())
+    desired = desired_ruleset(config, "ipv4", DataplaneOptions())
     counted = Ruleset(
         "ipv4",
         pmap(

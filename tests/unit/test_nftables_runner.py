@@ -18,8 +18,9 @@ from fake_iptables import FakeIptables, FakeKernel
 from pyrsistent import pvector
 
 from masq.core.nftables.model import NftState
-from masq.core.nftables.table import TableOptions
+from masq.core.options import DataplaneOptions
 from masq.shell.agent import Agent
+from masq.shell.dataplane import dataplane_options
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.metrics import Metrics
 from masq.shell.nftables_runner import Nft, NftablesDataplane, failure, feature_missing
@@ -37,7 +38,9 @@ class FakeNft:
     fail_next: list[tuple[int, str]] = field(default_factory=list)
     iptables: FakeIptables = field(default_factory=FakeIptables)
 
-    def __call__(self, argv: list[str], stdin: Stdin) -> Completed:
+    def __call__(
+        self, argv: list[str], stdin: Stdin = None, timeout: float | None = None
+    ) -> Completed:
         if argv[0] != "nft":
             return self.iptables(argv, stdin)
         self.calls.append(argv)
@@ -164,7 +167,7 @@ def test_probe_refusal_names_the_missing_feature(stderr: str, says: str) -> None
 def test_batches_reach_nft_as_a_complete_file(tmp_path: Path) -> None:
     """Every batch (the probe too) is read by nft from a file descriptor holding all of it."""
     fake = FakeNft()
-    plane = NftablesDataplane(TableOptions(), fake, FakeKernel(gen=7))
+    plane = NftablesDataplane(DataplaneOptions(), fake, FakeKernel(gen=7))
     nft = plane.nft
     nft.run_batch("add table ip x\n")
     assert fake.calls == [["nft", "-f", "-"]]
@@ -203,7 +206,7 @@ def test_only_a_sync_that_writes_probes_first(
 
     fake, kernel = FakeNft(), FakeKernel(gen=1)
     agent = Agent(options(tmp_path), Metrics(), fake, kernel=kernel)
-    desired = desired_table(agent.load().merged.config, agent.opts.table_options())
+    desired = desired_table(agent.load().merged.config, dataplane_options(agent.opts))
     monkeypatch.setattr(Nft, "observe", lambda self: state_of([desired]))
     assert agent.sync().wrote is False
     assert fake.calls == []
@@ -221,8 +224,8 @@ def test_an_unchanged_generation_skips_the_listing(monkeypatch: pytest.MonkeyPat
     from masq.core.nftables.table import desired_table
 
     kernel = FakeKernel(gen=5)
-    plane = NftablesDataplane(TableOptions(), FakeNft(), kernel)
-    desired = desired_table(MasqConfig(), TableOptions())
+    plane = NftablesDataplane(DataplaneOptions(), FakeNft(), kernel)
+    desired = desired_table(MasqConfig(), DataplaneOptions())
     observed: list[int] = []
 
     def observe() -> NftState:
@@ -257,16 +260,16 @@ def test_a_refused_incremental_batch_falls_back_to_replacing_the_table(tmp_path:
     from masq.shell.nftables_runner import NftPlan
 
     fake = FakeNft(fail_next=[(1, "Error: element does not exist")])
-    plane = NftablesDataplane(TableOptions(), fake, FakeKernel())
+    plane = NftablesDataplane(DataplaneOptions(), fake, FakeKernel())
     from masq.core.config import MasqConfig
     from masq.core.nftables.table import desired_table
 
-    desired = desired_table(MasqConfig(), TableOptions())
+    desired = desired_table(MasqConfig(), DataplaneOptions())
     ops = plan(desired, NftState())
     written = plane.apply(NftPlan(desired, NftState(), ops))
     assert len(fake.batches) == 2
     assert fake.batches[1].startswith("add table ip ip-masq-agent\ndelete table ip ip-masq-agent\n")
-    assert len(written) == len(ops) + 1
+    assert written.ops == len(ops) + 1
 
 
 def test_a_transient_failure_is_not_turned_into_a_replace(tmp_path: Path) -> None:
@@ -278,8 +281,8 @@ def test_a_transient_failure_is_not_turned_into_a_replace(tmp_path: Path) -> Non
     fake = FakeNft(
         fail_next=[(1, "netlink: Error: Could not process rule: No buffer space available")]
     )
-    plane = NftablesDataplane(TableOptions(), fake, FakeKernel())
-    desired = desired_table(MasqConfig(), TableOptions())
+    plane = NftablesDataplane(DataplaneOptions(), fake, FakeKernel())
+    desired = desired_table(MasqConfig(), DataplaneOptions())
     with pytest.raises(TransientError):
         plane.apply(NftPlan(desired, NftState(), plan(desired, NftState())))
     assert len(fake.batches) == 1
@@ -297,7 +300,7 @@ def test_element_counts_in_rule_writes(tmp_path: Path) -> None:
             AddElements("inet", "t", "masquerade-v6", v6),
         ]
     )
-    assert labels == {"ipv4": ["add_element"] * 3, "ipv6": ["add_element"]}
+    assert labels == {"ipv4": ("add_element",) * 3, "ipv6": ("add_element",)}
 
 
 def test_after_its_own_write_the_agent_knows_the_table_without_listing_it() -> None:
@@ -308,7 +311,7 @@ def test_after_its_own_write_the_agent_knows_the_table_without_listing_it() -> N
 
     kernel = FakeKernel(gen=10)
     fake = FakeNft()
-    plane = NftablesDataplane(TableOptions(), fake, kernel)
+    plane = NftablesDataplane(DataplaneOptions(), fake, kernel)
     listings: list[int] = []
 
     def observe() -> NftState:
@@ -342,7 +345,7 @@ def test_iptables_mode_without_nft_leaves_a_table_of_ours_with_one_warning(
         fake,
         kernel=kernel,
     )
-    monkeypatch.setattr("masq.shell.agent.which", lambda name: None)
+    monkeypatch.setattr("masq.shell.nftables_runner._which", lambda name: None)
     agent.sync()
     agent.sync()
     warnings = [r for r in caplog.records if "nft is not installed" in r.getMessage()]
@@ -360,15 +363,15 @@ def test_an_idle_resync_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
     built: list[int] = []
 
-    def counting(config: MasqConfig, options: TableOptions) -> object:
+    def counting(config: MasqConfig, options: DataplaneOptions) -> object:
         built.append(1)
         return desired_table(config, options)
 
     monkeypatch.setattr(nftables_runner, "desired_table", counting)
     kernel = FakeKernel(gen=3)
-    plane = NftablesDataplane(TableOptions(), FakeNft(), kernel)
+    plane = NftablesDataplane(DataplaneOptions(), FakeNft(), kernel)
     config = MasqConfig()
-    table = desired_table(config, TableOptions())
+    table = desired_table(config, DataplaneOptions())
     monkeypatch.setattr(plane.nft, "observe", lambda: state_of([table]))
     for _ in range(5):
         assert plane.plan(config).ops == ()

@@ -154,5 +154,6 @@ OP_LABELS: dict[type, str] = {
 """How ``rule_writes_total`` names each op (``op`` label)."""
 
 
-def op_label(op: Op) -> str:
-    return OP_LABELS[type(op)]
+def op_labels(op: Op) -> tuple[str, ...]:
+    """The ``rule_writes_total`` labels of one op: one per write (an op is one rule)."""
+    return (OP_LABELS[type(op)],)

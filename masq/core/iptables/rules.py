@@ -7,16 +7,15 @@ kernel is recognised as the agent's: ``role_of`` maps them back to roles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from pyrsistent import pmap, pvector
 
 from masq.core.addresses import Family, IPNetwork
 from masq.core.config import MasqConfig
 from masq.core.decision import FamilyDecision, decide
 from masq.core.iptables.model import Action, Chain, Role, Rule, Ruleset
-from masq.core.names import DEFAULT_CHAIN, POSTROUTING
+from masq.core.names import POSTROUTING
 from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
+from masq.core.options import DataplaneOptions
 
 EXCEPTION_COMMENT = "ip-masq-agent: destination is in masqueradeCIDRs"
 RETURN_COMMENT = "ip-masq-agent: local traffic is not subject to MASQUERADE"
@@ -42,13 +41,8 @@ def role_of(action: Action, comment: str, jump_chain: str | None) -> Role:
     return _ROLES.get((action, comment), "foreign")
 
 
-@dataclass(frozen=True, slots=True)
-class RulesetOptions:
-    """Flag-level choices that shape rules but are not config (chain, families, NAT)."""
-
-    chain: str = DEFAULT_CHAIN
-    enable_ipv6: bool = False
-    nat: NatOptions = field(default_factory=NatOptions)
+RulesetOptions = DataplaneOptions
+"""The name this options type had before both dataplanes shared it (kept for callers)."""
 
 
 def jump_rule(chain: str) -> Rule:
@@ -112,7 +106,7 @@ def chain_rules(decision: FamilyDecision, nat: NatOptions) -> list[Rule]:
     return rules
 
 
-def desired_ruleset(config: MasqConfig, family: Family, options: RulesetOptions) -> Ruleset:
+def desired_ruleset(config: MasqConfig, family: Family, options: DataplaneOptions) -> Ruleset:
     """Our chain plus the POSTROUTING jump, for one family."""
     rules = chain_rules(decide(config, family), options.nat)
     return Ruleset(
@@ -126,7 +120,6 @@ def desired_ruleset(config: MasqConfig, family: Family, options: RulesetOptions)
     )
 
 
-def desired_rulesets(config: MasqConfig, options: RulesetOptions) -> tuple[Ruleset, ...]:
+def desired_rulesets(config: MasqConfig, options: DataplaneOptions) -> tuple[Ruleset, ...]:
     """IPv4, then IPv6 when enabled."""
-    families: tuple[Family, ...] = ("ipv4", "ipv6") if options.enable_ipv6 else ("ipv4",)
-    return tuple(desired_ruleset(config, f, options) for f in families)
+    return tuple(desired_ruleset(config, f, options) for f in options.families)

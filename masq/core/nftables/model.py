@@ -192,9 +192,20 @@ OP_LABELS: dict[type, str] = {
 """How ``rule_writes_total`` names each op (``op`` label)."""
 
 
-def op_labels(op: NftOp) -> list[str]:
-    """One label per element for element ops (each element is one write), else one."""
+def op_labels(op: NftOp) -> tuple[str, ...]:
+    """The ``rule_writes_total`` labels of one op: one per element for element ops (each
+    element is one write), else one."""
     label = OP_LABELS[type(op)]
     if isinstance(op, AddElements | DeleteElements):
-        return [label] * len(op.elements)
-    return [label]
+        return (label,) * len(op.elements)
+    return (label,)
+
+
+def op_families(op: NftOp) -> tuple[Family, ...]:
+    """The families an op writes for (the ``family`` label of its writes): a set's or
+    its elements'; table and chain ops count as ipv4."""
+    if isinstance(op, AddElements | DeleteElements):
+        return ("ipv6",) if op.set.endswith("-v6") else ("ipv4",)
+    if isinstance(op, ReplaceSet):
+        return (op.set.family,)
+    return ("ipv4",)
