@@ -289,18 +289,70 @@ def test_a_transient_failure_is_not_turned_into_a_replace(tmp_path: Path) -> Non
 
 
 def test_element_counts_in_rule_writes(tmp_path: Path) -> None:
-    from masq.core.nftables.model import AddElements
+    """Each element is one write, labelled with its own family whatever its set is called."""
+    from masq.core.nftables.model import AddElements, DeleteElements
     from masq.shell.nftables_runner import write_labels
 
     nets = tuple(ipaddress.ip_network(f"10.{i}.0.0/16") for i in range(3))
     v6 = (ipaddress.ip_network("fd00::/8"),)
     labels = write_labels(
         [
-            AddElements("inet", "t", "non-masquerade-v4", nets),
-            AddElements("inet", "t", "masquerade-v6", v6),
+            AddElements("inet", "t", "renamed-v6", nets),
+            AddElements("inet", "t", "masquerade-v4", v6),
+            DeleteElements("inet", "t", "x", v6),
         ]
     )
-    assert labels == {"ipv4": ("add_element",) * 3, "ipv6": ("add_element",)}
+    assert labels == {"ipv4": ("add_element",) * 3, "ipv6": ("add_element", "delete_element")}
+
+
+@pytest.mark.parametrize(("ipv6", "families"), [(False, ["ipv4"]), (True, ["ipv4", "ipv6"])])
+def test_table_and_chain_ops_count_for_every_family_their_table_serves(
+    ipv6: bool, families: list[str]
+) -> None:
+    """An ``ip`` table serves IPv4 only; an ``inet`` one (IPv6 enabled) both families."""
+    from masq.core.config import MasqConfig
+    from masq.core.nftables.model import DeleteTable, NftOp, ReplaceChain, ReplaceTable
+    from masq.core.nftables.table import desired_table
+    from masq.shell.nftables_runner import write_labels
+
+    table = desired_table(MasqConfig(), DataplaneOptions(enable_ipv6=ipv6))
+    chain = table.chains["postrouting"]
+    ops: list[NftOp] = [ReplaceTable(table), ReplaceChain(table.family, table.name, chain)]
+    ops.append(DeleteTable(table.family, table.name))
+    labels = write_labels(ops)
+    assert sorted(labels) == families
+    for written in labels.values():
+        assert written == ("replace_table", "replace_chain", "delete_table")
+
+
+def test_traffic_reads_each_sets_kind_not_its_name() -> None:
+    """A set's counters are reported under the list it holds (its ``kind``), so renaming
+    the sets cannot turn masqueraded traffic into kept traffic."""
+    from dataclasses import replace
+    from types import MappingProxyType
+
+    from pyrsistent import pmap
+
+    from masq.core.config import MasqConfig
+    from masq.core.nftables.table import desired_table
+    from masq.core.nftables.traffic import traffic_of
+    from masq.core.traffic import Counters
+
+    net = ipaddress.ip_network("203.0.113.0/24")
+    keep = ipaddress.ip_network("10.0.0.0/8")
+    config = MasqConfig(masquerade_cidrs=pvector([net]), non_masquerade_cidrs=pvector([keep]))
+    table = desired_table(config, DataplaneOptions())
+    sets = {
+        f"set-{i}": replace(
+            s, name=f"set-{i}", counters=MappingProxyType({e: Counters(7, 700) for e in s.elements})
+        )
+        for i, s in enumerate(table.sets.values())
+    }
+    rows = traffic_of(replace(table, sets=pmap(sets)))["ipv4"]
+    assert {(r.cidr, r.action, r.packets) for r in rows if r.packets} == {
+        ("203.0.113.0/24", "MASQUERADE", 7),
+        ("10.0.0.0/8", "RETURN", 7),
+    }
 
 
 def test_after_its_own_write_the_agent_knows_the_table_without_listing_it() -> None:

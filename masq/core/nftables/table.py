@@ -49,6 +49,7 @@ def _sets(decision: FamilyDecision) -> list[NftSet]:
             name=set_name(kind, decision.family),
             family=decision.family,
             elements=frozenset(uncovered(nets)),
+            kind=kind,
         )
         for kind, nets in lists
     ]

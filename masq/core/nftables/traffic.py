@@ -29,7 +29,9 @@ def traffic_of(
             acc[1] += c.bytes
 
     for s in table.sets.values():
-        verdict: Verdict = "MASQUERADE" if s.name.startswith("masquerade") else "RETURN"
+        if s.kind is None:
+            continue  # not a set the agent writes: no CIDR of its config
+        verdict: Verdict = "MASQUERADE" if s.kind == "masquerade" else "RETURN"
         for net in s.elements:
             add(s.family, net, verdict, s.counters.get(net))
     chain = table.chains.get(POSTROUTING_CHAIN)
