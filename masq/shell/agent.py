@@ -21,10 +21,10 @@ from returns.result import Failure
 from masq.core.addresses import Family
 from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig
 from masq.core.merge import Merged
-from masq.core.traffic import CidrTraffic
+from masq.core.traffic import Traffic
 from masq.shell import netlink
 from masq.shell.configdir import LoadedConfig, config_dir_exists, load, read_files
-from masq.shell.dataplane import Dataplane, Dataplanes, P, Traffic, Writes
+from masq.shell.dataplane import Dataplane, Dataplanes, P, Writes
 from masq.shell.errors import AgentError, ConfigInvalid, TransientError
 from masq.shell.netlink import Kernel
 from masq.shell.options import Options
@@ -50,7 +50,7 @@ class SyncHooks(Protocol):
     """What a sync reports as it goes: ``Metrics`` in the daemon."""
 
     def config_loaded(self, fragments: int, merged: Merged) -> None: ...
-    def traffic(self, family: Family, traffic: tuple[CidrTraffic, ...]) -> None: ...
+    def traffic(self, traffic: Traffic) -> None: ...
     def rule_writes(self, family: Family, ops: Sequence[str]) -> None: ...
     def counters_stale(self) -> None: ...
 
@@ -61,7 +61,7 @@ class NoMetrics:
     def config_loaded(self, fragments: int, merged: Merged) -> None:
         pass
 
-    def traffic(self, family: Family, traffic: tuple[CidrTraffic, ...]) -> None:
+    def traffic(self, traffic: Traffic) -> None:
         pass
 
     def rule_writes(self, family: Family, ops: Sequence[str]) -> None:
@@ -204,8 +204,8 @@ class Agent:
         return self._report_writes(plane.apply(plan))
 
     def _report_traffic(self, traffic: Traffic) -> None:
-        for family, rows in traffic.items():
-            self.metrics.traffic(family, rows)
+        if traffic:  # nothing listed (the kernel proved nothing changed): nothing fresher
+            self.metrics.traffic(traffic)
 
     def _report_writes(self, writes: Writes) -> int:
         for family, labels in writes.labels.items():

@@ -28,16 +28,13 @@ from masq.core.fragment import Fragment
 from masq.core.merge import Merged
 from masq.core.nat import NatOptions
 from masq.core.options import DataplaneOptions
-from masq.core.traffic import CidrTraffic
+from masq.core.traffic import Traffic
 from masq.shell import netlink
 from masq.shell.options import Options
 from masq.shell.process import Runner, run_command
 
 if TYPE_CHECKING:
     from masq.core.explain import Explanation
-
-Traffic = Mapping[Family, tuple[CidrTraffic, ...]]
-"""Per-CIDR counters per family, as one listing showed them."""
 
 
 @dataclass(frozen=True, slots=True)

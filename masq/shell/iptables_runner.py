@@ -304,7 +304,7 @@ class IptablesDataplane:
         plans, flags, wanted, traffic = [], [], [], {}
         for table in tables:
             observed = table.observe(self.chain)
-            traffic[table.family] = traffic_of(observed)
+            traffic[table.family] = traffic_of(observed).get(table.family, ())
             rf = self.options.nat.random_fully and table.supports_random_fully(
                 final_random_fully(observed, self.chain)
             )
@@ -402,7 +402,10 @@ class IptablesDataplane:
 
     def traffic(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
         """Per-CIDR counters from one listing of our chain per family (read-only)."""
-        return {t.family: traffic_of(t.observe(self.chain, jumps=False)) for t in self.tables()}
+        return {
+            t.family: traffic_of(t.observe(self.chain, jumps=False)).get(t.family, ())
+            for t in self.tables()
+        }
 
     def explain(
         self,

@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -34,9 +34,9 @@ from masq import __version__
 from masq.core.addresses import FAMILIES, Family, cidr_key, family_of
 from masq.core.config import effective_resync
 from masq.core.merge import Merged
-from masq.core.traffic import CidrTraffic, Verdict
+from masq.core.traffic import CidrTraffic, Counters, Traffic, summed
 
-Refresher = Callable[[], Mapping[Family, tuple[CidrTraffic, ...]]]
+Refresher = Callable[[], Traffic]
 
 LOG = logging.getLogger("masq")
 PREFIX = "ip_masq_agent"
@@ -77,12 +77,11 @@ def capped(rows: Iterable[CidrTraffic], max_series: int) -> list[CidrTraffic]:
     for family in sorted(by_family):
         ordered = sorted(by_family[family], key=_series_key)
         out += ordered[:max_series]
-        rest: dict[Verdict, list[int]] = {}
-        for t in ordered[max_series:]:
-            acc = rest.setdefault(t.action, [0, 0])
-            acc[0] += t.packets
-            acc[1] += t.bytes
-        out += [CidrTraffic(family, OTHER_CIDRS, a, p, b) for a, (p, b) in sorted(rest.items())]
+        rest = summed(
+            (family, OTHER_CIDRS, t.action, Counters(t.packets, t.bytes))
+            for t in ordered[max_series:]
+        )
+        out += sorted(rest.get(family, ()), key=lambda t: t.action)
     return out
 
 
@@ -262,12 +261,12 @@ class Metrics:
         except Exception:
             LOG.debug("metrics: rule_writes failed", exc_info=True)
 
-    def traffic(self, family: Family, traffic: tuple[CidrTraffic, ...]) -> None:
-        """Per-CIDR kernel counters of ``family``, as the last listing of what we own showed."""
+    def traffic(self, traffic: Traffic) -> None:
+        """Per-CIDR kernel counters per family, as the last listing of what we own showed."""
         try:
-            rows = tuple(traffic)
+            rows = {family: tuple(t) for family, t in traffic.items()}
             with self._lock:
-                self._traffic[family] = rows
+                self._traffic.update(rows)
                 self._snapshot = None
                 self._traffic_at = self._clock()
         except Exception:

@@ -85,7 +85,7 @@ def observed(family: Family, *rules: Rule, chain: str = "IP-MASQ-AGENT") -> Rule
 
 def test_every_required_metric_with_its_type_and_labels() -> None:
     m = Metrics()
-    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
+    m.traffic(traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
     m.rule_writes("ipv4", op_labels(CreateChain("X")))
     got = families(m)
     expected = {
@@ -174,7 +174,6 @@ def test_config_gauges_follow_the_last_merge() -> None:
 def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
     m = Metrics()
     m.traffic(
-        "ipv4",
         traffic_of(
             observed(
                 "ipv4",
@@ -185,7 +184,6 @@ def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
         ),
     )
     m.traffic(
-        "ipv6",
         traffic_of(
             observed("ipv6", rule("RETURN", "fe80::/10", 1, 80), rule("MASQUERADE", None, 2, 160))
         ),
@@ -200,7 +198,7 @@ def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
     )
     assert value(m, pk, family="ipv6", cidr="::/0", action="MASQUERADE") == 2
     # The next listing replaces the values (a local increment would read 7 + 9 = 16).
-    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 9, 900))))
+    m.traffic(traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 9, 900))))
     assert value(m, pk, family="ipv4", cidr="10.0.0.0/8", action="RETURN") == 9
     gone = (
         "ip_masq_agent_packets_total",
@@ -219,7 +217,7 @@ def test_rules_sharing_labels_are_summed_and_uncounted_rules_skipped() -> None:
         rule("MASQUERADE", None, 5, 50),
     ]
     bare = Rule(action="RETURN", comment="c", destination=ipaddress.ip_network("10.0.0.0/8"))
-    m.traffic("ipv4", traffic_of(observed("ipv4", bare, *to_ports)))
+    m.traffic(traffic_of(observed("ipv4", bare, *to_ports)))
     pk = "ip_masq_agent_packets_total"
     assert value(m, pk, family="ipv4", cidr="0.0.0.0/0", action="MASQUERADE") == 12
     assert not any(dict(lbl).get("cidr") == "10.0.0.0/8" for n, lbl in samples(m) if n == pk)
@@ -245,7 +243,7 @@ def test_desired_ruleset_rules_map_to_labels() -> None:
         ),
     )
     m = Metrics()
-    m.traffic("ipv4", traffic_of(counted))
+    m.traffic(traffic_of(counted))
     got = {
         (dict(lbl)["cidr"], dict(lbl)["action"])
         for n, lbl in samples(m)
@@ -264,7 +262,7 @@ def test_hooks_never_raise() -> None:
     m = Metrics()
     m.config_loaded(1, None)  # type: ignore[arg-type]
     m.rule_writes("ipv4", None)  # type: ignore[arg-type]
-    m.traffic("ipv4", None)  # type: ignore[arg-type]
+    m.traffic(None)  # type: ignore[arg-type]
     m.sync_finished(True, "slow")  # type: ignore[arg-type]
     m.loop_alive()
     assert m.exposition().startswith(b"# HELP")
@@ -369,11 +367,11 @@ def test_series_are_capped_once_per_listing_not_per_scrape(monkeypatch: pytest.M
 
     monkeypatch.setattr(metrics_module, "capped", counting)
     m = Metrics()
-    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
+    m.traffic(traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
     first = [samples(m) for _ in range(3)]
     assert len(calls) == 1
     assert first[0] == first[2]
-    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 5, 9))))
+    m.traffic(traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 5, 9))))
     after = samples(m)
     assert len(calls) == 2
     key = (
