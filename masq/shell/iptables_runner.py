@@ -417,7 +417,7 @@ class IptablesDataplane:
         local: bool,
     ) -> Result[Explained, ConfigError]:
         """From the live chain (else the desired one) of ``ip``'s family."""
-        from masq.core.explain import explain as explain_chain  # --explain only
+        from masq.core.iptables.explain import explain  # --explain only
 
         family = family_of(ip)
         if family not in self.families:
@@ -432,7 +432,7 @@ class IptablesDataplane:
                 options = self._options(self.options.nat.random_fully)
                 ruleset = desired_ruleset(merged.config, family, options)
                 label = f"desired, from the config ({label})"
-        explanation = explain_chain(
+        explanation = explain(
             ip, ruleset=ruleset, fragments=fragments, merged=merged, chain=self.chain, local=local
         )
         return Success(Explained(explanation, label))

@@ -382,13 +382,13 @@ class NftablesDataplane:
         local: bool,
     ) -> Result[Explained, ConfigError]:
         """From the live table (else the desired one): the base chain's deciding rule."""
-        from masq.core.explain import explain_nft as explain_table  # --explain only
+        from masq.core.nftables.explain import explain  # --explain only
 
         table, label = self._table_to_explain(merged, read_live)
         if table is None and merged is None:
             return Failure(ConfigError("", label))
         enabled = family_of(ip) in self.options.families
-        explanation = explain_table(
+        explanation = explain(
             ip,
             table=table if enabled else None,
             fragments=fragments,

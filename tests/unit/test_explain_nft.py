@@ -11,9 +11,10 @@ from strategies import configs, probe_addresses
 
 from masq.core.config import MasqConfig
 from masq.core.decision import should_masquerade
-from masq.core.explain import explain_nft, render_explanation
+from masq.core.explain import render_explanation
 from masq.core.fragment import parse_fragment
 from masq.core.merge import Merged, merge
+from masq.core.nftables.explain import explain as explain_nft
 from masq.core.nftables.table import TableOptions, desired_table
 from masq.core.traffic import Counters
 

@@ -11,7 +11,7 @@ from pyrsistent import pmap, pvector
 
 from masq.core.addresses import Family, IPNetwork
 from masq.core.config import MasqConfig
-from masq.core.decision import FamilyDecision, decide
+from masq.core.decision import LINK_LOCAL, FamilyDecision, decide
 from masq.core.iptables.model import Action, Chain, Role, Rule, Ruleset
 from masq.core.names import POSTROUTING
 from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
@@ -21,9 +21,9 @@ EXCEPTION_COMMENT = "ip-masq-agent: destination is in masqueradeCIDRs"
 RETURN_COMMENT = "ip-masq-agent: local traffic is not subject to MASQUERADE"
 MASQ_COMMENT = "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)"
 _ROLES: dict[tuple[Action, str], Role] = {
-    ("MASQUERADE", EXCEPTION_COMMENT): "exception",
-    ("RETURN", RETURN_COMMENT): "keep",
-    ("MASQUERADE", MASQ_COMMENT): "catch-all",
+    ("MASQUERADE", EXCEPTION_COMMENT): "masquerade",
+    ("RETURN", RETURN_COMMENT): "non-masquerade",
+    ("MASQUERADE", MASQ_COMMENT): "default",
 }
 
 
@@ -34,11 +34,17 @@ def jump_comment(chain: str) -> str:
     )
 
 
-def role_of(action: Action, comment: str, jump_chain: str | None) -> Role:
-    """The role of a rule read from the kernel, from what it does and its comment."""
+def role_of(
+    action: Action, comment: str, jump_chain: str | None, destination: IPNetwork | None = None
+) -> Role:
+    """The role of a rule read from the kernel, from what it does and its comment (one
+    comment serves every RETURN: the link-local range's is told by its destination)."""
     if action == "JUMP" and jump_chain is not None and comment == jump_comment(jump_chain):
         return "jump"
-    return _ROLES.get((action, comment), "foreign")
+    role = _ROLES.get((action, comment), "foreign")
+    if role == "non-masquerade" and destination in LINK_LOCAL.values():
+        return "link-local"
+    return role
 
 
 RulesetOptions = DataplaneOptions
@@ -95,14 +101,16 @@ def chain_rules(decision: FamilyDecision, nat: NatOptions) -> list[Rule]:
     """
     rules: list[Rule] = []
     for net in decision.masquerade:
-        rules += _masquerade("exception", EXCEPTION_COMMENT, _dest(net), nat)
-    keeps = [decision.link_local] if decision.link_local is not None else []
-    keeps += [n for n in decision.non_masquerade if n != decision.link_local]
+        rules += _masquerade("masquerade", EXCEPTION_COMMENT, _dest(net), nat)
+    keeps: list[tuple[Role, IPNetwork]] = (
+        [("link-local", decision.link_local)] if decision.link_local is not None else []
+    )
+    keeps += [("non-masquerade", n) for n in decision.non_masquerade if n != decision.link_local]
     rules += [
-        Rule(action="RETURN", comment=RETURN_COMMENT, destination=_dest(n), role="keep")
-        for n in keeps
+        Rule(action="RETURN", comment=RETURN_COMMENT, destination=_dest(n), role=role)
+        for role, n in keeps
     ]
-    rules += _masquerade("catch-all", MASQ_COMMENT, None, nat)
+    rules += _masquerade("default", MASQ_COMMENT, None, nat)
     return rules
 
 
