@@ -20,6 +20,13 @@ from returns.result import Failure
 
 from masq.core.addresses import Family
 from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig
+from masq.core.fragment import (
+    MASQ_LINK_LOCAL,
+    MASQ_LINK_LOCAL_IPV6,
+    MASQUERADE_CIDRS,
+    NON_MASQUERADE_CIDRS,
+    RESYNC_INTERVAL,
+)
 from masq.core.merge import Merged
 from masq.core.traffic import Traffic
 from masq.shell import netlink
@@ -127,11 +134,11 @@ class Agent:
             extra={
                 "kv": {
                     "files": ",".join(loaded.files) or "-",
-                    "nonMasqueradeCIDRs": len(config.non_masquerade_cidrs),
-                    "masqueradeCIDRs": len(config.masquerade_cidrs),
-                    "masqLinkLocal": config.masq_link_local,
-                    "masqLinkLocalIPv6": config.masq_link_local_ipv6,
-                    "resyncInterval": config.resync_interval,
+                    NON_MASQUERADE_CIDRS: len(config.non_masquerade_cidrs),
+                    MASQUERADE_CIDRS: len(config.masquerade_cidrs),
+                    MASQ_LINK_LOCAL: config.masq_link_local,
+                    MASQ_LINK_LOCAL_IPV6: config.masq_link_local_ipv6,
+                    RESYNC_INTERVAL: config.resync_interval,
                 }
             },
         )
@@ -140,8 +147,8 @@ class Agent:
         asked = [f.resync_interval for f in loaded.fragments if f.resync_interval is not None]
         if asked and min(asked) < MIN_RESYNC_SECONDS:
             LOG.warning(
-                "resyncInterval is below the floor, using the floor",
-                extra={"kv": {"resyncInterval": min(asked), "floor": MIN_RESYNC_SECONDS}},
+                f"{RESYNC_INTERVAL} is below the floor, using the floor",
+                extra={"kv": {RESYNC_INTERVAL: min(asked), "floor": MIN_RESYNC_SECONDS}},
             )
         conflicts = loaded.merged.conflicts
         for c in conflicts:

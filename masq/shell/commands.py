@@ -24,7 +24,15 @@ from masq.core.config import MasqConfig
 from masq.core.duration import format_duration
 from masq.core.errors import ConfigError
 from masq.core.explain import Explanation, explanation_dict, render_explanation
-from masq.core.fragment import Fragment
+from masq.core.fragment import (
+    CIDR_LIMIT,
+    MASQ_LINK_LOCAL,
+    MASQ_LINK_LOCAL_IPV6,
+    MASQUERADE_CIDRS,
+    NON_MASQUERADE_CIDRS,
+    RESYNC_INTERVAL,
+    Fragment,
+)
 from masq.core.merge import Merged
 from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.dataplane import build
@@ -124,12 +132,12 @@ def _print_explanation(result: Explanation, label: str, opts: Options, out: Text
 def config_document(config: MasqConfig) -> dict[str, object]:
     """The effective config as a config file would spell it (keys in the files' order)."""
     return {
-        "nonMasqueradeCIDRs": [str(n) for n in config.non_masquerade_cidrs],
-        "masqueradeCIDRs": [str(n) for n in config.masquerade_cidrs],
-        "masqLinkLocal": config.masq_link_local,
-        "masqLinkLocalIPv6": config.masq_link_local_ipv6,
-        "resyncInterval": format_duration(config.resync_interval),
-        "cidrLimit": config.cidr_limit,
+        NON_MASQUERADE_CIDRS: [str(n) for n in config.non_masquerade_cidrs],
+        MASQUERADE_CIDRS: [str(n) for n in config.masquerade_cidrs],
+        MASQ_LINK_LOCAL: config.masq_link_local,
+        MASQ_LINK_LOCAL_IPV6: config.masq_link_local_ipv6,
+        RESYNC_INTERVAL: format_duration(config.resync_interval),
+        CIDR_LIMIT: config.cidr_limit,
     }
 
 

@@ -31,8 +31,9 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from masq import __version__
-from masq.core.addresses import FAMILIES, Family, cidr_key, family_of
+from masq.core.addresses import FAMILIES, Family, IPNetwork, cidr_key, family_of
 from masq.core.config import effective_resync
+from masq.core.decision import Kind
 from masq.core.merge import Merged
 from masq.core.traffic import CidrTraffic, Counters, Traffic, summed
 
@@ -45,7 +46,8 @@ TRAFFIC_MAX_AGE_SECONDS = 5.0  # per-CIDR counters are never older than this at 
 DEFAULT_MAX_CIDR_SERIES = 300  # per family; the rest are summed under cidr="other"
 OTHER_CIDRS = "other"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-KINDS = ("non_masquerade", "masquerade")
+KIND_LABELS: dict[Kind, str] = {"non-masquerade": "non_masquerade", "masquerade": "masquerade"}
+"""The ``kind`` label of each CIDR list, as the metric has always spelled it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +169,8 @@ class _Registry(CollectorRegistry):
             registry=self,
         )
         for family in FAMILIES:
-            for kind in KINDS:
-                self.cidrs.labels(family=family, kind=kind)
+            for label in KIND_LABELS.values():
+                self.cidrs.labels(family=family, kind=label)
         build = Gauge(
             f"{PREFIX}_build_info", "Always 1; the agent's version.", ["version"], registry=self
         )
@@ -240,13 +242,14 @@ class Metrics:
             config = merged.config
             self.registry.fragments.set(fragments)
             self.registry.conflicts.set(len(merged.conflicts))
-            for kind, nets in (
-                ("non_masquerade", config.non_masquerade_cidrs),
+            lists: tuple[tuple[Kind, Sequence[IPNetwork]], ...] = (
+                ("non-masquerade", config.non_masquerade_cidrs),
                 ("masquerade", config.masquerade_cidrs),
-            ):
+            )
+            for kind, nets in lists:
                 for family in FAMILIES:
                     count = sum(1 for n in nets if family_of(n) == family)
-                    self.registry.cidrs.labels(family=family, kind=kind).set(count)
+                    self.registry.cidrs.labels(family=family, kind=KIND_LABELS[kind]).set(count)
             with self._lock:  # the loop waits min(flag, config); so does health
                 self.resync_interval = effective_resync(self._flag_interval, config)
             self.registry.interval.set(self.resync_interval)

@@ -84,3 +84,58 @@ def test_both_dataplanes_implement_the_protocol_with_the_same_methods() -> None:
         assert protocol <= public
         for name in protocol:
             assert callable(getattr(plane, name))
+
+
+CORE = SHELL.parent / "core"
+DECISION_LAYER = ("decision", "explain", "traffic", "options")
+
+
+@pytest.mark.parametrize("module", DECISION_LAYER)
+def test_the_decision_layer_imports_neither_dataplane(module: str) -> None:
+    assert dataplane_specific((CORE / f"{module}.py").read_text()) == []
+
+
+CONFIG_KEYS = (
+    "nonMasqueradeCIDRs",
+    "masqueradeCIDRs",
+    "masqLinkLocal",
+    "masqLinkLocalIPv6",
+    "resyncInterval",
+    "cidrLimit",
+)
+
+
+def spelled_keys(source: str) -> list[str]:
+    """Config key names written in a string (or a piece of an f-string) rather than with
+    fragment.py's constants; docstrings and ``Literal[...]`` types aside."""
+    tree = ast.parse(source)
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            skip.add(id(node.value))  # a docstring, of a module, class, function or name
+        if isinstance(node, ast.Subscript) and getattr(node.value, "id", None) == "Literal":
+            skip.update(id(n) for n in ast.walk(node.slice))
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and id(node) not in skip
+        and isinstance(node.value, str)
+        and any(word.strip(":,.()[]") in CONFIG_KEYS for word in node.value.split())
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [CORE / "decision.py", CORE / "explain.py", SHELL / "commands.py", SHELL / "agent.py"],
+    ids=lambda p: p.name,
+)
+def test_config_keys_are_spelled_by_fragments_constants(path: Path) -> None:
+    assert spelled_keys(path.read_text()) == []
+
+
+def test_the_key_check_finds_a_spelled_key() -> None:
+    assert spelled_keys('x = {"masqLinkLocal": 1}\ny = f"set in cidrLimit {x}"\n') == [
+        "masqLinkLocal",
+        "set in cidrLimit ",
+    ]

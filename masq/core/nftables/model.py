@@ -17,6 +17,7 @@ from pyrsistent import pmap, pvector
 from pyrsistent.typing import PMap, PVector
 
 from masq.core.addresses import FAMILIES, Family, IPNetwork, family_of
+from masq.core.decision import KINDS, Kind
 from masq.core.names import DEFAULT_TABLE
 from masq.core.nat import PortRange
 from masq.core.traffic import Counters
@@ -24,7 +25,6 @@ from masq.core.traffic import Counters
 __all__ = ["DEFAULT_TABLE"]  # re-exported: the table's home is names.py
 
 NftFamily = Literal["ip", "inet"]
-Kind = Literal["masquerade", "non-masquerade"]
 POSTROUTING_CHAIN: Final = "postrouting"
 SNAT_CHAIN: Final = "snat-to-node"
 SRCNAT_PRIORITY: Final = 100
@@ -36,7 +36,6 @@ PAYLOAD: Final[dict[Family, str]] = {"ipv4": "ip", "ipv6": "ip6"}
 """The payload protocol that matches a family's destination address (``ip daddr``)."""
 
 
-KINDS: tuple[Kind, ...] = ("masquerade", "non-masquerade")
 TABLE_FAMILIES: Final[dict[NftFamily, tuple[Family, ...]]] = {
     "ip": ("ipv4",),
     "inet": ("ipv4", "ipv6"),
@@ -86,7 +85,8 @@ class NftSet:
     counters: Mapping[IPNetwork, Counters] = field(default_factory=no_counters, compare=False)
 
 
-Verdict = Literal["return", "jump", "masquerade"]
+NftVerdict = Literal["return", "jump", "masquerade"]
+"""The statement that ends a rule the agent writes (nft's own word: verdict)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,7 @@ class NftRule:
     rule keeps its listing's text in ``text`` so it can never equal a desired rule.
     """
 
-    verdict: Verdict | None
+    verdict: NftVerdict | None
     local: bool = False
     nfproto: Family | None = None
     family: Family | None = None

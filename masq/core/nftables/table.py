@@ -14,13 +14,12 @@ from pyrsistent.typing import PVector
 
 from masq.core.addresses import IPNetwork, uncovered
 from masq.core.config import MasqConfig
-from masq.core.decision import FamilyDecision, decide
+from masq.core.decision import FamilyDecision, Kind, decide
 from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
 from masq.core.nftables.model import (
     POSTROUTING_CHAIN,
     SNAT_CHAIN,
     BaseChain,
-    Kind,
     NftChain,
     NftFamily,
     NftRule,
