@@ -156,3 +156,25 @@ def test_leftovers_ask_the_kernel_before_looking_for_binaries(
     found = iptables.leftover_tables(CHAIN, fake, kernel)
     assert [(t.backend, t.family) for t in found] == [("nft", "ipv6")]
     assert looked == ["ip6tables-nft", "ip6tables-nft-restore"]
+
+
+def test_what_version_said_is_the_dataplanes_own_state() -> None:
+    """A dataplane asks each binary's ``--version`` once, however often it makes its tables;
+    another dataplane (another process, or a test) asks again: no module-level cache."""
+    from fake_iptables import FakeKernel
+
+    from masq.core.options import DataplaneOptions
+
+    fake = FakeIptables(version="iptables v1.8.9 (legacy)")
+
+    def plane() -> iptables.IptablesDataplane:
+        return iptables.IptablesDataplane(
+            DataplaneOptions(), backend=lambda: "legacy", runner=fake, kernel=FakeKernel()
+        )
+
+    first = plane()
+    for _ in range(3):
+        assert all(t.supports_random_fully(False) for t in first.tables())
+    assert fake.calls == [["iptables-legacy", "--version"]]
+    assert all(t.supports_random_fully(False) for t in plane().tables())
+    assert fake.calls == [["iptables-legacy", "--version"]] * 2

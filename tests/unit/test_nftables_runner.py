@@ -176,6 +176,23 @@ def test_batches_reach_nft_as_a_complete_file(tmp_path: Path) -> None:
     assert fake.calls[-1] == ["nft", "-c", "-f", "-"]
 
 
+def test_a_batch_that_runs_too_long_is_a_transient_failure() -> None:
+    """Every batch is run with a time limit (nft can retry an interrupted read forever); a
+    run killed at that limit is told as transient, so the sync is retried, not fatal."""
+    from masq.shell.nftables_runner import BATCH_TIMEOUT_SECONDS
+    from masq.shell.process import TIMEOUT_EXIT
+
+    limits: list[float | None] = []
+
+    def slow(argv: list[str], stdin: Stdin = None, timeout: float | None = None) -> Completed:
+        limits.append(timeout)
+        return Completed(tuple(argv), TIMEOUT_EXIT, "", f"timed out after {timeout:g}s")
+
+    with pytest.raises(TransientError, match="timed out after 120s"):
+        Nft("ip-masq-agent", slow, FakeKernel()).run_batch("add table ip x\n")
+    assert limits == [BATCH_TIMEOUT_SECONDS]
+
+
 def test_missing_nft_with_no_netlink_answer_finds_no_table(monkeypatch: pytest.MonkeyPatch) -> None:
     """In iptables mode on a node without nft, looking for our table costs nothing and
     finds nothing (rather than failing the sync)."""
