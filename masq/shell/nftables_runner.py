@@ -288,16 +288,19 @@ class NftablesDataplane:
 
     def cleanup(self) -> NftPlan:
         """Every table of ours, whichever family (none listed when netlink says none)."""
-        present = self.nft.families_present()
-        if present and _which("nft") is None:
+        table = self.nft.table
+        present = [f for f in NFT_FAMILIES if self._kernel.table_exists(f, table) is not False]
+        if not present:
+            return NftPlan(None, NftState(), ())  # netlink says there is none: no process
+        if _which("nft") is None:
             if not self._warned_no_nft:
                 LOG.warning(
                     "a table of ours is left in nftables but nft is not installed: it stays",
-                    extra={"kv": {"table": ",".join(f"{f} {self.nft.table}" for f in present)}},
+                    extra={"kv": {"table": ",".join(f"{f} {table}" for f in present)}},
                 )
                 self._warned_no_nft = True
             return NftPlan(None, NftState(), ())
-        observed = self.nft.observe() if present else NftState()
+        observed = self.nft.observe()
         return NftPlan(None, observed, cleanup_ops(observed))
 
     def _traffic_of(
