@@ -16,8 +16,9 @@ from masq.core.fragment import Fragment, parse_fragment
 from masq.core.iptables.codec import render_rule
 from masq.core.iptables.explain import explain
 from masq.core.iptables.model import Chain, Rule, Ruleset
-from masq.core.iptables.rules import RETURN_COMMENT, RulesetOptions, desired_ruleset
+from masq.core.iptables.rules import RETURN_COMMENT, desired_ruleset
 from masq.core.merge import Merged, merge
+from masq.core.options import DataplaneOptions
 
 CHAIN = "IP-MASQ-AGENT"
 POOL4 = [
@@ -82,7 +83,7 @@ def addresses(draw: st.DrawFn, frags: list[Fragment], merged: Merged) -> IPAddre
 
 
 def desired(merged: Merged, family: Family) -> Ruleset:
-    return desired_ruleset(merged.config, family, RulesetOptions(enable_ipv6=True))
+    return desired_ruleset(merged.config, family, DataplaneOptions(enable_ipv6=True))
 
 
 @given(st.data())

@@ -7,7 +7,8 @@ from fake_iptables import FakeIptables, listing
 
 from masq.core.addresses import Family
 from masq.core.config import MasqConfig
-from masq.core.iptables.rules import RulesetOptions, desired_ruleset
+from masq.core.iptables.rules import desired_ruleset
+from masq.core.options import DataplaneOptions
 from masq.shell import iptables_runner as iptables
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.iptables_runner import Iptables, is_transient, parse_version
@@ -54,7 +55,7 @@ def test_nft_1_8_9_incompatible_message_for_missing_chain_means_absent() -> None
 
 
 def test_observe_round_trips_the_desired_rules() -> None:
-    desired = desired_ruleset(MasqConfig(), "ipv4", RulesetOptions())
+    desired = desired_ruleset(MasqConfig(), "ipv4", DataplaneOptions())
     post, own = listing(desired, CHAIN)
     observed = Iptables("nft", "ipv4", FakeIptables(post=post, chain=own)).observe(CHAIN)
     assert observed == desired
