@@ -343,7 +343,7 @@ class IptablesDataplane:
                     LOG.log(logging.INFO - 5, "in sync", extra={"kv": {"family": p.family}})
                 continue
             applied = self._apply(p, p.desired) if p.desired is not None else self._remove(p)
-            labels[p.family] = labels.get(p.family, ()) + write_labels(applied)
+            labels[p.family] = labels.get(p.family, ()) + _labels(applied)
             ops += len(applied) if p.desired is not None else len(p.ops)
         return Writes(ops, labels)
 
@@ -452,8 +452,8 @@ class IptablesDataplane:
         return observed, label
 
 
-def write_labels(ops: Sequence[Op]) -> tuple[str, ...]:
-    """``rule_writes_total`` op labels of ops that were written."""
+def _labels(ops: Sequence[Op]) -> tuple[str, ...]:
+    """``rule_writes_total`` op labels of one family's ops that were written."""
     return tuple(label for op in ops for label in op_labels(op))
 
 
