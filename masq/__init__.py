@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from masq.core.config import MasqConfig
     from masq.core.decision import FamilyDecision, decide, should_masquerade
     from masq.core.errors import ConfigError
-    from masq.core.explain import Explanation, Origin, explain, render_explanation
+    from masq.core.explain import Explanation, Origin, render_explanation
     from masq.core.fragment import Fragment, parse_fragment
     from masq.core.iptables.codec import (
         parse_save,
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         render_rule,
     )
     from masq.core.iptables.evaluate import first_match, masquerades
+    from masq.core.iptables.explain import explain
     from masq.core.iptables.model import (
         AppendRule,
         Chain,
@@ -79,7 +80,7 @@ _HOMES: dict[str, str] = {
     "decide": "masq.core.decision",
     "desired_ruleset": "masq.core.iptables.rules",
     "desired_rulesets": "masq.core.iptables.rules",
-    "explain": "masq.core.explain",
+    "explain": "masq.core.iptables.explain",
     "first_match": "masq.core.iptables.evaluate",
     "masquerades": "masq.core.iptables.evaluate",
     "merge": "masq.core.merge",
