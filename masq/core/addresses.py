@@ -7,9 +7,10 @@ first, so whitespace, quotes or iptables words can never slip through into a rul
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Literal
 
@@ -66,6 +67,35 @@ def sorted_cidrs(nets: Iterable[IPNetwork]) -> PVector[IPNetwork]:
 def of_family(nets: Iterable[IPNetwork], family: Family) -> PVector[IPNetwork]:
     """The CIDRs of one family, in canonical order."""
     return sorted_cidrs(n for n in nets if family_of(n) == family)
+
+
+def holds(nets: Sequence[IPNetwork], net: IPNetwork) -> bool:
+    """Whether the canonically ordered ``nets`` hold ``net`` (one bisect)."""
+    key = cidr_key(net)
+    i = bisect.bisect_left(nets, key, key=cidr_key)
+    return i < len(nets) and cidr_key(nets[i]) == key
+
+
+def inside(nets: Sequence[IPNetwork], net: IPNetwork) -> Sequence[IPNetwork]:
+    """The CIDRs of the canonically ordered ``nets`` within ``net`` (``net`` included), and
+    ``net``'s supernets that start where it starts: one bisect range."""
+    version, first, last = span(net)
+    lo = bisect.bisect_left(nets, (version, first, 0), key=cidr_key)
+    hi = bisect.bisect_right(nets, (version, last, 255), key=cidr_key)
+    return nets[lo:hi]
+
+
+def edited_cidrs(
+    before: Sequence[IPNetwork], added: Iterable[IPNetwork], removed: Iterable[IPNetwork]
+) -> PVector[IPNetwork]:
+    """The canonically ordered ``before`` without ``removed`` (each present) and with
+    ``added`` (each absent): a bisect per CIDR, and one copy of the vector."""
+    out = list(before)
+    for net in removed:
+        del out[bisect.bisect_left(out, cidr_key(net), key=cidr_key)]
+    for net in added:
+        out.insert(bisect.bisect_left(out, cidr_key(net), key=cidr_key), net)
+    return pvector(out)
 
 
 def span(net: IPNetwork) -> Span:

@@ -36,7 +36,7 @@ from masq.core.nftables.model import (
     op_families,
     op_labels,
 )
-from masq.core.nftables.plan import apply_ops, cleanup_ops, plan, replace_ops
+from masq.core.nftables.plan import cleanup_ops, plan, replace_ops
 from masq.core.nftables.table import desired_table, table_family
 from masq.core.nftables.traffic import traffic_of
 from masq.core.options import DataplaneOptions
@@ -234,7 +234,7 @@ class NftablesDataplane:
             return
         # The table's shape without its elements: every feature is exercised (fib, nat in
         # this family, masquerade, element counters) at a fraction of 50,000 elements' cost.
-        table = desired_table(config, self.options)
+        table = self._desired_for(config)
         shape = replace(
             table, sets=pmap({n: replace(s, elements=frozenset()) for n, s in table.sets.items()})
         )
@@ -251,7 +251,7 @@ class NftablesDataplane:
         """The desired table, built once per config (the loader keeps the object while
         the files are unchanged): 50,000 CIDRs take 0.2 s to build."""
         if self._desired is None or self._desired[0] is not config:
-            self._desired = (config, desired_table(config, self.options))
+            self._desired = (config, desired_table(config, self.options, self._desired))
         return self._desired[1]
 
     def plan(self, config: MasqConfig) -> NftPlan:
@@ -353,10 +353,12 @@ class NftablesDataplane:
         after = self._kernel.generation()
         if p.generation is None or after is None or after != next_generation(p.generation):
             return
-        modeled = apply_ops(p.observed, p.ops).tables.get(desired.family)
-        if modeled is not None:
-            in_sync = self._desired[0] if self._desired and self._desired[1] is desired else None
-            self._known = _Known(after, modeled, in_sync)
+        # The ops are plan(desired, observed), so the kernel now holds ``desired`` (the
+        # plan's property: apply_ops(observed, plan(d, observed)) == d); keeping that very
+        # object lets the next plan diff only what changes next, without modelling 100,000
+        # elements.
+        in_sync = self._desired[0] if self._desired and self._desired[1] is desired else None
+        self._known = _Known(after, desired, in_sync)
 
     def describe(self, plan: NftPlan, out: TextIO) -> None:
         if plan.desired is None:

@@ -387,7 +387,7 @@ def test_an_idle_resync_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
     built: list[int] = []
 
-    def counting(config: MasqConfig, options: DataplaneOptions) -> object:
+    def counting(config: MasqConfig, options: DataplaneOptions, previous: object = None) -> object:
         built.append(1)
         return desired_table(config, options)
 
@@ -419,3 +419,35 @@ def test_a_refused_probe_exits_with_the_missing_feature_named(tmp_path: Path) ->
         agent.sync()
     assert [c[1] for c in fake.calls] == ["-c"]  # the probe only: nothing was written
     assert fake.state == NftState()
+
+
+def test_a_config_edit_is_planned_from_the_change_alone(tmp_path: Path) -> None:
+    """After the agent's own write, a one-CIDR edit of one file is merged from the last
+    merge, its table derived from the last desired table (which the kernel is known to
+    hold, same elements object) and planned from the recorded change: one element op,
+    nothing listed, and the kernel ends up with exactly the table built from scratch."""
+    from masq.shell.configdir import load
+
+    opts = Options(dataplane="nftables", config_dir=str(tmp_path))
+    files = [
+        ("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n"),
+        ("ip-masq-b", b"masqueradeCIDRs: [10.1.0.0/16]\n"),
+    ]
+    first = load(tuple(files), opts).unwrap()
+    fake = FakeNft(generation=3)
+    plane = NftablesDataplane(DataplaneOptions(), fake, fake.kernel())
+    plane.apply(plane.plan(first.merged.config))
+    files[0] = ("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8, 12.0.0.0/8]\n")
+    second = load(tuple(files), opts, first).unwrap()
+    assert second.merged.config.change is not None
+    step = plane.plan(second.merged.config)
+    assert step.listed is False
+    assert step.desired is not None
+    known = step.observed.tables["ip"].sets["non-masquerade-v4"].elements
+    assert step.desired.sets["non-masquerade-v4"].delta_from(known) == (
+        frozenset(),
+        frozenset([ip("12.0.0.0/8")]),
+    )
+    assert len(step.ops) == 1
+    plane.apply(step)
+    assert fake.state.tables["ip"] == desired_table(second.merged.config, DataplaneOptions())

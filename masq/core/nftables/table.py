@@ -9,12 +9,34 @@ elements, and under first match the covered one could never decide anyway.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Final
+
 from pyrsistent import pmap, pvector
 from pyrsistent.typing import PVector
 
-from masq.core.addresses import IPNetwork, uncovered
-from masq.core.config import MasqConfig
-from masq.core.decision import FamilyDecision, Kind, decide
+from masq.core.addresses import (
+    Family,
+    IPNetwork,
+    cidr_key,
+    edited_cidrs,
+    family_of,
+    inside,
+    span,
+    uncovered,
+)
+from masq.core.config import ListChange, MasqConfig
+from masq.core.decision import (
+    KINDS,
+    LINK_LOCAL,
+    FamilyDecision,
+    Kind,
+    decide,
+    masq_link_local,
+)
+from masq.core.fragment import MASQUERADE_CIDRS, NON_MASQUERADE_CIDRS
 from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
 from masq.core.nftables.model import (
     POSTROUTING_CHAIN,
@@ -25,6 +47,8 @@ from masq.core.nftables.model import (
     NftRule,
     NftSet,
     NftTable,
+    SetIndex,
+    no_counters,
     set_name,
 )
 from masq.core.options import DataplaneOptions
@@ -38,24 +62,104 @@ def table_family(options: DataplaneOptions) -> NftFamily:
     return "inet" if options.enable_ipv6 else "ip"
 
 
+def _set(kind: Kind, family: Family, elements: PVector[IPNetwork]) -> NftSet:
+    of = frozenset(elements)
+    return NftSet(
+        name=set_name(kind, family),
+        family=family,
+        elements=of,
+        kind=kind,
+        index=SetIndex(of, elements),
+    )
+
+
 def _sets(decision: FamilyDecision) -> list[NftSet]:
     lists: tuple[tuple[Kind, PVector[IPNetwork]], ...] = (
         ("masquerade", decision.masquerade),
         ("non-masquerade", decision.non_masquerade),
     )
-    return [
-        NftSet(
-            name=set_name(kind, decision.family),
-            family=decision.family,
-            elements=frozenset(uncovered(nets)),
-            kind=kind,
-        )
-        for kind, nets in lists
-    ]
+    return [_set(kind, decision.family, uncovered(nets)) for kind, nets in lists]
+
+
+_LIST_OF_KIND: Final[dict[Kind, str]] = {
+    "masquerade": MASQUERADE_CIDRS,
+    "non-masquerade": NON_MASQUERADE_CIDRS,
+}
+
+
+def _covering(ordered: Sequence[IPNetwork], net: IPNetwork) -> IPNetwork | None:
+    """The element of the disjoint, ordered ``ordered`` that covers ``net``, if any: the
+    last one at or before it in canonical order (any later one would overlap it)."""
+    i = bisect.bisect_right(ordered, cidr_key(net), key=cidr_key) - 1
+    if i < 0:
+        return None
+    element = ordered[i]
+    version, _, last = span(element)
+    return element if version == net.version and last >= span(net)[2] else None
+
+
+def _next_set(before: NftSet, change: ListChange) -> NftSet:
+    """``before``'s successor after its list changed as ``change`` says, at the cost of the
+    change: the regions whose elements can differ are the changed CIDRs that no other
+    element covers; inside each, the new elements are the uncovered CIDRs of the new list
+    (a bisect range), the old ones an ordered range of ``before``'s."""
+    ordered = before.ordered()
+    family = before.family
+    changed = [n for n in (*change.added, *change.removed) if family_of(n) == family]
+    if not changed or ordered is None or before.kind is None:
+        return before
+    # A CIDR inside another element changes no element by itself: if that element
+    # goes, it is a changed CIDR too, and its region takes in this one.
+    regions = [n for n in changed if _covering(ordered, n) in (None, n)]
+    gone: list[IPNetwork] = []
+    came: list[IPNetwork] = []
+    for region in uncovered(regions):
+        old = {cidr_key(n): n for n in inside(ordered, region)}
+        new = {cidr_key(n): n for n in uncovered(inside(change.after, region))}
+        gone += [n for k, n in old.items() if k not in new]
+        came += [n for k, n in new.items() if k not in old]
+    if not gone and not came:
+        return before
+    removed, added = frozenset(gone), frozenset(came)
+    elements = before.elements.difference(removed).union(added)
+    index = SetIndex(
+        elements, edited_cidrs(ordered, added, removed), before.elements, added, removed
+    )
+    return replace(before, elements=elements, counters=no_counters(), index=index)
+
+
+def _previous_sets(
+    previous: tuple[MasqConfig, NftTable] | None, config: MasqConfig, options: DataplaneOptions
+) -> list[NftSet] | None:
+    """The sets of ``config``'s table derived from ``previous`` (an earlier config and the
+    table this function made for it with the same options), or None: build them whole."""
+    if previous is None or config.change is None:
+        return None
+    before, table = previous
+    lists = {
+        NON_MASQUERADE_CIDRS: config.non_masquerade_cidrs,
+        MASQUERADE_CIDRS: config.masquerade_cidrs,
+    }
+    olds = {
+        NON_MASQUERADE_CIDRS: before.non_masquerade_cidrs,
+        MASQUERADE_CIDRS: before.masquerade_cidrs,
+    }
+    changes = config.change.lists
+    for key, after in lists.items():
+        change = changes.get(key)
+        if change is None or not change.follows(olds[key], after):
+            return None
+    names = [(kind, set_name(kind, f)) for f in options.families for kind in KINDS]
+    if (table.family, table.name) != (table_family(options), options.table) or set(table.sets) != {
+        name for _, name in names
+    }:
+        return None
+    return [_next_set(table.sets[name], changes[_LIST_OF_KIND[kind]]) for kind, name in names]
 
 
 def _postrouting(decisions: list[FamilyDecision], nft_family: NftFamily) -> NftChain:
-    """The base chain: one step of the decision per rule, in first-match order."""
+    """The base chain: one step of the decision per rule, in first-match order (the sets
+    hold the CIDR lists: only each decision's family and link-local range are read)."""
     rules = [NftRule(verdict="return", local=True)]
     rules += [
         NftRule(
@@ -105,11 +209,30 @@ def _snat(nat: NatOptions) -> NftChain:
     return NftChain(SNAT_CHAIN, None, pvector(rules))
 
 
-def desired_table(config: MasqConfig, options: DataplaneOptions) -> NftTable:
-    """The whole table the agent wants, for every enabled family."""
-    decisions = [decide(config, family) for family in options.families]
-    sets = [s for d in decisions for s in _sets(d)]
-    chains = [_postrouting(decisions, table_family(options)), _snat(options.nat)]
+def desired_table(
+    config: MasqConfig,
+    options: DataplaneOptions,
+    previous: tuple[MasqConfig, NftTable] | None = None,
+) -> NftTable:
+    """The whole table the agent wants, for every enabled family.
+
+    ``previous``: an earlier config and the table this function returned for it with
+    the same options.  When ``config`` came from ``merge(..., previous=)`` of that
+    config, each set is derived from the earlier one at the cost of the CIDRs that
+    changed (and records the change, so that ``plan`` need not compare elements); the
+    table is equal to the one built from scratch.
+    """
+    sets = _previous_sets(previous, config, options)
+    if sets is None:
+        decisions = [decide(config, family) for family in options.families]
+        sets = [s for d in decisions for s in _sets(d)]
+    steps = [
+        FamilyDecision(
+            f, pvector(), None if masq_link_local(config, f) else LINK_LOCAL[f], pvector()
+        )
+        for f in options.families
+    ]
+    chains = [_postrouting(steps, table_family(options)), _snat(options.nat)]
     return NftTable(
         family=table_family(options),
         name=options.table,
