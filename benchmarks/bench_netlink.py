@@ -22,7 +22,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from benchlib import PYTHON, RESULTS, env, header, heavy_lock, netns, ns_run, precompile
+from benchlib import PYTHON, RESULTS, env, header, heavy_lock, ns_run, precompile
+from integration.topology import namespace
 
 OUT = RESULTS / "netlink.txt"
 SIZES = (50_000, 100_000)
@@ -181,7 +182,7 @@ def main() -> None:
         f"# medians of {REPEATS} runs; an interval set with counter, N non-adjacent /24s, ip table;"
         " the foreign writer commits to its own table every 0.5 s"
     )
-    with netns(f"mqbench-nl-{time.monotonic_ns() % 100000}") as ns, heavy_lock():
+    with namespace("bench-netlink") as ns, heavy_lock():
         for size in SIZES:
             measure(ns, size, lines)
     OUT.write_text("\n".join(lines) + "\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import itertools
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 from netlink_strategies import counters, disjoint_cidrs
 
 from integration.netns_thread import inside
-from integration.topology import NS_PREFIX, run
+from integration.topology import namespace, run
 from masq.core.addresses import Family, IPNetwork, family_of
 from masq.core.nftables.netlink import (
     Committed,
@@ -58,7 +57,6 @@ KERNEL = settings(
 )
 NFT_JSON_MAX = 2**63 - 1
 """``nft -j`` prints counters as signed 64-bit numbers: larger ones would list negative."""
-_ids = itertools.count(1)
 
 
 def nft(ns: str, *args: str, stdin: str | None = None) -> str:
@@ -67,12 +65,8 @@ def nft(ns: str, *args: str, stdin: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def module_ns() -> Iterator[str]:
-    name = f"{NS_PREFIX}-{os.getpid()}-nl{next(_ids)}"
-    run(["ip", "netns", "add", name])
-    try:
+    with namespace("netlink") as name:
         yield name
-    finally:
-        run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture
