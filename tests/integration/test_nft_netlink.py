@@ -34,7 +34,13 @@ from masq.core.nftables.netlink import (
 )
 from masq.core.traffic import Counters
 from masq.shell import netlink
-from masq.shell.nft_elements import Listener, NetlinkError, read_set, write_elements
+from masq.shell.nft_elements import (
+    Listener,
+    NetlinkError,
+    read_counters,
+    read_set,
+    write_elements,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -295,3 +301,26 @@ def test_every_family_of_the_table_is_read_by_its_key_size(ns: str) -> None:
         got = read_set("ip", "t4", "s", "ipv4")
     assert dict(got.counters) == {ipaddress.ip_network("0.0.0.0/0"): Counters(0, 0)}
     assert family_of(next(iter(got.counters))) == "ipv4"
+
+
+@KERNEL
+@given(data=st.data(), family=st.sampled_from(["ipv4", "ipv6"]))
+def test_per_element_reads_give_the_counters_nft_lists(
+    module_ns: str, data: st.DataObject, family: Family
+) -> None:
+    """Reading chosen elements one request each gives each present element's counter as
+    nft lists it, and None for a CIDR no element starts at."""
+    fresh(module_ns)
+    name = SETS[family][0]
+    present: list[IPNetwork] = data.draw(disjoint_cidrs(family))
+    seeded = {n: data.draw(counters(NFT_JSON_MAX)) for n in present}
+    if seeded:
+        nft(module_ns, "add", "element", "inet", TABLE, name, f"{{ {nft_elements(seeded)} }}")
+    others: list[IPNetwork] = data.draw(disjoint_cidrs(family, max_size=4))
+    starts = {int(n.network_address) for n in present}
+    absent = [n for n in others if int(n.network_address) not in starts]
+    asked = data.draw(st.permutations(present + absent))
+    with inside(module_ns):
+        got = read_counters("inet", TABLE, name, asked)
+    shown = listed(module_ns, name)
+    assert got == {n: shown.get(n) for n in asked}
