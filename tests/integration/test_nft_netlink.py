@@ -13,6 +13,8 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -324,3 +326,61 @@ def test_per_element_reads_give_the_counters_nft_lists(
         got = read_counters("inet", TABLE, name, asked)
     shown = listed(module_ns, name)
     assert got == {n: shown.get(n) for n in asked}
+
+
+KILL_WRITER = """
+import ipaddress, json, sys
+from masq.core.nftables.netlink import SetEdit
+from masq.shell.nft_elements import write_elements
+old, new = json.load(sys.stdin)
+net = ipaddress.ip_network
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+edit = SetEdit("inet", sys.argv[1], sys.argv[2], tuple(map(net, old)), tuple(map(net, new)))
+write_elements([edit], timeout=60)
+"""
+
+
+def test_a_sigkill_during_a_batch_leaves_the_old_elements_or_the_new(ns: str) -> None:
+    """A writer replacing 20,000 elements by 20,000 others in one batch, killed at instants
+    spread over its uninterrupted run: the set always holds exactly the old elements or
+    exactly the new ones, never a mix."""
+    name = SETS["ipv4"][1]
+    old = [f"10.{i // 256}.{i % 256}.0/24" for i in range(0, 40_000, 2)]
+    new = [f"10.{i // 256}.{i % 256}.0/24" for i in range(1, 40_000, 2)]
+    olds, news = (
+        frozenset(map(ipaddress.ip_network, old)),
+        frozenset(map(ipaddress.ip_network, new)),
+    )
+    stdin = json.dumps([old, new])
+
+    def start() -> subprocess.Popen[str]:
+        fresh(ns)
+        write(ns, [SetEdit("inet", TABLE, name, add=tuple(olds))])
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", KILL_WRITER, TABLE, name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        assert proc.stdout.readline() == "ready\n"
+        return proc
+
+    whole = start()
+    began = time.monotonic()
+    assert whole.wait(timeout=120) == 0
+    span = time.monotonic() - began
+    assert read(ns, name, "ipv4").elements == news
+    outcomes = set()
+    for eighth in range(8):
+        proc = start()
+        time.sleep(span * eighth / 8)
+        proc.kill()
+        proc.wait(timeout=60)
+        got = read(ns, name, "ipv4").elements
+        assert got in (olds, news), f"a mix after a kill at {eighth}/8 of {span:.2f} s"
+        outcomes.add(got == news)
+    assert False in outcomes  # some kill landed before the commit (else this tests nothing)
