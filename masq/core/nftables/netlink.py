@@ -215,8 +215,20 @@ def _bits(family: Family) -> int:
     return 32 if family == "ipv4" else 128
 
 
-def _key(value: int, family: Family) -> bytes:
-    return nest(NFTA_SET_ELEM_KEY, attr(NFTA_DATA_VALUE, value.to_bytes(_bits(family) // 8, "big")))
+_KEY_HEAD: Final[dict[int, bytes]] = {
+    width: _ATTR.pack(8 + width, NFTA_SET_ELEM_KEY | NLA_F_NESTED)
+    + _ATTR.pack(4 + width, NFTA_DATA_VALUE)
+    for width in (4, 16)
+}
+"""The headers of a key nest and its value, for 4- and 16-byte addresses (no padding)."""
+
+
+def _key(value: int, width: int) -> bytes:
+    return _KEY_HEAD[width] + value.to_bytes(width, "big")
+
+
+def _list_elem(payload: bytes) -> bytes:
+    return _ATTR.pack(4 + len(payload), NFTA_LIST_ELEM | NLA_F_NESTED) + payload
 
 
 def counter_expr(counters: Counters) -> bytes:
@@ -237,17 +249,21 @@ _END_FLAG = attr(NFTA_SET_ELEM_FLAGS, _BE32.pack(NFT_SET_ELEM_INTERVAL_END))
 
 
 def interval_elements(net: IPNetwork, counters: Counters | None = None) -> list[bytes]:
-    """The element nests of one CIDR: its start and, unless it reaches the top, its end."""
-    family: Family = "ipv4" if net.version == 4 else "ipv6"
+    """The element nests of one CIDR: its start and, unless it reaches the top, its end.
+
+    The size comes from the prefix length, not ``num_addresses``: that goes through
+    cached properties which would leave two address objects on every network passed in.
+    """
+    bits = net.max_prefixlen
+    width = bits // 8
     first = int(net.network_address)
-    after = first + net.num_addresses
-    top = after == 1 << _bits(family)
-    start = _key(first, family)
+    after = first + (1 << (bits - net.prefixlen))
+    start = _key(first, width)
     if counters is not None:
         start += counter_expr(counters)
-    if top:
-        return [nest(NFTA_LIST_ELEM, start, _OPEN_UDATA)]
-    return [nest(NFTA_LIST_ELEM, start), nest(NFTA_LIST_ELEM, _END_FLAG, _key(after, family))]
+    if after >> bits:
+        return [_list_elem(start + _OPEN_UDATA)]
+    return [_list_elem(start), _list_elem(_END_FLAG + _key(after, width))]
 
 
 # --- edits as one batch ---
@@ -286,17 +302,17 @@ class Batch:
     last_seq: int
 
 
-def _chunks(elements: Iterable[bytes]) -> Iterator[list[bytes]]:
-    chunk: list[bytes] = []
-    size = 0
+def _chunks(elements: Iterable[bytes]) -> Iterator[bytes]:
+    """The elements joined into lists that each fit one attribute, built in place: a
+    first load of 100,000 elements never holds them as 200,000 separate objects."""
+    chunk = bytearray()
     for element in elements:
-        if chunk and size + len(element) > ELEMENTS_PER_NEST_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(element)
-        size += len(element)
+        if chunk and len(chunk) + len(element) > ELEMENTS_PER_NEST_BYTES:
+            yield bytes(chunk)
+            chunk = bytearray()
+        chunk += element
     if chunk:
-        yield chunk
+        yield bytes(chunk)
 
 
 def _element_messages(
@@ -314,7 +330,7 @@ def _element_messages(
     )
     head = strz(NFTA_SET_ELEM_LIST_TABLE, edit.table) + strz(NFTA_SET_ELEM_LIST_SET, edit.set)
     for chunk in _chunks(elements):
-        body = head + nest(NFTA_SET_ELEM_LIST_ELEMENTS, *chunk)
+        body = head + nest(NFTA_SET_ELEM_LIST_ELEMENTS, chunk)
         what = f"{verb} elements of {edit.describe()} ({', '.join(str(n) for n in nets[:3])}"
         what += ", ...)" if len(nets) > 3 else ")"
         yield message(kind, flags, seq, edit.family, body), Part(seq, what)
@@ -328,22 +344,28 @@ def edit_batch(edits: Sequence[SetEdit], first_seq: int) -> Batch:
     overlaps it, within one transaction; the kernel applies the whole batch or none of it.
     """
     seq = first_seq + 1
-    out: list[bytes] = []
+    out = bytearray(
+        message(
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            first_seq,
+            "unspec",
+            b"",
+            res_id=NFNL_SUBSYS_NFTABLES,
+        )
+    )
     parts: list[Part] = []
     verbs: tuple[Literal["delete", "add"], ...] = ("delete", "add")
     for verb in verbs:
         for edit in edits:
             for data, part in _element_messages(edit, verb, seq):
-                out.append(data)
+                out += data
                 parts.append(part)
                 seq += 1
-    begin = message(
-        NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, first_seq, "unspec", b"", res_id=NFNL_SUBSYS_NFTABLES
-    )
-    end = message(
+    out += message(
         NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, "unspec", b"", res_id=NFNL_SUBSYS_NFTABLES
     )
-    return Batch(b"".join([begin, *out, end]), tuple(parts), first_seq, seq)
+    return Batch(bytes(out), tuple(parts), first_seq, seq)
 
 
 # --- reading a set back ---
@@ -359,7 +381,7 @@ def get_element_request(
 ) -> bytes:
     """A request for the one element that starts ``net`` (no dump): the kernel answers
     with that element and its counter, or ENOENT.  Several may share one ``send``."""
-    key = _key(int(net.network_address), "ipv4" if net.version == 4 else "ipv6")
+    key = _key(int(net.network_address), net.max_prefixlen // 8)
     body = (
         strz(NFTA_SET_ELEM_LIST_TABLE, table)
         + strz(NFTA_SET_ELEM_LIST_SET, set_name)
