@@ -24,6 +24,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from masq.core.addresses import Family, IPNetwork
@@ -234,13 +235,22 @@ def read_counters(
     return found
 
 
-def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT) -> int | None:
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A batch the kernel committed: the generation it produced (None if unreadable) and
+    the netlink port it was sent from, which its notifications carry (``Watch.owning``)."""
+
+    generation: int | None
+    portid: int
+
+
+def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT) -> Written | None:
     """Apply every edit in one nfnetlink batch: all of it or, on any error, none of it.
 
     The kernel processes a batch inside ``send``, so every acknowledgement is queued by
     the time a generation request sent after it is answered: that answer ends the wait
-    and gives the generation id the commit produced (returned; None if unreadable).
-    Raises NetlinkError (NetlinkBusy when worth retrying) naming the first refusal.
+    and gives the generation id the commit produced.  None when there was nothing to
+    write.  Raises NetlinkError (NetlinkBusy when worth retrying) naming the first refusal.
     """
     edits = [e for e in edits if e.delete or e.add]
     if not edits:
@@ -252,6 +262,7 @@ def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT
     sndbuf = len(batch.data) + 65536
     rcvbuf = max(1 << 20, 4096 * (len(batch.parts) + 4))
     with open_socket(rcvbuf=rcvbuf, sndbuf=sndbuf) as sock:
+        portid = int(sock.getsockname()[0])
         exchange = _Exchange(sock, what, timeout)
         exchange.send(batch.data)
         exchange.send(probe)
@@ -276,7 +287,7 @@ def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT
     missing = set(jobs) - answered
     if missing:
         raise _error(f"{what}: {len(missing)} messages unanswered, state unknown", errno.EPROTO)
-    return generation
+    return Written(generation, portid)
 
 
 class Listener:

@@ -39,6 +39,7 @@ from masq.shell import netlink
 from masq.shell.nft_elements import (
     Listener,
     NetlinkError,
+    Written,
     read_counters,
     read_set,
     write_elements,
@@ -117,7 +118,7 @@ def read(ns: str, set_name: str, family: Family) -> SetContents:
         return read_set("inet", TABLE, set_name, family)
 
 
-def write(ns: str, edits: list[SetEdit]) -> int | None:
+def write(ns: str, edits: list[SetEdit]) -> Written | None:
     with inside(ns):
         return write_elements(edits)
 
@@ -228,8 +229,9 @@ def _events_until(listener: Listener, pid: int) -> list[ObjectChanged | Committe
 
 def test_the_listener_names_a_foreign_commit_and_our_own(ns: str) -> None:
     """A foreign ``nft add element`` shows as an element change of our table and set
-    followed by a NEWGEN carrying nft's pid; our own batch shows with our pid.  Folded
-    by a Watch, the first is a foreign commit by nft's pid and ours is none."""
+    followed by a NEWGEN carrying nft's pid and port (nft's port is its pid as we see it);
+    our own batch shows with our pid and the port it was sent from.  Folded by a Watch,
+    each is foreign until its port (or pid) is declared ours."""
     with inside(ns):
         listener = Listener()
     with listener:
@@ -259,19 +261,25 @@ def test_the_listener_names_a_foreign_commit_and_our_own(ns: str) -> None:
             ("element", True, "inet", TABLE, "masquerade-v4")
         }
         assert all(e.portid == commit.portid for e in changes)
-        watch = Watch(frozenset({("inet", TABLE)}), frozenset({os.getpid()}))
-        watch, seen = watch.feed(foreign)
+        assert commit.portid == proc.pid  # nft's socket port is its pid as we see it
+        watch = Watch(frozenset({("inet", TABLE)}))
+        _, seen = watch.feed(foreign)
         assert [f.pid for f in seen.foreign] == [proc.pid]
+        assert not watch.owning(portid=proc.pid).feed(foreign)[1].dirty
 
-        generation = write(
+        written = write(
             ns, [SetEdit("inet", TABLE, "masquerade-v6", add=(ipaddress.ip_network("fd00::/8"),))]
         )
+        assert written is not None
         ours = _events_until(listener, os.getpid())
-        assert isinstance(ours[-1], Committed)
-        assert ours[-1].generation == generation
+        assert ours[-1] == Committed(
+            written.generation or -1, os.getpid(), "python", written.portid
+        )
         changes = [e for e in ours if isinstance(e, ObjectChanged)]
         assert {(e.kind, e.table, e.name) for e in changes} == {("element", TABLE, "masquerade-v6")}
-        assert not watch.feed(ours)[1].dirty
+        assert watch.feed(ours)[1].dirty
+        assert not watch.owning(portid=written.portid).feed(ours)[1].dirty
+        assert not watch.owning(pid=os.getpid()).feed(ours)[1].dirty
         assert listener.read() == []
 
 

@@ -192,7 +192,7 @@ def test_a_watch_reports_foreign_commits_to_its_table_only() -> None:
     """A commit by another pid naming our table is foreign; our own pid's, or one that
     names only other tables, is not; a change waiting for its NEWGEN across reads counts
     in the read that brings the NEWGEN."""
-    watch = Watch(frozenset({TABLE}), frozenset({100}))
+    watch = Watch(frozenset({TABLE}), own_pids=frozenset({100}))
     watch, seen = watch.feed([_changed(), Committed(5, 100, "python", 7)])
     assert seen == Seen((), False, 5) and not seen.dirty
     watch, seen = watch.feed([_changed("kube-proxy"), Committed(6, 200, "nft", 7)])
@@ -205,11 +205,19 @@ def test_a_watch_reports_foreign_commits_to_its_table_only() -> None:
 
 
 def test_a_watch_counts_an_unnamed_committer_as_foreign_and_lost_as_dirty() -> None:
-    watch = Watch(frozenset({TABLE})).owning(100)
+    watch = Watch(frozenset({TABLE})).owning(pid=100)
     _, seen = watch.feed([_changed(), Committed(5, None, None, 7)])
     assert seen.foreign and seen.foreign[0].pid is None
     _, seen = watch.feed([_changed(), Lost(), Committed(6, 100, "python", 7)])
     assert seen.lost and seen.dirty and seen.foreign == ()
+
+
+def test_a_watch_knows_its_commits_by_port_whatever_pid_the_kernel_names() -> None:
+    """In a pid namespace NEWGEN names the host's pid: a commit from one of our ports is
+    ours whatever pid it carries, and a pid of ours does not make another port's ours."""
+    watch = Watch(frozenset({TABLE})).owning(portid=7)
+    assert not watch.feed([_changed(), Committed(5, 4242, "nft", 7)])[1].dirty
+    assert watch.feed([_changed(), Committed(6, 4242, "nft", 8)])[1].dirty
 
 
 def test_a_get_asks_for_the_element_that_starts_the_cidr() -> None:

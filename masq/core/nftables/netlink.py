@@ -722,16 +722,30 @@ class Watch:
 
     The kernel sends a commit's object notifications, then its NEWGEN, under the commit
     lock, so commits never interleave: the changes pending when a NEWGEN arrives are that
-    commit's, and its pid says whose.  ``own_pids`` are the agent's and the ``nft``
-    processes it started; a commit whose pid the kernel does not say counts as foreign.
+    commit's, and the commit is ours when its netlink port is one of ``own_portids`` (the
+    port ``write_elements`` sent from; an ``nft`` child's port is its pid as the agent
+    sees it) or its pid one of ``own_pids``.  Prefer ports: NEWGEN's pid is counted in the
+    host's pid namespace, which an agent in a pod without hostPID does not see.  A commit
+    whose pid the kernel does not say, and whose port is not ours, is foreign.
     """
 
     tables: frozenset[tuple[str, str]]
     own_pids: frozenset[int] = frozenset()
+    own_portids: frozenset[int] = frozenset()
     pending: tuple[ObjectChanged, ...] = ()
 
-    def owning(self, pid: int) -> Watch:
-        return Watch(self.tables, self.own_pids | {pid}, self.pending)
+    def owning(self, *, pid: int | None = None, portid: int | None = None) -> Watch:
+        return Watch(
+            self.tables,
+            self.own_pids | ({pid} if pid is not None else set()),
+            self.own_portids | ({portid} if portid is not None else set()),
+            self.pending,
+        )
+
+    def _ours(self, commit: Committed) -> bool:
+        return commit.portid in self.own_portids or (
+            commit.pid is not None and commit.pid in self.own_pids
+        )
 
     def feed(self, events: Iterable[Event]) -> tuple[Watch, Seen]:
         pending = list(self.pending)
@@ -746,10 +760,10 @@ class Watch:
                     pending.append(event)
             else:
                 generation = event.generation
-                if pending and (event.pid is None or event.pid not in self.own_pids):
+                if pending and not self._ours(event):
                     foreign.append(
                         ForeignCommit(event.generation, event.pid, event.process, tuple(pending))
                     )
                 pending = []
-        watch = Watch(self.tables, self.own_pids, tuple(pending))
+        watch = Watch(self.tables, self.own_pids, self.own_portids, tuple(pending))
         return watch, Seen(tuple(foreign), lost, generation)
