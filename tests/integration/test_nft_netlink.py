@@ -36,8 +36,10 @@ from masq.core.nftables.netlink import (
 )
 from masq.core.traffic import Counters
 from masq.shell import netlink
+from masq.shell.errors import TransientError
 from masq.shell.nft_elements import (
     Listener,
+    NetlinkBusy,
     NetlinkError,
     Written,
     read_counters,
@@ -299,6 +301,19 @@ def test_reading_a_missing_set_is_a_one_line_error(ns: str) -> None:
     assert caught.value.errno == errno.ENOENT
     assert str(caught.value) == (
         "netlink: list set inet ip-masq-agent no-such-set: No such file or directory (errno 2)"
+    )
+
+
+def test_a_call_with_no_answer_in_time_fails_in_one_line_worth_retrying(ns: str) -> None:
+    """Every wait is bounded: past its timeout a read gives up with one line, as a
+    NetlinkBusy (a TransientError the agent retries with backoff)."""
+    with inside(ns), pytest.raises(NetlinkBusy) as caught:
+        read_set("inet", TABLE, "masquerade-v4", "ipv4", timeout=0)
+    assert isinstance(caught.value, TransientError)
+    assert caught.value.errno == errno.ETIMEDOUT
+    assert str(caught.value) == (
+        "netlink: list set inet ip-masq-agent masquerade-v4: no answer in time:"
+        " Connection timed out (errno 110)"
     )
 
 
