@@ -104,10 +104,14 @@ def _buffer(sock: socket.socket, force: int, plain: int, size: int) -> None:
 
 
 def open_socket(*, rcvbuf: int | None = None, sndbuf: int | None = None) -> socket.socket:
-    """A NETLINK_NETFILTER socket bound in this thread's namespace; short acks, ext acks."""
-    sock = socket.socket(
-        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
-    )
+    """A NETLINK_NETFILTER socket bound in this thread's namespace; short acks, ext acks.
+    NetlinkError when there is none to be had (no nfnetlink, no permission)."""
+    try:
+        sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+        )
+    except OSError as exc:
+        raise _error("open a netfilter netlink socket", exc.errno or errno.EIO) from None
     try:
         sock.bind((0, 0))
         _setopt(sock, SOL_NETLINK, NETLINK_CAP_ACK, 1)
@@ -116,9 +120,9 @@ def open_socket(*, rcvbuf: int | None = None, sndbuf: int | None = None) -> sock
             _buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf)
         if sndbuf is not None:
             _buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf)
-    except BaseException:
+    except OSError as exc:
         sock.close()
-        raise
+        raise _error("bind a netfilter netlink socket", exc.errno or errno.EIO) from None
     return sock
 
 
@@ -280,7 +284,7 @@ def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT
                 elif reply.kind == NLMSG_ERROR and batch.first_seq <= reply.seq <= probe_seq:
                     answered.add(reply.seq)
                     if reply.error:
-                        refusals.append((jobs.get(reply.seq, "commit"), reply.error))
+                        refusals.append((jobs.get(reply.seq, what), reply.error))
     if refusals:
         job, code = refusals[0]
         raise _error(f"{job}: batch not applied", code)
@@ -302,9 +306,9 @@ class Listener:
         try:
             self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
             self._sock.setblocking(False)
-        except BaseException:
+        except OSError as exc:
             self._sock.close()
-            raise
+            raise _error("subscribe to nf_tables notifications", exc.errno or errno.EIO) from None
         self._buffer = bytearray(_RECV_BYTES)
 
     @property

@@ -407,3 +407,48 @@ def test_a_sigkill_during_a_batch_leaves_the_old_elements_or_the_new(ns: str) ->
         assert got in (olds, news), f"a mix after a kill at {eighth}/8 of {span:.2f} s"
         outcomes.add(got == news)
     assert False in outcomes  # some kill landed before the commit (else this tests nothing)
+
+
+NO_PERMISSION = """
+import ipaddress
+from masq.core.nftables.netlink import SetEdit
+from masq.shell.nft_elements import Listener, NetlinkError, read_set, write_elements
+edit = SetEdit("inet", "ip-masq-agent", "masquerade-v4", add=(ipaddress.ip_network("10.0.0.0/8"),))
+calls = [
+    lambda: read_set("inet", "ip-masq-agent", "masquerade-v4", "ipv4"),
+    lambda: write_elements([edit]),
+    Listener,
+]
+for call in calls:
+    try:
+        call()
+        print("allowed")
+    except NetlinkError as exc:
+        print(exc.errno, exc)
+"""
+
+
+def test_without_cap_net_admin_every_call_fails_in_one_line(ns: str) -> None:
+    """A process without CAP_NET_ADMIN (the agent unprivileged, a test) gets one line
+    naming EPERM from each entry point, which the agent can take as "use nft"."""
+    done = run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            sys.executable,
+            "-c",
+            NO_PERMISSION,
+        ]
+    )
+    lines = done.stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["1", "1", "1"], lines
+    assert lines[1] == (
+        "1 netlink: element batch (inet ip-masq-agent masquerade-v4): batch not applied:"
+        " Operation not permitted (errno 1)"
+    )
+    assert nft(ns, "list", "set", "inet", TABLE, "masquerade-v4").count("10.0.0.0") == 0
