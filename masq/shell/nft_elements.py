@@ -256,7 +256,7 @@ def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT
     and gives the generation id the commit produced.  None when there was nothing to
     write.  Raises NetlinkError (NetlinkBusy when worth retrying) naming the first refusal.
     """
-    edits = [e for e in edits if e.delete or e.add]
+    edits = [e for e in edits if not e.empty]
     if not edits:
         return None
     batch = edit_batch(edits, 1)

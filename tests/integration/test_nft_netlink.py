@@ -452,3 +452,18 @@ def test_without_cap_net_admin_every_call_fails_in_one_line(ns: str) -> None:
         " Operation not permitted (errno 1)"
     )
     assert nft(ns, "list", "set", "inet", TABLE, "masquerade-v4").count("10.0.0.0") == 0
+
+
+def test_a_flush_and_refill_is_one_transaction(ns: str) -> None:
+    """A set flushed and refilled in one batch holds exactly the new elements, each
+    counter restarted; the same batch refused (an overlapping add) leaves the old set and
+    its counters."""
+    name = SETS["ipv4"][1]
+    nft(ns, "add", "element", "inet", TABLE, name, "{ 10.0.0.0/8 counter packets 5 bytes 6 }")
+    new = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("11.0.0.0/8"))
+    bad = (*new, ipaddress.ip_network("11.1.0.0/16"))
+    with pytest.raises(NetlinkError):
+        write(ns, [SetEdit("inet", TABLE, name, add=bad, flush=True)])
+    assert listed(ns, name) == {new[0]: Counters(5, 6)}
+    write(ns, [SetEdit("inet", TABLE, name, add=new, flush=True)])
+    assert listed(ns, name) == dict.fromkeys(new, Counters(0, 0))

@@ -59,6 +59,10 @@ SEEDED = bytes.fromhex(
 )
 
 
+IP_T_S = bytes.fromhex("0200000006000100740000000600020073000000")
+"""nfgenmsg (family ip), NFTA_SET_ELEM_LIST_TABLE "t", NFTA_SET_ELEM_LIST_SET "s"."""
+
+
 def test_a_cidr_is_a_start_and_the_first_address_after_it_flagged_end() -> None:
     assert interval_elements(net("10.0.0.0/8")) == [START_10, END_10]
 
@@ -224,6 +228,15 @@ def test_a_get_asks_for_the_element_that_starts_the_cidr() -> None:
     """One non-dump GETSETELEM naming table and set, holding the CIDR's start element."""
     (reply,) = replies(get_element_request("ip", "t", "s", net("10.0.0.0/8"), 5))
     assert (reply.kind, reply.seq, reply.flags) == (msg_type("GETSETELEM"), 5, 1)
-    assert reply.body == bytes.fromhex("0200000006000100740000000600020073000000") + (
-        bytes.fromhex("14000380") + START_10
-    )
+    assert reply.body == IP_T_S + (bytes.fromhex("14000380") + START_10)
+
+
+def test_a_flush_is_a_delete_without_elements_before_the_adds() -> None:
+    edit = SetEdit("ip", "t", "s", delete=(net("9.0.0.0/8"),), add=(net("10.0.0.0/8"),), flush=True)
+    batch = edit_batch([edit], 1)
+    middle = list(replies(batch.data))[1:-1]
+    assert [(m.kind, m.body) for m in middle] == [
+        (msg_type("DELSETELEM"), IP_T_S),
+        (msg_type("NEWSETELEM"), middle[1].body),
+    ]
+    assert [p.what for p in batch.parts] == ["flush ip t s", "add elements of ip t s (10.0.0.0/8)"]

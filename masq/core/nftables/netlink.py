@@ -272,7 +272,8 @@ def interval_elements(net: IPNetwork, counters: Counters | None = None) -> list[
 @dataclass(frozen=True, slots=True)
 class SetEdit:
     """Elements to delete from and add to one set; ``seed`` gives an added element its
-    counter values (absent: the kernel starts it at zero)."""
+    counter values (absent: the kernel starts it at zero).  ``flush`` empties the set
+    first (the model's ``ReplaceSet``: a set reloaded whole), in the same transaction."""
 
     family: NftProto
     table: str
@@ -280,6 +281,11 @@ class SetEdit:
     delete: tuple[IPNetwork, ...] = ()
     add: tuple[IPNetwork, ...] = ()
     seed: Mapping[IPNetwork, Counters] | None = None
+    flush: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.flush or self.delete or self.add)
 
     def describe(self) -> str:
         return f"{self.family} {self.table} {self.set}"
@@ -329,6 +335,9 @@ def _element_messages(
         else (msg_type("NEWSETELEM"), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE)
     )
     head = strz(NFTA_SET_ELEM_LIST_TABLE, edit.table) + strz(NFTA_SET_ELEM_LIST_SET, edit.set)
+    if verb == "delete" and edit.flush:  # DELSETELEM without elements: the kernel flushes
+        yield message(kind, flags, seq, edit.family, head), Part(seq, f"flush {edit.describe()}")
+        return
     for chunk in _chunks(elements):
         body = head + nest(NFTA_SET_ELEM_LIST_ELEMENTS, chunk)
         what = f"{verb} elements of {edit.describe()} ({', '.join(str(n) for n in nets[:3])}"
@@ -338,10 +347,11 @@ def _element_messages(
 
 
 def edit_batch(edits: Sequence[SetEdit], first_seq: int) -> Batch:
-    """One nfnetlink batch: every deletion of every set, then every addition.
+    """One nfnetlink batch: every deletion (or flush) of every set, then every addition.
 
     Deleting first lets an element move between sets, or be replaced by one that
     overlaps it, within one transaction; the kernel applies the whole batch or none of it.
+    A flushed set's ``delete`` is not sent: the flush removes everything.
     """
     seq = first_seq + 1
     out = bytearray(
