@@ -10,6 +10,7 @@
 #   benchmarks/run.sh incremental
 #                               a one-CIDR config edit at 50,000 and 100,000 CIDRs in the
 #                               pure core (merge, desired table, plan) and its peak RSS
+#   benchmarks/run.sh netlink   set elements over netlink vs nft: dump, one add (root)
 #   benchmarks/run.sh connections [ARGS]
 #                               only the per-new-connection cost of each dataplane at 0 to
 #                               100,000 CIDRs (as root, real packets through namespaces; about
@@ -48,6 +49,7 @@ case "$what" in
     incremental)
         flock "$LOCK" env PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_incremental.py
         exit 0 ;;
+    netlink) needs_root netlink; PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_netlink.py; exit 0 ;;
     scale|steady|scrape)
         needs_root "$what"
         shift
