@@ -461,10 +461,10 @@ def test_explain_in_nftables_mode_reads_the_live_table_and_agrees_with_the_packe
     }
     deciding = {
         DEST_DOC_A: "counter jump snat-to-node",
-        DEST_UPLINK: "ip daddr @non-masquerade-v4 return (element 192.168.0.0/16, counter 1 "
-        "packets",
-        DEST_PRIVATE: "ip daddr @masquerade-v4 jump snat-to-node (element 172.20.0.0/16, "
-        "counter 1 packets",
+        DEST_UPLINK: "ip daddr @non-masquerade-v4 counter return (element 192.168.0.0/16,"
+        " counter 1 packets",
+        DEST_PRIVATE: "ip daddr @masquerade-v4 counter jump snat-to-node (element"
+        " 172.20.0.0/16, counter 1 packets",
         DEST_LINK_LOCAL: "ip daddr 169.254.0.0/16 counter return",
     }
     before = kernel_snapshot(topo)

@@ -159,13 +159,17 @@ def _previous_sets(
 
 def _postrouting(decisions: list[FamilyDecision], nft_family: NftFamily) -> NftChain:
     """The base chain: one step of the decision per rule, in first-match order (the sets
-    hold the CIDR lists: only each decision's family and link-local range are read)."""
+    hold the CIDR lists: only each decision's family and link-local range are read).
+
+    Each set lookup counts what it matched (the sum of its elements' counters), so a
+    scrape reads the elements it shows and takes the rest as that total minus those."""
     rules = [NftRule(verdict="return", local=True)]
     rules += [
         NftRule(
             verdict="jump",
             family=d.family,
             daddr_set=set_name("masquerade", d.family),
+            counter=True,
             target=SNAT_CHAIN,
         )
         for d in decisions
@@ -176,7 +180,12 @@ def _postrouting(decisions: list[FamilyDecision], nft_family: NftFamily) -> NftC
         if d.link_local is not None
     ]
     rules += [
-        NftRule(verdict="return", family=d.family, daddr_set=set_name("non-masquerade", d.family))
+        NftRule(
+            verdict="return",
+            family=d.family,
+            daddr_set=set_name("non-masquerade", d.family),
+            counter=True,
+        )
         for d in decisions
     ]
     # One catch-all per family in an inet table, so each family has its own counter.
