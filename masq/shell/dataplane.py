@@ -132,7 +132,9 @@ def build(
     if name == "nftables":
         from masq.shell.nftables_runner import NftablesDataplane
 
-        return NftablesDataplane(dataplane_options(opts), runner, kernel)
+        return NftablesDataplane(
+            dataplane_options(opts), runner, kernel, max_series=opts.metrics_max_cidr_series
+        )
     from masq.shell.iptables_backend import resolve_backend
     from masq.shell.iptables_runner import IptablesDataplane
 

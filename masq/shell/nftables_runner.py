@@ -15,12 +15,12 @@ import os
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from pyrsistent import pmap
 from returns.result import Failure, Result, Success
 
-from masq.core.addresses import Family, IPAddress, family_of
+from masq.core.addresses import Family, IPAddress, IPNetwork, family_of
 from masq.core.config import MasqConfig
 from masq.core.decision import decide
 from masq.core.errors import ConfigError
@@ -28,6 +28,7 @@ from masq.core.fragment import Fragment
 from masq.core.merge import Merged
 from masq.core.nftables.codec import parse_listing, render_batch, render_ops_readable, state_of
 from masq.core.nftables.model import (
+    POSTROUTING_CHAIN,
     NftFamily,
     NftOp,
     NftState,
@@ -36,11 +37,12 @@ from masq.core.nftables.model import (
     op_families,
     op_labels,
 )
+from masq.core.nftables.netlink import NftProto, RuleCounter
 from masq.core.nftables.plan import cleanup_ops, plan, replace_ops
 from masq.core.nftables.table import desired_table, table_family
-from masq.core.nftables.traffic import traffic_of
+from masq.core.nftables.traffic import scrape_plan, scraped, traffic_of
 from masq.core.options import DataplaneOptions
-from masq.core.traffic import CidrTraffic
+from masq.core.traffic import CidrTraffic, Counters
 from masq.shell import netlink
 from masq.shell.dataplane import Explained, Writes
 from masq.shell.errors import AgentError, TransientError
@@ -201,6 +203,36 @@ class NftPlan:
     traffic: Mapping[Family, tuple[CidrTraffic, ...]] = field(default_factory=dict)
 
 
+DEFAULT_MAX_CIDR_SERIES = 300
+"""``--metrics-max-cidr-series``' default: per-CIDR series per family a scrape shows."""
+
+
+class CounterReader(Protocol):
+    """Reads counters without listing the table: a chain's rules, a few set elements."""
+
+    def rules(self, proto: NftProto, table: str, chain: str) -> list[RuleCounter]: ...
+
+    def elements(
+        self, proto: NftProto, table: str, set_name: str, nets: Sequence[IPNetwork]
+    ) -> Mapping[IPNetwork, Counters | None]: ...
+
+
+class NetlinkCounters:
+    """``CounterReader`` over netlink (``masq.shell.nft_elements``), imported on first use."""
+
+    def rules(self, proto: NftProto, table: str, chain: str) -> list[RuleCounter]:
+        from masq.shell.nft_elements import read_rule_counters
+
+        return read_rule_counters(proto, table, chain)
+
+    def elements(
+        self, proto: NftProto, table: str, set_name: str, nets: Sequence[IPNetwork]
+    ) -> Mapping[IPNetwork, Counters | None]:
+        from masq.shell.nft_elements import read_counters
+
+        return read_counters(proto, table, set_name, nets)
+
+
 def next_generation(generation: int) -> int:
     """The generation after one commit (a u32 that skips 0 when it wraps)."""
     return (generation + 1) & 0xFFFFFFFF or 1
@@ -214,8 +246,15 @@ class NftablesDataplane:
         options: DataplaneOptions,
         runner: Runner = run_command,
         kernel: netlink.Kernel = netlink.SYSTEM,
+        *,
+        max_series: int = DEFAULT_MAX_CIDR_SERIES,
+        counters: CounterReader | None = None,
     ) -> None:
         self.options = options
+        self.max_series = max_series
+        # Scrapes read counters over netlink from the real kernel only (a fake kernel
+        # in tests has none to offer unless it passes its own reader).
+        self._counters = counters or (NetlinkCounters() if kernel is netlink.SYSTEM else None)
         self.family = table_family(options)
         self.nft = Nft(options.table, runner, kernel)
         self._kernel = kernel
@@ -374,8 +413,39 @@ class NftablesDataplane:
         out.write(render_ops_readable(plan.ops))
 
     def traffic(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
-        """Per-CIDR counters from one listing of our table (read-only, for a scrape)."""
+        """Per-CIDR counters for a scrape (read-only, any thread): over netlink, the
+        counters of the series the scrape shows and the base chain's rule counters (the
+        rest is ``other``); else, or when the kernel's chain is not the desired one, one
+        listing of the whole table."""
+        built = self._desired  # the sync thread's last desired table, read once
+        if self._counters is not None and built is not None and built[0] is config:
+            try:
+                found = self._scraped(config, built[1], self._counters)
+            except (AgentError, OSError) as error:
+                LOG.debug("netlink counters unreadable", extra={"kv": {"error": str(error)}})
+            else:
+                if found is not None:
+                    return found
         return self._traffic_of(config, self.nft.list(self.family))
+
+    def _scraped(
+        self, config: MasqConfig, desired: NftTable, counters: CounterReader
+    ) -> dict[Family, tuple[CidrTraffic, ...]] | None:
+        """What a scrape shows, reading only that (None: the chain is not ours as desired)."""
+        chain = desired.chains[POSTROUTING_CHAIN]
+        rules = counters.rules(self.family, desired.name, POSTROUTING_CHAIN)
+        if len(rules) != len(chain.rules) or any(
+            (r.lookup, r.counters is not None) != (want.daddr_set, want.counter)
+            for r, want in zip(rules, chain.rules, strict=True)
+        ):
+            return None
+        plan = scrape_plan(desired, config, self.options.families, self.max_series)
+        elements = {
+            name: counters.elements(self.family, desired.name, name, nets)
+            for name, nets in plan.reads.items()
+            if nets
+        }
+        return scraped(plan, desired, elements, [r.counters for r in rules])
 
     def explain(
         self,

@@ -57,7 +57,7 @@ def test_a_scrape_of_the_shown_series_equals_the_capped_listing(
     kernel = _counted(desired, data)
     decisions = [decide(config, f) for f in options.families]
     expected = capped([t for rows in traffic_of(kernel, decisions).values() for t in rows], cap)
-    plan = scrape_plan(desired, decisions, cap)
+    plan = scrape_plan(desired, config, options.families, cap)
     elements = {
         name: {net: kernel.sets[name].counters.get(net) for net in nets}
         for name, nets in plan.reads.items()

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from masq.core.addresses import Family, IPNetwork, cidr_key, every_destination, holds
+from masq.core.config import MasqConfig
 from masq.core.decision import FamilyDecision, Kind
 from masq.core.nftables.model import POSTROUTING_CHAIN, NftTable, set_name
 from masq.core.traffic import (
@@ -112,7 +113,7 @@ def _series_order(series: Series) -> tuple[tuple[int, int, int], str]:
 
 
 def scrape_plan(
-    table: NftTable, decisions: Iterable[FamilyDecision], max_series: int
+    table: NftTable, config: MasqConfig, families: Iterable[Family], max_series: int
 ) -> ScrapePlan:
     """The series a capped scrape shows, found by merging the config's ordered lists
     lazily (a bisect for each family's part, then ``max_series`` steps), and the elements
@@ -121,13 +122,13 @@ def scrape_plan(
     shown: dict[Family, tuple[Series, ...]] = {}
     reads: dict[str, list[IPNetwork]] = {}
     hidden: dict[Family, tuple[TrafficAction, ...]] = {}
-    for d in decisions:
-        f = d.family
-        masq, non = _of_family(d.masquerade, f), _of_family(d.non_masquerade, f)
+    lists = {"MASQUERADE": config.masquerade_cidrs, "RETURN": config.non_masquerade_cidrs}
+    for f in families:
+        masq, non = _of_family(lists["MASQUERADE"], f), _of_family(lists["RETURN"], f)
         extra = sorted((s for _, fam, s in rules if fam == f), key=_series_order)
         streams: list[Iterator[Series]] = [
-            ((d.masquerade[i], "MASQUERADE") for i in masq),
-            ((d.non_masquerade[i], "RETURN") for i in non),
+            ((lists["MASQUERADE"][i], "MASQUERADE") for i in masq),
+            ((lists["RETURN"][i], "RETURN") for i in non),
             iter(extra),
         ]
         picked: list[Series] = []
@@ -139,8 +140,7 @@ def scrape_plan(
         shown[f] = tuple(picked)
         totals: dict[TrafficAction, int] = {"MASQUERADE": len(masq), "RETURN": len(non)}
         for net, action in extra:
-            listed = d.masquerade if action == "MASQUERADE" else d.non_masquerade
-            totals[action] += not holds(listed, net)
+            totals[action] += not holds(lists[action], net)
         counts = Counter(action for _, action in picked)
         hidden[f] = tuple(a for a in ("MASQUERADE", "RETURN") if totals[a] > counts[a])
         for kind, action in _KIND_ACTIONS:
