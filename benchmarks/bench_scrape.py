@@ -119,6 +119,7 @@ class Figures:
     exposition: dict[str, Any]
     refresh_procs: list[str]
     quick_procs: list[str]
+    peak_rss_mb: float = 0.0  # the daemon's VmHWM: first sync and every scrape included
 
 
 def scrapes(runner: AgentRunner, rounds: int, quick: int, wrap: bool = False) -> Figures:
@@ -149,7 +150,15 @@ def scrapes(runner: AgentRunner, rounds: int, quick: int, wrap: bool = False) ->
                 figures.quick_procs = lines2[lines1:]
         finally:
             scraper.stop()
+        figures.peak_rss_mb = _peak_rss_mb(d.pid)
     return figures
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def bench_case(plane: str, n: int, tmp: Path) -> tuple[Figures, Figures]:
@@ -188,6 +197,7 @@ def row(plane: str, n: int, timed: Figures, counted: Figures) -> list[str]:
         f"{e['bytes'] / 1000:.1f}",
         str(e["samples"]),
         f"{e['cidr_series']} ({e['other']} other)",
+        f"{timed.peak_rss_mb:.0f}",
     ]
 
 
@@ -235,6 +245,7 @@ def main() -> int:
         "kB",
         "samples",
         "per-CIDR series",
+        "peak RSS MB",
     ]
     widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
     out = header("/metrics scrape cost (benchmarks/bench_scrape.py)", "bench_scrape.py")
@@ -244,7 +255,8 @@ def main() -> int:
         " the last listing; wall = the scraper's HTTP request (median),",
         f"# CPU = the agent and its children per scrape, mean of {ROUNDS} refreshing scrapes"
         f" and of {ROUNDS} x {QUICK} others (/proc/PID/stat, 10 ms ticks);",
-        "# procs = processes the agent started for one scrape of each kind (wrapper run)",
+        "# procs = processes the agent started for one scrape of each kind (wrapper run);",
+        "# peak RSS = the daemon's VmHWM after its first sync and the timed scrapes",
         "",
         *("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [columns, *rows]),
         "",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TextIO
@@ -217,6 +217,12 @@ class CounterReader(Protocol):
     ) -> Mapping[IPNetwork, Counters | None]: ...
 
 
+ElementReader = Callable[
+    [NftProto, str, str, Sequence[IPNetwork]], Mapping[IPNetwork, Counters | None]
+]
+"""(table family, table, set, CIDRs) -> the counters of the elements starting there."""
+
+
 class NetlinkCounters:
     """``CounterReader`` over netlink (``masq.shell.nft_elements``), imported on first use."""
 
@@ -345,8 +351,31 @@ class NftablesDataplane:
     def _traffic_of(
         self, config: MasqConfig, table: NftTable | None
     ) -> dict[Family, tuple[CidrTraffic, ...]]:
+        """The capped series from a listed table: the same reads as a netlink scrape
+        (shown elements, rule totals), so ``other`` means one thing whichever path read
+        it; the listing turned into every series only when its chain is not the desired."""
         if table is None:
             return {}
+        built = self._desired
+        chain = table.chains.get(POSTROUTING_CHAIN)
+        if built is not None and built[0] is config and chain is not None:
+            rules = [
+                RuleCounter(r.daddr_set, r.counters if r.counter else None) for r in chain.rules
+            ]
+
+            def listed(
+                proto: str, name: str, set_name: str, nets: Sequence[IPNetwork]
+            ) -> Mapping[IPNetwork, Counters | None]:
+                s = table.sets.get(set_name)
+                if s is None:
+                    return {}
+                return {
+                    n: s.counters.get(n, Counters(0, 0)) if n in s.elements else None for n in nets
+                }
+
+            found = self._capped(config, built[1], rules, listed)
+            if found is not None:
+                return found
         return traffic_of(table, [decide(config, f) for f in self.options.families])
 
     def apply(self, plan: NftPlan) -> Writes:
@@ -432,20 +461,31 @@ class NftablesDataplane:
         self, config: MasqConfig, desired: NftTable, counters: CounterReader
     ) -> dict[Family, tuple[CidrTraffic, ...]] | None:
         """What a scrape shows, reading only that (None: the chain is not ours as desired)."""
-        chain = desired.chains[POSTROUTING_CHAIN]
         rules = counters.rules(self.family, desired.name, POSTROUTING_CHAIN)
+        return self._capped(config, desired, rules, counters.elements)
+
+    def _capped(
+        self,
+        config: MasqConfig,
+        desired: NftTable,
+        rules: Sequence[RuleCounter],
+        elements: ElementReader,
+    ) -> dict[Family, tuple[CidrTraffic, ...]] | None:
+        """The capped series from the base chain's rules (None: not the desired chain) and
+        the shown elements' counters, read through ``elements``."""
+        chain = desired.chains[POSTROUTING_CHAIN]
         if len(rules) != len(chain.rules) or any(
             (r.lookup, r.counters is not None) != (want.daddr_set, want.counter)
             for r, want in zip(rules, chain.rules, strict=True)
         ):
             return None
         plan = scrape_plan(desired, config, self.options.families, self.max_series)
-        elements = {
-            name: counters.elements(self.family, desired.name, name, nets)
+        read = {
+            name: elements(self.family, desired.name, name, nets)
             for name, nets in plan.reads.items()
             if nets
         }
-        return scraped(plan, desired, elements, [r.counters for r in rules])
+        return scraped(plan, desired, read, [r.counters for r in rules])
 
     def explain(
         self,

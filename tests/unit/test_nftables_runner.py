@@ -21,10 +21,12 @@ from pyrsistent import pmap, pvector
 
 from masq.core.addresses import IPNetwork
 from masq.core.config import MasqConfig
+from masq.core.decision import decide
 from masq.core.nftables.codec import state_of
 from masq.core.nftables.model import NftState
 from masq.core.nftables.netlink import RuleCounter
 from masq.core.nftables.table import desired_table
+from masq.core.nftables.traffic import traffic_of
 from masq.core.options import DataplaneOptions
 from masq.core.traffic import Counters
 from masq.shell.agent import Agent
@@ -524,10 +526,8 @@ def test_a_scrape_reads_only_the_counters_it_shows() -> None:
     shown = capped([t for rows in plane.traffic(config).values() for t in rows], 10)
     assert len(fake.nft_calls()) == calls  # no nft started, nothing listed
     assert 0 < reader.elements_read <= 10
-    listed = capped(
-        [t for rows in plane._traffic_of(config, fake.state.tables["ip"]).values() for t in rows],
-        10,
-    )
+    every = traffic_of(fake.state.tables["ip"], [decide(config, "ipv4")])
+    listed = capped([t for rows in every.values() for t in rows], 10)
     assert shown == listed
     assert any(t.cidr == "other" and t.packets > 0 for t in shown)
     table = fake.state.tables["ip"]
