@@ -171,7 +171,9 @@ def _dump_once(exchange: _Exchange, request: bytes, seq: int) -> list[RawElement
                 if reply.error:
                     raise _error(exchange.what, reply.error)
                 continue
-            if reply.kind == NLMSG_DONE:
+            if reply.kind == NLMSG_DONE:  # it carries the dump's own status
+                if len(reply.body) >= 4 and reply.error:
+                    raise _error(exchange.what, reply.error)
                 return None if interrupted else found
             if reply.kind == kind:
                 found.extend(raw_elements(reply.body))
