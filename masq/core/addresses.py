@@ -85,6 +85,20 @@ def inside(nets: Sequence[IPNetwork], net: IPNetwork) -> Sequence[IPNetwork]:
     return nets[lo:hi]
 
 
+def supernets(nets: Sequence[IPNetwork], net: IPNetwork) -> list[IPNetwork]:
+    """The CIDRs of the canonically ordered ``nets`` that cover ``net`` strictly (a bisect
+    per shorter prefix)."""
+    version, first, _ = span(net)
+    found: list[IPNetwork] = []
+    for prefix in range(net.prefixlen):
+        size = 1 << (net.max_prefixlen - prefix)
+        key = (version, first - first % size, prefix)
+        i = bisect.bisect_left(nets, key, key=cidr_key)
+        if i < len(nets) and cidr_key(nets[i]) == key:
+            found.append(nets[i])
+    return found
+
+
 def edited_cidrs(
     before: Sequence[IPNetwork], added: Iterable[IPNetwork], removed: Iterable[IPNetwork]
 ) -> PVector[IPNetwork]:

@@ -25,6 +25,7 @@ from masq.core.addresses import (
     inside,
     sorted_cidrs,
     span,
+    supernets,
 )
 from masq.core.config import (
     DEFAULT_CIDR_LIMIT,
@@ -288,19 +289,6 @@ class MergeIndex:
     covered: PMap[tuple[int, int, int], Conflict]
 
 
-def _supernets(nets: Sequence[IPNetwork], net: IPNetwork) -> list[IPNetwork]:
-    """The CIDRs of the canonically ordered ``nets`` that cover ``net`` strictly."""
-    version, first, _ = span(net)
-    found: list[IPNetwork] = []
-    for prefix in range(net.prefixlen):
-        size = 1 << (net.max_prefixlen - prefix)
-        key = (version, first - first % size, prefix)
-        i = bisect.bisect_left(nets, key, key=cidr_key)
-        if i < len(nets) and cidr_key(nets[i]) == key:
-            found.append(nets[i])
-    return found
-
-
 @dataclass(frozen=True, slots=True)
 class _Unions:
     """Both unions after an edit, with what changed in each (for conflicts and the table)."""
@@ -394,7 +382,7 @@ def _covered_one(
     frags: Sequence[Fragment], net: IPNetwork, masq: Sequence[IPNetwork]
 ) -> Conflict | None:
     """``net``'s covered-CIDR conflict, from lookups around it in the masquerade union."""
-    supers = _supernets(masq, net)
+    supers = supernets(masq, net)
     within = list(inside(masq, net))
     covered = bool(supers) or any(m == net for m in within)
     if not covered and within:
@@ -430,7 +418,7 @@ def _covered_after(
     non, masq = u.unions[NON_MASQUERADE_CIDRS], u.unions[MASQUERADE_CIDRS]
     affected = {cidr_key(n): n for n in u.touched[NON_MASQUERADE_CIDRS]}
     for m in u.touched[MASQUERADE_CIDRS]:
-        for n in [*inside(non, m), *_supernets(non, m)]:
+        for n in [*inside(non, m), *supernets(non, m)]:
             affected[cidr_key(n)] = n
     covered = index.covered.evolver()
     for key, net in affected.items():

@@ -18,6 +18,7 @@ from masq.core.addresses import (
     parse_cidr,
     parse_ip,
     sorted_cidrs,
+    supernets,
 )
 
 PLAIN = (
@@ -121,7 +122,8 @@ def test_ordered_lookups_and_edits_agree_with_brute_force(
 ) -> None:
     """On a canonically ordered list: ``holds`` is membership, ``inside`` is every listed
     CIDR that starts within the probe's range (so its subnets, itself, and its supernets
-    starting where it starts), and ``edited_cidrs`` equals sorting the edited set."""
+    starting where it starts), ``supernets`` every listed CIDR that covers the probe
+    strictly (shortest first), and ``edited_cidrs`` equals sorting the edited set."""
     nets = sorted_cidrs(listed)
     assert holds(nets, probe) == (probe in set(nets))
     first, last = int(probe.network_address), int(probe.broadcast_address)
@@ -129,6 +131,11 @@ def test_ordered_lookups_and_edits_agree_with_brute_force(
         n for n in nets if n.version == probe.version and first <= int(n.network_address) <= last
     ]
     assert list(inside(nets, probe)) == expected
+    assert supernets(nets, probe) == [
+        n
+        for n in nets
+        if n.version == probe.version and n != probe and probe.subnet_of(n)  # type: ignore[arg-type]
+    ]
     removed = [n for n in nets if n in set(others) or n == probe]
     added = sorted_cidrs(n for n in others if n not in set(nets))
     result = edited_cidrs(nets, added, removed)

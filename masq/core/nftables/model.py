@@ -64,12 +64,11 @@ def no_counters() -> Mapping[IPNetwork, Counters]:
 class SetIndex:
     """What makes a set's next version cheap to derive and to diff, valid for the
     elements object ``of`` only (compared by identity, so a set rebuilt with other
-    elements simply has no index): ``ordered`` is ``of`` in canonical order; ``before``,
+    elements simply has no index): ``of`` was built by ``desired_table``; ``before``,
     when set, is the elements object ``of`` was derived from by removing ``removed``
     and adding ``added``."""
 
     of: frozenset[IPNetwork]
-    ordered: PVector[IPNetwork]
     before: frozenset[IPNetwork] | None = None
     added: frozenset[IPNetwork] = frozenset()
     removed: frozenset[IPNetwork] = frozenset()
@@ -99,11 +98,6 @@ class NftSet:
     kind: Kind | None = None
     counters: Mapping[IPNetwork, Counters] = field(default_factory=no_counters, compare=False)
     index: SetIndex | None = field(default=None, compare=False, repr=False)
-
-    def ordered(self) -> PVector[IPNetwork] | None:
-        """The elements in canonical order, when the index knows them."""
-        index = self.index
-        return index.ordered if index is not None and index.of is self.elements else None
 
     def delta_from(
         self, before: frozenset[IPNetwork]

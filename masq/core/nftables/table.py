@@ -9,8 +9,6 @@ elements, and under first match the covered one could never decide anyway.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
@@ -21,10 +19,9 @@ from masq.core.addresses import (
     Family,
     IPNetwork,
     cidr_key,
-    edited_cidrs,
     family_of,
     inside,
-    span,
+    supernets,
     uncovered,
 )
 from masq.core.config import ListChange, MasqConfig
@@ -65,11 +62,7 @@ def table_family(options: DataplaneOptions) -> NftFamily:
 def _set(kind: Kind, family: Family, elements: PVector[IPNetwork]) -> NftSet:
     of = frozenset(elements)
     return NftSet(
-        name=set_name(kind, family),
-        family=family,
-        elements=of,
-        kind=kind,
-        index=SetIndex(of, elements),
+        name=set_name(kind, family), family=family, elements=of, kind=kind, index=SetIndex(of)
     )
 
 
@@ -87,44 +80,32 @@ _LIST_OF_KIND: Final[dict[Kind, str]] = {
 }
 
 
-def _covering(ordered: Sequence[IPNetwork], net: IPNetwork) -> IPNetwork | None:
-    """The element of the disjoint, ordered ``ordered`` that covers ``net``, if any: the
-    last one at or before it in canonical order (any later one would overlap it)."""
-    i = bisect.bisect_right(ordered, cidr_key(net), key=cidr_key) - 1
-    if i < 0:
-        return None
-    element = ordered[i]
-    version, _, last = span(element)
-    return element if version == net.version and last >= span(net)[2] else None
-
-
 def _next_set(before: NftSet, change: ListChange) -> NftSet:
     """``before``'s successor after its list changed as ``change`` says, at the cost of the
-    change: the regions whose elements can differ are the changed CIDRs that no other
-    element covers; inside each, the new elements are the uncovered CIDRs of the new list
-    (a bisect range), the old ones an ordered range of ``before``'s."""
-    ordered = before.ordered()
+    change: the regions whose elements can differ are the changed CIDRs that no CIDR of
+    the old list covers; inside each, the old and the new elements are the uncovered CIDRs
+    of the old and the new list there (bisect ranges)."""
     family = before.family
     changed = [n for n in (*change.added, *change.removed) if family_of(n) == family]
-    if not changed or ordered is None or before.kind is None:
-        return before
-    # A CIDR inside another element changes no element by itself: if that element
-    # goes, it is a changed CIDR too, and its region takes in this one.
-    regions = [n for n in changed if _covering(ordered, n) in (None, n)]
+    if not changed or before.index is None or before.index.of is not before.elements:
+        return before  # unchanged, or not a set this module built: nothing to derive from
+    # A CIDR inside another of the old list changes no element by itself: if the element
+    # covering it goes, that is a changed CIDR too, and its region takes this one in.
+    regions = [n for n in changed if not supernets(change.before, n)]
     gone: list[IPNetwork] = []
     came: list[IPNetwork] = []
     for region in uncovered(regions):
-        old = {cidr_key(n): n for n in inside(ordered, region)}
+        old = {cidr_key(n): n for n in uncovered(inside(change.before, region))}
         new = {cidr_key(n): n for n in uncovered(inside(change.after, region))}
         gone += [n for k, n in old.items() if k not in new]
         came += [n for k, n in new.items() if k not in old]
     if not gone and not came:
         return before
     removed, added = frozenset(gone), frozenset(came)
-    elements = before.elements.difference(removed).union(added)
-    index = SetIndex(
-        elements, edited_cidrs(ordered, added, removed), before.elements, added, removed
-    )
+    elements = before.elements  # one copy of the hash table per kind of change
+    elements = elements.difference(removed) if removed else elements
+    elements = elements.union(added) if added else elements
+    index = SetIndex(elements, before.elements, added, removed)
     return replace(before, elements=elements, counters=no_counters(), index=index)
 
 
