@@ -124,9 +124,14 @@ def uncovered(nets: Iterable[IPNetwork]) -> PVector[IPNetwork]:
     the one covering it: one pass keeping the last kept span decides.  Adjacent
     CIDRs are not merged (each stays its own element with its own counter).
     """
+    return uncovered_of_ordered(sorted_cidrs(nets))
+
+
+def uncovered_of_ordered(nets: Iterable[IPNetwork]) -> PVector[IPNetwork]:
+    """``uncovered`` of CIDRs already deduplicated and in canonical order (no sort)."""
     kept: list[IPNetwork] = []
     end: tuple[int, int] = (0, -1)  # (version, last address) of the last kept CIDR
-    for net in sorted_cidrs(nets):
+    for net in nets:
         version, _, last = span(net)
         if version == end[0] and last <= end[1]:
             continue

@@ -23,6 +23,7 @@ from masq.core.addresses import (
     inside,
     supernets,
     uncovered,
+    uncovered_of_ordered,
 )
 from masq.core.config import ListChange, MasqConfig
 from masq.core.decision import (
@@ -71,7 +72,8 @@ def _sets(decision: FamilyDecision) -> list[NftSet]:
         ("masquerade", decision.masquerade),
         ("non-masquerade", decision.non_masquerade),
     )
-    return [_set(kind, decision.family, uncovered(nets)) for kind, nets in lists]
+    # A decision's lists are of one family and in canonical order already.
+    return [_set(kind, decision.family, uncovered_of_ordered(nets)) for kind, nets in lists]
 
 
 _LIST_OF_KIND: Final[dict[Kind, str]] = {
@@ -95,8 +97,8 @@ def _next_set(before: NftSet, change: ListChange) -> NftSet:
     gone: list[IPNetwork] = []
     came: list[IPNetwork] = []
     for region in uncovered(regions):
-        old = {cidr_key(n): n for n in uncovered(inside(change.before, region))}
-        new = {cidr_key(n): n for n in uncovered(inside(change.after, region))}
+        old = {cidr_key(n): n for n in uncovered_of_ordered(inside(change.before, region))}
+        new = {cidr_key(n): n for n in uncovered_of_ordered(inside(change.after, region))}
         gone += [n for k, n in old.items() if k not in new]
         came += [n for k, n in new.items() if k not in old]
     if not gone and not came:
