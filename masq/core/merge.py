@@ -264,16 +264,23 @@ def _within_limit(
 
 @dataclass(frozen=True, slots=True)
 class _ListKey:
-    """One CIDR list key, merged by union over the fragments that set it."""
+    """One CIDR list key, merged by union over the fragments that set it: how a file
+    gives it, and where the effective config holds it."""
 
     key: str
     get: Callable[[Fragment], PVector[IPNetwork] | None]
+    merged: Callable[[MasqConfig], PVector[IPNetwork]]
 
 
-_NON: Final = _ListKey(NON_MASQUERADE_CIDRS, lambda f: f.non_masquerade_cidrs)
-_MASQ: Final = _ListKey(MASQUERADE_CIDRS, lambda f: f.masquerade_cidrs)
+_NON: Final = _ListKey(
+    NON_MASQUERADE_CIDRS, lambda f: f.non_masquerade_cidrs, lambda c: c.non_masquerade_cidrs
+)
+_MASQ: Final = _ListKey(
+    MASQUERADE_CIDRS, lambda f: f.masquerade_cidrs, lambda c: c.masquerade_cidrs
+)
 _LISTS: Final = (_NON, _MASQ)
-"""The CIDR list keys; a new one is one entry here (and its field in ``MasqConfig``)."""
+"""The CIDR list keys: a new one is an entry here, its field in ``MasqConfig`` and its
+value in ``merge``'s ``lists`` (a union needs nothing else; defaults as ``_defaults``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,11 +469,7 @@ def _change(
 ) -> ConfigChange | None:
     if previous is None or u is None:
         return None
-    before = previous.config
-    olds = {
-        NON_MASQUERADE_CIDRS: before.non_masquerade_cidrs,
-        MASQUERADE_CIDRS: before.masquerade_cidrs,
-    }
+    olds = {lk.key: lk.merged(previous.config) for lk in _LISTS}
     changes: dict[str, ListChange] = {}
     for key, after in lists.items():
         if after is olds[key]:
