@@ -17,11 +17,9 @@ from pyrsistent import pmap, pvector
 from pyrsistent.typing import PMap, PVector
 
 from masq.core.addresses import Family, IPNetwork
-from masq.core.names import DEFAULT_TABLE
+from masq.core.names import DEFAULT_TABLE as DEFAULT_TABLE  # noqa: PLC0414  (re-exported)
 from masq.core.nat import PortRange
 from masq.core.traffic import Counters
-
-__all__ = ["DEFAULT_TABLE"]  # re-exported: the table's home is names.py
 
 NftFamily = Literal["ip", "inet"]
 Kind = Literal["masquerade", "non-masquerade"]
