@@ -48,6 +48,7 @@ SUITES = [
     "tests/unit/test_explain.py",
     "tests/unit/test_explain_nft.py",
     "tests/unit/test_public_api.py",
+    "tests/unit/test_metrics.py",  # the shell's reading of the core's traffic counters
 ]
 """The unit stage's suites that exercise the core (the shell's own tests are left out)."""
 

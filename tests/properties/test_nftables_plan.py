@@ -16,6 +16,7 @@ from masq.core.config import MasqConfig
 from masq.core.nftables.codec import state_of
 from masq.core.nftables.model import (
     AddElements,
+    BaseChain,
     DeleteElements,
     DeleteTable,
     NftChain,
@@ -288,3 +289,22 @@ def test_model_refuses_an_element_on_the_last_address_of_another() -> None:
         apply_ops(NftState(), [ReplaceTable(replace(table, sets=table.sets.set(name, both)))])
     grown = apply_ops(state, [AddElements(table.family, table.name, name, (past,))])
     assert grown.tables["ip"].sets[name].elements == {wide, past}
+
+
+# Fails if the planner compares chains by their rules only: a base chain whose hook moved
+# (another priority, say) would keep it, since a chain edit keeps the hook it finds.
+@pytest.mark.parametrize(
+    "moved",
+    [BaseChain(priority=100), BaseChain(policy="drop"), BaseChain(hook="prerouting"), None],
+    ids=["priority", "policy", "hook", "no hook"],
+)
+def test_a_moved_base_chain_hook_replaces_the_table(moved: BaseChain | None) -> None:
+    """A base chain with the desired rules but another hook, priority or policy (or none)
+    makes the plan replace the table whole, which puts the hook back."""
+    desired = desired_table(MasqConfig(), TableOptions())
+    chain = desired.chains["postrouting"]
+    observed = state_of(
+        [replace(desired, chains=desired.chains.set(chain.name, replace(chain, base=moved)))]
+    )
+    assert plan(desired, observed) == (ReplaceTable(desired),)
+    assert apply_ops(observed, plan(desired, observed)) == state_of([desired])

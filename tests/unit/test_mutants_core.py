@@ -103,3 +103,42 @@ def test_inet_catch_all_counters_are_reported_per_family() -> None:
         if row.cidr in ("0.0.0.0/0", "::/0")
     }
     assert catch_alls == {("ipv4", "0.0.0.0/0"): (3, 300), ("ipv6", "::/0"): (7, 700)}
+
+
+# Fails if the evaluator ignores "meta nfproto": in an inet table an IPv6 address would
+# then be decided by the ipv4 catch-all, and --explain would name (and count) the wrong rule.
+def test_each_family_reaches_its_own_catch_all_in_an_inet_table() -> None:
+    """In the default inet table the catch-alls come last, ipv4's (rule 8) before ipv6's
+    (rule 9); 8.8.8.8 is decided by rule 8 and 2001:db8::1 by rule 9, in first_match and in
+    the explanation alike."""
+    options = nftables.TableOptions(enable_ipv6=True)
+    table = nftables.desired_table(merge([], enable_ipv6=True).unwrap().config, options)
+    for address, position, family in [("8.8.8.8", 8, "ipv4"), ("2001:db8::1", 9, "ipv6")]:
+        ip = ipaddress.ip_address(address)
+        match = nftables.first_match(table, ip)
+        assert match is not None and match.position == position, address
+        assert match.rule.nfproto == family
+        assert nftables.explain(ip, table=table).position == position, address
+
+
+# Fails if a CIDR whose last address is that of a CIDR covering it counts as uncovered
+# (10.255.0.0/16 ends where 10.0.0.0/8 ends): the set would hold overlapping elements,
+# which an interval set refuses, and the whole table write would fail.
+def test_a_cidr_ending_where_its_cover_ends_is_not_stored() -> None:
+    """nonMasqueradeCIDRs [10.0.0.0/8, 10.255.0.0/16, 10.255.255.255/32] and the IPv6 pair
+    [fd00::/8, fdff::/16]: each set stores only the covering CIDR."""
+    config = merge(
+        [
+            Fragment(
+                "a.yaml",
+                non_masquerade_cidrs=pvector(
+                    [net(n) for n in ("10.0.0.0/8", "10.255.0.0/16", "10.255.255.255/32")]
+                    + [net("fd00::/8"), net("fdff::/16")]
+                ),
+            )
+        ],
+        enable_ipv6=True,
+    ).unwrap()
+    table = nftables.desired_table(config.config, nftables.TableOptions(enable_ipv6=True))
+    assert table.sets["non-masquerade-v4"].elements == {net("10.0.0.0/8")}
+    assert table.sets["non-masquerade-v6"].elements == {net("fd00::/8")}
