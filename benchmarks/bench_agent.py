@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import PYTHON, REPO, env, make_wrappers, netns, ns_run, stat_cpu
+from benchlib import PYTHON, REPO, env, make_wrappers, ns_run, stat_cpu
 
 RESULTS = REPO / "benchmarks" / "results" / "agent.txt"
 CHAIN = "IP-MASQ-AGENT"
@@ -174,11 +174,14 @@ def daemon_figures(ns: str, backend: str, cfg: Path, trials: int = 5) -> dict[st
 def bench_backend(backend: str, tmp: Path, out: list[str]) -> None:
     """Two namespaces per backend, one empty and one with 50k foreign rules, so the
     ratio can alternate between them and machine-load drift cancels out."""
+    # here, not at the top: the in-namespace child re-runs this file without tests/ on its path
+    from integration.topology import namespace
+
     print(f"== {backend}", flush=True)
     labels = ("empty nat table", f"{FOREIGN_RULES} foreign nat rules")
     with (
-        netns(f"masq-bench-{backend}-e-{os.getpid()}") as empty,
-        netns(f"masq-bench-{backend}-l-{os.getpid()}") as loaded,
+        namespace(f"bench-{backend}-empty") as empty,
+        namespace(f"bench-{backend}-loaded") as loaded,
     ):
         cfgs = {}
         for ns in (empty, loaded):

@@ -12,7 +12,7 @@ measures what one costs, for each dataplane at several numbers N of nonMasquerad
                                  (the agent has no nftables dataplane yet); switch with
                                  ``--nftables=agent`` once ``--dataplane=nftables`` exists.
 
-Topology: tests/integration/netns.py's pod -> node -> dest namespaces, reused as is.  The
+Topology: tests/integration/topology.py's pod -> node -> dest namespaces, reused as is.  The
 probed destination (``DEST_DOC_A``, 203.0.113.10) lies outside every CIDR, so each new flow
 walks past all N of them and is masqueraded: the worst case, and the common one for traffic
 leaving the cluster.  Each run checks that conntrack in node holds exactly one entry per flow
@@ -69,15 +69,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from integration import netns
-from integration.netns import Backend, Topology
+from integration import agent, topology
+from integration.packets import verdicts
+from integration.topology import Backend, Topology
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "connections.txt"
 LOCK = Path("/tmp/masq-heavy.lock")
 FLOWS = 20_000
 RUNS = 5
-DEST = netns.DEST_DOC_A
+DEST = topology.DEST_DOC_A
 DEST_PORT = 9999
 FIRST_SOURCE_PORT = 10_000
 CONFIG_CIDRS_PER_FILE = 10_000  # about 190 kB of YAML; a file may hold at most 1 MiB
@@ -145,18 +146,18 @@ def agent_config(topo: Topology, nets: Sequence[str], work: Path) -> Path:
         old.unlink()
     limit = max(len(nets), 64)
     if not nets:
-        netns.write_config(config, "ip-masq-agent", "nonMasqueradeCIDRs: []\n")
+        agent.write_config(config, "ip-masq-agent", "nonMasqueradeCIDRs: []\n")
     for start in range(0, len(nets), CONFIG_CIDRS_PER_FILE):
         chunk = nets[start : start + CONFIG_CIDRS_PER_FILE]
         body = "".join(f"  - {c}\n" for c in chunk)
         text = f"cidrLimit: {limit}\nnonMasqueradeCIDRs:\n{body}"
-        netns.write_config(config, f"ip-masq-part-{start // CONFIG_CIDRS_PER_FILE:03d}", text)
+        agent.write_config(config, f"ip-masq-part-{start // CONFIG_CIDRS_PER_FILE:03d}", text)
     return config
 
 
 def apply_agent_iptables(topo: Topology, nets: Sequence[str], work: Path) -> None:
     """The agent itself, once, with the CIDRs spread over several config files."""
-    netns.assert_ok(netns.run_agent(topo, agent_config(topo, nets, work), timeout=900))
+    agent.assert_ok(agent.run_agent(topo, agent_config(topo, nets, work), timeout=900))
     rules = [line for line in topo.save().splitlines() if line.startswith("-A IP-MASQ-AGENT ")]
     if len(rules) != len(nets) + 2:  # + link-local RETURN + final MASQUERADE
         raise RuntimeError(f"expected {len(nets) + 2} rules in IP-MASQ-AGENT, got {len(rules)}")
@@ -170,8 +171,8 @@ def apply_nft_table(topo: Topology, nets: Sequence[str], work: Path) -> None:
         "table ip ip-masq-agent\ndelete table ip ip-masq-agent\n"
         + NFT_TABLE.format(elements=f";{elements}" if elements else "")
     )
-    netns.run(topo.in_ns(topo.node, ["nft", "-f", str(path)]), timeout=600)
-    listing = netns.run(
+    topology.run(topo.in_ns(topo.node, ["nft", "-f", str(path)]), timeout=600)
+    listing = topology.run(
         topo.in_ns(topo.node, ["nft", "list", "set", "ip", "ip-masq-agent", "non-masquerade-v4"]),
         timeout=600,
     ).stdout
@@ -183,7 +184,7 @@ def apply_nft_table(topo: Topology, nets: Sequence[str], work: Path) -> None:
 def apply_agent_nftables(topo: Topology, nets: Sequence[str], work: Path) -> None:
     """The agent's own nftables dataplane (``--dataplane=nftables``)."""
     config = agent_config(topo, nets, work)
-    netns.assert_ok(netns.run_agent(topo, config, "--dataplane=nftables", timeout=900))
+    agent.assert_ok(agent.run_agent(topo, config, "--dataplane=nftables", timeout=900))
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ def heavy_lock() -> Iterator[None]:
 def conntrack_count(topo: Topology, *filters: str) -> int:
     """Entries in node's conntrack table matching ``filters`` (conntrack -L prints the count)."""
     argv = ["conntrack", "-L", "-f", "ipv4", "-p", "udp", "--dport", str(DEST_PORT), *filters]
-    proc = netns.run(topo.in_ns(topo.node, argv), timeout=120)
+    proc = topology.run(topo.in_ns(topo.node, argv), timeout=120)
     match = re.search(r"(\d+) flow entries", proc.stderr)
     if match is None:
         raise RuntimeError(f"unexpected conntrack output: {proc.stderr!r}")
@@ -243,13 +244,13 @@ def child_env() -> dict[str, str]:
 
 
 def one_run(topo: Topology, *, nat: bool, flows: int) -> Run:
-    netns.run(topo.in_ns(topo.node, ["conntrack", "-F"]), check=False, timeout=120)
+    topology.run(topo.in_ns(topo.node, ["conntrack", "-F"]), check=False, timeout=120)
     argv = [sys.executable, __file__, "--send", DEST, str(DEST_PORT), str(flows)]
-    out = netns.run(topo.in_ns(topo.pod, argv), timeout=600, env=child_env()).stdout
+    out = topology.run(topo.in_ns(topo.pod, argv), timeout=600, env=child_env()).stdout
     sent = json.loads(out.strip().splitlines()[-1])
     if nat:
         new = conntrack_count(topo)
-        masqueraded = conntrack_count(topo, "--reply-dst", netns.NODE_UPLINK)
+        masqueraded = conntrack_count(topo, "--reply-dst", topology.NODE_UPLINK)
         if new != flows or masqueraded != flows:
             raise RuntimeError(
                 f"{topo.node}: {flows} flows sent, {new} conntrack entries, {masqueraded}"
@@ -282,9 +283,9 @@ def prepared(backend: Backend) -> Iterator[Topology]:
     iptables rules takes; node keeps them for the whole run so the per-run check can count
     them all.
     """
-    with netns.topology(backend) as topo:
+    with topology.topology(backend) as topo:
         timeout = "net.netfilter.nf_conntrack_udp_timeout=3600"
-        netns.run(topo.in_ns(topo.node, ["sysctl", "-q", "-w", timeout]))
+        topology.run(topo.in_ns(topo.node, ["sysctl", "-q", "-w", timeout]))
         sink = start_sink(topo)
         try:
             yield topo
@@ -373,7 +374,7 @@ def bench_dataplane(plane: Dataplane, work: Path, sizes: Sequence[int], cfg: Set
 
 
 def topo_verdict(topo: Topology) -> str:
-    return netns.verdicts(topo, DEST)[DEST]
+    return verdicts(topo, DEST)[DEST]
 
 
 def bench_forwarding_only(runs: int, flows: int) -> Row:
@@ -422,7 +423,7 @@ def send_main(dst: str, port: int, count: int) -> None:
     """In pod: ``count`` packets, each a new flow; print CPU and wall time as JSON."""
     cpu = max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})  # the softirq work stays on this CPU with us
-    packets = [udp_packet(netns.POD_IP, dst, FIRST_SOURCE_PORT + i, port) for i in range(count)]
+    packets = [udp_packet(topology.POD_IP, dst, FIRST_SOURCE_PORT + i, port) for i in range(count)]
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     send = sock.sendto
     address = (dst, 0)
@@ -542,7 +543,7 @@ def main() -> int:
     if args.sink:
         sink_main(args.sink[0], int(args.sink[1]))
         return 0
-    problem = netns.environment_problem()
+    problem = topology.environment_problem()
     if problem is not None:
         print(f"bench_connections: {problem}", file=sys.stderr)
         return 2

@@ -11,11 +11,12 @@ benchmarks/results/nft-set-edits.txt.  Run as root: benchmarks/run.sh nft-edits
 from __future__ import annotations
 
 import ipaddress
-import os
 import platform
 import subprocess
 import time
 from pathlib import Path
+
+from integration.topology import namespace
 
 from masq.core.nftables.plan import SET_RELOAD_AFTER_EDITS
 
@@ -38,9 +39,11 @@ def table(elements: list[str]) -> str:
 
 
 def main() -> None:
-    ns = f"mqbench-nft-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
+    with namespace("bench-nft-edits") as ns:
+        OUT.write_text("\n".join(measure(ns)) + "\n")
 
+
+def measure(ns: str) -> list[str]:
     def nft(batch: str) -> float:
         start = time.perf_counter()
         subprocess.run(
@@ -57,27 +60,24 @@ def main() -> None:
         f"# kernel {platform.release()}; a shared 2-core machine (figures, not thresholds)",
         f"# the agent reloads a set past SET_RELOAD_AFTER_EDITS={SET_RELOAD_AFTER_EDITS} edits",
     ]
-    try:
-        for size, changes in CASES:
-            for k in changes:
-                old, new = nets(0, size), nets(k, size)
-                nft(table(old))
-                edits = nft(
-                    f"delete element ip t s {{ {', '.join(old[:k])} }}\n"
-                    f"add element ip t s {{ {', '.join(new[-k:])} }}\n"
-                )
-                nft(table(old))
-                reload = nft(f"flush set ip t s\nadd element ip t s {{ {', '.join(new)} }}\n")
-                nft(table(old))
-                whole = nft(table(new))
-                lines.append(
-                    f"{size:7,d} elements, {k:5,d} replaced: edits {edits:6.2f} s"
-                    f"   set reload {reload:5.2f} s   table replace {whole:5.2f} s"
-                )
-                print(lines[-1], flush=True)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-    OUT.write_text("\n".join(lines) + "\n")
+    for size, changes in CASES:
+        for k in changes:
+            old, new = nets(0, size), nets(k, size)
+            nft(table(old))
+            edits = nft(
+                f"delete element ip t s {{ {', '.join(old[:k])} }}\n"
+                f"add element ip t s {{ {', '.join(new[-k:])} }}\n"
+            )
+            nft(table(old))
+            reload = nft(f"flush set ip t s\nadd element ip t s {{ {', '.join(new)} }}\n")
+            nft(table(old))
+            whole = nft(table(new))
+            lines.append(
+                f"{size:7,d} elements, {k:5,d} replaced: edits {edits:6.2f} s"
+                f"   set reload {reload:5.2f} s   table replace {whole:5.2f} s"
+            )
+            print(lines[-1], flush=True)
+    return lines
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ benchmarks/results/iptables-rebuild.txt.  Run as root: benchmarks/run.sh rebuild
 from __future__ import annotations
 
 import ipaddress
-import os
 import platform
 import subprocess
 import time
 from pathlib import Path
+
+from integration.topology import namespace
 
 from masq.core.addresses import IPNetwork, sorted_cidrs
 from masq.core.config import MasqConfig
@@ -42,16 +43,11 @@ def nets(count: int) -> list[IPNetwork]:
 
 
 class Netns:
-    def __init__(self, backend: str) -> None:
-        self.name = f"mqbench-rebuild-{os.getpid()}"
+    """One backend's iptables in a namespace of the tests' harness."""
+
+    def __init__(self, name: str, backend: str) -> None:
+        self.name = name
         self.backend = backend
-
-    def __enter__(self) -> Netns:
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        subprocess.run(["ip", "netns", "del", self.name], check=False)
 
     def run(self, *argv: str, stdin: str | None = None) -> str:
         done = subprocess.run(
@@ -104,7 +100,8 @@ def main() -> None:
         f"# the agent rebuilds when chain edits x chain length > REBUILD_BUDGET={REBUILD_BUDGET:,}",
     ]
     for backend, cases in CASES.items():
-        with Netns(backend) as ns:
+        with namespace(f"bench-rebuild-{backend}") as name:
+            ns = Netns(name, backend)
             for total, fractions in cases:
                 for fraction in fractions:
                     lines.append(case(ns, total, fraction))

@@ -62,7 +62,6 @@ from benchlib import (
     header,
     heavy_lock,
     make_wrappers,
-    netns,
     ns_run,
     precompile,
     slash24s,
@@ -391,7 +390,9 @@ def run_case(plane: str, n: int, tmp: Path, largest: bool) -> Case:
     def say(what: str) -> None:
         print(f"  {plane} {n:,}: {what}", flush=True)
 
-    with netns(f"mqscale-{os.getpid()}") as ns:
+    from integration.topology import namespace  # see switch_case
+
+    with namespace("scale") as ns:
         node = make_node(ns, plane, cfg, tmp)
         case.first = node.runner.once()
         case.in_kernel = node.in_kernel()
@@ -421,9 +422,12 @@ def run_case(plane: str, n: int, tmp: Path, largest: bool) -> Case:
 
 def switch_case(plane: str, tmp: Path) -> OnceRun:
     """From a one-CIDR chain (or set) to 50,000 CIDRs in one ``--once``."""
+    # here, not at the top: the in-namespace child re-runs this file without tests/ on its path
+    from integration.topology import namespace
+
     cfg = tmp / f"cfg-{plane}-switch"
     cfg.mkdir(exist_ok=True)
-    with netns(f"mqscale-sw-{os.getpid()}") as ns:
+    with namespace("scale-switch") as ns:
         node = make_node(ns, plane, cfg, tmp)
         write_config(cfg, 1)
         node.runner.once()

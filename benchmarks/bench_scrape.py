@@ -41,11 +41,11 @@ from benchlib import (
     header,
     heavy_lock,
     make_wrappers,
-    netns,
     precompile,
     stat_cpu,
     write_config,
 )
+from integration.topology import namespace
 
 OUT = RESULTS / "scrape.txt"
 PLANES: dict[str, list[str]] = {
@@ -152,7 +152,7 @@ def bench_case(plane: str, n: int, tmp: Path) -> tuple[Figures, Figures]:
     cfg.mkdir()
     write_config(cfg, n)
     flags = [f"--config-dir={cfg}", "--enable-ipv6", *PLANES[plane]]
-    with heavy_lock(), netns(f"mqscrape-{os.getpid()}") as ns:
+    with heavy_lock(), namespace("scrape") as ns:
         runner = AgentRunner(ns, flags, tmp, 1 if plane == "nftables" else 2)
         runner.once()
         timed = scrapes(runner, ROUNDS, QUICK)

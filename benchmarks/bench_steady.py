@@ -47,10 +47,10 @@ from benchlib import (
     header,
     heavy_lock,
     make_wrappers,
-    netns,
     ns_run,
     precompile,
 )
+from integration.topology import namespace
 
 OUT = RESULTS / "steady.txt"
 PLANES: dict[str, list[str]] = {
@@ -180,7 +180,7 @@ def bench_plane(plane: str, tmp: Path) -> list[str]:
     cfg = tmp / f"cfg-{plane}"
     cfg.mkdir()
     flags = [f"--config-dir={cfg}", *PLANES[plane]]
-    with heavy_lock(), netns(f"mqsteady-{os.getpid()}") as ns:
+    with heavy_lock(), namespace("steady") as ns:
         runner = AgentRunner(ns, flags, tmp)
         first = runner.once()
         runs = [runner.once() for _ in range(ONCE_RUNS)]
@@ -208,7 +208,7 @@ def bench_image() -> list[str]:
     name = f"mqsteady-{uuid.uuid4().hex[:8]}"
     subprocess.run(["buildah", "from", "--name", name, IMAGE_TAG], check=True, capture_output=True)
     try:
-        with heavy_lock(), netns(f"mqsteady-img-{os.getpid()}") as ns:
+        with heavy_lock(), namespace("steady-image") as ns:
             argv = ["ip", "netns", "exec", ns, "buildah", "run", "--isolation", "chroot"]
             argv += ["--cap-add", "CAP_NET_ADMIN", "--cap-add", "CAP_NET_RAW", name, "--"]
             argv += ["/usr/bin/python3", "-c", IN_IMAGE, str(ONCE_RUNS), *entry]

@@ -1,7 +1,9 @@
 """Helpers shared by the benchmarks that run the real agent in network namespaces.
 
 Every command is an argv list run under ``ip netns exec`` in a namespace the benchmark
-created and deletes again; nothing here touches the host's own tables.  Heavy phases
+created and deletes again with the tests' harness (``integration.topology.namespace``;
+``tests/`` is on PYTHONPATH, as benchmarks/run.sh sets it); nothing here touches the
+host's own tables.  Heavy phases
 take /tmp/masq-heavy.lock (flock(2), the lock ``flock(1)`` takes), so benchmarks of
 other jobs on this shared machine do not run at the same time.
 """
@@ -68,16 +70,6 @@ def ns_run(
         input=stdin,
         env=environ if environ is not None else env(),
     )
-
-
-@contextmanager
-def netns(name: str) -> Iterator[str]:
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @contextmanager
@@ -167,7 +159,8 @@ def _version(argv: list[str]) -> str:
 def header(title: str, script: str, *, root: bool = True) -> list[str]:
     """The lines every results file starts with: what, when, where, with what, how run."""
     command = os.environ.get("BENCH_COMMAND") or (
-        f"PYTHONPATH={REPO} {PYTHON} benchmarks/{script} {' '.join(sys.argv[1:])}".rstrip()
+        f"PYTHONPATH={REPO}:{REPO}/tests {PYTHON} benchmarks/{script}"
+        f" {' '.join(sys.argv[1:])}".rstrip()
     )
     return [
         f"# {title}",

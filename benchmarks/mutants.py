@@ -101,7 +101,7 @@ MUTANTS = [
     Mutant("iptables/codec.py", '_ESCAPE = re.compile(r"([\\"\'\\\\])")', '_ESCAPE = re.compile(r"([\\"\\\\])")', "single quotes not escaped"),
     Mutant("iptables/codec.py", 'f"{rule.probability:.11f}"', 'f"{rule.probability:.10f}"', "probability with 10 decimals"),
     Mutant("iptables/codec.py", 'if tokens[i][0] == "-c" and (i == 0 or tokens[i - 1][0] not in _STRING_OPTIONS):', 'if tokens[i][0] == "-c":', "a -c comment read as counters"),
-    Mutant("iptables/rules.py", "    keeps += [n for n in decision.non_masquerade if n != decision.link_local]", "    keeps += list(decision.non_masquerade)", "link-local RETURN written twice"),
+    Mutant("iptables/rules.py", 'keeps += [("non-masquerade", n) for n in decision.non_masquerade if n != decision.link_local]', 'keeps += [("non-masquerade", n) for n in decision.non_masquerade]', "link-local RETURN written twice"),
     Mutant("iptables/rules.py", "    for net in decision.masquerade:", "    for net in decision.masquerade[:1]:", "only the first exception"),
     Mutant("iptables/plan.py", "        if rule == keep and not kept:", "        if rule == keep:", "duplicate jumps kept"),
     Mutant("iptables/plan.py", "        DeleteRuleAt(chain, oi + 1)", "        DeleteRuleAt(chain, oi)", "delete positions from 0"),
@@ -117,7 +117,7 @@ MUTANTS = [
     Mutant("nftables/table.py", '            nfproto=d.family if nft_family == "inet" else None,', "            nfproto=d.family,", "ip catch-all with nfproto"),
     Mutant("nftables/table.py", "            elements=frozenset(uncovered(nets)),", "            elements=frozenset(nets),", "covered CIDRs stored"),
     Mutant("nftables/table.py", "NftRule(verdict=\"return\", family=d.family, daddr=d.link_local, counter=True)", "NftRule(verdict=\"return\", family=d.family, daddr=d.link_local)", "link-local rule uncounted"),
-    Mutant("nftables/table.py", '        return "inet" if self.enable_ipv6 else "ip"', '        return "inet"', "always inet"),
+    Mutant("nftables/table.py", '    return "inet" if options.enable_ipv6 else "ip"', '    return "inet"', "always inet"),
     Mutant("nftables/plan.py", "        if len(stale) + len(missing) > SET_RELOAD_AFTER_EDITS:", "        if len(stale) + len(missing) >= SET_RELOAD_AFTER_EDITS:", "reload threshold off by one"),
     Mutant("nftables/plan.py", "        if have.opaque:", "        if False:", "opaque elements ignored"),
     Mutant("nftables/plan.py", "        if v1 == v2 and first <= last:", "        if v1 == v2 and first < last:", "touching intervals accepted"),
@@ -232,16 +232,16 @@ def main() -> int:
         return 0
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
-    with tempfile.TemporaryDirectory(prefix="mutant-hypothesis-") as home:
-        failing, summary, seconds = _pytest(home)
-    if failing:  # every mutant would count as killed
-        print(f"the suites fail on the unchanged core: {summary}", file=sys.stderr)
-        return 2
-    print(f"baseline: the unchanged core passes in {seconds:.0f} s ({summary})", flush=True)
     rows: list[str] = []
     counts = {"killed": 0, "survived": 0, "stale": 0}
     started = time.monotonic()
     try:
+        with tempfile.TemporaryDirectory(prefix="mutant-hypothesis-") as home:
+            failing, summary, seconds = _pytest(home)
+        if failing:  # every mutant would count as killed
+            print(f"the suites fail on the unchanged core: {summary}", file=sys.stderr)
+            return 2
+        print(f"baseline: the unchanged core passes in {seconds:.0f} s ({summary})", flush=True)
         for number, mutant in enumerate(chosen, start=1):
             outcome, summary, seconds = run_one(mutant)
             counts[outcome] += 1

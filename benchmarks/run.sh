@@ -40,19 +40,19 @@ case "$what" in
         # it takes the lock itself around each measuring phase
         PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_connections.py "$@"
         exit 0 ;;
-    rebuild) PYTHONPATH="$ROOT" "$PY" benchmarks/bench_rebuild.py; exit 0 ;;
-    nft-edits) PYTHONPATH="$ROOT" "$PY" benchmarks/bench_nft_edits.py; exit 0 ;;
+    rebuild) PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_rebuild.py; exit 0 ;;
+    nft-edits) PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_nft_edits.py; exit 0 ;;
     scale|steady|scrape)
         needs_root "$what"
         shift
         # each takes the lock itself around every measuring phase
-        PYTHONPATH="$ROOT" "$PY" "benchmarks/bench_$what.py" "$@"
+        PYTHONPATH="$ROOT:$ROOT/tests" "$PY" "benchmarks/bench_$what.py" "$@"
         exit 0 ;;
 esac
-flock "$LOCK" env PYTHONPATH="$ROOT" "$PY" benchmarks/bench_core.py
+flock "$LOCK" env PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_core.py
 cat benchmarks/results/core.txt
 if [ "$what" = all ]; then
     needs_root agent
-    flock "$LOCK" env PYTHONPATH="$ROOT" "$PY" benchmarks/bench_agent.py
+    flock "$LOCK" env PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_agent.py
     cat benchmarks/results/agent.txt
 fi

@@ -17,7 +17,6 @@ from masq.core.decision import should_masquerade as should_masquerade
 from masq.core.errors import ConfigError as ConfigError
 from masq.core.explain import Explanation as Explanation
 from masq.core.explain import Origin as Origin
-from masq.core.explain import explain as explain
 from masq.core.explain import render_explanation as render_explanation
 from masq.core.fragment import Fragment as Fragment
 from masq.core.fragment import parse_fragment as parse_fragment
@@ -27,6 +26,7 @@ from masq.core.iptables.codec import render_restore as render_restore
 from masq.core.iptables.codec import render_rule as render_rule
 from masq.core.iptables.evaluate import first_match as first_match
 from masq.core.iptables.evaluate import masquerades as masquerades
+from masq.core.iptables.explain import explain as explain
 from masq.core.iptables.model import AppendRule as AppendRule
 from masq.core.iptables.model import Chain as Chain
 from masq.core.iptables.model import CreateChain as CreateChain

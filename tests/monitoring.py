@@ -13,14 +13,13 @@ must not.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from ci import cannot_run
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,8 +225,5 @@ def promtool() -> str:
     skipped with the reason elsewhere."""
     path = shutil.which("promtool")
     if path is None:
-        reason = "promtool not on PATH (scripts/setup.sh --promtool installs it)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true but {reason}", pytrace=False)
-        pytest.skip(reason)
+        cannot_run("promtool not on PATH (scripts/setup.sh --promtool installs it)")
     return path

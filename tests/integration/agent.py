@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import IO
 
 from integration.topology import REPO_ROOT, Topology
 
@@ -52,20 +53,40 @@ def run_agent(
     )
 
 
-def start_agent(
-    topo: Topology, config_dir: Path | str, *flags: str, log: Path
+def background(
+    argv: list[str],
+    *,
+    stdout: IO[str] | int,
+    env: Mapping[str, str] | None = None,
+    new_session: bool = False,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> subprocess.Popen[str]:
-    """The agent as a daemon in node, output to ``log`` (a pipe could fill and block it)."""
+    """A process left running, from the checkout: no stdin, stderr into ``stdout`` (a file,
+    not a pipe nobody reads, which could fill and block it); ``env`` None inherits ours."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        start_new_session=new_session,
+        preexec_fn=preexec_fn,  # noqa: PLW1509  (callers pass it from a single thread)
+    )
+
+
+def start_agent(
+    topo: Topology,
+    config_dir: Path | str,
+    *flags: str,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """The agent as a daemon in node, output to ``log``; ``env`` default ``agent_env()``."""
     with log.open("w") as out:
-        return subprocess.Popen(
-            agent_argv(topo, config_dir, *flags, once=False),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=REPO_ROOT,
-            env=agent_env(),
-        )
+        argv = agent_argv(topo, config_dir, *flags, once=False)
+        return background(argv, stdout=out, env=env if env is not None else agent_env())
 
 
 def agent_env() -> dict[str, str]:

@@ -7,11 +7,11 @@ zero integration tests.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ci import cannot_run
 
 from integration import planes
 from integration.planes import Plane
@@ -26,17 +26,11 @@ from integration.topology import (
 )
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _integration_environment() -> None:
     problem = environment_problem()
     if problem is not None:
-        if _in_ci():
-            pytest.fail(f"CI=true but integration tests cannot run: {problem}", pytrace=False)
-        pytest.skip(problem)
+        cannot_run(f"integration tests: {problem}")
     sweep_stale_namespaces()
 
 

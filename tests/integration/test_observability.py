@@ -21,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from integration.agent import (
     AGENT_PYTHON,
-    agent_argv,
     agent_env,
     run_agent,
+    start_agent,
     stop_agent,
     wait_for,
     write_config,
@@ -105,24 +105,15 @@ def send_burst(topo: Topology, dest: str, count: int, payload: str) -> None:
 def running_daemon(
     topo: Topology, config_dir: Path, log: Path, *flags: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[str]]:
-    argv = agent_argv(
+    proc = start_agent(
         topo,
         config_dir,
         f"--metrics-bind-address=127.0.0.1:{PORT}",
         "--resync-interval=1",
         *flags,
-        once=False,
+        log=log,
+        env=env,
     )
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=REPO_ROOT,
-            env=env if env is not None else agent_env(),
-        )
     try:
         ready = wait_for(lambda: proc.poll() is not None or scrape(topo, "/readyz")[0] == 200, 20)
         assert ready is not None and proc.poll() is None, log.read_text()

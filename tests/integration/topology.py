@@ -270,6 +270,21 @@ class Topology:
 
 
 @contextlib.contextmanager
+def namespace(label: str) -> Iterator[str]:
+    """One bare namespace (loopback up), named for this process and ``label``, deleted on
+    the way out whatever happened inside; one a killed run leaves is swept like a
+    topology's (``sweep_stale_namespaces``).  For benchmarks and round trips that need a
+    kernel but no topology."""
+    name = f"{NS_PREFIX}-{os.getpid()}-{label}"
+    run(["ip", "netns", "add", name])
+    try:
+        run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"])
+        yield name
+    finally:
+        run(["ip", "netns", "del", name], check=False, timeout=10)
+
+
+@contextlib.contextmanager
 def topology(backend: Backend) -> Iterator[Topology]:
     """A fresh topology, deleted on the way out whatever happened inside."""
     topo = Topology.fresh(backend)

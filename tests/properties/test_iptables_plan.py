@@ -266,6 +266,12 @@ EMPTY = Ruleset(family="ipv4", chains=pmap({POSTROUTING: Chain(POSTROUTING)}))
     ("observed", "ops", "why"),
     [
         (EMPTY, [AppendRule(POSTROUTING, JUMP)], f"jump to missing chain {CHAIN}"),
+        # A rule the model cannot express still needs its target (iptables: no such target).
+        (
+            EMPTY,
+            [AppendRule(POSTROUTING, Rule("OTHER", "", jump_chain="KUBE-X", spec="-j KUBE-X"))],
+            "jump to missing chain KUBE-X",
+        ),
         (EMPTY, [CreateChain(CHAIN), DeleteRuleAt(CHAIN, 1)], "position out of range"),
         (
             EMPTY,

@@ -16,8 +16,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from ci import cannot_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from integration.topology import namespace
 from pyrsistent import pvector
 from strategies import cidrs, configs, table_options
 
@@ -41,15 +43,9 @@ KERNEL_EXAMPLES = max(10, (settings.default or settings()).max_examples // 5)  #
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
     if os.geteuid() != 0 or shutil.which("nft") is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("CI=true but the nft round trip needs root and nft")
-        pytest.skip("needs root and nft")
-    name = f"mqnft-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+        cannot_run("the nft round trip needs root and nft")
+    with namespace("nft-codec") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def nft(ns: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

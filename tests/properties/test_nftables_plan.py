@@ -213,6 +213,52 @@ def test_many_edits_to_one_set_reload_it_whole(
     assert apply_ops(state_of([before]), ops) == state_of([after])
 
 
+@pytest.mark.parametrize(
+    ("family", "rule", "why"),
+    [
+        ("ip", NftRule(verdict="return", nfproto="ipv4"), "meta nfproto is only useful"),
+        (
+            "ip",
+            NftRule(verdict="return", family="ipv6", daddr=ipaddress.ip_network("fe80::/10")),
+            "conflicting protocols",
+        ),
+        (
+            "inet",
+            NftRule(
+                verdict="return",
+                nfproto="ipv4",
+                family="ipv6",
+                daddr=ipaddress.ip_network("fe80::/10"),
+            ),
+            "conflicting protocols",
+        ),
+        (
+            "inet",
+            NftRule(verdict="return", family="ipv4", daddr_set="non-masquerade-v6"),
+            "datatype mismatch",
+        ),
+    ],
+)
+def test_apply_ops_refuses_rules_whose_protocols_nft_refuses(
+    family: str, rule: NftRule, why: str
+) -> None:
+    """As nft 1.0.6 does: ``meta nfproto`` outside an inet table, a payload of the other
+    family than the table's or the rule's nfproto, a set of the other family; the same
+    rules of the right family are accepted."""
+    desired = desired_table(MasqConfig(), TableOptions(enable_ipv6=family == "inet"))
+    chain = replace(desired.chains["postrouting"], rules=pvector([rule]))
+    op = ReplaceChain(desired.family, desired.name, chain)
+    with pytest.raises(ValueError, match=why):
+        apply_ops(state_of([desired]), [op])
+    with pytest.raises(ValueError, match=why):
+        apply_ops(NftState(), [ReplaceTable(replace(desired, chains=pmap({chain.name: chain})))])
+    right = replace(rule, nfproto=None, family=None if rule.daddr is None else "ipv4")
+    right = replace(right, daddr=None if rule.daddr is None else ipaddress.ip_network("10.0.0.0/8"))
+    ok = replace(chain, rules=pvector([replace(right, daddr_set=None)]))
+    applied = apply_ops(state_of([desired]), [ReplaceChain(desired.family, desired.name, ok)])
+    assert applied.tables[desired.family].chains["postrouting"] == ok
+
+
 def slash24s(count: int) -> list[IPNetwork]:
     """``count`` disjoint /24s from 100.64.0.0, outside the strategies' seeds."""
     return [ipaddress.IPv4Network((0x64400000 + i * 256, 24)) for i in range(count)]

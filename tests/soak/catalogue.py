@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from integration.netns import DEST_DOC_A, DEST_DOC_B, DEST_LINK_LOCAL, DEST_PRIVATE, DEST_UPLINK
 from integration.test_bad_input import BAD
+from integration.topology import DEST_DOC_A, DEST_DOC_B, DEST_LINK_LOCAL, DEST_PRIVATE, DEST_UPLINK
 
 Content = str | bytes
 Files = tuple[tuple[str, Content], ...]

@@ -38,7 +38,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from integration.netns import DEFAULT_CHAIN, NODE_UPLINK, POD_IP, error_lines
+from integration.agent import error_lines
+from integration.expected import DEFAULT_CHAIN
+from integration.topology import NODE_UPLINK, POD_IP
 
 from masq import MasqConfig
 from soak import kubeproxy, kubeproxy_nft

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import get_args
 
-from integration import netns
+from integration import topology
 
 from soak import checker, driver, report
 from soak.dataplane import DATAPLANES, dataplane
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--backend",
-        choices=get_args(netns.Backend),
+        choices=get_args(topology.Backend),
         default="nft",
         help="iptables backend: the agent's (iptables dataplane) and the foreign iptables"
         " writer's (both dataplanes)",
@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(schedule.lines()))
         print(f"digest {schedule.digest}")
         return 0
-    problem = netns.environment_problem()
+    problem = topology.environment_problem()
     if problem is not None:
         print(f"soak: cannot run here: {problem}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _terminate)
-    netns.sweep_stale_namespaces()
+    topology.sweep_stale_namespaces()
     print(f"soak: seed {seed}, {args.seconds:g}s, {args.dataplane}/{args.backend}", flush=True)
     settings = driver.Settings(
         seed=seed,

@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from integration import netns
+from ci import cannot_run
+from integration import topology
 
 
 @pytest.fixture
 def namespaces() -> None:
-    problem = netns.environment_problem()
+    problem = topology.environment_problem()
     if problem is not None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=true but the soak cannot run: {problem}", pytrace=False)
-        pytest.skip(problem)
-    netns.sweep_stale_namespaces()
+        cannot_run(f"the soak: {problem}")
+    topology.sweep_stale_namespaces()

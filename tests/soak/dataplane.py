@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from integration.netns import AGENT_PYTHON, Backend, Topology, run
+from integration.agent import AGENT_PYTHON
+from integration.topology import Backend, Topology, run
 
 from soak.events import WriterName
 from soak.nft_view import strip_counters

@@ -29,17 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, TextIO
 
-from integration.agent import agent_argv
-from integration.netns import (
-    AGENT_PYTHON,
-    DEST_UPLINK,
-    REPO_ROOT,
-    Backend,
-    Topology,
-    agent_env,
-    configmap_layout,
-    topology,
-)
+from integration.agent import AGENT_PYTHON, agent_argv, agent_env, background, configmap_layout
+from integration.topology import DEST_UPLINK, REPO_ROOT, Backend, Topology, topology
 
 from soak import checker
 from soak.catalogue import DESTINATIONS, EXTRA_DESTINATIONS, Files
@@ -103,16 +94,9 @@ class Processes:
         stdout: IO[str] | int,
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=REPO_ROOT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_driver,  # noqa: PLW1509  (one thread: safe)
+        # its own session (killed by group at the end), and dead with the driver
+        proc = background(
+            argv, stdout=stdout, env=env, new_session=True, preexec_fn=_die_with_driver
         )
         self.started.append(proc)
         return proc

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from integration.netns import Backend
+from integration.topology import Backend
 
 from soak.catalogue import Files
 from soak.schedule import Scenario

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from integration.netns import expected_rules, jump_rule
+from integration.expected import expected_rules, jump_rule
 from returns.result import Failure
 
 from masq import MasqConfig, merge, parse_fragment, should_masquerade

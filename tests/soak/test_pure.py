@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from integration.netns import DEFAULT_CHAIN, DEST_DOC_A, DEST_DOC_B, NODE_UPLINK, POD_IP
+from integration.expected import DEFAULT_CHAIN
+from integration.topology import DEST_DOC_A, DEST_DOC_B, NODE_UPLINK, POD_IP
 
 from soak import checker, faults, kubeproxy, kubeproxy_nft
 from soak.catalogue import DESTINATIONS, MAIN_FILE, bad_inputs

@@ -13,14 +13,14 @@ was found): 15 s on legacy catch the race in the agent before the fix (0c3e925).
 from __future__ import annotations
 
 import pytest
-from integration import netns
+from integration.topology import Backend
 
 from soak import driver, report
 from soak.dataplane import DataplaneName, suite_id
 
 SECONDS = 15.0
 SEED = 1
-RUNS: tuple[tuple[DataplaneName, netns.Backend], ...] = (
+RUNS: tuple[tuple[DataplaneName, Backend], ...] = (
     ("iptables", "legacy"),
     ("nftables", "nft"),
 )
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.soak, pytest.mark.timeout(SECONDS + 300)]
 @pytest.mark.usefixtures("namespaces")
 @pytest.mark.parametrize(("plane", "backend"), RUNS, ids=[suite_id(r) for r in RUNS])
 def test_two_agents_racing_never_expose_a_state_that_is_no_config(
-    plane: DataplaneName, backend: netns.Backend
+    plane: DataplaneName, backend: Backend
 ) -> None:
     settings = driver.Settings(SEED, SECONDS, backend, plane, scenario="rolling-update")
     log, verdict, schedule, work = driver.run(settings)

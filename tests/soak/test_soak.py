@@ -10,7 +10,7 @@ import random
 import sys
 
 import pytest
-from integration import netns
+from integration.topology import Backend
 
 from soak import driver, report
 from soak.dataplane import SUITE, DataplaneName, suite_id
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.soak, pytest.mark.timeout(SECONDS + 300)]
 
 @pytest.mark.usefixtures("namespaces")
 @pytest.mark.parametrize(("plane", "backend"), SUITE, ids=[suite_id(r) for r in SUITE])
-def test_soak(plane: DataplaneName, backend: netns.Backend) -> None:
+def test_soak(plane: DataplaneName, backend: Backend) -> None:
     """Every invariant of the checker holds for a whole run of the seeded schedule."""
     settings = driver.Settings(
         seed=SEED, seconds=SECONDS, backend=backend, dataplane=plane, progress=sys.stderr

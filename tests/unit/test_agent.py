@@ -7,13 +7,13 @@ import logging
 from pathlib import Path
 
 import pytest
-from fake_iptables import FakeIptables, FakeKernel, listing
+from fake_iptables import FakeIptables, FakeKernel, empty_nat
 
 from masq.core.config import MasqConfig
-from masq.core.iptables.model import Ruleset
+from masq.core.iptables.model import DeleteRuleAt, Ruleset
+from masq.core.iptables.plan import apply_ops
 from masq.core.iptables.rules import RulesetOptions, desired_ruleset
 from masq.shell import iptables_backend as backend
-from masq.shell import iptables_runner as iptables
 from masq.shell import process
 from masq.shell.agent import KUBE_PROXY_TABLE, Agent, backoff_seconds, with_retries
 from masq.shell.errors import AgentError, TransientError
@@ -25,7 +25,6 @@ CHAIN = "IP-MASQ-AGENT"
 
 @pytest.fixture(autouse=True)
 def _fresh_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(iptables, "_random_fully_cache", {})
     monkeypatch.setattr(backend, "_chosen", {})
 
 
@@ -33,10 +32,12 @@ def options(tmp_path: Path, **kw: object) -> Options:
     return Options(config_dir=str(tmp_path), iptables_backend="nft", **kw)  # type: ignore[arg-type]
 
 
+def desired(config: MasqConfig) -> Ruleset:
+    return desired_ruleset(config, "ipv4", RulesetOptions())
+
+
 def in_sync(config: MasqConfig | None = None) -> FakeIptables:
-    desired: Ruleset = desired_ruleset(config or MasqConfig(), "ipv4", RulesetOptions())
-    post, own = listing(desired, CHAIN)
-    return FakeIptables(post=post, chain=own)
+    return FakeIptables.holding(desired(config or MasqConfig()))
 
 
 def default_config(tmp_path: Path) -> MasqConfig:
@@ -51,25 +52,17 @@ def test_steady_state_runs_two_read_only_commands(tmp_path: Path) -> None:
     assert fake.binaries() == ["iptables-nft", "iptables-nft"]
 
 
-def converging(fake: FakeIptables, config: MasqConfig) -> FakeIptables:
-    """Make the fake behave like a kernel that applied what the agent asked for."""
-    desired = desired_ruleset(config, "ipv4", RulesetOptions())
-
-    def applied(_script: str) -> None:
-        fake.post, fake.chain = listing(desired, CHAIN)
-
-    fake.on_restore = applied
-    return fake
-
-
 def test_empty_kernel_gets_one_restore(tmp_path: Path) -> None:
-    fake = converging(FakeIptables(), default_config(tmp_path))
+    """One transaction makes the chain and its jump, and the table then holds exactly
+    what the config asks for (the fake applies the script; it is not told the result)."""
+    fake = FakeIptables()
     report = Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     assert report.wrote is True
     restores = [c for c in fake.binaries() if c.endswith("-restore")]
     assert restores == ["iptables-nft-restore"]
     assert fake.stdin[0].startswith("*nat\n")
     assert "-A POSTROUTING" in fake.stdin[0]
+    assert fake.ruleset() == desired(default_config(tmp_path))
 
 
 def test_one_added_cidr_is_one_insert(tmp_path: Path) -> None:
@@ -77,20 +70,28 @@ def test_one_added_cidr_is_one_insert(tmp_path: Path) -> None:
     (tmp_path / "ip-masq-agent").write_text(
         "nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10]\n"
     )
-    Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
+    agent = Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel())
+    agent.sync()
     body = fake.stdin[0].splitlines()[1:-1]
     assert len(body) == 1
     assert body[0].startswith(f"-I {CHAIN} ")
     assert "100.64.0.0/10" in body[0]
+    assert fake.ruleset() == desired(agent.load().merged.config)
 
 
 def test_chain_moved_during_the_update_is_replaced_whole(tmp_path: Path) -> None:
-    # The restore "succeeds" but the read-back still differs (another writer moved the
-    # chain): the agent must notice and rebuild the chain in a second transaction.
-    fake = FakeIptables()
+    """The restore succeeds but another writer deletes a rule before the read-back: the
+    agent notices and rebuilds the chain in a second transaction."""
+
+    def other_writer(fake: FakeIptables) -> None:
+        if len(fake.stdin) == 1:
+            fake.rulesets["ipv4"] = apply_ops(fake.ruleset(), [DeleteRuleAt(CHAIN, 1)])
+
+    fake = FakeIptables(after_restore=other_writer)
     Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     assert len(fake.stdin) == 2
     assert f":{CHAIN} - [0:0]" in fake.stdin[1]
+    assert fake.ruleset() == desired(default_config(tmp_path))
 
 
 def test_refused_restore_falls_back_to_replacing_the_chain(tmp_path: Path) -> None:
@@ -98,6 +99,7 @@ def test_refused_restore_falls_back_to_replacing_the_chain(tmp_path: Path) -> No
     Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel()).sync()
     assert len(fake.stdin) == 2
     assert f":{CHAIN} - [0:0]" in fake.stdin[1]
+    assert fake.ruleset() == desired(default_config(tmp_path))
     # it re-observed between the two attempts
     restore_at = [i for i, c in enumerate(fake.binaries()) if c.endswith("-restore")]
     assert any(c[-1] == "-v" for c in fake.calls[restore_at[0] : restore_at[1]])
@@ -143,13 +145,23 @@ def test_invalid_config_writes_nothing_and_reads_no_iptables(tmp_path: Path) -> 
 
 
 def test_ipv6_failure_in_planning_writes_nothing_for_ipv4(tmp_path: Path) -> None:
-    def runner(argv: list[str], stdin: str | int | None) -> process.Completed:
+    """Every family is planned before any is written: ip6tables failing leaves the ipv4
+    table as it was, with no restore run at all."""
+    fake = FakeIptables()
+    before = fake.ruleset("ipv4")
+
+    def runner(
+        argv: list[str], stdin: str | int | None = None, timeout: float | None = None
+    ) -> process.Completed:
         if argv[0].startswith("ip6tables"):
             return process.Completed(tuple(argv), 2, "", "ip6tables: bad things")
-        return FakeIptables()(argv, stdin)
+        return fake(argv, stdin)
 
     with pytest.raises(AgentError, match="bad things"):
         Agent(options(tmp_path, enable_ipv6=True), Metrics(), runner, kernel=FakeKernel()).sync()
+    assert fake.stdin == []
+    assert fake.ruleset("ipv4") is before
+    assert any(c[-1] == "-v" for c in fake.calls)  # ipv4 was listed before ipv6 failed
 
 
 def test_conflict_fatal_only_with_flag(tmp_path: Path) -> None:
@@ -177,6 +189,7 @@ def test_cleanup_removes_jump_and_chain(tmp_path: Path) -> None:
     script = fake.stdin[0]
     assert "-D POSTROUTING" in script
     assert f"-X {CHAIN}" in script
+    assert fake.ruleset() == empty_nat("ipv4")
 
 
 def test_cleanup_of_clean_kernel_writes_nothing(tmp_path: Path) -> None:
@@ -225,7 +238,7 @@ def test_kube_proxy_nftables_table_gives_one_hint_at_start(
 ) -> None:
     """With the iptables dataplane, kube-proxy's ``ip kube-proxy`` table (its nftables mode)
     is worth one info line at start, naming the flag: not one per sync."""
-    fake = converging(FakeIptables(), default_config(tmp_path))
+    fake = FakeIptables()
     kernel = FakeKernel(tables={("ip", KUBE_PROXY_TABLE)})
     with caplog.at_level(logging.INFO, logger="masq"):
         agent = Agent(options(tmp_path), Metrics(), fake, kernel=kernel)

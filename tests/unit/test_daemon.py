@@ -8,20 +8,22 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from fake_iptables import FakeIptables, FakeKernel, listing
+from fake_iptables import FakeIptables, FakeKernel
 from prometheus_client.parser import text_string_to_metric_families
+from pyrsistent import pvector
 
 from masq.core.iptables.rules import desired_ruleset
+from masq.core.traffic import Counters
 from masq.shell import cli, daemon
 from masq.shell import iptables_backend as backend
-from masq.shell import iptables_runner as iptables
 from masq.shell.agent import Agent, SyncHooks
 from masq.shell.configdir import load, read_files
 from masq.shell.daemon import ConfigWatcher, Stopper, wait_for_change
+from masq.shell.dataplane import dataplane_options
 from masq.shell.errors import AgentError
 from masq.shell.metrics import Metrics
 from masq.shell.options import Options
@@ -167,7 +169,6 @@ def loop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[
     Agent the daemon builds gets the fake iptables and kernel (nothing else changes), and the
     idle wait returns at once, recording its timeout, until the loop has synced ``resyncs``
     times; then it stops the loop as SIGTERM does."""
-    monkeypatch.setattr(iptables, "_random_fully_cache", {})
     monkeypatch.setattr(backend, "_chosen", {})
     monkeypatch.setenv("XTABLES_LOCKFILE", str(tmp_path / "xtables.lock"))
     log = logging.getLogger("masq")
@@ -214,17 +215,18 @@ def in_sync_kernel(argv: list[str], packets: Mapping[str, int] | None = None) ->
     opts = cli.parse_args(argv).options
     files = read_files(opts.config_dir, opts.config_prefix).unwrap()
     config = load(files, opts).unwrap().merged.config
-    post, own = listing(desired_ruleset(config, "ipv4", opts.ruleset_options(True)), CHAIN)
-    assert own is not None
-    lines = []
-    for line in own.splitlines():
-        counted = line
-        if packets is not None and line.startswith(f"-A {CHAIN} "):
-            words = line.split()
-            cidr = words[words.index("-d") + 1] if "-d" in words else "0.0.0.0/0"
-            counted += f" -c {packets[cidr]} {packets[cidr] * 100}"
-        lines.append(counted)
-    return FakeIptables(post=post, chain="\n".join(lines) + "\n")
+    desired = desired_ruleset(config, "ipv4", dataplane_options(opts))
+    if packets is not None:
+        own = desired.chains[CHAIN]
+        rules = [
+            replace(r, counters=Counters(packets[cidr], packets[cidr] * 100))
+            for r in own.rules
+            for cidr in [str(r.destination or "0.0.0.0/0")]
+        ]
+        desired = replace(
+            desired, chains=desired.chains.set(CHAIN, replace(own, rules=pvector(rules)))
+        )
+    return FakeIptables.holding(desired)
 
 
 SERIES_CONFIG = (

@@ -17,12 +17,12 @@ import ipaddress
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
 
 import pytest
+from ci import cannot_run
 from integration.expected import RESERVED, RFC1918
+from integration.topology import namespace
 from pyrsistent import pmap, pvector
 
 from masq.core.addresses import Family, sorted_cidrs
@@ -178,24 +178,12 @@ BACKENDS = ["nft", "legacy"]
 TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
 
 
-def cannot_run(reason: str) -> NoReturn:
-    """Skip on a developer machine; under CI=true fail: these tests are where rendering is
-    pinned to real iptables-save output (the shell's unit tests render with render_rule)."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI=true but the kernel round trips cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def netns() -> Iterator[str]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         cannot_run("needs root and iproute2 to create a throwaway network namespace")
-    name = f"masq-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with namespace("upstream-rules") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 def run(ns: str, argv: list[str], stdin: str | None = None) -> str:

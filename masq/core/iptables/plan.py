@@ -196,7 +196,8 @@ def _rules(chains: PMap[str, Chain], name: str, op: Op) -> PVector[Rule]:
 
 
 def _check_target(chains: PMap[str, Chain], rule: Rule, op: Op) -> None:
-    if rule.action == "JUMP" and rule.jump_chain not in chains:
+    """A rule may jump to an existing chain only (an opaque rule's ``-j``/``-g`` too)."""
+    if rule.jump_chain is not None and rule.jump_chain not in chains:
         raise ValueError(f"{op!r}: jump to missing chain {rule.jump_chain}")
 
 

@@ -24,6 +24,7 @@ from masq.core.nftables.model import (
     NftChain,
     NftFamily,
     NftOp,
+    NftRule,
     NftSet,
     NftState,
     NftTable,
@@ -144,6 +145,22 @@ def _check_chain(table: NftTable, chain: NftChain, op: object) -> None:
             raise ValueError(f"{op!r}: no set {rule.daddr_set}")
         if rule.verdict == "jump" and rule.target not in table.chains:
             raise ValueError(f"{op!r}: jump to missing chain {rule.target}")
+        _check_protocols(table, rule, op)
+
+
+def _check_protocols(table: NftTable, rule: NftRule, op: object) -> None:
+    """nft refuses ``meta nfproto`` outside an ``inet`` table, a payload of the other
+    family than the table's or the rule's nfproto (``ip6 daddr`` in an ``ip`` table:
+    conflicting protocols), and a set of the other family (datatype mismatch)."""
+    if rule.nfproto is not None and table.family != "inet":
+        raise ValueError(f"{op!r}: meta nfproto is only useful in the inet family")
+    if rule.family is None:
+        return
+    if rule.family != (rule.nfproto or ("ipv4" if table.family == "ip" else rule.family)):
+        raise ValueError(f"{op!r}: conflicting protocols specified")
+    matched = table.sets.get(rule.daddr_set) if rule.daddr_set is not None else None
+    if matched is not None and matched.family != rule.family:
+        raise ValueError(f"{op!r}: datatype mismatch, set {matched.name}")
 
 
 def _check_table(table: NftTable, op: object) -> None:
