@@ -18,13 +18,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from returns.result import Failure, Success
-
 from masq import __version__
 from masq.core.config import MIN_RESYNC_SECONDS
 from masq.core.names import valid_chain_name, valid_table_name
 from masq.core.nat import format_to_ports, parse_to_ports
-from masq.shell.errors import EXIT_OK, PROG, ShellError, UsageError
+from masq.shell.errors import EXIT_OK, PROG, ShellError, UsageError, value_or_raise
 from masq.shell.options import DISABLED_BIND, BindAddress, Options, parse_bind
 
 Kind = Literal["bool", "str"]
@@ -101,12 +99,8 @@ def _int(text: str) -> int:
 def _to_ports(text: str) -> object:
     if text == "":
         return ()  # v1: empty means "no --to-ports"
-    match parse_to_ports(text):
-        case Success(ranges):
-            return ranges
-        case Failure(error):
-            raise UsageError(error.message)  # the flag and value are named by the caller
-    raise AssertionError("unreachable")
+    # The flag and value are named by the caller.
+    return value_or_raise(parse_to_ports(text), lambda error: UsageError(error.message))
 
 
 def _count(text: str) -> int:
