@@ -162,7 +162,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("config-prefix", "str", "config file name prefix", "config_prefix"),
     Flag("once", "bool", "sync once and exit", "once"),
     Flag("dry-run", "bool", "print the plan, change nothing", "dry_run"),
-    Flag("cleanup", "bool", "remove our chain and POSTROUTING jump, then exit", "cleanup"),
+    Flag(
+        "cleanup",
+        "bool",
+        "remove our chain, its POSTROUTING jumps and our nft table, then exit",
+        "cleanup",
+    ),
     Flag("fail-on-conflict", "bool", "treat config conflicts as fatal", "fail_on_conflict"),
     Flag(
         "iptables-backend",

@@ -341,6 +341,16 @@ def test_main_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         assert f"-{f.name}" in out
 
 
+def test_help_says_cleanup_also_removes_the_nft_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """--cleanup removes what the agent owns in both dataplanes; its help says so."""
+    assert cli.main(["-h"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  -cleanup\n    \tremove our chain, its POSTROUTING jumps and our nft table, then exit\n"
+        in out
+    )
+
+
 def test_main_bad_config_is_one_line_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
