@@ -488,3 +488,23 @@ def test_start_up_line_spells_flags_as_written() -> None:
         parse_args([w for w in words if not w.endswith("=")]).options
         == parse_args(["--enable-ipv6=false", "--to-ports=1024-29999,32768-65535"]).options
     )
+
+
+def test_quickstart_takes_a_dataplane_and_refuses_anything_else() -> None:
+    """scripts/quickstart.sh reads --dataplane=iptables|nftables before it needs root or
+    touches anything; any other argument is exit 2 with one line."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "quickstart.sh"
+    text = script.read_text()
+    assert "--dataplane=iptables|--dataplane=nftables)" in text
+    assert "nft list table $TABLE" in text
+    done = subprocess.run(
+        ["bash", str(script), "--dataplane=bogus"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "quickstart.sh: unknown argument: --dataplane=bogus (see the header)\n"
