@@ -279,7 +279,9 @@ def report(
 def profiles(runner: AgentRunner) -> list[str]:
     argv = [PYTHON, __file__, "--profile-sync", str(PROFILE_SYNCS), *runner.flags]
     argv.append("--resync-interval=1")
-    done = ns_run(runner.ns, argv, env())
+    environ = env()  # this script imports the tests' namespace harness (integration.topology)
+    environ["PYTHONPATH"] += os.pathsep + str(REPO / "tests")
+    done = ns_run(runner.ns, argv, environ)
     found = json.loads(done.stdout.splitlines()[-1])
     out = [
         "  profiles (a target was missed):",
