@@ -508,3 +508,30 @@ def test_quickstart_takes_a_dataplane_and_refuses_anything_else() -> None:
     )
     assert done.returncode == 2
     assert done.stderr == "quickstart.sh: unknown argument: --dataplane=bogus (see the header)\n"
+
+
+def test_both_entry_points_install_the_one_start_up_sigterm_handler(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m masq`` installs masq.shell.sigterm's handler before the agent's imports and
+    the console script's ``cli.main`` installs the same one; when the run is over SIGTERM is
+    ignored, so the interpreter's exit keeps the run's code."""
+    import signal
+    import sys
+
+    from masq.shell import sigterm
+
+    main_source = (Path(cli.__file__).parents[1] / "__main__.py").read_text()
+    assert main_source.index("exit_on_sigterm()") < main_source.index("from masq.shell.cli")
+    assert "signal.signal" not in main_source
+    installed: list[str] = []
+    monkeypatch.setattr(sigterm, "exit_on_sigterm", lambda: installed.append("cli.main"))
+    monkeypatch.setattr(sys, "argv", ["ip-masq-agent", "--version"])
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main() == 0
+        assert installed == ["cli.main"]
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert capsys.readouterr().out.startswith("ip-masq-agent ")
