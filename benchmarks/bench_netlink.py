@@ -6,7 +6,8 @@ netlink dump vs ``nft -j list set``), and adding one element (one netlink batch 
 ``nft add element``), quiet and beside a foreign writer that commits to its own table
 every 0.5 s (nft re-fetches the set whenever the generation moves under it).  Each netlink
 figure comes from a fresh interpreter in the namespace, so its peak RSS is that of a
-process that did nothing else; the import of the netlink modules is shown apart.
+process that did nothing else (VmHWM: ru_maxrss would carry the forked parent's pages
+across exec); the import of the netlink modules is shown apart.
 Writes benchmarks/results/netlink.txt.  Run as root: benchmarks/run.sh netlink
 """
 
@@ -34,15 +35,17 @@ t0, c0 = time.perf_counter(), time.process_time()
 import ipaddress
 from masq.core.nftables.netlink import SetEdit
 from masq.shell.nft_elements import read_set, write_elements
-t1, c1 = time.perf_counter(), time.process_time()
+t1, c1, s1 = time.perf_counter(), time.process_time(), resource.getrusage(0).ru_stime
 if sys.argv[1] == "dump":
     n = len(read_set("ip", "t", "s", "ipv4").counters)
 else:
     write_elements([SetEdit("ip", "t", "s", add=(ipaddress.ip_network(sys.argv[2]),))])
     n = 1
-t2, c2 = time.perf_counter(), time.process_time()
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"import": t1 - t0, "wall": t2 - t1, "cpu": c2 - c1, "rss": rss, "n": n}))
+t2, c2, s2 = time.perf_counter(), time.process_time(), resource.getrusage(0).ru_stime
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+rss = int(status.split()[0]) / 1024
+print(json.dumps({"import": t1 - t0, "wall": t2 - t1, "cpu": c2 - c1, "rss": rss, "n": n,
+                  "sys": s2 - s1}))
 """
 
 
@@ -142,8 +145,10 @@ def measure(ns: str, size: int, lines: list[str]) -> None:
     def ours(rows: list[dict[str, float]]) -> str:
         wall, cpu = median([r["wall"] for r in rows]), median([r["cpu"] for r in rows])
         imported, rss = median([r["import"] for r in rows]), max(r["rss"] for r in rows)
+        kernel = median([r["sys"] for r in rows])
         return (
-            f"{wall:7.3f} s wall {cpu:7.3f} s CPU  (import {imported:.3f} s, peak RSS {rss:.0f} MB)"
+            f"{wall:7.3f} s wall {cpu:7.3f} s CPU  (of it {kernel:.3f} s in the kernel;"
+            f" import {imported:.3f} s, peak RSS {rss:.0f} MB)"
         )
 
     def theirs(rows: list[tuple[float, float, bool]]) -> str:

@@ -37,6 +37,7 @@ from masq.core.nftables.netlink import (
     Event,
     Lost,
     NftProto,
+    RawElement,
     Reply,
     SetContents,
     SetEdit,
@@ -146,11 +147,13 @@ class _Exchange:
         return replies(bytes(self.buffer[:size]))
 
 
-def _dump_once(exchange: _Exchange, request: bytes, seq: int) -> list[Reply] | None:
-    """The dump's messages, or None when the kernel marked it interrupted by a commit."""
+def _dump_once(exchange: _Exchange, request: bytes, seq: int) -> list[RawElement] | None:
+    """The dump's elements, decoded message by message as they arrive (no reply is
+    kept), or None when the kernel marked the dump interrupted by a commit."""
     exchange.send(request)
-    found: list[Reply] = []
+    found: list[RawElement] = []
     interrupted = False
+    kind = msg_type("NEWSETELEM")
     while True:
         for reply in exchange.receive():
             if reply.seq != seq:
@@ -162,7 +165,8 @@ def _dump_once(exchange: _Exchange, request: bytes, seq: int) -> list[Reply] | N
                 continue
             if reply.kind == NLMSG_DONE:
                 return None if interrupted else found
-            found.append(reply)
+            if reply.kind == kind:
+                found.extend(raw_elements(reply.body))
 
 
 def read_set(
@@ -179,12 +183,9 @@ def read_set(
     with open_socket() as sock:
         exchange = _Exchange(sock, what, timeout)
         for attempt in range(1, _DUMP_ATTEMPTS + 1):
-            request = dump_request(proto, table, set_name, attempt)
-            found = _dump_once(exchange, request, attempt)
+            found = _dump_once(exchange, dump_request(proto, table, set_name, attempt), attempt)
             if found is not None:
-                kind = msg_type("NEWSETELEM")
-                raws = (e for r in found if r.kind == kind for e in raw_elements(r.body))
-                return intervals(raws, family)
+                return intervals(found, family)
     raise _error(f"{what}: interrupted by commits {_DUMP_ATTEMPTS} times", errno.EINTR)
 
 

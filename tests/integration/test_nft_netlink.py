@@ -25,7 +25,14 @@ from netlink_strategies import counters, disjoint_cidrs
 from integration.netns_thread import inside
 from integration.topology import NS_PREFIX, run
 from masq.core.addresses import Family, IPNetwork, family_of
-from masq.core.nftables.netlink import Committed, Lost, ObjectChanged, SetContents, SetEdit
+from masq.core.nftables.netlink import (
+    Committed,
+    Lost,
+    ObjectChanged,
+    SetContents,
+    SetEdit,
+    Watch,
+)
 from masq.core.traffic import Counters
 from masq.shell import netlink
 from masq.shell.nft_elements import Listener, NetlinkError, read_set, write_elements
@@ -219,7 +226,8 @@ def _events_until(listener: Listener, pid: int) -> list[ObjectChanged | Committe
 
 def test_the_listener_names_a_foreign_commit_and_our_own(ns: str) -> None:
     """A foreign ``nft add element`` shows as an element change of our table and set
-    followed by a NEWGEN carrying nft's pid; our own batch shows with our pid."""
+    followed by a NEWGEN carrying nft's pid; our own batch shows with our pid.  Folded
+    by a Watch, the first is a foreign commit by nft's pid and ours is none."""
     with inside(ns):
         listener = Listener()
     with listener:
@@ -249,6 +257,9 @@ def test_the_listener_names_a_foreign_commit_and_our_own(ns: str) -> None:
             ("element", True, "inet", TABLE, "masquerade-v4")
         }
         assert all(e.portid == commit.portid for e in changes)
+        watch = Watch(frozenset({("inet", TABLE)}), frozenset({os.getpid()}))
+        watch, seen = watch.feed(foreign)
+        assert [f.pid for f in seen.foreign] == [proc.pid]
 
         generation = write(
             ns, [SetEdit("inet", TABLE, "masquerade-v6", add=(ipaddress.ip_network("fd00::/8"),))]
@@ -258,6 +269,7 @@ def test_the_listener_names_a_foreign_commit_and_our_own(ns: str) -> None:
         assert ours[-1].generation == generation
         changes = [e for e in ours if isinstance(e, ObjectChanged)]
         assert {(e.kind, e.table, e.name) for e in changes} == {("element", TABLE, "masquerade-v6")}
+        assert not watch.feed(ours)[1].dirty
         assert listener.read() == []
 
 

@@ -11,11 +11,14 @@ import pytest
 from masq.core.nftables.netlink import (
     NLMSG_OVERRUN,
     Committed,
+    ForeignCommit,
     Lost,
     ObjectChanged,
     RawElement,
     Reply,
+    Seen,
     SetEdit,
+    Watch,
     attr,
     edit_batch,
     interval_elements,
@@ -175,3 +178,34 @@ def test_an_overrun_is_lost_and_other_messages_are_no_event() -> None:
     assert notification(_message(NLMSG_OVERRUN, b"")) == Lost()
     assert notification(_message(msg_type("GETGEN"), b"")) is None
     assert notification(_message(0x0101, b"")) is None  # another nfnetlink subsystem
+
+
+TABLE = ("inet", "ip-masq-agent")
+
+
+def _changed(table: str = "ip-masq-agent", kind: str = "element") -> ObjectChanged:
+    return ObjectChanged(kind, False, "inet", table, "masquerade-v4", 7)  # type: ignore[arg-type]
+
+
+def test_a_watch_reports_foreign_commits_to_its_table_only() -> None:
+    """A commit by another pid naming our table is foreign; our own pid's, or one that
+    names only other tables, is not; a change waiting for its NEWGEN across reads counts
+    in the read that brings the NEWGEN."""
+    watch = Watch(frozenset({TABLE}), frozenset({100}))
+    watch, seen = watch.feed([_changed(), Committed(5, 100, "python", 7)])
+    assert seen == Seen((), False, 5) and not seen.dirty
+    watch, seen = watch.feed([_changed("kube-proxy"), Committed(6, 200, "nft", 7)])
+    assert not seen.dirty
+    watch, seen = watch.feed([_changed(kind="rule")])
+    assert not seen.dirty and watch.pending
+    watch, seen = watch.feed([Committed(7, 300, "nft", 7)])
+    assert seen.foreign == (ForeignCommit(7, 300, "nft", (_changed(kind="rule"),)),)
+    assert seen.dirty and watch.pending == ()
+
+
+def test_a_watch_counts_an_unnamed_committer_as_foreign_and_lost_as_dirty() -> None:
+    watch = Watch(frozenset({TABLE})).owning(100)
+    _, seen = watch.feed([_changed(), Committed(5, None, None, 7)])
+    assert seen.foreign and seen.foreign[0].pid is None
+    _, seen = watch.feed([_changed(), Lost(), Committed(6, 100, "python", 7)])
+    assert seen.lost and seen.dirty and seen.foreign == ()

@@ -650,3 +650,70 @@ def notification(reply: Reply) -> Event | None:
         name=None if name_attr is None else text(found.get(name_attr)),
         portid=reply.portid,
     )
+
+
+# --- who touched which table: notifications folded per commit ---
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignCommit:
+    """A commit by a process not in ``own_pids`` that changed a watched table: its
+    generation, who (when the kernel says) and the changes that name the table."""
+
+    generation: int
+    pid: int | None
+    process: str | None
+    changes: tuple[ObjectChanged, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What one batch of events showed: foreign commits to a watched table, whether
+    notifications were lost (then anything may have changed), the last generation."""
+
+    foreign: tuple[ForeignCommit, ...] = ()
+    lost: bool = False
+    generation: int | None = None
+
+    @property
+    def dirty(self) -> bool:
+        return self.lost or bool(self.foreign)
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Folds notifications into foreign changes of the watched tables, across reads.
+
+    The kernel sends a commit's object notifications, then its NEWGEN, under the commit
+    lock, so commits never interleave: the changes pending when a NEWGEN arrives are that
+    commit's, and its pid says whose.  ``own_pids`` are the agent's and the ``nft``
+    processes it started; a commit whose pid the kernel does not say counts as foreign.
+    """
+
+    tables: frozenset[tuple[str, str]]
+    own_pids: frozenset[int] = frozenset()
+    pending: tuple[ObjectChanged, ...] = ()
+
+    def owning(self, pid: int) -> Watch:
+        return Watch(self.tables, self.own_pids | {pid}, self.pending)
+
+    def feed(self, events: Iterable[Event]) -> tuple[Watch, Seen]:
+        pending = list(self.pending)
+        foreign: list[ForeignCommit] = []
+        lost = False
+        generation: int | None = None
+        for event in events:
+            if isinstance(event, Lost):
+                lost, pending = True, []
+            elif isinstance(event, ObjectChanged):
+                if (event.family, event.table) in self.tables:
+                    pending.append(event)
+            else:
+                generation = event.generation
+                if pending and (event.pid is None or event.pid not in self.own_pids):
+                    foreign.append(
+                        ForeignCommit(event.generation, event.pid, event.process, tuple(pending))
+                    )
+                pending = []
+        watch = Watch(self.tables, self.own_pids, tuple(pending))
+        return watch, Seen(tuple(foreign), lost, generation)
