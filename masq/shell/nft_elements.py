@@ -1,0 +1,289 @@
+"""Set elements and notifications of nf_tables over netlink, without starting ``nft``.
+
+``nft`` downloads every element of an interval set before it adds or deletes one, so the
+agent's cost would follow the size of its table; over netlink a one-CIDR change is one
+small batch and a listing is one dump.  The bytes are built and parsed by the pure codec
+``masq.core.nftables.netlink``; this module owns the sockets:
+
+- ``read_set(proto, table, set, family)``: one ``NFT_MSG_GETSETELEM`` dump, returned as
+  CIDRs with their counters (a dump the kernel marks interrupted by a commit is retried);
+- ``write_elements(edits)``: one nfnetlink batch for every set and both families, deletions
+  first, applied by the kernel whole or not at all; every message is acknowledged, and a
+  refusal raises ``NetlinkError`` naming the errno and the message's job in one line;
+- ``Listener``: a non-blocking socket in ``NFNLGRP_NFTABLES`` with a ``fileno()`` for
+  ``select``; ``read()`` returns the events parsed so far, and ``Lost`` when the kernel
+  dropped notifications (``ENOBUFS``), after which anything may have changed.
+
+Every socket is opened in the calling thread's network namespace, when it is opened.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+from masq.core.addresses import Family
+from masq.core.nftables.netlink import (
+    NETLINK_NETFILTER,
+    NFNLGRP_NFTABLES,
+    NFTA_GEN_ID,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    Event,
+    Lost,
+    NftProto,
+    RawElement,
+    Reply,
+    SetContents,
+    SetEdit,
+    be32,
+    dump_request,
+    edit_batch,
+    intervals,
+    message,
+    msg_type,
+    notification,
+    raw_elements,
+    replies,
+)
+from masq.shell.errors import AgentError, TransientError
+
+SOL_NETLINK: Final = 270
+NETLINK_ADD_MEMBERSHIP: Final = 1
+NETLINK_CAP_ACK: Final = 10
+NETLINK_EXT_ACK: Final = 11
+SO_SNDBUFFORCE: Final = 32
+SO_RCVBUFFORCE: Final = 33
+NLM_F_DUMP_INTR: Final = 0x10
+DEFAULT_TIMEOUT: Final = 5.0
+_RECV_BYTES: Final = 1 << 20
+_DUMP_ATTEMPTS: Final = 3
+TRANSIENT_ERRNOS: Final = frozenset(
+    {errno.EBUSY, errno.EINTR, errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM, errno.ETIMEDOUT}
+)
+
+
+class NetlinkError(AgentError):
+    """The kernel refused or did not answer: ``str()`` is one line naming what and why."""
+
+    def __init__(self, what: str, code: int) -> None:
+        super().__init__(f"netlink: {what}: {os.strerror(code)} (errno {code})")
+        self.errno = code
+        self.what = what
+
+
+class NetlinkBusy(NetlinkError, TransientError):
+    """Worth retrying with backoff: a concurrent commit, a full buffer, a timeout."""
+
+
+def _error(what: str, code: int) -> NetlinkError:
+    return NetlinkBusy(what, code) if code in TRANSIENT_ERRNOS else NetlinkError(what, code)
+
+
+def _setopt(sock: socket.socket, level: int, option: int, value: int) -> bool:
+    try:
+        sock.setsockopt(level, option, value)
+    except OSError:
+        return False
+    return True
+
+
+def _buffer(sock: socket.socket, force: int, plain: int, size: int) -> None:
+    """Ask for ``size`` bytes of buffer: forced past rmem_max/wmem_max when privileged."""
+    if not _setopt(sock, socket.SOL_SOCKET, force, size):
+        _setopt(sock, socket.SOL_SOCKET, plain, size)
+
+
+def open_socket(*, rcvbuf: int | None = None, sndbuf: int | None = None) -> socket.socket:
+    """A NETLINK_NETFILTER socket bound in this thread's namespace; short acks, ext acks."""
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+    )
+    try:
+        sock.bind((0, 0))
+        _setopt(sock, SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        _setopt(sock, SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        if rcvbuf is not None:
+            _buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf)
+        if sndbuf is not None:
+            _buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Exchange:
+    """Requests and their replies on one socket, bounded by one deadline."""
+
+    def __init__(self, sock: socket.socket, what: str, timeout: float) -> None:
+        self.sock = sock
+        self.what = what
+        self.deadline = time.monotonic() + timeout
+        self.buffer = bytearray(_RECV_BYTES)
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise _error(self.what, exc.errno or errno.EIO) from None
+
+    def receive(self) -> Iterator[Reply]:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _error(f"{self.what}: no answer in time", errno.ETIMEDOUT)
+        self.sock.settimeout(remaining)
+        try:
+            size = self.sock.recv_into(self.buffer)
+        except TimeoutError:
+            raise _error(f"{self.what}: no answer in time", errno.ETIMEDOUT) from None
+        except OSError as exc:
+            raise _error(self.what, exc.errno or errno.EIO) from None
+        return replies(bytes(self.buffer[:size]))
+
+
+def _dump_once(exchange: _Exchange, request: bytes, seq: int) -> list[RawElement] | None:
+    """The dump's elements, decoded message by message as they arrive (no reply is
+    kept), or None when the kernel marked the dump interrupted by a commit."""
+    exchange.send(request)
+    found: list[RawElement] = []
+    interrupted = False
+    kind = msg_type("NEWSETELEM")
+    while True:
+        for reply in exchange.receive():
+            if reply.seq != seq:
+                continue
+            interrupted |= bool(reply.flags & NLM_F_DUMP_INTR)
+            if reply.kind == NLMSG_ERROR:
+                if reply.error:
+                    raise _error(exchange.what, reply.error)
+                continue
+            if reply.kind == NLMSG_DONE:
+                return None if interrupted else found
+            if reply.kind == kind:
+                found.extend(raw_elements(reply.body))
+
+
+def read_set(
+    proto: NftProto,
+    table: str,
+    set_name: str,
+    family: Family,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> SetContents:
+    """The elements of one interval set with their counters (one dump, retried if a
+    commit interrupted it).  NetlinkError when the kernel refuses (ENOENT: no such set)."""
+    what = f"list set {proto} {table} {set_name}"
+    with open_socket() as sock:
+        exchange = _Exchange(sock, what, timeout)
+        for attempt in range(1, _DUMP_ATTEMPTS + 1):
+            found = _dump_once(exchange, dump_request(proto, table, set_name, attempt), attempt)
+            if found is not None:
+                return intervals(found, family)
+    raise _error(f"{what}: interrupted by commits {_DUMP_ATTEMPTS} times", errno.EINTR)
+
+
+def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT) -> int | None:
+    """Apply every edit in one nfnetlink batch: all of it or, on any error, none of it.
+
+    The kernel processes a batch inside ``send``, so every acknowledgement is queued by
+    the time a generation request sent after it is answered: that answer ends the wait
+    and gives the generation id the commit produced (returned; None if unreadable).
+    Raises NetlinkError (NetlinkBusy when worth retrying) naming the first refusal.
+    """
+    edits = [e for e in edits if e.delete or e.add]
+    if not edits:
+        return None
+    batch = edit_batch(edits, 1)
+    what = "element batch (" + "; ".join(e.describe() for e in edits) + ")"
+    probe_seq = batch.last_seq + 1
+    probe = message(msg_type("GETGEN"), NLM_F_REQUEST, probe_seq, "unspec", b"")
+    sndbuf = len(batch.data) + 65536
+    rcvbuf = max(1 << 20, 4096 * (len(batch.parts) + 4))
+    with open_socket(rcvbuf=rcvbuf, sndbuf=sndbuf) as sock:
+        exchange = _Exchange(sock, what, timeout)
+        exchange.send(batch.data)
+        exchange.send(probe)
+        jobs = {p.seq: p.what for p in batch.parts}
+        answered: set[int] = set()
+        refusals: list[tuple[str, int]] = []
+        generation: int | None = None
+        done = False
+        while not done:
+            for reply in exchange.receive():
+                if reply.seq == probe_seq:
+                    if reply.kind != NLMSG_ERROR:
+                        generation = be32(reply.attributes.get(NFTA_GEN_ID))
+                    done = True
+                elif reply.kind == NLMSG_ERROR and batch.first_seq <= reply.seq <= probe_seq:
+                    answered.add(reply.seq)
+                    if reply.error:
+                        refusals.append((jobs.get(reply.seq, "commit"), reply.error))
+    if refusals:
+        job, code = refusals[0]
+        raise _error(f"{job}: batch not applied", code)
+    missing = set(jobs) - answered
+    if missing:
+        raise _error(f"{what}: {len(missing)} messages unanswered, state unknown", errno.EPROTO)
+    return generation
+
+
+class Listener:
+    """Notifications of every nf_tables commit in this namespace, non-blocking.
+
+    Subscribe before the first listing: a change that lands between the listing and the
+    subscription would otherwise go unseen.  ``read()`` drains what is queued.
+    """
+
+    def __init__(self, *, rcvbuf: int | None = None) -> None:
+        self._sock = open_socket(rcvbuf=rcvbuf)
+        try:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
+            self._sock.setblocking(False)
+        except BaseException:
+            self._sock.close()
+            raise
+        self._buffer = bytearray(_RECV_BYTES)
+
+    @property
+    def portid(self) -> int:
+        """This socket's netlink port id (not the one our own batches are sent from)."""
+        return int(self._sock.getsockname()[0])
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read(self, limit: int = 10_000) -> list[Event]:
+        """Events queued now (at most about ``limit``); [] when none.  ``Lost`` when the
+        kernel dropped some since the last read."""
+        events: list[Event] = []
+        while len(events) < limit:
+            try:
+                size = self._sock.recv_into(self._buffer)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    events.append(Lost())
+                    continue
+                raise _error("read nf_tables notifications", exc.errno or errno.EIO) from None
+            for reply in replies(bytes(self._buffer[:size])):
+                event = notification(reply)
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
