@@ -31,7 +31,7 @@ from masq.core.merge import Merged
 from masq.core.traffic import Traffic
 from masq.shell import netlink
 from masq.shell.configdir import LoadedConfig, config_dir_exists, load, read_files
-from masq.shell.dataplane import Dataplane, Dataplanes, P, Writes
+from masq.shell.dataplane import Dataplane, Dataplanes, P, Watching, Writes
 from masq.shell.errors import AgentError, ConfigInvalid, TransientError
 from masq.shell.netlink import Kernel
 from masq.shell.options import Options
@@ -165,6 +165,10 @@ class Agent:
         if conflicts and self.opts.fail_on_conflict:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise AgentError(f"{conflicts[0]}{more} (--fail-on-conflict)")
+
+    def watch(self) -> Watching | None:
+        """Subscribe to the chosen dataplane's change notifications (before the first sync)."""
+        return self.dataplane.watch()
 
     def traffic_now(self) -> Traffic:
         """The per-CIDR counters as the kernel holds them now (read-only; any thread).

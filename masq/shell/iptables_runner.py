@@ -295,6 +295,10 @@ class IptablesDataplane:
             return ()
         return tuple(FamilyPlan(t.family, t, d, ()) for t, d in zip(tables, wanted, strict=True))
 
+    def watch(self) -> None:
+        """No notifications watched: each resync asks the kernel (the generation id)."""
+        return None
+
     def plan(self, config: MasqConfig) -> IptablesPlan:
         """Observe every family (unless nothing changed) and plan; no write yet."""
         tables = self.tables()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from masq.shell.errors import AgentError, TransientError
@@ -27,6 +27,8 @@ class Completed:
     exit_code: int
     stdout: str
     stderr: str
+    pid: int | None = field(default=None, compare=False)
+    """The process's id (None: not started, or a fake): a commit it made is the agent's own."""
 
 
 Stdin = str | int | None
@@ -54,13 +56,25 @@ def run_command(argv: list[str], stdin: Stdin = None, timeout: float | None = No
     kills a command that runs longer (exit ``TIMEOUT_EXIT``).
     """
     text = stdin.encode() if isinstance(stdin, str) else None
-    source = stdin if isinstance(stdin, int) else None if text is not None else subprocess.DEVNULL
+    source = (
+        stdin
+        if isinstance(stdin, int)
+        else subprocess.PIPE
+        if text is not None
+        else subprocess.DEVNULL
+    )
     try:
-        done = subprocess.run(
-            argv, stdin=source, input=text, capture_output=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:  # run() has killed and reaped it
-        return Completed(tuple(argv), TIMEOUT_EXIT, "", f"timed out after {timeout:g}s")
+        with subprocess.Popen(
+            argv, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as proc:
+            try:
+                out, err = proc.communicate(text, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                return Completed(
+                    tuple(argv), TIMEOUT_EXIT, "", f"timed out after {timeout:g}s", proc.pid
+                )
     except FileNotFoundError:
         raise AgentError(f"{argv[0]}: command not found (is it installed?)") from None
     except OSError as e:  # no fd, memory or process slot; or the exec itself failed
@@ -68,9 +82,10 @@ def run_command(argv: list[str], stdin: Stdin = None, timeout: float | None = No
         raise (TransientError if e.errno in _RESOURCE_ERRNOS else AgentError)(message) from None
     return Completed(
         argv=tuple(argv),
-        exit_code=done.returncode,
-        stdout=done.stdout.decode("utf-8", "replace"),
-        stderr=done.stderr.decode("utf-8", "replace"),
+        exit_code=proc.returncode,
+        stdout=out.decode("utf-8", "replace"),
+        stderr=err.decode("utf-8", "replace"),
+        pid=proc.pid,
     )
 
 

@@ -45,7 +45,7 @@ def test_os_error_starting_a_command_is_agent_error(
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
     with pytest.raises(AgentError, match="cannot run") as raised:
         process.run_command(["iptables-nft", "-S"])
     assert isinstance(raised.value, TransientError) is transient
