@@ -2,9 +2,10 @@
 
 For an interval set with ``counter`` holding N non-adjacent /24s (an ``ip`` table in a
 throwaway namespace), times and CPU of: reading every element with its counter (one
-netlink dump vs ``nft -j list set``), and adding one element (one netlink batch vs
-``nft add element``), quiet and beside a foreign writer that commits to its own table
-every 0.5 s (nft re-fetches the set whenever the generation moves under it).  Each netlink
+netlink dump vs ``nft -j list set``); reading 100 chosen elements' counters (one small
+request each, what a scrape showing 100 series needs); adding one element (one netlink
+batch vs ``nft add element``), quiet and beside a foreign writer that commits to its own
+table every 0.5 s (nft re-fetches the set whenever the generation moves under it).  Each netlink
 figure comes from a fresh interpreter in the namespace, so its peak RSS is that of a
 process that did nothing else (VmHWM: ru_maxrss would carry the forked parent's pages
 across exec); the import of the netlink modules is shown apart.
@@ -22,11 +23,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from benchlib import PYTHON, RESULTS, env, header, heavy_lock, netns, ns_run, precompile
+from benchlib import PYTHON, RESULTS, env, header, heavy_lock, ns_run, precompile
+from integration.topology import namespace
 
 OUT = RESULTS / "netlink.txt"
 SIZES = (50_000, 100_000)
 REPEATS = 3
+GETS = 100  # elements a scrape shows: a sample spread over the set
 NFT_TIMEOUT = 30.0
 
 CHILD = """
@@ -34,10 +37,13 @@ import json, resource, sys, time
 t0, c0 = time.perf_counter(), time.process_time()
 import ipaddress
 from masq.core.nftables.netlink import SetEdit
-from masq.shell.nft_elements import read_set, write_elements
+from masq.shell.nft_elements import read_counters, read_set, write_elements
 t1, c1, s1 = time.perf_counter(), time.process_time(), resource.getrusage(0).ru_stime
 if sys.argv[1] == "dump":
     n = len(read_set("ip", "t", "s", "ipv4").counters)
+elif sys.argv[1] == "get":
+    nets = [ipaddress.ip_network(a) for a in sys.argv[2:]]
+    n = sum(c is not None for c in read_counters("ip", "t", "s", nets).values())
 else:
     write_elements([SetEdit("ip", "t", "s", add=(ipaddress.ip_network(sys.argv[2]),))])
     n = 1
@@ -130,6 +136,9 @@ def measure(ns: str, size: int, lines: list[str]) -> None:
     dumps = [child(ns, "dump") for _ in range(REPEATS)]
     assert all(d["n"] == size for d in dumps), dumps
     listings = [nft_timed(ns, "-j", "list", "set", "ip", "t", "s") for _ in range(REPEATS)]
+    shown = present[:: size // GETS]
+    gets = [child(ns, "get", *shown) for _ in range(REPEATS)]
+    assert all(g["n"] == GETS for g in gets), gets
     adds = [child(ns, "add", spare.pop()) for _ in range(REPEATS)]
     nft_adds = [
         nft_timed(ns, "add", "element", "ip", "t", "s", f"{{ {spare.pop()} }}")
@@ -163,12 +172,13 @@ def measure(ns: str, size: int, lines: list[str]) -> None:
         f"{size:,} elements",
         f"  read all with counters   netlink dump        {ours(dumps)}",
         f"                           nft -j list set     {theirs(listings)}",
+        f"  read {GETS} elements' counters  netlink gets  {ours(gets)}",
         f"  add one element, quiet   netlink batch       {ours(adds)}",
         f"                           nft add element     {theirs(nft_adds)}",
         f"  add one, beside writer   netlink batch       {ours(busy_adds)}",
         f"                           nft add element     {theirs(busy_nft)}",
     ]
-    print("\n".join(lines[-7:]), flush=True)
+    print("\n".join(lines[-8:]), flush=True)
 
 
 def main() -> None:
@@ -181,7 +191,7 @@ def main() -> None:
         f"# medians of {REPEATS} runs; an interval set with counter, N non-adjacent /24s, ip table;"
         " the foreign writer commits to its own table every 0.5 s"
     )
-    with netns(f"mqbench-nl-{time.monotonic_ns() % 100000}") as ns, heavy_lock():
+    with namespace("bench-netlink") as ns, heavy_lock():
         for size in SIZES:
             measure(ns, size, lines)
     OUT.write_text("\n".join(lines) + "\n")

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Final
 
-from masq.core.addresses import Family
+from masq.core.addresses import Family, IPNetwork
 from masq.core.nftables.netlink import (
     NETLINK_NETFILTER,
     NFNLGRP_NFTABLES,
@@ -44,6 +44,7 @@ from masq.core.nftables.netlink import (
     be32,
     dump_request,
     edit_batch,
+    get_element_request,
     intervals,
     message,
     msg_type,
@@ -51,6 +52,7 @@ from masq.core.nftables.netlink import (
     raw_elements,
     replies,
 )
+from masq.core.traffic import Counters
 from masq.shell.errors import AgentError, TransientError
 
 SOL_NETLINK: Final = 270
@@ -63,6 +65,7 @@ NLM_F_DUMP_INTR: Final = 0x10
 DEFAULT_TIMEOUT: Final = 5.0
 _RECV_BYTES: Final = 1 << 20
 _DUMP_ATTEMPTS: Final = 3
+_GET_CHUNK: Final = 64
 TRANSIENT_ERRNOS: Final = frozenset(
     {errno.EBUSY, errno.EINTR, errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM, errno.ETIMEDOUT}
 )
@@ -187,6 +190,48 @@ def read_set(
             if found is not None:
                 return intervals(found, family)
     raise _error(f"{what}: interrupted by commits {_DUMP_ATTEMPTS} times", errno.EINTR)
+
+
+def read_counters(
+    proto: NftProto,
+    table: str,
+    set_name: str,
+    nets: Sequence[IPNetwork],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict[IPNetwork, Counters | None]:
+    """The counters of the elements starting ``nets`` (None: no element starts there),
+    one small request per element instead of a dump of the set: what a scrape that shows
+    a few elements of a large set should pay.  Requests go out in chunks of
+    ``_GET_CHUNK`` per ``send`` (each answer is its own message, and the receive buffer
+    is finite); the kernel answers each by itself, so a missing element fails alone."""
+    what = f"read elements of {proto} {table} {set_name}"
+    found: dict[IPNetwork, Counters | None] = {}
+    with open_socket(rcvbuf=_GET_CHUNK * 16384) as sock:
+        exchange = _Exchange(sock, what, timeout)
+        for first in range(0, len(nets), _GET_CHUNK):
+            chunk = {first + i + 1: n for i, n in enumerate(nets[first : first + _GET_CHUNK])}
+            exchange.send(
+                b"".join(
+                    get_element_request(proto, table, set_name, net, seq)
+                    for seq, net in chunk.items()
+                )
+            )
+            while chunk:
+                for reply in exchange.receive():
+                    net = chunk.pop(reply.seq, None)
+                    if net is None:
+                        continue
+                    if reply.kind == NLMSG_ERROR:
+                        if reply.error not in (0, errno.ENOENT):
+                            raise _error(f"{what} ({net})", reply.error)
+                        found[net] = None
+                        continue
+                    starts = [e for e in raw_elements(reply.body) if not e.end]
+                    key = int(net.network_address)
+                    match = next((e for e in starts if e.key == key), None)
+                    found[net] = None if match is None else (match.counters or Counters(0, 0))
+    return found
 
 
 def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT) -> int | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import itertools
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 from netlink_strategies import counters, disjoint_cidrs
 
 from integration.netns_thread import inside
-from integration.topology import NS_PREFIX, run
+from integration.topology import namespace, run
 from masq.core.addresses import Family, IPNetwork, family_of
 from masq.core.nftables.netlink import (
     Committed,
@@ -35,7 +34,13 @@ from masq.core.nftables.netlink import (
 )
 from masq.core.traffic import Counters
 from masq.shell import netlink
-from masq.shell.nft_elements import Listener, NetlinkError, read_set, write_elements
+from masq.shell.nft_elements import (
+    Listener,
+    NetlinkError,
+    read_counters,
+    read_set,
+    write_elements,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -58,7 +63,6 @@ KERNEL = settings(
 )
 NFT_JSON_MAX = 2**63 - 1
 """``nft -j`` prints counters as signed 64-bit numbers: larger ones would list negative."""
-_ids = itertools.count(1)
 
 
 def nft(ns: str, *args: str, stdin: str | None = None) -> str:
@@ -67,12 +71,8 @@ def nft(ns: str, *args: str, stdin: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def module_ns() -> Iterator[str]:
-    name = f"{NS_PREFIX}-{os.getpid()}-nl{next(_ids)}"
-    run(["ip", "netns", "add", name])
-    try:
+    with namespace("netlink") as name:
         yield name
-    finally:
-        run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture
@@ -301,3 +301,26 @@ def test_every_family_of_the_table_is_read_by_its_key_size(ns: str) -> None:
         got = read_set("ip", "t4", "s", "ipv4")
     assert dict(got.counters) == {ipaddress.ip_network("0.0.0.0/0"): Counters(0, 0)}
     assert family_of(next(iter(got.counters))) == "ipv4"
+
+
+@KERNEL
+@given(data=st.data(), family=st.sampled_from(["ipv4", "ipv6"]))
+def test_per_element_reads_give_the_counters_nft_lists(
+    module_ns: str, data: st.DataObject, family: Family
+) -> None:
+    """Reading chosen elements one request each gives each present element's counter as
+    nft lists it, and None for a CIDR no element starts at."""
+    fresh(module_ns)
+    name = SETS[family][0]
+    present: list[IPNetwork] = data.draw(disjoint_cidrs(family))
+    seeded = {n: data.draw(counters(NFT_JSON_MAX)) for n in present}
+    if seeded:
+        nft(module_ns, "add", "element", "inet", TABLE, name, f"{{ {nft_elements(seeded)} }}")
+    others: list[IPNetwork] = data.draw(disjoint_cidrs(family, max_size=4))
+    starts = {int(n.network_address) for n in present}
+    absent = [n for n in others if int(n.network_address) not in starts]
+    asked = data.draw(st.permutations(present + absent))
+    with inside(module_ns):
+        got = read_counters("inet", TABLE, name, asked)
+    shown = listed(module_ns, name)
+    assert got == {n: shown.get(n) for n in asked}

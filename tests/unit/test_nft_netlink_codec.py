@@ -21,6 +21,7 @@ from masq.core.nftables.netlink import (
     Watch,
     attr,
     edit_batch,
+    get_element_request,
     interval_elements,
     intervals,
     msg_type,
@@ -209,3 +210,12 @@ def test_a_watch_counts_an_unnamed_committer_as_foreign_and_lost_as_dirty() -> N
     assert seen.foreign and seen.foreign[0].pid is None
     _, seen = watch.feed([_changed(), Lost(), Committed(6, 100, "python", 7)])
     assert seen.lost and seen.dirty and seen.foreign == ()
+
+
+def test_a_get_asks_for_the_element_that_starts_the_cidr() -> None:
+    """One non-dump GETSETELEM naming table and set, holding the CIDR's start element."""
+    (reply,) = replies(get_element_request("ip", "t", "s", net("10.0.0.0/8"), 5))
+    assert (reply.kind, reply.seq, reply.flags) == (msg_type("GETSETELEM"), 5, 1)
+    assert reply.body == bytes.fromhex("0200000006000100740000000600020073000000") + (
+        bytes.fromhex("14000380") + START_10
+    )

@@ -354,6 +354,20 @@ def dump_request(family: NftProto, table: str, set_name: str, seq: int) -> bytes
     return message(msg_type("GETSETELEM"), NLM_F_REQUEST | NLM_F_DUMP, seq, family, body)
 
 
+def get_element_request(
+    family: NftProto, table: str, set_name: str, net: IPNetwork, seq: int
+) -> bytes:
+    """A request for the one element that starts ``net`` (no dump): the kernel answers
+    with that element and its counter, or ENOENT.  Several may share one ``send``."""
+    key = _key(int(net.network_address), "ipv4" if net.version == 4 else "ipv6")
+    body = (
+        strz(NFTA_SET_ELEM_LIST_TABLE, table)
+        + strz(NFTA_SET_ELEM_LIST_SET, set_name)
+        + nest(NFTA_SET_ELEM_LIST_ELEMENTS, nest(NFTA_LIST_ELEM, key))
+    )
+    return message(msg_type("GETSETELEM"), NLM_F_REQUEST, seq, family, body)
+
+
 class RawElement(NamedTuple):
     """One element as the kernel holds it: a boundary of an interval.
 
