@@ -1,0 +1,303 @@
+"""Knowing without looking, against a real kernel (issue 17, items 1-3).
+
+The daemon in nftables mode watches nf_tables' notifications: each kind of foreign change
+to its table is repaired within a second at ``--resync-interval=60`` (judged by packets);
+lost notifications (a tiny receive buffer and a burst of commits) make it list and repair;
+a foreign writer committing to its own table makes it list nothing and write nothing; a
+one-CIDR change to a 20,000-element set beside that writer reaches the kernel within a
+second; and a SIGKILL during a netlink batch leaves the old elements or the new ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integration import nft
+from integration.agent import agent_env, background, daemon, wait_for, write_config
+from integration.nft import NFTABLES, TABLE
+from integration.packets import verdicts
+from integration.planes import NftablesPlane
+from integration.topology import DEST_DOC_A, DEST_UPLINK, REPO_ROOT, Topology, run
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+HEALTHY = {DEST_DOC_A: "masq", DEST_UPLINK: "kept"}
+WATCHED = (*NFTABLES, "--resync-interval=60", "--v=2")
+HEAL_SECONDS = 1.0
+
+
+@pytest.fixture
+def nftables(nft_topo: Topology) -> NftablesPlane:
+    return NftablesPlane(nft_topo)
+
+
+def _last_rule_handle(topo: Topology) -> str:
+    listed = nft.nft(topo, "-a", "list", "chain", "ip", TABLE, "postrouting")
+    handles = re.findall(r"jump snat-to-node # handle (\d+)", listed)
+    assert handles, listed
+    return str(handles[-1])
+
+
+FOREIGN: dict[str, tuple[tuple[str, ...], str]] = {
+    "element-deleted": (
+        ("delete", "element", "ip", TABLE, "non-masquerade-v4", "{ 192.168.0.0/16 }"),
+        DEST_UPLINK,
+    ),
+    "set-flushed": (("flush", "set", "ip", TABLE, "non-masquerade-v4"), DEST_UPLINK),
+    "chain-flushed": (("flush", "chain", "ip", TABLE, "postrouting"), DEST_DOC_A),
+    "rule-deleted": (("delete", "rule", "ip", TABLE, "postrouting", "handle", "LAST"), DEST_DOC_A),
+    "table-deleted": (("delete", "table", "ip", TABLE), DEST_DOC_A),
+}
+"""A foreign change, and the destination whose new flows it decides wrong until healed."""
+
+
+def healthy(topo: Topology, *dests: str) -> bool:
+    return verdicts(topo, *dests) == {d: HEALTHY[d] for d in dests}
+
+
+def log_count(log: Path, needle: str, start: int = 0) -> int:
+    return log.read_text()[start:].count(needle)
+
+
+@contextlib.contextmanager
+def watched_daemon(
+    nftables: NftablesPlane, config_dir: Path, log: Path, *flags: str
+) -> Iterator[subprocess.Popen[str]]:
+    topo = nftables.topo
+    with daemon(topo, config_dir, *WATCHED, *flags, log=log) as proc:
+        ready = wait_for(lambda: "nftables: elements over netlink" in log.read_text(), 20)
+        assert ready is not None, log.read_text()
+        assert "notifications=watched" in log.read_text(), log.read_text()
+        assert wait_for(lambda: nft.our_tables(topo) == ["ip"], 20) is not None, log.read_text()
+        yield proc
+        assert proc.poll() is None, log.read_text()
+
+
+@pytest.mark.parametrize("change", sorted(FOREIGN))
+def test_each_kind_of_foreign_change_is_healed_within_a_second(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path, change: str
+) -> None:
+    topo = nftables.topo
+    log = tmp_path / "agent.log"
+    with watched_daemon(nftables, config_dir, log):
+        assert wait_for(lambda: healthy(topo, DEST_DOC_A, DEST_UPLINK), 10) is not None
+        pristine = nftables.installed()
+        command, dest = FOREIGN[change]
+        if "LAST" in command:
+            command = tuple(_last_rule_handle(topo) if w == "LAST" else w for w in command)
+        nft.nft(topo, *command)
+        changed = time.monotonic()
+        took = wait_for(lambda: healthy(topo, dest), 5, 0.02)
+        assert took is not None, log.read_text()
+        healed = time.monotonic() - changed
+        assert healed < HEAL_SECONDS, (change, healed, log.read_text())
+        assert wait_for(lambda: nftables.installed() == pristine, 2) is not None
+        text = log.read_text()
+        assert text.count("foreign change, repairing") == 1, text
+        assert re.search(r"foreign change, repairing.*by=\"?pid \d+ \(nft\)", text), text
+        assert healthy(topo, DEST_DOC_A, DEST_UPLINK)
+
+
+@contextlib.contextmanager
+def foreign_writer(topo: Topology, every: float = 0.5) -> Iterator[subprocess.Popen[str]]:
+    """A program committing to its own table every ``every`` seconds (kube-proxy-like)."""
+    nft.nft(topo, "add", "table", "ip", "writer")
+    nft.nft(topo, "add", "chain", "ip", "writer", "c")
+    script = (
+        "import subprocess, sys, time\n"
+        "i = 0\n"
+        "while True:\n"
+        "    i += 1\n"
+        "    subprocess.run(['nft', 'add', 'rule', 'ip', 'writer', 'c', 'ip', 'daddr',\n"
+        "                    f'10.{i // 256 % 256}.{i % 256}.1', 'counter'], check=True)\n"
+        "    if i % 50 == 0:\n"
+        "        subprocess.run(['nft', 'flush', 'chain', 'ip', 'writer', 'c'], check=True)\n"
+        f"    time.sleep({every})\n"
+    )
+    with open("/dev/null", "w") as sink:
+        proc = background(topo.in_ns(topo.node, [sys.executable, "-c", script]), stdout=sink)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL  # it ran all along
+
+
+def test_a_foreign_writer_makes_the_daemon_list_nothing_and_write_nothing(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path
+) -> None:
+    """Beside a program committing to its own table every 0.5 s for 20 s, the periodic
+    resyncs (every second here) list nothing and write nothing: the notifications prove
+    nobody touched the agent's table."""
+    topo = nftables.topo
+    log = tmp_path / "agent.log"
+    with watched_daemon(nftables, config_dir, log, "--resync-interval=1"):
+        assert wait_for(lambda: healthy(topo, DEST_DOC_A), 10) is not None
+        time.sleep(1.5)  # the first sync and its own notifications have settled
+        start = len(log.read_text())
+        with foreign_writer(topo):
+            time.sleep(20)
+            rules = nft.nft(topo, "list", "chain", "ip", "writer", "c").count("counter")
+        assert rules > 0  # the writer committed
+        assert log_count(log, "reason=timeout", start) >= 10, log.read_text()[start:]
+        for quiet in ("msg=listed", "table updated", "table replaced", "foreign change"):
+            assert log_count(log, quiet, start) == 0, (quiet, log.read_text()[start:])
+        assert healthy(topo, DEST_DOC_A, DEST_UPLINK)
+
+
+def test_lost_notifications_make_the_daemon_list_and_repair(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receive buffer too small for a burst of foreign commits: the kernel drops the
+    notifications, the agent is told so (ENOBUFS), lists, and repairs what the burst did."""
+    topo = nftables.topo
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("IP_MASQ_AGENT_NOTIFY_RCVBUF", "1")  # the kernel's minimum
+    with watched_daemon(nftables, config_dir, log):
+        assert wait_for(lambda: healthy(topo, DEST_DOC_A, DEST_UPLINK), 10) is not None
+        time.sleep(1.0)
+        start = len(log.read_text())
+        flood = ["table ip flood {", " set s { type ipv4_addr; flags interval; }", "}"]
+        flood += [f"add element ip flood s {{ 11.{i // 256}.{i % 256}.0/24 }}" for i in range(3000)]
+        flood.append(f"delete element ip {TABLE} non-masquerade-v4 {{ 192.168.0.0/16 }}")
+        run(topo.in_ns(topo.node, ["nft", "-f", "-"]), stdin="\n".join(flood) + "\n")
+        changed = time.monotonic()
+        assert wait_for(lambda: healthy(topo, DEST_UPLINK), 5, 0.02) is not None
+        assert time.monotonic() - changed < HEAL_SECONDS, log.read_text()[start:]
+        assert log_count(log, "notifications lost", start) >= 1, log.read_text()[start:]
+        assert log_count(log, "msg=listed", start) >= 1, log.read_text()[start:]
+
+
+def cidrs(first: int, count: int) -> list[str]:
+    base = int(ipaddress.IPv4Address("11.0.0.0"))
+    return [f"{ipaddress.IPv4Address(base + (first + i) * 512)}/24" for i in range(count)]
+
+
+def big_config(nets: list[str]) -> str:
+    return json.dumps({"cidrLimit": 100_000, "nonMasqueradeCIDRs": nets})
+
+
+def test_one_cidr_reaches_a_large_set_within_a_second_beside_a_writer(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path
+) -> None:
+    """nft downloads a whole interval set to add one element and restarts whenever the
+    generation moves: beside a busy writer it may never finish.  Over netlink the element
+    is one small batch: a new flow to the added CIDR keeps the pod's address within 1 s.
+    The CIDRs are in ten files, so only the changed one is parsed again (one file of
+    20,000 takes the Python side ~1 s on a loaded CI machine: issue 17 item 5)."""
+    topo = nftables.topo
+    log = tmp_path / "agent.log"
+    nets = cidrs(0, 20_000)
+    parts = [nets[i : i + 2_000] for i in range(0, len(nets), 2_000)]  # ten files, as on a node
+    for i, part in enumerate(parts):
+        write_config(config_dir, f"ip-masq-agent-{i}", big_config(part))
+    with watched_daemon(nftables, config_dir, log):
+        loaded = wait_for(lambda: "table updated" in log.read_text(), 60)
+        assert loaded is not None, log.read_text()
+        assert healthy(topo, DEST_DOC_A)
+        with foreign_writer(topo):
+            time.sleep(2)
+            start = len(log.read_text())
+            write_config(config_dir, "ip-masq-agent-9", big_config([*parts[9], "203.0.113.0/24"]))
+            changed = time.monotonic()
+            kept = wait_for(lambda: verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "kept"}, 10, 0.02)
+            assert kept is not None, log.read_text()[start:]
+            took = time.monotonic() - changed
+        assert took < HEAL_SECONDS, (took, log.read_text()[start:])
+        assert log_count(log, "msg=listed", start) == 0, log.read_text()[start:]
+
+
+# --- a SIGKILL during a netlink batch --------------------------------------------------------
+
+WRITE = """
+import ipaddress, sys
+from masq.core.nftables.netlink import SetEdit
+from masq.shell.nft_elements import write_elements
+lines = sys.stdin.read().split()
+old, new = (set(ipaddress.IPv4Network(n) for n in a.split(",")) for a in lines)
+print("ready", flush=True)
+write_elements([SetEdit("ip", "atom", "s", tuple(old - new), tuple(new - old))])
+print("done", flush=True)
+"""
+
+
+def atom_elements(topo: Topology) -> set[str]:
+    listed = run(topo.in_ns(topo.node, ["nft", "-j", "list", "set", "ip", "atom", "s"]))
+    (found,) = [o["set"] for o in json.loads(listed.stdout)["nftables"] if "set" in o]
+    out = set()
+    for item in found.get("elem", []):
+        value = item["elem"]["val"] if isinstance(item, dict) and "elem" in item else item
+        prefix = value["prefix"]
+        out.add(f"{prefix['addr']}/{prefix['len']}")
+    return out
+
+
+def test_a_sigkill_during_a_netlink_batch_leaves_the_old_elements_or_the_new_ones(
+    nft_topo: Topology,
+) -> None:
+    """20,000 elements deleted and 20,000 added in one batch, the writer killed at random
+    instants over the time a whole run takes: the set holds exactly the old elements or
+    exactly the new ones after each kill."""
+    topo = nft_topo
+    old, new = set(cidrs(0, 20_000)), set(cidrs(10_000, 20_000))
+    argv = topo.in_ns(topo.node, [sys.executable, "-c", WRITE])
+    data = f"{','.join(old)}\n{','.join(new)}\n"
+
+    def reset() -> None:
+        run(topo.in_ns(topo.node, ["nft", "delete", "table", "ip", "atom"]), check=False)
+        batch = "table ip atom {\n set s { type ipv4_addr; flags interval; counter;\n"
+        batch += f"  elements = {{ {', '.join(sorted(old))} }} }}\n}}\n"
+        run(topo.in_ns(topo.node, ["nft", "-f", "-"]), stdin=batch)
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+            env=agent_env(),
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(data)
+        proc.stdin.close()
+        assert proc.stdout.readline() == "ready\n"
+        return proc
+
+    reset()
+    whole = start()
+    began = time.monotonic()  # from "ready": building the batch, sending it, the answers
+    assert whole.wait(timeout=60) == 0
+    full = time.monotonic() - began
+    assert atom_elements(topo) == new
+    rng = random.Random(17)
+    outcomes = []
+    for kill in range(10):
+        reset()
+        proc = start()
+        time.sleep(full * (kill + rng.random()) / 10)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        got = atom_elements(topo)
+        assert got in (old, new), (len(got & old), len(got & new), len(got))
+        outcomes.append("new" if got == new else "old")
+    if "old" not in outcomes:  # no random kill landed before the batch: aim at it
+        reset()
+        proc = start()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert atom_elements(topo) == old
+    assert "new" in outcomes, outcomes  # some kill landed after the batch was sent
