@@ -154,13 +154,9 @@ class Burst:
         return ", ".join(seen) or "unknown"
 
     def changes(self, limit: int = 5) -> str:
-        """The changes, as one short text (``element nomasq-v4 deleted x3, chain ...``)."""
-        counts: dict[str, int] = {}
-        for commit in self.commits:
-            for change in commit.changes:
-                text = _describe(change)
-                counts[text] = counts.get(text, 0) + 1
-        parts = [f"{t} x{n}" if n > 1 else t for t, n in counts.items()]
+        """The changes, as one short text (``element nomasq-v4 deleted, chain ...``; the
+        kernel tells of an interval's two boundary elements apart, so no counts)."""
+        parts = list(dict.fromkeys(_describe(c) for commit in self.commits for c in commit.changes))
         if self.lost:
             parts.append("notifications lost")
         more = f", and {len(parts) - limit} more" if len(parts) > limit else ""
