@@ -301,3 +301,27 @@ def test_a_sigkill_during_a_netlink_batch_leaves_the_old_elements_or_the_new_one
         proc.wait(timeout=10)
         assert atom_elements(topo) == old
     assert "new" in outcomes, outcomes  # some kill landed after the batch was sent
+
+
+def test_two_agents_that_disagree_back_off_instead_of_fighting_in_a_loop(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path
+) -> None:
+    """An old pod and a new one in a rolling update, with different configs: each repairs
+    what the other wrote, but the same objects repaired again soon wait longer each time,
+    so in 12 s each repairs a handful of times, not hundreds, and says it backs off."""
+    topo = nftables.topo
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    write_config(other_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n")
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n")
+    one, two = tmp_path / "one.log", tmp_path / "two.log"
+    with (
+        daemon(topo, config_dir, *WATCHED, log=one) as first,
+        daemon(topo, other_dir, *WATCHED, log=two) as second,
+    ):
+        time.sleep(12)
+        assert first.poll() is None and second.poll() is None
+    repairs = [log_count(log, "foreign change") for log in (one, two)]
+    assert sum(repairs) >= 2, (one.read_text(), two.read_text())  # they did disagree
+    assert max(repairs) <= 10, repairs
+    assert any(log_count(log, "repair backed off") for log in (one, two)), repairs
