@@ -64,6 +64,13 @@ def stopper() -> Iterator[Stopper]:
 
 
 @pytest.fixture
+def watcher(tmp_path: Path) -> Iterator[ConfigWatcher]:
+    w = ConfigWatcher(str(tmp_path))
+    yield w
+    w.close()
+
+
+@pytest.fixture
 def watching() -> Iterator[PipeWatching]:
     w = PipeWatching()
     yield w
@@ -71,28 +78,23 @@ def watching() -> Iterator[PipeWatching]:
 
 
 def test_a_burst_of_foreign_commits_is_one_wake_up_after_a_quiet_spell(
-    tmp_path: Path, stopper: Stopper, watching: PipeWatching
+    watcher: ConfigWatcher, stopper: Stopper, watching: PipeWatching
 ) -> None:
-    watcher = ConfigWatcher(str(tmp_path))
     kernel = KernelWatcher(watching)
-    try:
-        for i in range(3):
-            threading.Timer(0.05 * (i + 1), watching.push, [Burst((commit(100 + i),))]).start()
-        started = time.monotonic()
-        assert wait_for_change(watcher, stopper, 5, kernel=kernel) == "kernel"
-        took = time.monotonic() - started
-        burst = kernel.take()
-        assert [c.pid for c in burst.commits] == [100, 101, 102]  # one burst, all three
-        assert daemon.HEAL_QUIET_SECONDS + 0.15 <= took < 1.0
-        assert not kernel.take()
-    finally:
-        watcher.close()
+    for i in range(3):
+        threading.Timer(0.05 * (i + 1), watching.push, [Burst((commit(100 + i),))]).start()
+    started = time.monotonic()
+    assert wait_for_change(watcher, stopper, 5, kernel=kernel) == "kernel"
+    took = time.monotonic() - started
+    burst = kernel.take()
+    assert [c.pid for c in burst.commits] == [100, 101, 102]  # one burst, all three
+    assert daemon.HEAL_QUIET_SECONDS + 0.15 <= took < 1.0
+    assert not kernel.take()
 
 
 def test_a_writer_that_never_pauses_still_gets_its_repair_within_the_bound(
-    tmp_path: Path, stopper: Stopper, watching: PipeWatching
+    watcher: ConfigWatcher, stopper: Stopper, watching: PipeWatching
 ) -> None:
-    watcher = ConfigWatcher(str(tmp_path))
     kernel = KernelWatcher(watching)
     done = threading.Event()
 
@@ -110,18 +112,13 @@ def test_a_writer_that_never_pauses_still_gets_its_repair_within_the_bound(
     finally:
         done.set()
         writer.join()
-        watcher.close()
 
 
 def test_the_agents_own_commits_wake_nothing(
-    tmp_path: Path, stopper: Stopper, watching: PipeWatching
+    watcher: ConfigWatcher, stopper: Stopper, watching: PipeWatching
 ) -> None:
-    watcher = ConfigWatcher(str(tmp_path))
-    try:
-        watching.push(Burst())  # what poll() returns for our own commits
-        assert wait_for_change(watcher, stopper, 0.3, kernel=KernelWatcher(watching)) == "timeout"
-    finally:
-        watcher.close()
+    watching.push(Burst())  # what poll() returns for our own commits
+    assert wait_for_change(watcher, stopper, 0.3, kernel=KernelWatcher(watching)) == "timeout"
 
 
 def metric(metrics: Metrics, name: str, **labels: str) -> float:
