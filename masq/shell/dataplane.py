@@ -35,7 +35,7 @@ from masq.shell.process import Runner, run_command
 
 if TYPE_CHECKING:
     from masq.core.explain import Explanation
-    from masq.shell.nft_watch import Burst
+    from masq.shell.nft_watch import Burst, Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +161,15 @@ def build(
         backend=lambda: resolve_backend(opts.iptables_backend),
         runner=runner,
         kernel=kernel,
+        listen=_listen if kernel is netlink.SYSTEM else None,
     )
+
+
+def _listen() -> Source:
+    """nf_tables notifications, for a dataplane on the real kernel (loaded on first use)."""
+    from masq.shell.nft_watch import NetlinkElements
+
+    return NetlinkElements().listen()
 
 
 def write_ops(name: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -325,3 +326,48 @@ def test_two_agents_that_disagree_back_off_instead_of_fighting_in_a_loop(
     assert sum(repairs) >= 2, (one.read_text(), two.read_text())  # they did disagree
     assert max(repairs) <= 10, repairs
     assert any(log_count(log, "repair backed off") for log in (one, two)), repairs
+
+
+# --- item 6: iptables on the nft backend ------------------------------------------------------
+
+
+def test_iptables_nft_lists_nothing_beside_kube_proxy_and_heals_its_chain_at_once(
+    nft_topo: Topology, config_dir: Path, tmp_path: Path
+) -> None:
+    """iptables-nft also writes nf_tables, and its notifications name table nat and the
+    chain: a kube-proxy-like writer rewriting its own nat chain every 0.5 s makes the
+    daemon list nothing; a rule deleted from our chain is put back within a second."""
+    topo = nft_topo
+    log = tmp_path / "agent.log"
+    topo.ipt("-t", "nat", "-N", "KUBE-SERVICES")
+    script = (
+        "import subprocess, time\n"
+        "while True:\n"
+        "    subprocess.run(['iptables-nft-restore', '--noflush'], check=True,\n"
+        "                   input=b'*nat\\n:KUBE-SERVICES - [0:0]\\n'\n"
+        "                         b'-A KUBE-SERVICES -d 10.96.0.1/32 -j RETURN\\nCOMMIT\\n')\n"
+        "    time.sleep(0.5)\n"
+    )
+    with daemon(topo, config_dir, "--resync-interval=1", "--v=2", log=log) as proc:
+        assert wait_for(lambda: healthy(topo, DEST_DOC_A, DEST_UPLINK), 10) is not None
+        time.sleep(1.5)
+        start = len(log.read_text())
+        with open("/dev/null", "w") as sink:
+            writer = background(topo.in_ns(topo.node, [sys.executable, "-c", script]), stdout=sink)
+        try:
+            time.sleep(8)
+            assert writer.poll() is None  # it kept committing
+        finally:
+            writer.kill()
+            writer.wait(timeout=10)
+        assert log_count(log, "reason=timeout", start) >= 4, log.read_text()[start:]
+        assert log_count(log, "msg=listed", start) == 0, log.read_text()[start:]
+        rules = topo.rules(family=4)
+        masq = [r for r in rules if "192.168.0.0/16" in r]
+        assert masq, rules
+        topo.ipt("-t", "nat", "-D", *shlex.split(masq[0])[1:])
+        changed = time.monotonic()
+        assert wait_for(lambda: healthy(topo, DEST_UPLINK), 5, 0.02) is not None
+        assert time.monotonic() - changed < HEAL_SECONDS, log.read_text()[start:]
+        assert log_count(log, "foreign change, repairing", start) == 1, log.read_text()[start:]
+        assert proc.poll() is None

@@ -250,3 +250,51 @@ def test_a_listing_that_spins_is_bounded_reported_in_one_line_and_retried_with_b
     with pytest.raises(AgentError, match=r"timed out after 30s \(10 attempts\)"):
         agent.with_retries(lambda: nft.structure("ip"), cap=8.0, sleep=slept.append)
     assert slept == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0]
+
+
+# --- item 6: iptables on the nft backend ---------------------------------------------------
+
+
+def test_iptables_nft_lists_only_when_our_chain_or_the_jump_was_touched() -> None:
+    """kube-proxy in iptables mode rewrites its own nat chains all the time: those commits
+    move the generation but name other chains, so a resync lists nothing; a commit that
+    names our chain or POSTROUTING (or the table) makes it list."""
+    from fake_iptables import FakeIptables, FakeKernel
+
+    from masq.shell.iptables_runner import IptablesDataplane
+
+    fake, kernel, source = FakeIptables(), FakeKernel(gen=1), FakeSource()
+    plane = IptablesDataplane(
+        DataplaneOptions(), backend=lambda: "nft", runner=fake, kernel=kernel, listen=lambda: source
+    )
+    assert plane.watch() is not None
+    plane.apply(plane.plan(CONFIG))
+    plane.plan(CONFIG)  # lists once after the write, then knows
+    listings = len(fake.calls)
+    for gen in range(2, 6):
+        kernel.gen = gen
+        other = ObjectChanged("rule", True, "ip", "nat", "KUBE-SERVICES", 0)
+        source.queued = [other, Committed(gen, 4242, "iptables-nft-re", 0)]
+        p = plane.plan(CONFIG)
+        assert all(not f.ops for f in p.families)
+    assert len(fake.calls) == listings  # nothing listed beside kube-proxy
+    kernel.gen = 7
+    ours = ObjectChanged("rule", False, "ip", "nat", "IP-MASQ-AGENT", 0)
+    source.queued = [ours, Committed(7, 4242, "iptables", 0)]
+    plane.plan(CONFIG)
+    assert len(fake.calls) > listings
+
+
+def test_iptables_legacy_watches_nothing() -> None:
+    from fake_iptables import FakeIptables, FakeKernel
+
+    from masq.shell.iptables_runner import IptablesDataplane
+
+    plane = IptablesDataplane(
+        DataplaneOptions(),
+        backend=lambda: "legacy",
+        runner=FakeIptables(version="iptables v1.8.9 (legacy)"),
+        kernel=FakeKernel(gen=1),
+        listen=FakeSource,
+    )
+    assert plane.watch() is None
