@@ -498,6 +498,7 @@ class NftablesDataplane:
         if plan.desired is None:
             if not plan.ops:
                 return Writes()
+            self._known = None
             self._own(self.nft.run_batch(render_batch(plan.ops)))
             LOG.info("nftables table removed", extra={"kv": {"ops": len(plan.ops)}})
             return Writes(len(plan.ops), write_labels(plan.ops))
@@ -546,20 +547,19 @@ class NftablesDataplane:
 
     def _remember(self, p: NftPlan, desired: NftTable) -> None:
         if self._watch is not None:  # anyone else's change to the table will be told
-            modeled = apply_ops(p.observed, p.ops).tables.get(desired.family)
-            if modeled is not None:
-                in_sync = (
-                    self._desired[0] if self._desired and self._desired[1] is desired else None
-                )
-                self._known = _Known(0, modeled, in_sync)
+            self._model(p, desired, 0)
             return
         after = self._kernel.generation()
         if p.generation is None or after is None or after != next_generation(p.generation):
             return
+        self._model(p, desired, after)
+
+    def _model(self, p: NftPlan, desired: NftTable, generation: int) -> None:
+        """Know the table as the plan's ops leave it (the kernel holds exactly that)."""
         modeled = apply_ops(p.observed, p.ops).tables.get(desired.family)
         if modeled is not None:
             in_sync = self._desired[0] if self._desired and self._desired[1] is desired else None
-            self._known = _Known(after, modeled, in_sync)
+            self._known = _Known(generation, modeled, in_sync)
 
     def describe(self, plan: NftPlan, out: TextIO) -> None:
         if plan.desired is None:
