@@ -172,7 +172,7 @@ def measure(ns: str, size: int, lines: list[str]) -> None:
         f"{size:,} elements",
         f"  read all with counters   netlink dump        {ours(dumps)}",
         f"                           nft -j list set     {theirs(listings)}",
-        f"  read {GETS} elements' counters  netlink gets  {ours(gets)}",
+        f"  read {GETS} counters".ljust(27) + f"netlink gets        {ours(gets)}",
         f"  add one element, quiet   netlink batch       {ours(adds)}",
         f"                           nft add element     {theirs(nft_adds)}",
         f"  add one, beside writer   netlink batch       {ours(busy_adds)}",

@@ -24,6 +24,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from masq.core.addresses import Family, IPNetwork
@@ -103,10 +104,14 @@ def _buffer(sock: socket.socket, force: int, plain: int, size: int) -> None:
 
 
 def open_socket(*, rcvbuf: int | None = None, sndbuf: int | None = None) -> socket.socket:
-    """A NETLINK_NETFILTER socket bound in this thread's namespace; short acks, ext acks."""
-    sock = socket.socket(
-        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
-    )
+    """A NETLINK_NETFILTER socket bound in this thread's namespace; short acks, ext acks.
+    NetlinkError when there is none to be had (no nfnetlink, no permission)."""
+    try:
+        sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+        )
+    except OSError as exc:
+        raise _error("open a netfilter netlink socket", exc.errno or errno.EIO) from None
     try:
         sock.bind((0, 0))
         _setopt(sock, SOL_NETLINK, NETLINK_CAP_ACK, 1)
@@ -115,9 +120,9 @@ def open_socket(*, rcvbuf: int | None = None, sndbuf: int | None = None) -> sock
             _buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf)
         if sndbuf is not None:
             _buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf)
-    except BaseException:
+    except OSError as exc:
         sock.close()
-        raise
+        raise _error("bind a netfilter netlink socket", exc.errno or errno.EIO) from None
     return sock
 
 
@@ -166,7 +171,9 @@ def _dump_once(exchange: _Exchange, request: bytes, seq: int) -> list[RawElement
                 if reply.error:
                     raise _error(exchange.what, reply.error)
                 continue
-            if reply.kind == NLMSG_DONE:
+            if reply.kind == NLMSG_DONE:  # it carries the dump's own status
+                if len(reply.body) >= 4 and reply.error:
+                    raise _error(exchange.what, reply.error)
                 return None if interrupted else found
             if reply.kind == kind:
                 found.extend(raw_elements(reply.body))
@@ -234,15 +241,24 @@ def read_counters(
     return found
 
 
-def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT) -> int | None:
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A batch the kernel committed: the generation it produced (None if unreadable) and
+    the netlink port it was sent from, which its notifications carry (``Watch.owning``)."""
+
+    generation: int | None
+    portid: int
+
+
+def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT) -> Written | None:
     """Apply every edit in one nfnetlink batch: all of it or, on any error, none of it.
 
     The kernel processes a batch inside ``send``, so every acknowledgement is queued by
     the time a generation request sent after it is answered: that answer ends the wait
-    and gives the generation id the commit produced (returned; None if unreadable).
-    Raises NetlinkError (NetlinkBusy when worth retrying) naming the first refusal.
+    and gives the generation id the commit produced.  None when there was nothing to
+    write.  Raises NetlinkError (NetlinkBusy when worth retrying) naming the first refusal.
     """
-    edits = [e for e in edits if e.delete or e.add]
+    edits = [e for e in edits if not e.empty]
     if not edits:
         return None
     batch = edit_batch(edits, 1)
@@ -252,6 +268,7 @@ def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT
     sndbuf = len(batch.data) + 65536
     rcvbuf = max(1 << 20, 4096 * (len(batch.parts) + 4))
     with open_socket(rcvbuf=rcvbuf, sndbuf=sndbuf) as sock:
+        portid = int(sock.getsockname()[0])
         exchange = _Exchange(sock, what, timeout)
         exchange.send(batch.data)
         exchange.send(probe)
@@ -269,14 +286,14 @@ def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT
                 elif reply.kind == NLMSG_ERROR and batch.first_seq <= reply.seq <= probe_seq:
                     answered.add(reply.seq)
                     if reply.error:
-                        refusals.append((jobs.get(reply.seq, "commit"), reply.error))
+                        refusals.append((jobs.get(reply.seq, what), reply.error))
     if refusals:
         job, code = refusals[0]
         raise _error(f"{job}: batch not applied", code)
     missing = set(jobs) - answered
     if missing:
         raise _error(f"{what}: {len(missing)} messages unanswered, state unknown", errno.EPROTO)
-    return generation
+    return Written(generation, portid)
 
 
 class Listener:
@@ -291,9 +308,9 @@ class Listener:
         try:
             self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
             self._sock.setblocking(False)
-        except BaseException:
+        except OSError as exc:
             self._sock.close()
-            raise
+            raise _error("subscribe to nf_tables notifications", exc.errno or errno.EIO) from None
         self._buffer = bytearray(_RECV_BYTES)
 
     @property

@@ -13,6 +13,8 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,9 +36,12 @@ from masq.core.nftables.netlink import (
 )
 from masq.core.traffic import Counters
 from masq.shell import netlink
+from masq.shell.errors import TransientError
 from masq.shell.nft_elements import (
     Listener,
+    NetlinkBusy,
     NetlinkError,
+    Written,
     read_counters,
     read_set,
     write_elements,
@@ -115,7 +120,7 @@ def read(ns: str, set_name: str, family: Family) -> SetContents:
         return read_set("inet", TABLE, set_name, family)
 
 
-def write(ns: str, edits: list[SetEdit]) -> int | None:
+def write(ns: str, edits: list[SetEdit]) -> Written | None:
     with inside(ns):
         return write_elements(edits)
 
@@ -226,8 +231,9 @@ def _events_until(listener: Listener, pid: int) -> list[ObjectChanged | Committe
 
 def test_the_listener_names_a_foreign_commit_and_our_own(ns: str) -> None:
     """A foreign ``nft add element`` shows as an element change of our table and set
-    followed by a NEWGEN carrying nft's pid; our own batch shows with our pid.  Folded
-    by a Watch, the first is a foreign commit by nft's pid and ours is none."""
+    followed by a NEWGEN carrying nft's pid and port (nft's port is its pid as we see it);
+    our own batch shows with our pid and the port it was sent from.  Folded by a Watch,
+    each is foreign until its port (or pid) is declared ours."""
     with inside(ns):
         listener = Listener()
     with listener:
@@ -257,19 +263,25 @@ def test_the_listener_names_a_foreign_commit_and_our_own(ns: str) -> None:
             ("element", True, "inet", TABLE, "masquerade-v4")
         }
         assert all(e.portid == commit.portid for e in changes)
-        watch = Watch(frozenset({("inet", TABLE)}), frozenset({os.getpid()}))
-        watch, seen = watch.feed(foreign)
+        assert commit.portid == proc.pid  # nft's socket port is its pid as we see it
+        watch = Watch(frozenset({("inet", TABLE)}))
+        _, seen = watch.feed(foreign)
         assert [f.pid for f in seen.foreign] == [proc.pid]
+        assert not watch.owning(portid=proc.pid).feed(foreign)[1].dirty
 
-        generation = write(
+        written = write(
             ns, [SetEdit("inet", TABLE, "masquerade-v6", add=(ipaddress.ip_network("fd00::/8"),))]
         )
+        assert written is not None
         ours = _events_until(listener, os.getpid())
-        assert isinstance(ours[-1], Committed)
-        assert ours[-1].generation == generation
+        assert ours[-1] == Committed(
+            written.generation or -1, os.getpid(), "python", written.portid
+        )
         changes = [e for e in ours if isinstance(e, ObjectChanged)]
         assert {(e.kind, e.table, e.name) for e in changes} == {("element", TABLE, "masquerade-v6")}
-        assert not watch.feed(ours)[1].dirty
+        assert watch.feed(ours)[1].dirty
+        assert not watch.owning(portid=written.portid).feed(ours)[1].dirty
+        assert not watch.owning(pid=os.getpid()).feed(ours)[1].dirty
         assert listener.read() == []
 
 
@@ -289,6 +301,19 @@ def test_reading_a_missing_set_is_a_one_line_error(ns: str) -> None:
     assert caught.value.errno == errno.ENOENT
     assert str(caught.value) == (
         "netlink: list set inet ip-masq-agent no-such-set: No such file or directory (errno 2)"
+    )
+
+
+def test_a_call_with_no_answer_in_time_fails_in_one_line_worth_retrying(ns: str) -> None:
+    """Every wait is bounded: past its timeout a read gives up with one line, as a
+    NetlinkBusy (a TransientError the agent retries with backoff)."""
+    with inside(ns), pytest.raises(NetlinkBusy) as caught:
+        read_set("inet", TABLE, "masquerade-v4", "ipv4", timeout=0)
+    assert isinstance(caught.value, TransientError)
+    assert caught.value.errno == errno.ETIMEDOUT
+    assert str(caught.value) == (
+        "netlink: list set inet ip-masq-agent masquerade-v4: no answer in time:"
+        " Connection timed out (errno 110)"
     )
 
 
@@ -324,3 +349,121 @@ def test_per_element_reads_give_the_counters_nft_lists(
         got = read_counters("inet", TABLE, name, asked)
     shown = listed(module_ns, name)
     assert got == {n: shown.get(n) for n in asked}
+
+
+KILL_WRITER = """
+import ipaddress, json, sys
+from masq.core.nftables.netlink import SetEdit
+from masq.shell.nft_elements import write_elements
+old, new = json.load(sys.stdin)
+net = ipaddress.ip_network
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+edit = SetEdit("inet", sys.argv[1], sys.argv[2], tuple(map(net, old)), tuple(map(net, new)))
+write_elements([edit], timeout=60)
+"""
+
+
+def test_a_sigkill_during_a_batch_leaves_the_old_elements_or_the_new(ns: str) -> None:
+    """A writer replacing 20,000 elements by 20,000 others in one batch, killed at instants
+    spread over its uninterrupted run: the set always holds exactly the old elements or
+    exactly the new ones, never a mix."""
+    name = SETS["ipv4"][1]
+    old = [f"10.{i // 256}.{i % 256}.0/24" for i in range(0, 40_000, 2)]
+    new = [f"10.{i // 256}.{i % 256}.0/24" for i in range(1, 40_000, 2)]
+    olds, news = (
+        frozenset(map(ipaddress.ip_network, old)),
+        frozenset(map(ipaddress.ip_network, new)),
+    )
+    stdin = json.dumps([old, new])
+
+    def start() -> subprocess.Popen[str]:
+        fresh(ns)
+        write(ns, [SetEdit("inet", TABLE, name, add=tuple(olds))])
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", KILL_WRITER, TABLE, name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        assert proc.stdout.readline() == "ready\n"
+        return proc
+
+    whole = start()
+    began = time.monotonic()
+    assert whole.wait(timeout=120) == 0
+    span = time.monotonic() - began
+    assert read(ns, name, "ipv4").elements == news
+    outcomes = set()
+    for eighth in range(8):
+        proc = start()
+        time.sleep(span * eighth / 8)
+        proc.kill()
+        proc.wait(timeout=60)
+        got = read(ns, name, "ipv4").elements
+        assert got in (olds, news), f"a mix after a kill at {eighth}/8 of {span:.2f} s"
+        outcomes.add(got == news)
+    assert False in outcomes  # some kill landed before the commit (else this tests nothing)
+
+
+NO_PERMISSION = """
+import ipaddress
+from masq.core.nftables.netlink import SetEdit
+from masq.shell.nft_elements import Listener, NetlinkError, read_set, write_elements
+edit = SetEdit("inet", "ip-masq-agent", "masquerade-v4", add=(ipaddress.ip_network("10.0.0.0/8"),))
+calls = [
+    lambda: read_set("inet", "ip-masq-agent", "masquerade-v4", "ipv4"),
+    lambda: write_elements([edit]),
+    Listener,
+]
+for call in calls:
+    try:
+        call()
+        print("allowed")
+    except NetlinkError as exc:
+        print(exc.errno, exc)
+"""
+
+
+def test_without_cap_net_admin_every_call_fails_in_one_line(ns: str) -> None:
+    """A process without CAP_NET_ADMIN (the agent unprivileged, a test) gets one line
+    naming EPERM from each entry point, which the agent can take as "use nft"."""
+    done = run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            sys.executable,
+            "-c",
+            NO_PERMISSION,
+        ]
+    )
+    lines = done.stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["1", "1", "1"], lines
+    assert lines[1] == (
+        "1 netlink: element batch (inet ip-masq-agent masquerade-v4): batch not applied:"
+        " Operation not permitted (errno 1)"
+    )
+    assert nft(ns, "list", "set", "inet", TABLE, "masquerade-v4").count("10.0.0.0") == 0
+
+
+def test_a_flush_and_refill_is_one_transaction(ns: str) -> None:
+    """A set flushed and refilled in one batch holds exactly the new elements, each
+    counter restarted; the same batch refused (an overlapping add) leaves the old set and
+    its counters."""
+    name = SETS["ipv4"][1]
+    nft(ns, "add", "element", "inet", TABLE, name, "{ 10.0.0.0/8 counter packets 5 bytes 6 }")
+    new = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("11.0.0.0/8"))
+    bad = (*new, ipaddress.ip_network("11.1.0.0/16"))
+    with pytest.raises(NetlinkError):
+        write(ns, [SetEdit("inet", TABLE, name, add=bad, flush=True)])
+    assert listed(ns, name) == {new[0]: Counters(5, 6)}
+    write(ns, [SetEdit("inet", TABLE, name, add=new, flush=True)])
+    assert listed(ns, name) == dict.fromkeys(new, Counters(0, 0))

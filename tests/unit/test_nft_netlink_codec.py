@@ -59,6 +59,10 @@ SEEDED = bytes.fromhex(
 )
 
 
+IP_T_S = bytes.fromhex("0200000006000100740000000600020073000000")
+"""nfgenmsg (family ip), NFTA_SET_ELEM_LIST_TABLE "t", NFTA_SET_ELEM_LIST_SET "s"."""
+
+
 def test_a_cidr_is_a_start_and_the_first_address_after_it_flagged_end() -> None:
     assert interval_elements(net("10.0.0.0/8")) == [START_10, END_10]
 
@@ -192,7 +196,7 @@ def test_a_watch_reports_foreign_commits_to_its_table_only() -> None:
     """A commit by another pid naming our table is foreign; our own pid's, or one that
     names only other tables, is not; a change waiting for its NEWGEN across reads counts
     in the read that brings the NEWGEN."""
-    watch = Watch(frozenset({TABLE}), frozenset({100}))
+    watch = Watch(frozenset({TABLE}), own_pids=frozenset({100}))
     watch, seen = watch.feed([_changed(), Committed(5, 100, "python", 7)])
     assert seen == Seen((), False, 5) and not seen.dirty
     watch, seen = watch.feed([_changed("kube-proxy"), Committed(6, 200, "nft", 7)])
@@ -205,17 +209,34 @@ def test_a_watch_reports_foreign_commits_to_its_table_only() -> None:
 
 
 def test_a_watch_counts_an_unnamed_committer_as_foreign_and_lost_as_dirty() -> None:
-    watch = Watch(frozenset({TABLE})).owning(100)
+    watch = Watch(frozenset({TABLE})).owning(pid=100)
     _, seen = watch.feed([_changed(), Committed(5, None, None, 7)])
     assert seen.foreign and seen.foreign[0].pid is None
     _, seen = watch.feed([_changed(), Lost(), Committed(6, 100, "python", 7)])
     assert seen.lost and seen.dirty and seen.foreign == ()
 
 
+def test_a_watch_knows_its_commits_by_port_whatever_pid_the_kernel_names() -> None:
+    """In a pid namespace NEWGEN names the host's pid: a commit from one of our ports is
+    ours whatever pid it carries, and a pid of ours does not make another port's ours."""
+    watch = Watch(frozenset({TABLE})).owning(portid=7)
+    assert not watch.feed([_changed(), Committed(5, 4242, "nft", 7)])[1].dirty
+    assert watch.feed([_changed(), Committed(6, 4242, "nft", 8)])[1].dirty
+
+
 def test_a_get_asks_for_the_element_that_starts_the_cidr() -> None:
     """One non-dump GETSETELEM naming table and set, holding the CIDR's start element."""
     (reply,) = replies(get_element_request("ip", "t", "s", net("10.0.0.0/8"), 5))
     assert (reply.kind, reply.seq, reply.flags) == (msg_type("GETSETELEM"), 5, 1)
-    assert reply.body == bytes.fromhex("0200000006000100740000000600020073000000") + (
-        bytes.fromhex("14000380") + START_10
-    )
+    assert reply.body == IP_T_S + (bytes.fromhex("14000380") + START_10)
+
+
+def test_a_flush_is_a_delete_without_elements_before_the_adds() -> None:
+    edit = SetEdit("ip", "t", "s", delete=(net("9.0.0.0/8"),), add=(net("10.0.0.0/8"),), flush=True)
+    batch = edit_batch([edit], 1)
+    middle = list(replies(batch.data))[1:-1]
+    assert [(m.kind, m.body) for m in middle] == [
+        (msg_type("DELSETELEM"), IP_T_S),
+        (msg_type("NEWSETELEM"), middle[1].body),
+    ]
+    assert [p.what for p in batch.parts] == ["flush ip t s", "add elements of ip t s (10.0.0.0/8)"]

@@ -215,8 +215,20 @@ def _bits(family: Family) -> int:
     return 32 if family == "ipv4" else 128
 
 
-def _key(value: int, family: Family) -> bytes:
-    return nest(NFTA_SET_ELEM_KEY, attr(NFTA_DATA_VALUE, value.to_bytes(_bits(family) // 8, "big")))
+_KEY_HEAD: Final[dict[int, bytes]] = {
+    width: _ATTR.pack(8 + width, NFTA_SET_ELEM_KEY | NLA_F_NESTED)
+    + _ATTR.pack(4 + width, NFTA_DATA_VALUE)
+    for width in (4, 16)
+}
+"""The headers of a key nest and its value, for 4- and 16-byte addresses (no padding)."""
+
+
+def _key(value: int, width: int) -> bytes:
+    return _KEY_HEAD[width] + value.to_bytes(width, "big")
+
+
+def _list_elem(payload: bytes) -> bytes:
+    return _ATTR.pack(4 + len(payload), NFTA_LIST_ELEM | NLA_F_NESTED) + payload
 
 
 def counter_expr(counters: Counters) -> bytes:
@@ -237,17 +249,21 @@ _END_FLAG = attr(NFTA_SET_ELEM_FLAGS, _BE32.pack(NFT_SET_ELEM_INTERVAL_END))
 
 
 def interval_elements(net: IPNetwork, counters: Counters | None = None) -> list[bytes]:
-    """The element nests of one CIDR: its start and, unless it reaches the top, its end."""
-    family: Family = "ipv4" if net.version == 4 else "ipv6"
+    """The element nests of one CIDR: its start and, unless it reaches the top, its end.
+
+    The size comes from the prefix length, not ``num_addresses``: that goes through
+    cached properties which would leave two address objects on every network passed in.
+    """
+    bits = net.max_prefixlen
+    width = bits // 8
     first = int(net.network_address)
-    after = first + net.num_addresses
-    top = after == 1 << _bits(family)
-    start = _key(first, family)
+    after = first + (1 << (bits - net.prefixlen))
+    start = _key(first, width)
     if counters is not None:
         start += counter_expr(counters)
-    if top:
-        return [nest(NFTA_LIST_ELEM, start, _OPEN_UDATA)]
-    return [nest(NFTA_LIST_ELEM, start), nest(NFTA_LIST_ELEM, _END_FLAG, _key(after, family))]
+    if after >> bits:
+        return [_list_elem(start + _OPEN_UDATA)]
+    return [_list_elem(start), _list_elem(_END_FLAG + _key(after, width))]
 
 
 # --- edits as one batch ---
@@ -256,7 +272,8 @@ def interval_elements(net: IPNetwork, counters: Counters | None = None) -> list[
 @dataclass(frozen=True, slots=True)
 class SetEdit:
     """Elements to delete from and add to one set; ``seed`` gives an added element its
-    counter values (absent: the kernel starts it at zero)."""
+    counter values (absent: the kernel starts it at zero).  ``flush`` empties the set
+    first (the model's ``ReplaceSet``: a set reloaded whole), in the same transaction."""
 
     family: NftProto
     table: str
@@ -264,6 +281,11 @@ class SetEdit:
     delete: tuple[IPNetwork, ...] = ()
     add: tuple[IPNetwork, ...] = ()
     seed: Mapping[IPNetwork, Counters] | None = None
+    flush: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.flush or self.delete or self.add)
 
     def describe(self) -> str:
         return f"{self.family} {self.table} {self.set}"
@@ -286,17 +308,17 @@ class Batch:
     last_seq: int
 
 
-def _chunks(elements: Iterable[bytes]) -> Iterator[list[bytes]]:
-    chunk: list[bytes] = []
-    size = 0
+def _chunks(elements: Iterable[bytes]) -> Iterator[bytes]:
+    """The elements joined into lists that each fit one attribute, built in place: a
+    first load of 100,000 elements never holds them as 200,000 separate objects."""
+    chunk = bytearray()
     for element in elements:
-        if chunk and size + len(element) > ELEMENTS_PER_NEST_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(element)
-        size += len(element)
+        if chunk and len(chunk) + len(element) > ELEMENTS_PER_NEST_BYTES:
+            yield bytes(chunk)
+            chunk = bytearray()
+        chunk += element
     if chunk:
-        yield chunk
+        yield bytes(chunk)
 
 
 def _element_messages(
@@ -313,8 +335,11 @@ def _element_messages(
         else (msg_type("NEWSETELEM"), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE)
     )
     head = strz(NFTA_SET_ELEM_LIST_TABLE, edit.table) + strz(NFTA_SET_ELEM_LIST_SET, edit.set)
+    if verb == "delete" and edit.flush:  # DELSETELEM without elements: the kernel flushes
+        yield message(kind, flags, seq, edit.family, head), Part(seq, f"flush {edit.describe()}")
+        return
     for chunk in _chunks(elements):
-        body = head + nest(NFTA_SET_ELEM_LIST_ELEMENTS, *chunk)
+        body = head + nest(NFTA_SET_ELEM_LIST_ELEMENTS, chunk)
         what = f"{verb} elements of {edit.describe()} ({', '.join(str(n) for n in nets[:3])}"
         what += ", ...)" if len(nets) > 3 else ")"
         yield message(kind, flags, seq, edit.family, body), Part(seq, what)
@@ -322,28 +347,35 @@ def _element_messages(
 
 
 def edit_batch(edits: Sequence[SetEdit], first_seq: int) -> Batch:
-    """One nfnetlink batch: every deletion of every set, then every addition.
+    """One nfnetlink batch: every deletion (or flush) of every set, then every addition.
 
     Deleting first lets an element move between sets, or be replaced by one that
     overlaps it, within one transaction; the kernel applies the whole batch or none of it.
+    A flushed set's ``delete`` is not sent: the flush removes everything.
     """
     seq = first_seq + 1
-    out: list[bytes] = []
+    out = bytearray(
+        message(
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            first_seq,
+            "unspec",
+            b"",
+            res_id=NFNL_SUBSYS_NFTABLES,
+        )
+    )
     parts: list[Part] = []
     verbs: tuple[Literal["delete", "add"], ...] = ("delete", "add")
     for verb in verbs:
         for edit in edits:
             for data, part in _element_messages(edit, verb, seq):
-                out.append(data)
+                out += data
                 parts.append(part)
                 seq += 1
-    begin = message(
-        NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, first_seq, "unspec", b"", res_id=NFNL_SUBSYS_NFTABLES
-    )
-    end = message(
+    out += message(
         NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, "unspec", b"", res_id=NFNL_SUBSYS_NFTABLES
     )
-    return Batch(b"".join([begin, *out, end]), tuple(parts), first_seq, seq)
+    return Batch(bytes(out), tuple(parts), first_seq, seq)
 
 
 # --- reading a set back ---
@@ -359,7 +391,7 @@ def get_element_request(
 ) -> bytes:
     """A request for the one element that starts ``net`` (no dump): the kernel answers
     with that element and its counter, or ENOENT.  Several may share one ``send``."""
-    key = _key(int(net.network_address), "ipv4" if net.version == 4 else "ipv6")
+    key = _key(int(net.network_address), net.max_prefixlen // 8)
     body = (
         strz(NFTA_SET_ELEM_LIST_TABLE, table)
         + strz(NFTA_SET_ELEM_LIST_SET, set_name)
@@ -700,16 +732,30 @@ class Watch:
 
     The kernel sends a commit's object notifications, then its NEWGEN, under the commit
     lock, so commits never interleave: the changes pending when a NEWGEN arrives are that
-    commit's, and its pid says whose.  ``own_pids`` are the agent's and the ``nft``
-    processes it started; a commit whose pid the kernel does not say counts as foreign.
+    commit's, and the commit is ours when its netlink port is one of ``own_portids`` (the
+    port ``write_elements`` sent from; an ``nft`` child's port is its pid as the agent
+    sees it) or its pid one of ``own_pids``.  Prefer ports: NEWGEN's pid is counted in the
+    host's pid namespace, which an agent in a pod without hostPID does not see.  A commit
+    whose pid the kernel does not say, and whose port is not ours, is foreign.
     """
 
     tables: frozenset[tuple[str, str]]
     own_pids: frozenset[int] = frozenset()
+    own_portids: frozenset[int] = frozenset()
     pending: tuple[ObjectChanged, ...] = ()
 
-    def owning(self, pid: int) -> Watch:
-        return Watch(self.tables, self.own_pids | {pid}, self.pending)
+    def owning(self, *, pid: int | None = None, portid: int | None = None) -> Watch:
+        return Watch(
+            self.tables,
+            self.own_pids | ({pid} if pid is not None else set()),
+            self.own_portids | ({portid} if portid is not None else set()),
+            self.pending,
+        )
+
+    def _ours(self, commit: Committed) -> bool:
+        return commit.portid in self.own_portids or (
+            commit.pid is not None and commit.pid in self.own_pids
+        )
 
     def feed(self, events: Iterable[Event]) -> tuple[Watch, Seen]:
         pending = list(self.pending)
@@ -724,10 +770,10 @@ class Watch:
                     pending.append(event)
             else:
                 generation = event.generation
-                if pending and (event.pid is None or event.pid not in self.own_pids):
+                if pending and not self._ours(event):
                     foreign.append(
                         ForeignCommit(event.generation, event.pid, event.process, tuple(pending))
                     )
                 pending = []
-        watch = Watch(self.tables, self.own_pids, tuple(pending))
+        watch = Watch(self.tables, self.own_pids, self.own_portids, tuple(pending))
         return watch, Seen(tuple(foreign), lost, generation)
