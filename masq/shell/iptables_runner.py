@@ -316,11 +316,12 @@ class IptablesDataplane:
                 return None
         except AgentError:
             return None  # no backend yet: the first sync says why, and lists every time
+        from masq.shell.nft_elements import NetlinkError
         from masq.shell.nft_watch import TableWatch, no_netlink
 
         try:
             source = self._listen()
-        except OSError as error:
+        except (OSError, NetlinkError) as error:
             if not no_netlink(error):
                 raise
             return None
@@ -334,7 +335,7 @@ class IptablesDataplane:
 
     def _own(self, pid: int | None) -> None:
         if self._watch is not None:
-            self._watch.own(pid)
+            self._watch.own(pid=pid, portid=pid)
 
     def plan(self, config: MasqConfig) -> IptablesPlan:
         """Observe every family (unless nothing changed) and plan; no write yet."""

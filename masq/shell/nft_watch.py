@@ -36,13 +36,15 @@ from masq.core.nftables.netlink import (
     SetEdit,
     Watch,
 )
-from masq.shell.nft_elements import Listener, NetlinkError, read_set, write_elements
+from masq.shell.nft_elements import Listener, NetlinkError, Written, read_set, write_elements
 
 NOTIFY_RCVBUF_ENV: Final = "IP_MASQ_AGENT_NOTIFY_RCVBUF"
 """Test hook: the notification socket's receive buffer in bytes (tiny: notifications are
 lost, and the agent must notice)."""
 NOTIFY_RCVBUF: Final = 16 << 20
 """The agent's own first load of 100,000 elements notifies each; most of it should fit."""
+OWN_PORTS: Final = 64
+"""The agent's recent netlink ports (one per element batch, one per ``nft``) kept as its own."""
 NO_NETLINK: Final = frozenset(
     {
         errno.EPERM,
@@ -77,12 +79,13 @@ class Elements(Protocol):
         """One set's elements with their counters (NetlinkError ENOENT: no such set)."""
         ...
 
-    def write(self, edits: Sequence[SetEdit]) -> None:
-        """Every edit in one batch, all or nothing, deletions first."""
+    def write(self, edits: Sequence[SetEdit]) -> Written | None:
+        """Every edit in one batch, all or nothing, deletions first; the generation it made
+        and the netlink port it came from (None: nothing to write)."""
         ...
 
     def listen(self) -> Source:
-        """Subscribe to nf_tables notifications (OSError when not allowed)."""
+        """Subscribe to nf_tables notifications (NetlinkError when not allowed)."""
         ...
 
 
@@ -97,8 +100,8 @@ class NetlinkElements:
     def read(self, proto: NftProto, table: str, set_name: str, family: Family) -> SetContents:
         return read_set(proto, table, set_name, family)
 
-    def write(self, edits: Sequence[SetEdit]) -> None:
-        write_elements(edits)
+    def write(self, edits: Sequence[SetEdit]) -> Written | None:
+        return write_elements(edits)
 
     def listen(self) -> Source:
         return Listener(rcvbuf=_rcvbuf())
@@ -189,15 +192,23 @@ class TableWatch:
         self._source = source
         self._relevant = relevant
         self._watch = Watch(frozenset(tables), frozenset({os.getpid(), *own}))
+        self._ports: list[int] = []
         self.dirty = True
 
     def fileno(self) -> int:
         return self._source.fileno()
 
-    def own(self, pid: int | None) -> None:
-        """A process the agent started commits as the agent (an ``nft`` batch)."""
-        if pid is not None:
-            self._watch = self._watch.owning(pid)
+    def own(self, *, pid: int | None = None, portid: int | None = None) -> None:
+        """A process the agent started (an ``nft``: its pid, which is also its netlink
+        port) or a netlink socket it wrote from (its port) commits as the agent.  Only the
+        last ``OWN_PORTS`` ports are kept: a write's notifications come right after it."""
+        ports = [p for p in (pid, portid) if p is not None]
+        if not ports:
+            return
+        self._ports = [*self._ports, *ports][-OWN_PORTS:]
+        w = self._watch
+        pids = w.own_pids | ({pid} if pid is not None else set())
+        self._watch = Watch(w.tables, pids, frozenset(self._ports), w.pending)
 
     def poll(self) -> Burst:
         """Read what is queued; the foreign changes it holds (they make the watch dirty)."""

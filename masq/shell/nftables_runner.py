@@ -290,7 +290,7 @@ class NftablesDataplane:
         if self._watch is None and self._elements is not None:
             try:
                 source = self._elements.listen()
-            except OSError as error:
+            except (OSError, NetlinkError) as error:
                 self._no_netlink(error)
             else:
                 self._watch = TableWatch(source, {(self.family, self.options.table)})
@@ -322,8 +322,9 @@ class NftablesDataplane:
         )
 
     def _own(self, pid: int | None) -> None:
+        """An nft the agent ran committed: its pid (and netlink port) are the agent's."""
         if self._watch is not None:
-            self._watch.own(pid)
+            self._watch.own(pid=pid, portid=pid)
 
     def serialised(self) -> AbstractContextManager[None]:
         return nullcontext()  # nft serialises commits itself (generation check and retry)
@@ -539,7 +540,9 @@ class NftablesDataplane:
         edits = _set_edits(ops)
         if self._elements is not None and edits is not None:
             try:
-                self._elements.write(edits)
+                written = self._elements.write(edits)
+                if written is not None and self._watch is not None:
+                    self._watch.own(portid=written.portid)
                 return
             except NetlinkError as error:
                 self._no_netlink(error)  # re-raised unless netlink is unusable here

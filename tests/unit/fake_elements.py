@@ -29,7 +29,10 @@ from masq.core.nftables.netlink import (
 )
 from masq.core.nftables.plan import apply_ops
 from masq.core.traffic import Counters
-from masq.shell.nft_elements import NetlinkError
+from masq.shell.nft_elements import NetlinkError, Written
+
+OUR_PORT = 777
+"""The netlink port the agent's element batches come from, in this fake."""
 
 
 @dataclass
@@ -67,7 +70,7 @@ class FakeElements:
         counters = {n: found.counters.get(n, Counters(0, 0)) for n in found.elements}
         return SetContents(family, counters)
 
-    def write(self, edits: Sequence[SetEdit]) -> None:
+    def write(self, edits: Sequence[SetEdit]) -> Written:
         self.writes.append(list(edits))
         ops: list[NftOp] = []
         for e in edits:
@@ -81,10 +84,13 @@ class FakeElements:
         except Exception as error:
             raise NetlinkError(f"element batch: {error}", errno.ENOENT) from None
         self.nft.generation += 1
+        # The kernel names the host's pid, which an agent in a pod does not see: the port tells.
         self.notify(
-            [ObjectChanged("element", True, e.family, e.table, e.set, 0) for e in edits],
-            os.getpid(),
+            [ObjectChanged("element", True, e.family, e.table, e.set, OUR_PORT) for e in edits],
+            None,
+            port=OUR_PORT,
         )
+        return Written(self.nft.generation, OUR_PORT)
 
     def listen(self) -> FakeSource:
         if self.refuse_listen is not None:
@@ -93,9 +99,11 @@ class FakeElements:
         self.sources.append(source)
         return source
 
-    def notify(self, changes: list[ObjectChanged], pid: int | None, name: str = "x") -> None:
+    def notify(
+        self, changes: list[ObjectChanged], pid: int | None, name: str = "x", port: int = 0
+    ) -> None:
         for source in self.sources:
-            source.queued += [*changes, Committed(self.nft.generation, pid, name, 0)]
+            source.queued += [*changes, Committed(self.nft.generation, pid, name, port)]
 
     def foreign(
         self, batch: str, changes: list[ObjectChanged], pid: int = 4242, name: str = "nft"

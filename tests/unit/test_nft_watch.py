@@ -68,7 +68,7 @@ def test_the_agents_own_commits_and_its_nfts_are_not_news() -> None:
     watch.settle()
     source.queued = [change(), Committed(2, __import__("os").getpid(), "python3", 0)]
     assert not watch.poll() and not watch.dirty
-    watch.own(31337)  # an nft the agent started
+    watch.own(pid=31337, portid=31337)  # an nft the agent started
     source.queued = [change("chain", "postrouting"), Committed(3, 31337, "nft", 0)]
     assert not watch.poll() and not watch.dirty
     source.queued = [change("chain", "postrouting"), Committed(4, 31338, "nft", 0)]
