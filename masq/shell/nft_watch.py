@@ -41,8 +41,10 @@ from masq.shell.nft_elements import Listener, NetlinkError, Written, read_set, w
 NOTIFY_RCVBUF_ENV: Final = "IP_MASQ_AGENT_NOTIFY_RCVBUF"
 """Test hook: the notification socket's receive buffer in bytes (tiny: notifications are
 lost, and the agent must notice)."""
-NOTIFY_RCVBUF: Final = 16 << 20
-"""The agent's own first load of 100,000 elements notifies each; most of it should fit."""
+NOTIFY_RCVBUF: Final = 64 << 20
+"""The kernel queues a whole commit's notifications at once, two per interval (~16 MB for
+the agent's own first load of 100,000 CIDRs): what overflows is lost, and costs a listing.
+Kernel memory, charged only while queued; the agent drains it right away."""
 OWN_PORTS: Final = 64
 """The agent's recent netlink ports (one per element batch, one per ``nft``) kept as its own."""
 NO_NETLINK: Final = frozenset(
@@ -216,6 +218,8 @@ class TableWatch:
         if not events:
             return Burst()
         self._watch, seen = self._watch.feed(events)
+        if seen.lost:  # what follows a loss may be the tail of a commit whose NEWGEN was
+            self._forget_pending()  # dropped: never lay it at the next committer's door
         commits = []
         for commit in seen.foreign:
             changes = tuple(c for c in commit.changes if self._relevant(c))
@@ -229,8 +233,13 @@ class TableWatch:
         return burst
 
     def settle(self) -> None:
-        """About to list: everything before now is in the listing."""
+        """About to list (right after a poll): everything read so far is in the listing."""
         self.dirty = False
+        self._forget_pending()
+
+    def _forget_pending(self) -> None:
+        w = self._watch
+        self._watch = Watch(w.tables, w.own_pids, w.own_portids, ())
 
     def close(self) -> None:
         self._source.close()
