@@ -203,8 +203,10 @@ class Agent:
             return False
         with plane.serialised():
             plan = plane.plan(config)
+            wrote = self._report_writes(plane.apply(plan)) > 0
+        if not wrote:  # after a write the listed counters are stale: the next scrape reads
             self._report_traffic(plan.traffic)
-            return self._report_writes(plane.apply(plan)) > 0
+        return wrote
 
     def _remove(self, plane: Dataplane[P]) -> int:
         """Remove what ``plane`` owns (or print it); how many writes that took."""

@@ -22,9 +22,9 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TextIO
 
 from pyrsistent import pmap
@@ -253,7 +253,13 @@ class NftPlan:
     ops: tuple[NftOp, ...]
     listed: bool = True  # False: the generation id proved nothing changed; nothing was read
     generation: int | None = None  # the generation ``observed`` is the kernel's state at
-    traffic: Mapping[Family, tuple[CidrTraffic, ...]] = field(default_factory=dict)
+    counted: Callable[[], Mapping[Family, tuple[CidrTraffic, ...]]] | None = None
+
+    @property
+    def traffic(self) -> Mapping[Family, tuple[CidrTraffic, ...]]:
+        """The counters the listing showed, worked out when asked (a sync that writes does
+        not ask: its counters predate the write; at 50,000 CIDRs that saves ~1 s)."""
+        return {} if self.counted is None else self.counted()
 
 
 def next_generation(generation: int) -> int:
@@ -388,8 +394,7 @@ class NftablesDataplane:
         self._known = None
         if not ops and generation is not None and current is not None:
             self._known = _Known(generation, current, config)
-        traffic = self._traffic_of(config, current)
-        return NftPlan(desired, observed, ops, True, generation, traffic)
+        return NftPlan(desired, observed, ops, True, generation, self._counted(config, current))
 
     def _plan_watched(self, config: MasqConfig, watch: TableWatch) -> NftPlan:
         """While nobody else touched the table since it was known, nothing is listed: a
@@ -412,7 +417,7 @@ class NftablesDataplane:
         if current is not None:
             self._known = _Known(0, current, None if ops else config)
         LOG.debug("listed", extra={"kv": {"table": f"{self.family} {self.options.table}"}})
-        return NftPlan(desired, observed, ops, True, None, self._traffic_of(config, current))
+        return NftPlan(desired, observed, ops, True, None, self._counted(config, current))
 
     def _observe(self) -> NftState:
         """The table as the kernel holds it: elements over netlink where it can."""
@@ -486,6 +491,11 @@ class NftablesDataplane:
             return NftPlan(None, NftState(), ())
         observed = self.nft.observe()
         return NftPlan(None, observed, cleanup_ops(observed))
+
+    def _counted(
+        self, config: MasqConfig, table: NftTable | None
+    ) -> Callable[[], dict[Family, tuple[CidrTraffic, ...]]]:
+        return lambda: self._traffic_of(config, table)
 
     def _traffic_of(
         self, config: MasqConfig, table: NftTable | None
