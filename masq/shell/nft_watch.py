@@ -23,19 +23,27 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Final, Protocol
 
+from pyrsistent import pmap
+
 from masq.core.addresses import Family
+from masq.core.nftables.model import NftSet, NftTable
 from masq.core.nftables.netlink import (
     Event,
     ForeignCommit,
     NftProto,
     ObjectChanged,
+    RawElement,
     SetContents,
     SetEdit,
     Watch,
+    intervals,
+    raw_elements,
 )
+from masq.core.traffic import Counters
 from masq.shell.nft_elements import Listener, NetlinkError, Written, read_set, write_elements
 
 NOTIFY_RCVBUF_ENV: Final = "IP_MASQ_AGENT_NOTIFY_RCVBUF"
@@ -196,6 +204,10 @@ class TableWatch:
         self._watch = Watch(frozenset(tables), frozenset({os.getpid(), *own}))
         self._ports: list[int] = []
         self.dirty = True
+        self.foreign: list[ForeignCommit] = []
+        """The foreign commits since the last ``settle``, in order."""
+        self.lost = False
+        """Whether notifications were lost since the last ``settle``."""
 
     def fileno(self) -> int:
         return self._source.fileno()
@@ -224,17 +236,18 @@ class TableWatch:
         for commit in seen.foreign:
             changes = tuple(c for c in commit.changes if self._relevant(c))
             if changes:
-                commits.append(
-                    ForeignCommit(commit.generation, commit.pid, commit.process, changes)
-                )
+                commits.append(replace(commit, changes=changes))
         burst = Burst(tuple(commits), seen.lost)
         if burst:
             self.dirty = True
+            self.foreign += commits
+            self.lost |= seen.lost
         return burst
 
     def settle(self) -> None:
         """About to list (right after a poll): everything read so far is in the listing."""
         self.dirty = False
+        self.foreign, self.lost = [], False
         self._forget_pending()
 
     def _forget_pending(self) -> None:
@@ -243,6 +256,42 @@ class TableWatch:
 
     def close(self) -> None:
         self._source.close()
+
+
+def followed(table: NftTable, commits: Sequence[ForeignCommit]) -> NftTable | None:
+    """``table`` after foreign commits that only added or deleted elements of its sets, as
+    their notifications tell (each element's key is in them); None when anything else
+    changed, or the elements do not fit what the table holds: then it must be listed.
+
+    A CIDR's two boundary elements arrive as separate messages, so a commit's elements
+    are paired per set and verb; its deletions apply first, as in the agent's batches.
+    """
+    sets = dict(table.sets)
+    for commit in commits:
+        groups: dict[tuple[bool, str], list[RawElement]] = {}
+        for change in commit.changes:
+            known = sets.get(change.name or "")
+            if change.kind != "element" or known is None or known.opaque or not change.body:
+                return None
+            groups.setdefault((change.added, known.name), []).extend(raw_elements(change.body))
+        for (added, name), raws in sorted(groups.items(), key=lambda g: g[0]):
+            moved = _moved(sets[name], raws, added)
+            if moved is None:
+                return None
+            sets[name] = moved
+    return NftTable(table.family, table.name, pmap(sets), table.chains)
+
+
+def _moved(s: NftSet, raws: list[RawElement], added: bool) -> NftSet | None:
+    found = intervals(raws, s.family)
+    nets = found.elements
+    if found.opaque or (nets & s.elements if added else nets - s.elements):
+        return None
+    if added:
+        counters = {**s.counters, **dict.fromkeys(nets, Counters(0, 0))}
+        return replace(s, elements=s.elements | nets, counters=MappingProxyType(counters))
+    counters = {n: c for n, c in s.counters.items() if n not in nets}
+    return replace(s, elements=s.elements - nets, counters=MappingProxyType(counters))
 
 
 @dataclass(slots=True)

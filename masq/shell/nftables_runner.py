@@ -59,7 +59,7 @@ from masq.shell import netlink
 from masq.shell.dataplane import Explained, Writes
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.nft_elements import NetlinkError
-from masq.shell.nft_watch import Elements, TableWatch, no_netlink
+from masq.shell.nft_watch import Elements, TableWatch, followed, no_netlink
 from masq.shell.process import Completed, Runner, run_command
 from masq.shell.process import which as _which
 
@@ -401,6 +401,12 @@ class NftablesDataplane:
         resync with the same config costs one read of an empty socket."""
         watch.poll()
         known = self._known
+        if watch.dirty and not watch.lost and known is not None:
+            table = followed(known.table, watch.foreign)  # elements only: no listing
+            if table is not None:
+                LOG.debug("followed", extra={"kv": {"commits": len(watch.foreign)}})
+                watch.settle()
+                known = self._known = _Known(0, table, None)
         desired = self._desired_for(config)
         if not watch.dirty and known is not None:
             observed = state_of([known.table])

@@ -99,6 +99,7 @@ def test_each_kind_of_foreign_change_is_healed_within_a_second(
         command, dest = FOREIGN[change]
         if "LAST" in command:
             command = tuple(_last_rule_handle(topo) if w == "LAST" else w for w in command)
+        start = len(log.read_text())
         nft.nft(topo, *command)
         changed = time.monotonic()
         took = wait_for(lambda: healthy(topo, dest), 5, 0.02)
@@ -109,6 +110,10 @@ def test_each_kind_of_foreign_change_is_healed_within_a_second(
         text = log.read_text()
         assert text.count("foreign change, repairing") == 1, text
         assert re.search(r"foreign change, repairing.*by=\"?pid \d+ \(nft\)", text), text
+        # element changes are followed from the notifications; the rest is listed
+        elements_only = change in ("element-deleted", "set-flushed")
+        assert log_count(log, "msg=followed", start) == int(elements_only), text[start:]
+        assert log_count(log, "msg=listed", start) == int(not elements_only), text[start:]
         assert healthy(topo, DEST_DOC_A, DEST_UPLINK)
 
 

@@ -19,7 +19,15 @@ from fake_nft import FakeNft
 from pyrsistent import pvector
 
 from masq.core.config import MasqConfig
-from masq.core.nftables.netlink import Committed, Lost, ObjectChanged
+from masq.core.nftables.netlink import (
+    Committed,
+    Lost,
+    ObjectChanged,
+    SetEdit,
+    edit_batch,
+    notification,
+    replies,
+)
 from masq.core.nftables.table import desired_table
 from masq.core.options import DataplaneOptions
 from masq.shell import agent
@@ -186,6 +194,43 @@ def test_a_foreign_change_to_the_table_makes_the_next_sync_list_and_repair() -> 
     assert channel.writes[-1][0].add == (ip("10.0.0.0/8"),)
     assert fake.state.tables["ip"] == desired_table(config, DataplaneOptions())
     assert plane.plan(config).listed is False  # its own write was not news
+
+
+def element_changes(delete: tuple[str, ...] = (), add: tuple[str, ...] = ()) -> list[ObjectChanged]:
+    """What the kernel notifies for such an element commit (the batch's own messages)."""
+    edit = SetEdit("ip", TABLE, "non-masquerade-v4", tuple(map(ip, delete)), tuple(map(ip, add)))
+    found = [notification(r) for r in replies(edit_batch([edit], 1).data)]
+    return [c for c in found if isinstance(c, ObjectChanged)]
+
+
+def test_a_foreign_element_change_is_followed_from_its_notifications_without_listing() -> None:
+    fake = FakeNft()
+    plane, channel = watched(fake)
+    synced(plane, CONFIG)
+    calls, reads = len(fake.calls), len(channel.reads)
+    gone = f"delete element ip {TABLE} non-masquerade-v4 {{ 10.0.0.0/8 }}\n"
+    channel.foreign(gone, element_changes(delete=("10.0.0.0/8",)))
+    extra = f"add element ip {TABLE} non-masquerade-v4 {{ 203.0.113.0/24 }}\n"
+    channel.foreign(extra, element_changes(add=("203.0.113.0/24",)))
+    p = plane.plan(CONFIG)
+    assert p.listed is False and len(fake.calls) == calls and len(channel.reads) == reads
+    assert {type(op).__name__: op.elements for op in p.ops} == {  # type: ignore[union-attr]
+        "DeleteElements": (ip("203.0.113.0/24"),),
+        "AddElements": (ip("10.0.0.0/8"),),
+    }
+    plane.apply(p)
+    assert fake.state.tables["ip"] == desired_table(CONFIG, DataplaneOptions())
+    assert plane.plan(CONFIG).ops == ()
+
+
+def test_an_element_change_that_does_not_fit_the_known_table_makes_it_list() -> None:
+    fake = FakeNft()
+    plane, channel = watched(fake)
+    synced(plane, CONFIG)
+    reads = len(channel.reads)
+    # told of a deletion of an element the agent does not know of: its model is off
+    channel.foreign("", element_changes(delete=("172.16.0.0/12",)))
+    assert plane.plan(CONFIG).listed is True and len(channel.reads) > reads
 
 
 def test_lost_notifications_make_the_next_sync_list() -> None:
