@@ -302,7 +302,7 @@ class RepairBackoff:
 
     first: float = 0.5
     cap: float = 60.0
-    window: float = 30.0
+    window: float = 10.0
     repeats: int = 0
     _last: frozenset[str] | None = None
     _at: float = float("-inf")
