@@ -6,7 +6,10 @@ small batch and a listing is one dump.  The bytes are built and parsed by the pu
 ``masq.core.nftables.netlink``; this module owns the sockets:
 
 - ``read_set(proto, table, set, family)``: one ``NFT_MSG_GETSETELEM`` dump, returned as
-  CIDRs with their counters (a dump the kernel marks interrupted by a commit is retried);
+  CIDRs with their counters, dumped again when a notification says the set changed
+  meanwhile (the kernel does not flag such a dump);
+- ``read_counters(proto, table, set, nets)``: chosen elements' counters, one small
+  request each, for a scrape that shows a few elements of a large set;
 - ``write_elements(edits)``: one nfnetlink batch for every set and both families, deletions
   first, applied by the kernel whole or not at all; every message is acknowledged, and a
   refusal raises ``NetlinkError`` naming the errno and the message's job in one line;
@@ -38,6 +41,7 @@ from masq.core.nftables.netlink import (
     Event,
     Lost,
     NftProto,
+    ObjectChanged,
     RawElement,
     Reply,
     SetContents,
@@ -67,6 +71,7 @@ DEFAULT_TIMEOUT: Final = 5.0
 _RECV_BYTES: Final = 1 << 20
 _DUMP_ATTEMPTS: Final = 3
 _GET_CHUNK: Final = 64
+_GUARD_RCVBUF: Final = 4 << 20
 TRANSIENT_ERRNOS: Final = frozenset(
     {errno.EBUSY, errno.EINTR, errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM, errno.ETIMEDOUT}
 )
@@ -179,6 +184,23 @@ def _dump_once(exchange: _Exchange, request: bytes, seq: int) -> list[RawElement
                 found.extend(raw_elements(reply.body))
 
 
+def _touched(events: list[Event], proto: str, table: str, set_name: str) -> bool:
+    """Whether any event may have changed the set (its table, itself, its elements)."""
+    for event in events:
+        if isinstance(event, Lost):
+            return True
+        if (
+            isinstance(event, ObjectChanged)
+            and (event.family, event.table) == (proto, table)
+            and (
+                event.kind == "table"
+                or (event.kind in ("set", "element") and event.name == set_name)
+            )
+        ):
+            return True
+    return False
+
+
 def read_set(
     proto: NftProto,
     table: str,
@@ -187,16 +209,24 @@ def read_set(
     *,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> SetContents:
-    """The elements of one interval set with their counters (one dump, retried if a
-    commit interrupted it).  NetlinkError when the kernel refuses (ENOENT: no such set)."""
+    """The elements of one interval set with their counters: one dump, consistent.
+
+    The kernel neither locks a set for a dump nor flags a set-element dump that a commit
+    changed (checked on Linux 6.18: a dump racing additions to the set comes back
+    unflagged), so the dump runs under a subscription opened before it: when a
+    notification named the set or its table, or some were lost, the set is dumped again,
+    at most three times in all.  Other tables' commits do not matter.  NetlinkError when
+    the kernel refuses (ENOENT: no such set), NetlinkBusy when the set kept changing.
+    """
     what = f"list set {proto} {table} {set_name}"
-    with open_socket() as sock:
+    with open_socket() as sock, Listener(rcvbuf=_GUARD_RCVBUF) as guard:
         exchange = _Exchange(sock, what, timeout)
         for attempt in range(1, _DUMP_ATTEMPTS + 1):
             found = _dump_once(exchange, dump_request(proto, table, set_name, attempt), attempt)
-            if found is not None:
+            events = guard.drain()
+            if found is not None and not _touched(events, proto, table, set_name):
                 return intervals(found, family)
-    raise _error(f"{what}: interrupted by commits {_DUMP_ATTEMPTS} times", errno.EINTR)
+    raise _error(f"{what}: changed during each of {_DUMP_ATTEMPTS} dumps", errno.EAGAIN)
 
 
 def read_counters(
@@ -339,6 +369,13 @@ class Listener:
                 event = notification(reply)
                 if event is not None:
                     events.append(event)
+        return events
+
+    def drain(self) -> list[Event]:
+        """Every event queued now, however many."""
+        events: list[Event] = []
+        while batch := self.read():
+            events += batch
         return events
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -467,3 +468,44 @@ def test_a_flush_and_refill_is_one_transaction(ns: str) -> None:
     assert listed(ns, name) == {new[0]: Counters(5, 6)}
     write(ns, [SetEdit("inet", TABLE, name, add=new, flush=True)])
     assert listed(ns, name) == dict.fromkeys(new, Counters(0, 0))
+
+
+def test_a_dump_racing_changes_is_consistent_or_refused(ns: str) -> None:
+    """While another program deletes and adds elements of the set one commit at a time
+    (and commits to its own table in between), every listing read_set returns is a state
+    the set really had; a dump it cannot prove consistent is refused as NetlinkBusy, never
+    returned torn (a dump racing a deletion skips an element, one racing an addition
+    repeats one)."""
+    name = SETS["ipv4"][1]
+    before = [ipaddress.ip_network(f"10.{i // 256}.{i % 256}.0/24") for i in range(0, 20_000, 2)]
+    write(ns, [SetEdit("inet", TABLE, name, add=tuple(before))])
+    nft(ns, "add", "table", "ip", "w")
+    nft(ns, "add", "set", "ip", "w", "s", "{ type ipv4_addr; }")
+    steps = 12
+    deleted = before[:: len(before) // steps][:steps]
+    added = [ipaddress.ip_network(f"11.0.{i}.0/24") for i in range(steps)]
+
+    def writer() -> None:
+        for i in range(steps):
+            nft(ns, "add", "element", "ip", "w", "s", f"{{ 10.9.0.{i} }}")
+            nft(ns, "delete", "element", "inet", TABLE, name, f"{{ {deleted[i]} }}")
+            nft(ns, "add", "element", "inet", TABLE, name, f"{{ {added[i]} }}")
+
+    def state(gone: int, came: int) -> frozenset[IPNetwork]:
+        return (frozenset(before) - frozenset(deleted[:gone])) | frozenset(added[:came])
+
+    states = {state(k, k) for k in range(steps + 1)} | {state(k + 1, k) for k in range(steps)}
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    reads = 0
+    while thread.is_alive():
+        try:
+            got = read(ns, name, "ipv4").elements
+        except NetlinkBusy:
+            continue
+        finally:
+            reads += 1
+        assert got in states, (sorted(frozenset(before) - got)[:5], sorted(got - frozenset(before)))
+    thread.join()
+    assert reads > 0
+    assert read(ns, name, "ipv4").elements == state(steps, steps)

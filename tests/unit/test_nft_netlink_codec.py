@@ -240,3 +240,11 @@ def test_a_flush_is_a_delete_without_elements_before_the_adds() -> None:
         (msg_type("NEWSETELEM"), middle[1].body),
     ]
     assert [p.what for p in batch.parts] == ["flush ip t s", "add elements of ip t s (10.0.0.0/8)"]
+
+
+def test_repeated_elements_count_once() -> None:
+    """A listing that repeats an element (a dump torn by a commit could) decodes without
+    failing, each interval once."""
+    start, end = RawElement(0x0A000000, False, Counters(1, 2)), RawElement(0x0B000000, True)
+    got = intervals([start, start, end, end], "ipv4")
+    assert dict(got.counters) == {net("10.0.0.0/8"): Counters(1, 2)}

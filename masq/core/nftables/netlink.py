@@ -563,7 +563,8 @@ def intervals(elements: Iterable[RawElement], family: Family) -> SetContents:
 
     In key order (an end before a start of the same key, as adjacent ranges have), a start
     covers up to the next end or the next start; a start with nothing after it covers up to
-    the top of the address space; an end with no open start (nft's root at 0) covers nothing.
+    the top of the address space; an end with no open start (nft's root at 0) covers nothing;
+    a repeated element counts once.
     """
     ordered = sorted(elements, key=_order)
     top = (1 << _bits(family)) - 1
@@ -583,7 +584,7 @@ def intervals(elements: Iterable[RawElement], family: Family) -> SetContents:
             if open_start is not None and element.key > open_start.key:
                 close(open_start, element.key - 1)
             open_start = None
-        else:
+        elif open_start is None or element.key > open_start.key:
             if open_start is not None:
                 close(open_start, element.key - 1)
             open_start = element
