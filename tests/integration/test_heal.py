@@ -178,7 +178,8 @@ def test_lost_notifications_make_the_daemon_list_and_repair(
         time.sleep(1.0)
         start = len(log.read_text())
         flood = ["table ip flood {", " set s { type ipv4_addr; flags interval; }", "}"]
-        flood += [f"add element ip flood s {{ 11.{i // 256}.{i % 256}.0/24 }}" for i in range(3000)]
+        many = ", ".join(f"11.{i // 256}.{i % 256}.0/24" for i in range(20_000))
+        flood.append(f"add element ip flood s {{ {many} }}")  # far more than the buffer holds
         flood.append(f"delete element ip {TABLE} non-masquerade-v4 {{ 192.168.0.0/16 }}")
         run(topo.in_ns(topo.node, ["nft", "-f", "-"]), stdin="\n".join(flood) + "\n")
         changed = time.monotonic()
