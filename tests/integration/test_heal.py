@@ -169,24 +169,33 @@ def test_lost_notifications_make_the_daemon_list_and_repair(
     nftables: NftablesPlane, config_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A receive buffer too small for a burst of foreign commits: the kernel drops the
-    notifications, the agent is told so (ENOBUFS), lists, and repairs what the burst did."""
+    notifications, the agent is told so (ENOBUFS), lists, and repairs what the burst did.
+    Whether a given flood overflows the buffer depends on how fast the agent drains it on
+    the other CPU, so the flood is repeated (each time with a new table) until one did."""
     topo = nftables.topo
     log = tmp_path / "agent.log"
     monkeypatch.setenv("IP_MASQ_AGENT_NOTIFY_RCVBUF", "1")  # the kernel's minimum
+    many = ", ".join(f"11.{i // 256}.{i % 256}.0/24" for i in range(20_000))
     with watched_daemon(nftables, config_dir, log):
         assert wait_for(lambda: healthy(topo, DEST_DOC_A, DEST_UPLINK), 10) is not None
         time.sleep(1.0)
         start = len(log.read_text())
-        flood = ["table ip flood {", " set s { type ipv4_addr; flags interval; }", "}"]
-        many = ", ".join(f"11.{i // 256}.{i % 256}.0/24" for i in range(20_000))
-        flood.append(f"add element ip flood s {{ {many} }}")  # far more than the buffer holds
-        flood.append(f"delete element ip {TABLE} non-masquerade-v4 {{ 192.168.0.0/16 }}")
-        run(topo.in_ns(topo.node, ["nft", "-f", "-"]), stdin="\n".join(flood) + "\n")
-        changed = time.monotonic()
-        assert wait_for(lambda: healthy(topo, DEST_UPLINK), 5, 0.02) is not None
-        assert time.monotonic() - changed < HEAL_SECONDS, log.read_text()[start:]
-        assert log_count(log, "notifications lost", start) >= 1, log.read_text()[start:]
-        assert log_count(log, "msg=listed", start) >= 1, log.read_text()[start:]
+        heals = []
+        for attempt in range(5):
+            flood = [f"table ip flood{attempt} {{", " set s { type ipv4_addr; flags interval; }"]
+            flood += ["}", f"add element ip flood{attempt} s {{ {many} }}"]
+            flood.append(f"delete element ip {TABLE} non-masquerade-v4 {{ 192.168.0.0/16 }}")
+            run(topo.in_ns(topo.node, ["nft", "-f", "-"]), stdin="\n".join(flood) + "\n")
+            changed = time.monotonic()
+            assert wait_for(lambda: healthy(topo, DEST_UPLINK), 10, 0.02) is not None
+            heals.append(time.monotonic() - changed)
+            if wait_for(lambda: log_count(log, "notifications lost", start) > 0, 1) is not None:
+                break
+        text = log.read_text()[start:]
+        assert "notifications lost" in text, text
+        assert "msg=listed" in text.split("notifications lost", 1)[1], text
+        assert heals[0] < HEAL_SECONDS, (heals, text)  # later ones may be backed off
+        assert healthy(topo, DEST_DOC_A, DEST_UPLINK)
 
 
 def cidrs(first: int, count: int) -> list[str]:
