@@ -20,7 +20,7 @@ from returns.result import Failure, Result, Success
 from masq.core.addresses import IPNetwork, parse_cidr, sorted_cidrs
 from masq.core.config import DEFAULT_CIDR_LIMIT
 from masq.core.duration import parse_duration_ns
-from masq.core.errors import ConfigError, invalid
+from masq.core.errors import ConfigError, collect, invalid
 from masq.core.plain import SHOWN_CHARS, Pairs, Timestamp, load
 
 MAX_FRAGMENT_BYTES = 1024 * 1024
@@ -117,14 +117,7 @@ def _cidr_entry(index: int, entry: object) -> Result[IPNetwork, ConfigError]:
 def _cidr_list(value: object) -> Result[_Parsed, ConfigError]:
     if not isinstance(value, list):
         return Failure(_wrong_type("a list of CIDR strings", value))
-    nets: list[IPNetwork] = []
-    for index, entry in enumerate(value):
-        match _cidr_entry(index, entry):
-            case Success(net):
-                nets.append(net)
-            case Failure(error):
-                return Failure(error)
-    return Success(sorted_cidrs(nets))
+    return collect(_cidr_entry(index, entry) for index, entry in enumerate(value)).map(sorted_cidrs)
 
 
 def _boolean(value: object) -> Result[_Parsed, ConfigError]:

@@ -363,3 +363,10 @@ def test_iptables_legacy_watches_nothing() -> None:
         listen=FakeSource,
     )
     assert plane.watch() is None
+
+
+def test_a_command_run_tells_its_pid_so_its_commits_are_known_as_the_agents() -> None:
+    from masq.shell.process import run_command
+
+    done = run_command(["sh", "-c", "echo $$"])
+    assert done.exit_code == 0 and done.pid == int(done.stdout) != __import__("os").getpid()
