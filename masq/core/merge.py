@@ -93,8 +93,19 @@ def _conflict(
 
 
 @dataclass(frozen=True, slots=True)
+class _Resolved(Generic[T]):
+    value: T
+    conflicts: tuple[Conflict, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Scalar(Generic[T]):
-    """A key merged by picking one value; sources giving different values conflict."""
+    """A key merged by picking one value, its rule stated once.
+
+    ``pick`` chooses the merged value among the values the fragments give (the caller's
+    default when none gives one), and the same choice words the conflict when they give
+    more than one: the value and the message cannot drift apart.
+    """
 
     key: str
     get: Callable[[Fragment], T | None]
@@ -102,13 +113,20 @@ class _Scalar(Generic[T]):
     pick: Callable[[Iterable[T]], T]
     rule: str
 
-    def conflicts(self, fragments: Sequence[Fragment]) -> list[Conflict]:
-        given = {(f.source, v) for f in fragments if (v := self.get(f)) is not None}
+    def given(self, fragments: Iterable[Fragment]) -> set[tuple[str, T]]:
+        """``(source, value)`` for every fragment that sets the key."""
+        return {(f.source, v) for f in fragments if (v := self.get(f)) is not None}
+
+    def resolve(self, fragments: Iterable[Fragment], default: T) -> _Resolved[T]:
+        given = self.given(fragments)
         distinct = {value for _, value in given}
-        if len(distinct) < 2:
-            return []
-        shown = {(source, self.text(value)) for source, value in given}
-        return [_conflict(self.key, shown, f"{self.rule}: {self.text(self.pick(distinct))}")]
+        if not distinct:
+            return _Resolved(default, ())
+        value = self.pick(distinct)
+        if len(distinct) == 1:
+            return _Resolved(value, ())
+        shown = {(source, self.text(v)) for source, v in given}
+        return _Resolved(value, (_conflict(self.key, shown, f"{self.rule}: {self.text(value)}"),))
 
 
 def _bool_text(value: bool) -> str:
@@ -116,14 +134,15 @@ def _bool_text(value: bool) -> str:
 
 
 _OR = "OR: true (masquerade) wins"
-_SCALARS: tuple[_Scalar[bool] | _Scalar[float] | _Scalar[int], ...] = (
-    _Scalar(MASQ_LINK_LOCAL, lambda f: f.masq_link_local, _bool_text, max, _OR),
-    _Scalar(MASQ_LINK_LOCAL_IPV6, lambda f: f.masq_link_local_ipv6, _bool_text, max, _OR),
-    _Scalar(
-        RESYNC_INTERVAL, lambda f: f.resync_interval, format_duration, min, "the shortest wins"
-    ),
-    _Scalar(CIDR_LIMIT, lambda f: f.cidr_limit, str, min, "the smallest wins"),
+# The merge rule of every scalar key: merge() reads both the value and the conflict here.
+_MASQ_LINK_LOCAL = _Scalar(MASQ_LINK_LOCAL, lambda f: f.masq_link_local, _bool_text, max, _OR)
+_MASQ_LINK_LOCAL_IPV6 = _Scalar(
+    MASQ_LINK_LOCAL_IPV6, lambda f: f.masq_link_local_ipv6, _bool_text, max, _OR
 )
+_RESYNC_INTERVAL = _Scalar(
+    RESYNC_INTERVAL, lambda f: f.resync_interval, format_duration, min, "the shortest wins"
+)
+_CIDR_LIMIT = _Scalar(CIDR_LIMIT, lambda f: f.cidr_limit, str, min, "the smallest wins")
 
 
 def _union_spans(spans: Iterable[Span]) -> list[Span]:
@@ -276,23 +295,29 @@ def merge(
         sorted_cidrs(n for nets in setters for n in nets) if setters else sorted_cidrs(default)
     )
     masq = sorted_cidrs(n for f in frags for n in f.masquerade_cidrs or ())
-    limits = {(f.source, f.cidr_limit) for f in frags if f.cidr_limit is not None}
-    limit = min((v for _, v in limits), default=DEFAULT_CIDR_LIMIT)
+    link_local = _MASQ_LINK_LOCAL.resolve(frags, False)
+    link_local_ipv6 = _MASQ_LINK_LOCAL_IPV6.resolve(frags, False)
+    resync = _RESYNC_INTERVAL.resolve(frags, default_resync_interval)
+    limit = _CIDR_LIMIT.resolve(frags, DEFAULT_CIDR_LIMIT)
     checked = (Success(None) if enable_ipv6 else _ipv6_refused(frags)).bind(
-        lambda _: _within_limit(frags, len(set(non_masq) | set(masq)), limits, limit)
+        lambda _: _within_limit(
+            frags, len(set(non_masq) | set(masq)), _CIDR_LIMIT.given(frags), limit.value
+        )
     )
     config = MasqConfig(
         non_masquerade_cidrs=non_masq,
         masquerade_cidrs=masq,
-        masq_link_local=any(f.masq_link_local for f in frags),
-        masq_link_local_ipv6=any(f.masq_link_local_ipv6 for f in frags),
-        resync_interval=min(
-            (f.resync_interval for f in frags if f.resync_interval is not None),
-            default=default_resync_interval,
-        ),
-        cidr_limit=limit,
+        masq_link_local=link_local.value,
+        masq_link_local_ipv6=link_local_ipv6.value,
+        resync_interval=resync.value,
+        cidr_limit=limit.value,
     )
-    conflicts = [c for scalar in _SCALARS for c in scalar.conflicts(frags)]
+    conflicts = [
+        *link_local.conflicts,
+        *link_local_ipv6.conflicts,
+        *resync.conflicts,
+        *limit.conflicts,
+    ]
     conflicts += _covered_conflicts(frags)
     conflicts.sort(key=_conflict_order)
     return checked.map(lambda _: Merged(config, pvector(conflicts)))
