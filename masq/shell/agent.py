@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-from returns.result import Failure
-
 from masq.core.addresses import Family
 from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig
 from masq.core.duration import format_duration
@@ -33,7 +31,7 @@ from masq.core.traffic import Traffic
 from masq.shell import netlink
 from masq.shell.configdir import LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.dataplane import Dataplane, Dataplanes, P, Watching, Writes
-from masq.shell.errors import AgentError, ConfigInvalid, TransientError
+from masq.shell.errors import AgentError, ConfigInvalid, TransientError, value_or_raise
 from masq.shell.netlink import Kernel
 from masq.shell.options import Options
 from masq.shell.process import Runner, run_command
@@ -106,10 +104,7 @@ class Agent:
     def load(self) -> LoadedConfig:
         """Read the config dir; parse and merge only when the bytes changed."""
         opts = self.opts
-        read = read_files(opts.config_dir, opts.config_prefix)
-        if isinstance(read, Failure):
-            raise ConfigInvalid(read.failure())
-        files = read.unwrap()
+        files = value_or_raise(read_files(opts.config_dir, opts.config_prefix), ConfigInvalid)
         if not files and not config_dir_exists(opts.config_dir):
             if not self._warned_missing:
                 LOG.warning(
@@ -120,10 +115,7 @@ class Agent:
             self._warned_missing = False
         if self._last is not None and self._last.sources == files:
             return self._last
-        parsed = load(files, opts, self._last)
-        if isinstance(parsed, Failure):
-            raise ConfigInvalid(parsed.failure()[0])
-        loaded = parsed.unwrap()
+        loaded = value_or_raise(load(files, opts, self._last), lambda es: ConfigInvalid(es[0]))
         self._report_config(loaded)
         self._last = loaded
         return loaded

@@ -40,7 +40,7 @@ from masq.core.options import DataplaneOptions
 from masq.core.traffic import CidrTraffic
 from masq.shell import netlink
 from masq.shell.dataplane import Explained, Writes
-from masq.shell.errors import AgentError, TransientError
+from masq.shell.errors import AgentError, TransientError, value_or_raise
 from masq.shell.iptables_backend import iptables_binary
 from masq.shell.process import Completed, Runner, run_command
 from masq.shell.process import which as _which
@@ -138,11 +138,11 @@ class Iptables:
     def observe(self, chain: str, *, jumps: bool = True) -> Ruleset:
         """What the agent owns; ``jumps`` False reads only the chain (one process: counters)."""
         text = self.observe_text(chain) if jumps else self.chain_text(chain)
-        parsed = parse_save(text, chain, self.family)
-        if isinstance(parsed, Failure):
-            error = parsed.failure().at(f"{self.binary} -S output")
-            raise AgentError(f"cannot parse {error}")
-        return parsed.unwrap()
+        where = f"{self.binary} -S output"
+        return value_or_raise(
+            parse_save(text, chain, self.family),
+            lambda error: AgentError(f"cannot parse {error.at(where)}"),
+        )
 
     def restore(self, script: str) -> int | None:
         """One all-or-nothing ``--noflush`` transaction on the nat table; the pid of the

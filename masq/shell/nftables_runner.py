@@ -57,7 +57,7 @@ from masq.core.options import DataplaneOptions
 from masq.core.traffic import CidrTraffic
 from masq.shell import netlink
 from masq.shell.dataplane import Explained, Writes
-from masq.shell.errors import AgentError, TransientError
+from masq.shell.errors import AgentError, TransientError, value_or_raise
 from masq.shell.nft_elements import NetlinkError
 from masq.shell.nft_watch import Elements, TableWatch, followed, no_netlink
 from masq.shell.process import Completed, Runner, run_command
@@ -117,6 +117,11 @@ def _reason(result: Completed) -> str:
     return f"{message} at: {statement.strip()}" if statement else message
 
 
+def _unparsable(where: str) -> Callable[[ConfigError], AgentError]:
+    """A listing the codec cannot read is the agent's failure, named by where it came from."""
+    return lambda error: AgentError(f"cannot parse {error.at(where)}")
+
+
 def failure(result: Completed, what: str) -> AgentError:
     """The right exception for a failed nft run (transient by nft's own message)."""
     message = f"{what} failed (nft): {_reason(result)}"
@@ -173,10 +178,9 @@ class Nft:
             if _ABSENT_TEXT in res.stderr:
                 return None
             raise failure(res, f"listing table {family} {self.table}")
-        parsed = parse_listing(res.stdout, family, self.table)
-        if isinstance(parsed, Failure):
-            raise AgentError(f"cannot parse {parsed.failure().at('nft -j list table')}")
-        return parsed.unwrap()
+        return value_or_raise(
+            parse_listing(res.stdout, family, self.table), _unparsable("nft -j list table")
+        )
 
     def structure(self, family: NftFamily) -> NftTable | None:
         """Our table of ``family`` without its elements (None: it is gone).
@@ -196,10 +200,10 @@ class Nft:
             raise AgentError(f"cannot parse nft -j list ruleset {family}: {error}") from None
         if not any("table" in o for o in kept):
             return None
-        parsed = parse_listing(json.dumps({"nftables": kept}), family, self.table)
-        if isinstance(parsed, Failure):
-            raise AgentError(f"cannot parse {parsed.failure().at('nft -j list ruleset')}")
-        return parsed.unwrap()
+        return value_or_raise(
+            parse_listing(json.dumps({"nftables": kept}), family, self.table),
+            _unparsable("nft -j list ruleset"),
+        )
 
     def observe(self) -> NftState:
         tables = [self.list(f) for f in self.families_present()]
