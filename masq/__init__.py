@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from masq.core.addresses import parse_cidr, parse_ip
     from masq.core.config import MasqConfig
-    from masq.core.decision import FamilyDecision, decide, should_masquerade
+    from masq.core.decision import (
+        FamilyDecision,
+        Flow,
+        decide,
+        should_masquerade,
+        should_masquerade_flow,
+    )
     from masq.core.errors import ConfigError
     from masq.core.explain import Explanation, Origin, explain, render_explanation
     from masq.core.fragment import Fragment, parse_fragment
@@ -62,6 +68,7 @@ _HOMES: dict[str, str] = {
     "DeleteRuleAt": "masq.core.iptables.model",
     "Explanation": "masq.core.explain",
     "FamilyDecision": "masq.core.decision",
+    "Flow": "masq.core.decision",
     "FlushChain": "masq.core.iptables.model",
     "Fragment": "masq.core.fragment",
     "InsertRule": "masq.core.iptables.model",
@@ -96,6 +103,7 @@ _HOMES: dict[str, str] = {
     "render_rule": "masq.core.iptables.codec",
     "replace_ops": "masq.core.iptables.plan",
     "should_masquerade": "masq.core.decision",
+    "should_masquerade_flow": "masq.core.decision",
     "valid_chain_name": "masq.core.names",
 }
 
@@ -125,6 +133,7 @@ __all__ = [
     "DeleteRuleAt",
     "Explanation",
     "FamilyDecision",
+    "Flow",
     "FlushChain",
     "Fragment",
     "InsertRule",
@@ -160,5 +169,6 @@ __all__ = [
     "render_rule",
     "replace_ops",
     "should_masquerade",
+    "should_masquerade_flow",
     "valid_chain_name",
 ]
