@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         should_masquerade_flow,
     )
     from masq.core.errors import ConfigError
-    from masq.core.explain import Explanation, Origin, explain, render_explanation
+    from masq.core.explain import Explanation, Origin, render_explanation
     from masq.core.fragment import Fragment, parse_fragment
     from masq.core.iptables.codec import (
         parse_save,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         render_rule,
     )
     from masq.core.iptables.evaluate import first_match, masquerades
+    from masq.core.iptables.explain import explain
     from masq.core.iptables.model import (
         AppendRule,
         Chain,
@@ -86,7 +87,7 @@ _HOMES: dict[str, str] = {
     "decide": "masq.core.decision",
     "desired_ruleset": "masq.core.iptables.rules",
     "desired_rulesets": "masq.core.iptables.rules",
-    "explain": "masq.core.explain",
+    "explain": "masq.core.iptables.explain",
     "first_match": "masq.core.iptables.evaluate",
     "masquerades": "masq.core.iptables.evaluate",
     "merge": "masq.core.merge",

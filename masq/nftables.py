@@ -5,7 +5,6 @@ Its own namespace because its planner and codec mirror the iptables ones exporte
 module paths under ``masq.core.nftables`` are internal.
 """
 
-from masq.core.explain import explain_nft as explain
 from masq.core.nftables.codec import (
     parse_listing,
     render_batch,
@@ -15,6 +14,7 @@ from masq.core.nftables.codec import (
     state_of,
 )
 from masq.core.nftables.evaluate import Match, first_match, masquerades
+from masq.core.nftables.explain import explain
 from masq.core.nftables.model import (
     AddElements,
     BaseChain,

@@ -29,6 +29,11 @@ Span = tuple[int, int, int]
 _SHAPE = re.compile(r"[0-9A-Fa-f:.]+/(?:0|[1-9][0-9]{0,2})", re.ASCII)
 
 
+def enabled_families(enable_ipv6: bool) -> tuple[Family, ...]:
+    """The families the agent writes for: IPv4 always, IPv6 with ``--enable-ipv6``."""
+    return FAMILIES if enable_ipv6 else FAMILIES[:1]
+
+
 def family_of(net: IPNetwork | IPAddress) -> Family:
     return "ipv4" if net.version == 4 else "ipv6"
 

@@ -19,14 +19,20 @@ from pyrsistent.typing import PVector
 from masq.core.addresses import Family, IPAddress, IPNetwork, family_of, of_family
 from masq.core.config import MasqConfig
 from masq.core.egress import interface_matches
-from masq.core.fragment import Fragment
+from masq.core.fragment import MASQ_LINK_LOCAL, MASQ_LINK_LOCAL_IPV6, Fragment
 
 LINK_LOCAL: Final[dict[Family, IPNetwork]] = {
     "ipv4": ipaddress.IPv4Network("169.254.0.0/16"),
     "ipv6": ipaddress.IPv6Network("fe80::/10"),
 }
-LINK_LOCAL_KEY: Final[dict[Family, str]] = {"ipv4": "masqLinkLocal", "ipv6": "masqLinkLocalIPv6"}
+LINK_LOCAL_KEY: Final[dict[Family, str]] = {"ipv4": MASQ_LINK_LOCAL, "ipv6": MASQ_LINK_LOCAL_IPV6}
 """The config key that lets link-local traffic of a family be masqueraded."""
+
+Kind = Literal["masquerade", "non-masquerade"]
+"""Which CIDR list: masqueradeCIDRs or nonMasqueradeCIDRs (the one word for it everywhere
+inside; outside, nft set names spell it so, and the ``kind`` metric label as
+``non_masquerade``, which stays as dashboards know it)."""
+KINDS: Final[tuple[Kind, ...]] = ("masquerade", "non-masquerade")
 
 Step = Literal["masquerade", "link-local", "non-masquerade", "default"]
 """Which step decides: 1. masqueradeCIDRs (masquerade), 2. link-local (keep),

@@ -14,27 +14,28 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from returns.result import Failure
 
-from masq.core.addresses import FAMILIES, Family
+from masq.core.addresses import Family
 from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig
-from masq.core.iptables.codec import render_ops_readable, render_restore
-from masq.core.iptables.traffic import traffic_of as iptables_traffic
+from masq.core.fragment import (
+    MASQ_LINK_LOCAL,
+    MASQ_LINK_LOCAL_IPV6,
+    MASQUERADE_CIDRS,
+    NON_MASQUERADE_CIDRS,
+    RESYNC_INTERVAL,
+)
 from masq.core.merge import Merged
-from masq.core.traffic import CidrTraffic
-from masq.shell import iptables_runner, netlink
+from masq.core.traffic import Traffic
+from masq.shell import netlink
 from masq.shell.configdir import LoadedConfig, config_dir_exists, load, read_files
+from masq.shell.dataplane import Dataplane, Dataplanes, P, Writes
 from masq.shell.errors import AgentError, ConfigInvalid, TransientError
-from masq.shell.iptables_backend import resolve_backend
 from masq.shell.netlink import Kernel
 from masq.shell.options import Options
-from masq.shell.process import Runner, run_command, which
-
-if TYPE_CHECKING:
-    from masq.core.nftables.model import NftOp
-    from masq.shell.nftables_runner import NftablesDataplane
+from masq.shell.process import Runner, run_command
 
 LOG = logging.getLogger("masq.agent")
 KUBE_PROXY_TABLE = "kube-proxy"  # kube-proxy's nftables mode owns ip/ip6 tables of this name
@@ -56,7 +57,7 @@ class SyncHooks(Protocol):
     """What a sync reports as it goes: ``Metrics`` in the daemon."""
 
     def config_loaded(self, fragments: int, merged: Merged) -> None: ...
-    def traffic(self, family: Family, traffic: tuple[CidrTraffic, ...]) -> None: ...
+    def traffic(self, traffic: Traffic) -> None: ...
     def rule_writes(self, family: Family, ops: Sequence[str]) -> None: ...
     def counters_stale(self) -> None: ...
 
@@ -67,7 +68,7 @@ class NoMetrics:
     def config_loaded(self, fragments: int, merged: Merged) -> None:
         pass
 
-    def traffic(self, family: Family, traffic: tuple[CidrTraffic, ...]) -> None:
+    def traffic(self, traffic: Traffic) -> None:
         pass
 
     def rule_writes(self, family: Family, ops: Sequence[str]) -> None:
@@ -75,163 +76,6 @@ class NoMetrics:
 
     def counters_stale(self) -> None:
         pass
-
-
-class Dataplane(Protocol):
-    """One way of carrying out the decision in the kernel."""
-
-    def sync(self, config: MasqConfig, dry_run: bool) -> bool:
-        """Make the kernel right (or print what would change); whether anything was written."""
-        ...
-
-    def leftovers(self, dry_run: bool) -> int:
-        """Remove this dataplane's objects while the other one is in charge; ops written."""
-        ...
-
-    def traffic_now(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
-        """Per-CIDR counters from one read-only listing (for a scrape)."""
-        ...
-
-
-class _Iptables:
-    """The iptables dataplane, reporting to the sync's hooks."""
-
-    def __init__(
-        self, opts: Options, hooks: SyncHooks, runner: Runner, kernel: Kernel, out: TextIO
-    ) -> None:
-        families = FAMILIES if opts.enable_ipv6 else ("ipv4",)
-        self.plane = iptables_runner.IptablesDataplane(
-            opts.masq_chain,
-            backend=lambda: resolve_backend(opts.iptables_backend),
-            families=families,
-            options=opts.ruleset_options,
-            random_fully=opts.random_fully,
-            runner=runner,
-            kernel=kernel,
-        )
-        self.chain = opts.masq_chain
-        self.hooks = hooks
-        self.runner = runner
-        self.kernel = kernel
-        self.out = out
-
-    def sync(self, config: MasqConfig, dry_run: bool) -> bool:
-        if dry_run:
-            self.plane.describe(self.plane.plan(config, self.hooks.traffic), self.out)
-            return False
-        with iptables_runner.writers_lock():
-            return self._write(config)
-
-    def _write(self, config: MasqConfig) -> bool:
-        plans = self.plane.plan(config, self.hooks.traffic)
-        wrote = False
-        for p in plans:
-            if not p.ops:
-                LOG.log(logging.INFO - 5, "in sync", extra={"kv": {"family": p.family}})
-                continue
-            applied = self.plane.apply(p)
-            self.hooks.rule_writes(p.family, iptables_runner.write_labels(applied))
-            wrote = True
-        return wrote
-
-    def traffic_now(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
-        return {
-            t.family: iptables_traffic(t.observe(self.chain, jumps=False))
-            for t in self.plane.tables()
-        }
-
-    def leftovers(self, dry_run: bool) -> int:
-        """Our chain and jumps in every backend and family whose binaries exist."""
-        tables = iptables_runner.leftover_tables(self.chain, self.runner, self.kernel)
-        total = 0
-        for table, ops in iptables_runner.cleanup_plans(tables, self.chain):
-            if dry_run:
-                self.out.write(f"# {table.family} ({table.binary}): cleanup\n")
-                self.out.write(render_ops_readable(ops))
-                continue
-            if ops:
-                table.restore(render_restore(ops))
-                self.hooks.rule_writes(table.family, iptables_runner.write_labels(ops))
-                total += len(ops)
-                LOG.info(
-                    "iptables chain removed",
-                    extra={"kv": {"family": table.family, "binary": table.binary, "ops": len(ops)}},
-                )
-        return total
-
-
-class _Nftables:
-    """The nftables dataplane, reporting to the sync's hooks.
-
-    Its modules are imported on first use: in iptables mode a leftover table is looked
-    for over netlink, and nft's code loads only if one (may) exist.
-    """
-
-    def __init__(
-        self, opts: Options, hooks: SyncHooks, runner: Runner, kernel: Kernel, out: TextIO
-    ) -> None:
-        self.opts = opts
-        self.hooks = hooks
-        self.runner = runner
-        self.kernel = kernel
-        self.out = out
-        self._plane: NftablesDataplane | None = None
-        self._warned_no_nft = False
-
-    @property
-    def plane(self) -> NftablesDataplane:
-        if self._plane is None:
-            from masq.shell import nftables_runner  # imported on first use (see above)
-
-            options = self.opts.table_options()
-            self._plane = nftables_runner.NftablesDataplane(options, self.runner, self.kernel)
-        return self._plane
-
-    def sync(self, config: MasqConfig, dry_run: bool) -> bool:
-        p = self.plane.plan(config)
-        if p.listed:
-            for family, rows in self.plane.traffic(config, p.observed).items():
-                self.hooks.traffic(family, rows)
-        if p.ops:  # a kernel already holding the whole desired table has every feature
-            self.plane.probe(config)
-        if dry_run:
-            self.plane.describe(p, self.out)
-            return False
-        if not p.ops:
-            LOG.log(logging.INFO - 5, "in sync", extra={"kv": {"table": p.desired.name}})
-            return False
-        self._report(self.plane.apply(p))
-        return True
-
-    def traffic_now(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
-        return self.plane.traffic_now(config)
-
-    def leftovers(self, dry_run: bool) -> int:
-        table = self.opts.nft_table
-        present = [f for f in ("ip", "inet") if self.kernel.table_exists(f, table) is not False]
-        if not present:
-            return 0  # netlink says there is none: nothing to load, no process
-        if which("nft") is None:
-            if not self._warned_no_nft:
-                LOG.warning(
-                    "a table of ours is left in nftables but nft is not installed: it stays",
-                    extra={"kv": {"table": ",".join(f"{f} {table}" for f in present)}},
-                )
-                self._warned_no_nft = True
-            return 0
-        ops = self.plane.cleanup_ops()
-        if dry_run:
-            self.plane.describe_cleanup(ops, self.out)
-            return 0
-        if ops:
-            self.plane.remove(ops)
-            self._report(list(ops))
-            LOG.info("nftables table removed", extra={"kv": {"ops": len(ops)}})
-        return len(ops)
-
-    def _report(self, ops: Sequence[NftOp]) -> None:
-        for family, labels in self.plane.write_labels(ops).items():
-            self.hooks.rule_writes(family, labels)
 
 
 class Agent:
@@ -248,12 +92,8 @@ class Agent:
         self.opts = opts
         self.metrics = metrics
         self._out = out if out is not None else sys.stdout
-        iptables = _Iptables(opts, metrics, runner, kernel, self._out)
-        nftables = _Nftables(opts, metrics, runner, kernel, self._out)
-        chosen: tuple[Dataplane, Dataplane] = (
-            (nftables, iptables) if opts.dataplane == "nftables" else (iptables, nftables)
-        )
-        self.dataplane, self.other = chosen
+        self.dataplanes = Dataplanes(opts, runner, kernel)
+        self.dataplane = self.dataplanes.chosen
         if opts.dataplane == "iptables" and kernel.table_exists("ip", KUBE_PROXY_TABLE):
             LOG.info(
                 "kube-proxy runs in nftables mode here: consider --dataplane=nftables",
@@ -294,11 +134,11 @@ class Agent:
             extra={
                 "kv": {
                     "files": ",".join(loaded.files) or "-",
-                    "nonMasqueradeCIDRs": len(config.non_masquerade_cidrs),
-                    "masqueradeCIDRs": len(config.masquerade_cidrs),
-                    "masqLinkLocal": config.masq_link_local,
-                    "masqLinkLocalIPv6": config.masq_link_local_ipv6,
-                    "resyncInterval": config.resync_interval,
+                    NON_MASQUERADE_CIDRS: len(config.non_masquerade_cidrs),
+                    MASQUERADE_CIDRS: len(config.masquerade_cidrs),
+                    MASQ_LINK_LOCAL: config.masq_link_local,
+                    MASQ_LINK_LOCAL_IPV6: config.masq_link_local_ipv6,
+                    RESYNC_INTERVAL: config.resync_interval,
                 }
             },
         )
@@ -307,8 +147,8 @@ class Agent:
         asked = [f.resync_interval for f in loaded.fragments if f.resync_interval is not None]
         if asked and min(asked) < MIN_RESYNC_SECONDS:
             LOG.warning(
-                "resyncInterval is below the floor, using the floor",
-                extra={"kv": {"resyncInterval": min(asked), "floor": MIN_RESYNC_SECONDS}},
+                f"{RESYNC_INTERVAL} is below the floor, using the floor",
+                extra={"kv": {RESYNC_INTERVAL: min(asked), "floor": MIN_RESYNC_SECONDS}},
             )
         conflicts = loaded.merged.conflicts
         for c in conflicts:
@@ -326,7 +166,7 @@ class Agent:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise AgentError(f"{conflicts[0]}{more} (--fail-on-conflict)")
 
-    def traffic_now(self) -> dict[Family, tuple[CidrTraffic, ...]]:
+    def traffic_now(self) -> Traffic:
         """The per-CIDR counters as the kernel holds them now (read-only; any thread).
 
         Empty before a config was read: the series are the config's CIDRs (a covered one
@@ -335,26 +175,54 @@ class Agent:
         last = self._last
         if last is None:
             return {}
-        return self.dataplane.traffic_now(last.merged.config)
+        return self.dataplane.traffic(last.merged.config)
 
     def sync(self) -> SyncReport:
         """One reconcile: the chosen dataplane, then the other's leftovers (make-before-break)."""
         loaded = self.load()
         self.metrics.config_loaded(len(loaded.files), loaded.merged)
-        dry_run = self.opts.dry_run
-        wrote = self.dataplane.sync(loaded.merged.config, dry_run)
-        wrote = self.other.leftovers(dry_run) > 0 or wrote
+        wrote = self._sync(self.dataplane, loaded.merged.config)
+        other = self.dataplanes.other()
+        wrote = (other is not None and self._remove(other) > 0) or wrote
         if wrote:  # the counters the sync listed predate its write: the next scrape reads
             self.metrics.counters_stale()
-        if dry_run:
+        if self.opts.dry_run:
             self._out.flush()
         return SyncReport(loaded, wrote)
 
+    def _sync(self, plane: Dataplane[P], config: MasqConfig) -> bool:
+        """Make the kernel right (or print what would change); whether anything was written."""
+        if self.opts.dry_run:
+            plan = plane.plan(config)
+            self._report_traffic(plan.traffic)
+            plane.describe(plan, self._out)
+            return False
+        with plane.serialised():
+            plan = plane.plan(config)
+            self._report_traffic(plan.traffic)
+            return self._report_writes(plane.apply(plan)) > 0
+
+    def _remove(self, plane: Dataplane[P]) -> int:
+        """Remove what ``plane`` owns (or print it); how many writes that took."""
+        plan = plane.cleanup()
+        if self.opts.dry_run:
+            plane.describe(plan, self._out)
+            return 0
+        return self._report_writes(plane.apply(plan))
+
+    def _report_traffic(self, traffic: Traffic) -> None:
+        if traffic:  # nothing listed (the kernel proved nothing changed): nothing fresher
+            self.metrics.traffic(traffic)
+
+    def _report_writes(self, writes: Writes) -> int:
+        for family, labels in writes.labels.items():
+            self.metrics.rule_writes(family, labels)
+        return writes.ops
+
     def cleanup(self) -> int:
         """Remove what the agent owns in both dataplanes (nothing else); count of ops written."""
-        total = self.dataplane.leftovers(self.opts.dry_run) + self.other.leftovers(
-            self.opts.dry_run
-        )
+        other = self.dataplanes.other()
+        total = self._remove(self.dataplane) + (self._remove(other) if other is not None else 0)
         self._out.flush()
         LOG.info("cleaned up", extra={"kv": {"ops": total}})
         return total

@@ -19,20 +19,23 @@ from typing import TextIO
 import yaml
 from returns.result import Failure, Result, Success
 
-from masq.core.addresses import IPAddress, family_of, parse_ip
+from masq.core.addresses import IPAddress, parse_ip
 from masq.core.config import MasqConfig
 from masq.core.duration import format_duration
 from masq.core.errors import ConfigError
-from masq.core.explain import Explanation, explain_nft, explanation_dict, render_explanation
-from masq.core.explain import explain as explain_ip
-from masq.core.fragment import Fragment
-from masq.core.iptables.evaluate import agent_chain
-from masq.core.iptables.model import Ruleset
-from masq.core.iptables.rules import desired_ruleset
+from masq.core.explain import Explanation, explanation_dict, render_explanation
+from masq.core.fragment import (
+    CIDR_LIMIT,
+    MASQ_LINK_LOCAL,
+    MASQ_LINK_LOCAL_IPV6,
+    MASQUERADE_CIDRS,
+    NON_MASQUERADE_CIDRS,
+    RESYNC_INTERVAL,
+    Fragment,
+)
 from masq.core.merge import Merged
-from masq.core.nftables.model import NftTable
-from masq.core.nftables.table import desired_table
 from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
+from masq.shell.dataplane import build
 from masq.shell.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG
 from masq.shell.options import Options
 
@@ -68,69 +71,11 @@ def is_local_address(ip: IPAddress) -> bool:
     return True
 
 
-def _live_ruleset(opts: Options, ip: IPAddress) -> tuple[Ruleset | None, str]:
-    """The chain as the kernel holds it, or None with the reason we fall back."""
-    from masq.shell.iptables_backend import resolve_backend
-    from masq.shell.iptables_runner import Iptables
-
-    family = family_of(ip)
-    try:
-        backend = resolve_backend(opts.iptables_backend)
-        tables = Iptables(backend, family)
-        observed = tables.observe(opts.masq_chain)
-    except Exception as e:  # any failure to read is reported, never fatal here
-        return None, f"live rules unreadable ({e})"
-    if observed.chain(opts.masq_chain) is None:
-        return None, f"chain {opts.masq_chain} is absent from {tables.binary} (not synced here)"
-    label = f"live, read from {tables.binary}"
-    if agent_chain(observed) != opts.masq_chain:
-        label += f" (warning: POSTROUTING does not jump to {opts.masq_chain})"
-    return observed, label
-
-
 def _read_config(opts: Options) -> Result[LoadedConfig, tuple[ConfigError, ...]]:
     def first(error: ConfigError) -> tuple[ConfigError, ...]:
         return (error,)
 
     return read_files(opts.config_dir, opts.config_prefix).alt(first).bind(lambda f: load(f, opts))
-
-
-def _nft_table_to_explain(
-    opts: Options, merged: Merged | None, read_live: bool
-) -> tuple[NftTable | None, str]:
-    """The agent's nft table as the kernel holds it, else the desired one, and its label."""
-    from masq.shell.nftables_runner import Nft
-
-    family = opts.table_options().nft_family
-    why = "live rules not read"
-    if read_live:
-        try:
-            live = Nft(opts.nft_table).list(family)
-        except Exception as e:  # any failure to read is reported, never fatal here
-            live, why = None, f"live table unreadable ({e})"
-        else:
-            why = f"table {family} {opts.nft_table} is absent (not synced here)"
-        if live is not None:
-            return live, f"live, read from nft table {family} {opts.nft_table}"
-    if merged is None:
-        return None, why
-    return desired_table(merged.config, opts.table_options()), f"desired, from the config ({why})"
-
-
-def _rules_to_explain(
-    opts: Options, ip: IPAddress, merged: Merged | None, read_live: bool
-) -> Result[tuple[Ruleset | None, str], str]:
-    """The ruleset to read (live, else the desired one) and its label; Failure: neither."""
-    family = family_of(ip)
-    if family == "ipv6" and not opts.enable_ipv6:
-        return Success((None, "none (IPv6 is not enabled: --enable-ipv6=false)"))
-    live, why = _live_ruleset(opts, ip) if read_live else (None, "live rules not read")
-    if live is not None:
-        return Success((live, why))
-    if merged is None:
-        return Failure(why)
-    desired = desired_ruleset(merged.config, family, opts.ruleset_options(opts.random_fully))
-    return Success((desired, f"desired, from the config ({why})"))
 
 
 def explain(
@@ -144,7 +89,7 @@ def explain(
     """Print whether a packet to ``ip`` is masqueraded, the deciding rule and its origin.
 
     Exit 0 when explained, 2 for an unparsable address, 1 when neither the config
-    nor the live rules can be read.  ``read_live`` False skips iptables (tests).
+    nor the live rules can be read.  ``read_live`` False reads no kernel state (tests).
     """
     parsed = parse_ip(ip)
     if isinstance(parsed, Failure):
@@ -161,61 +106,16 @@ def explain(
     else:
         fragments, merged = loaded.unwrap().fragments, loaded.unwrap().merged
     note = f"; {config_note}" if config_note else ""
-    gather = _explain_nft if opts.dataplane == "nftables" else _explain_iptables
-    explained = gather(opts, address, fragments, merged, read_live)
-    if isinstance(explained, str):
-        _err(f"cannot explain {address}: {explained}, and the config is invalid", err)
+    plane = build(opts.dataplane, opts)
+    explained = plane.explain(
+        address, fragments, merged, read_live=read_live, local=is_local_address(address)
+    )
+    if isinstance(explained, Failure):
+        _err(f"cannot explain {address}: {explained.failure()}, and the config is invalid", err)
         return EXIT_FAILURE
-    result, label = explained
-    _print_explanation(result, label + note, opts, out)
+    result = explained.unwrap()
+    _print_explanation(result.explanation, result.label + note, opts, out)
     return EXIT_OK
-
-
-def _explain_nft(
-    opts: Options,
-    address: IPAddress,
-    fragments: Sequence[Fragment],
-    merged: Merged | None,
-    read_live: bool,
-) -> tuple[Explanation, str] | str:
-    """The explanation from the live nft table (or the desired one); a str when neither
-    the table nor the config can be read."""
-    table, label = _nft_table_to_explain(opts, merged, read_live)
-    if table is None and merged is None:
-        return label
-    enabled = family_of(address) in opts.table_options().families
-    result = explain_nft(
-        address,
-        table=table if enabled else None,
-        fragments=fragments,
-        merged=merged,
-        local=is_local_address(address),
-    )
-    return result, label
-
-
-def _explain_iptables(
-    opts: Options,
-    address: IPAddress,
-    fragments: Sequence[Fragment],
-    merged: Merged | None,
-    read_live: bool,
-) -> tuple[Explanation, str] | str:
-    """The explanation from the live chain (or the desired one); a str when neither the
-    rules nor the config can be read."""
-    rules = _rules_to_explain(opts, address, merged, read_live)
-    if isinstance(rules, Failure):
-        return str(rules.failure())
-    ruleset, label = rules.unwrap()
-    result = explain_ip(
-        address,
-        ruleset=ruleset,
-        fragments=fragments,
-        merged=merged,
-        chain=opts.masq_chain,
-        local=is_local_address(address),
-    )
-    return result, label
 
 
 def _print_explanation(result: Explanation, label: str, opts: Options, out: TextIO | None) -> None:
@@ -232,12 +132,12 @@ def _print_explanation(result: Explanation, label: str, opts: Options, out: Text
 def config_document(config: MasqConfig) -> dict[str, object]:
     """The effective config as a config file would spell it (keys in the files' order)."""
     return {
-        "nonMasqueradeCIDRs": [str(n) for n in config.non_masquerade_cidrs],
-        "masqueradeCIDRs": [str(n) for n in config.masquerade_cidrs],
-        "masqLinkLocal": config.masq_link_local,
-        "masqLinkLocalIPv6": config.masq_link_local_ipv6,
-        "resyncInterval": format_duration(config.resync_interval),
-        "cidrLimit": config.cidr_limit,
+        NON_MASQUERADE_CIDRS: [str(n) for n in config.non_masquerade_cidrs],
+        MASQUERADE_CIDRS: [str(n) for n in config.masquerade_cidrs],
+        MASQ_LINK_LOCAL: config.masq_link_local,
+        MASQ_LINK_LOCAL_IPV6: config.masq_link_local_ipv6,
+        RESYNC_INTERVAL: format_duration(config.resync_interval),
+        CIDR_LIMIT: config.cidr_limit,
     }
 
 

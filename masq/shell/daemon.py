@@ -20,10 +20,9 @@ from inotify_simple import INotify
 from inotify_simple import flags as F
 
 from masq.core.config import MIN_RESYNC_SECONDS, effective_resync
-from masq.core.iptables.model import OP_LABELS as IPTABLES_OPS
-from masq.core.nftables.model import OP_LABELS as NFT_OPS
 from masq.shell import http
 from masq.shell.agent import Agent, Backoff
+from masq.shell.dataplane import write_ops
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.metrics import Metrics
 from masq.shell.options import Options
@@ -177,7 +176,7 @@ def run(opts: Options) -> int:
     metrics = Metrics(
         resync_interval=max(MIN_RESYNC_SECONDS, opts.resync_interval),
         max_cidr_series=opts.metrics_max_cidr_series,
-        write_ops=(NFT_OPS if opts.dataplane == "nftables" else IPTABLES_OPS).values(),
+        write_ops=write_ops(opts.dataplane),
     )
     agent = Agent(opts, metrics)
     metrics.refresh_with(agent.traffic_now)

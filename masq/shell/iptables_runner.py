@@ -17,23 +17,29 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Literal, TextIO
 
-from returns.result import Failure
+from returns.result import Failure, Result, Success
 
-from masq.core.addresses import FAMILIES, Family
+from masq.core.addresses import FAMILIES, Family, IPAddress, family_of
 from masq.core.config import MasqConfig
+from masq.core.errors import ConfigError
+from masq.core.fragment import Fragment
 from masq.core.iptables.codec import parse_save, render_ops_readable, render_restore
-from masq.core.iptables.model import Op, Ruleset, op_label
+from masq.core.iptables.evaluate import agent_chain
+from masq.core.iptables.model import Op, Ruleset, op_labels
 from masq.core.iptables.plan import choose_ops, cleanup_ops, plan, replace_ops
-from masq.core.iptables.rules import RulesetOptions, desired_ruleset
+from masq.core.iptables.rules import desired_ruleset
 from masq.core.iptables.traffic import traffic_of
+from masq.core.merge import Merged
 from masq.core.names import POSTROUTING
+from masq.core.options import DataplaneOptions
 from masq.core.traffic import CidrTraffic
 from masq.shell import netlink
+from masq.shell.dataplane import Explained, Writes
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.process import Completed, Runner, run_command
 from masq.shell.process import which as _which
@@ -80,14 +86,19 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
     return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
 
 
-_random_fully_cache: dict[str, bool] = {}
-
-
 class Iptables:
-    """One family's iptables on one backend."""
+    """One family's iptables on one backend.
+
+    ``random_fully`` remembers what ``--version`` said per binary; a dataplane shares
+    one such dict among the tables it makes, so it asks once per process.
+    """
 
     def __init__(
-        self, backend: ResolvedBackend, family: Family, runner: Runner = run_command
+        self,
+        backend: ResolvedBackend,
+        family: Family,
+        runner: Runner = run_command,
+        random_fully: dict[str, bool] | None = None,
     ) -> None:
         self.backend = backend
         self.family = family
@@ -95,6 +106,7 @@ class Iptables:
         self.binary = f"{base}-{backend}"
         self.restore_binary = f"{base}-{backend}-restore"
         self._run = runner
+        self._random_fully = random_fully if random_fully is not None else {}
 
     def run(self, argv: list[str]) -> Completed:
         return self._run(argv, None)
@@ -135,16 +147,16 @@ class Iptables:
             raise failure(res, f"{self.family} iptables-restore")
 
     def supports_random_fully(self, observed_final_random_fully: bool) -> bool:
-        """Trust what the kernel already holds; otherwise ask ``--version`` once per process."""
+        """Trust what the kernel already holds; otherwise ask ``--version`` once."""
         if observed_final_random_fully:
             return True
-        cached = _random_fully_cache.get(self.binary)
+        cached = self._random_fully.get(self.binary)
         if cached is not None:
             return cached
         res = self._run([self.binary, "--version"], None)
         version = parse_version(res.stdout + res.stderr) if res.exit_code == 0 else None
         supported = version is not None and version >= RANDOM_FULLY_MIN_VERSION
-        _random_fully_cache[self.binary] = supported
+        self._random_fully[self.binary] = supported
         return supported
 
 
@@ -194,15 +206,23 @@ def final_random_fully(observed: Ruleset, chain: str) -> bool:
     return last.action == "MASQUERADE" and last.random_fully
 
 
-TrafficHook = Callable[[Family, tuple[CidrTraffic, ...]], None]
+@dataclass(frozen=True, slots=True)
+class FamilyPlan:
+    """One family's transaction: ``desired`` None for a cleanup (no read-back)."""
+
+    family: Family
+    table: Iptables
+    desired: Ruleset | None
+    ops: tuple[Op, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class FamilyPlan:
-    family: Family
-    table: Iptables
-    desired: Ruleset
-    ops: tuple[Op, ...]
+class IptablesPlan:
+    """One transaction per family (a cleanup: per backend and family holding our chain)."""
+
+    families: tuple[FamilyPlan, ...]
+    traffic: Mapping[Family, tuple[CidrTraffic, ...]] = field(default_factory=dict)
+    cleanup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,36 +238,43 @@ class _InSync:
 class IptablesDataplane:
     """Our chain and its POSTROUTING jump, one ``iptables-restore --noflush`` per family.
 
-    Remembers, per process, the backend it chose and the nf_tables generation at which
-    it last found every family in sync: on the nft backend an unchanged generation
-    proves nothing changed, so a resync lists nothing.
+    Remembers, per process, the backend it chose, what each binary's ``--version`` said
+    and the nf_tables generation at which it last found every family in sync: on the nft
+    backend an unchanged generation proves nothing changed, so a resync lists nothing.
     """
 
     def __init__(
         self,
-        chain: str,
+        options: DataplaneOptions,
         *,
         backend: Callable[[], ResolvedBackend],
-        families: tuple[Family, ...],
-        options: Callable[[bool], RulesetOptions],
-        random_fully: bool = True,
         runner: Runner = run_command,
         kernel: netlink.Kernel = netlink.SYSTEM,
     ) -> None:
-        self.chain = chain
-        self.families = families
+        self.options = options
+        self.chain = options.chain
+        self.families = options.families
         self._backend = backend
-        self._options = options
-        self._random_fully = random_fully
         self._kernel = kernel
         self._run = runner
         self._resolved: ResolvedBackend | None = None
         self._in_sync: _InSync | None = None
+        self._random_fully: dict[str, bool] = {}
 
     def tables(self) -> tuple[Iptables, ...]:
         if self._resolved is None:
             self._resolved = self._backend()
-        return tuple(Iptables(self._resolved, f, self._run) for f in self.families)
+        return tuple(
+            Iptables(self._resolved, f, self._run, self._random_fully) for f in self.families
+        )
+
+    def _options(self, random_fully: bool) -> DataplaneOptions:
+        """The options with random-fully as far as this iptables supports it."""
+        nat = replace(self.options.nat, random_fully=random_fully)
+        return replace(self.options, nat=nat)
+
+    def serialised(self) -> AbstractContextManager[None]:
+        return writers_lock()
 
     def _unchanged(self, config: MasqConfig, generation: int | None) -> tuple[FamilyPlan, ...]:
         """Empty plans when the generation proves the kernel is as last found in sync."""
@@ -268,31 +295,67 @@ class IptablesDataplane:
             return ()
         return tuple(FamilyPlan(t.family, t, d, ()) for t, d in zip(tables, wanted, strict=True))
 
-    def plan(self, config: MasqConfig, traffic: TrafficHook) -> tuple[FamilyPlan, ...]:
+    def plan(self, config: MasqConfig) -> IptablesPlan:
         """Observe every family (unless nothing changed) and plan; no write yet."""
         tables = self.tables()
         generation = self._kernel.generation() if tables[0].backend == "nft" else None
         if cached := self._unchanged(config, generation):
-            return cached
-        plans, flags = [], []
+            return IptablesPlan(cached)
+        plans, flags, wanted, traffic = [], [], [], {}
         for table in tables:
             observed = table.observe(self.chain)
-            traffic(table.family, traffic_of(observed))
-            rf = self._random_fully and table.supports_random_fully(
+            traffic[table.family] = traffic_of(observed).get(table.family, ())
+            rf = self.options.nat.random_fully and table.supports_random_fully(
                 final_random_fully(observed, self.chain)
             )
             desired = desired_ruleset(config, table.family, self._options(rf))
             plans.append(FamilyPlan(table.family, table, desired, choose_ops(desired, observed)))
             flags.append(rf)
+            wanted.append(desired)
         in_sync = generation is not None and not any(p.ops for p in plans)
         self._in_sync = (
-            _InSync(generation, tuple(flags), tuple(p.desired for p in plans), config)
+            _InSync(generation, tuple(flags), tuple(wanted), config)
             if in_sync and generation is not None
             else None
         )
-        return tuple(plans)
+        return IptablesPlan(tuple(plans), traffic)
 
-    def apply(self, p: FamilyPlan) -> tuple[Op, ...]:
+    def cleanup(self) -> IptablesPlan:
+        """Our chain and jumps in every backend and family whose binaries exist."""
+        tables = leftover_tables(self.chain, self._run, self._kernel)
+        return IptablesPlan(
+            tuple(
+                FamilyPlan(
+                    table.family, table, None, cleanup_ops(table.observe(self.chain), self.chain)
+                )
+                for table in tables
+            ),
+            cleanup=True,
+        )
+
+    def apply(self, plan: IptablesPlan) -> Writes:
+        """Each family's transaction in turn."""
+        labels: dict[Family, tuple[str, ...]] = {}
+        ops = 0
+        for p in plan.families:
+            if not p.ops:
+                if not plan.cleanup:
+                    LOG.log(logging.INFO - 5, "in sync", extra={"kv": {"family": p.family}})
+                continue
+            applied = self._apply(p, p.desired) if p.desired is not None else self._remove(p)
+            labels[p.family] = labels.get(p.family, ()) + _labels(applied)
+            ops += len(applied) if p.desired is not None else len(p.ops)
+        return Writes(ops, labels)
+
+    def _remove(self, p: FamilyPlan) -> tuple[Op, ...]:
+        p.table.restore(render_restore(p.ops))
+        LOG.info(
+            "iptables chain removed",
+            extra={"kv": {"family": p.family, "binary": p.table.binary, "ops": len(p.ops)}},
+        )
+        return p.ops
+
+    def _apply(self, p: FamilyPlan, desired: Ruleset) -> tuple[Op, ...]:
         """Apply the plan; if the kernel refuses it, re-observe and replace our chain whole."""
         self._in_sync = None
         try:
@@ -309,35 +372,89 @@ class IptablesDataplane:
             # chain in between, the restore succeeds on the wrong rules.  Only a read-back
             # tells, and it costs a listing only when we wrote.
             observed = p.table.observe(self.chain)
-            if not plan(p.desired, observed):
+            if not plan(desired, observed):
                 LOG.info("rules updated", extra={"kv": {"family": p.family, "ops": len(p.ops)}})
                 return p.ops
             LOG.warning(
                 "chain changed during the update, replacing it", extra={"kv": {"family": p.family}}
             )
-            return p.ops + self._replace(p, observed)
-        return self._replace(p, p.table.observe(self.chain))
+            return p.ops + self._replace(p, desired, observed)
+        return self._replace(p, desired, p.table.observe(self.chain))
 
-    def _replace(self, p: FamilyPlan, observed: Ruleset) -> tuple[Op, ...]:
+    def _replace(self, p: FamilyPlan, desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
         """Full-sync fallback: one transaction that rebuilds our chain and its jump."""
-        ops = replace_ops(p.desired, observed)
+        ops = replace_ops(desired, observed)
         p.table.restore(render_restore(ops))
         LOG.info("chain replaced", extra={"kv": {"family": p.family, "ops": len(ops)}})
         return ops
 
-    @staticmethod
-    def describe(plans: Sequence[FamilyPlan], out: TextIO) -> None:
-        for p in plans:
+    def describe(self, plan: IptablesPlan, out: TextIO) -> None:
+        for p in plan.families:
             binary = p.table.binary
-            if not p.ops:
+            if plan.cleanup:
+                out.write(f"# {p.family} ({binary}): cleanup\n")
+            elif not p.ops:
                 out.write(f"# {p.family} ({binary}): in sync, nothing to do\n")
                 continue
-            out.write(f"# {p.family} ({binary}): {len(p.ops)} change(s)\n")
+            else:
+                out.write(f"# {p.family} ({binary}): {len(p.ops)} change(s)\n")
             out.write(render_ops_readable(p.ops))
 
+    def traffic(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
+        """Per-CIDR counters from one listing of our chain per family (read-only)."""
+        return {
+            t.family: traffic_of(t.observe(self.chain, jumps=False)).get(t.family, ())
+            for t in self.tables()
+        }
 
-def write_labels(ops: Sequence[Op]) -> list[str]:
-    return [op_label(op) for op in ops]
+    def explain(
+        self,
+        ip: IPAddress,
+        fragments: Sequence[Fragment],
+        merged: Merged | None,
+        *,
+        read_live: bool,
+        local: bool,
+    ) -> Result[Explained, ConfigError]:
+        """From the live chain (else the desired one) of ``ip``'s family."""
+        from masq.core.iptables.explain import explain  # --explain only
+
+        family = family_of(ip)
+        if family not in self.families:
+            ruleset, label = None, "none (IPv6 is not enabled: --enable-ipv6=false)"
+        else:
+            live, label = self._live(family) if read_live else (None, "live rules not read")
+            if live is not None:
+                ruleset = live
+            elif merged is None:
+                return Failure(ConfigError("", label))
+            else:
+                options = self._options(self.options.nat.random_fully)
+                ruleset = desired_ruleset(merged.config, family, options)
+                label = f"desired, from the config ({label})"
+        explanation = explain(
+            ip, ruleset=ruleset, fragments=fragments, merged=merged, chain=self.chain, local=local
+        )
+        return Success(Explained(explanation, label))
+
+    def _live(self, family: Family) -> tuple[Ruleset | None, str]:
+        """The chain as the kernel holds it, or None with the reason we fall back."""
+        try:
+            table = next(t for t in self.tables() if t.family == family)
+            observed = table.observe(self.chain)
+        except Exception as e:  # any failure to read is reported, never fatal here
+            return None, f"live rules unreadable ({e})"
+        if observed.chain(self.chain) is None:
+            return None, f"chain {self.chain} is absent from {table.binary} (not synced here)"
+        label = f"live, read from {table.binary}"
+        if agent_chain(observed) != self.chain:
+            label += f" (warning: POSTROUTING does not jump to {self.chain})"
+        return observed, label
+
+
+def _labels(ops: Sequence[Op]) -> tuple[str, ...]:
+    """``rule_writes_total`` op labels of one family's ops that were written."""
+    return tuple(label for op in ops for label in op_labels(op))
 
 
 def _binaries_exist(backend: ResolvedBackend, family: Family) -> bool:
@@ -380,10 +497,3 @@ def leftover_tables(
         and _binaries_exist(table.backend, table.family)
         and (known or _chain_listed(table, chain))
     )
-
-
-def cleanup_plans(
-    tables: Sequence[Iptables], chain: str
-) -> tuple[tuple[Iptables, tuple[Op, ...]], ...]:
-    """What removes our jumps and chain from each table (read before any write)."""
-    return tuple((table, cleanup_ops(table.observe(chain), chain)) for table in tables)

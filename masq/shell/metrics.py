@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -31,12 +31,13 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from masq import __version__
-from masq.core.addresses import FAMILIES, Family, cidr_key, family_of
+from masq.core.addresses import FAMILIES, Family, IPNetwork, cidr_key, family_of
 from masq.core.config import effective_resync
+from masq.core.decision import Kind
 from masq.core.merge import Merged
-from masq.core.traffic import CidrTraffic, Verdict
+from masq.core.traffic import CidrTraffic, Counters, Traffic, summed
 
-Refresher = Callable[[], Mapping[Family, tuple[CidrTraffic, ...]]]
+Refresher = Callable[[], Traffic]
 
 LOG = logging.getLogger("masq")
 PREFIX = "ip_masq_agent"
@@ -45,7 +46,8 @@ TRAFFIC_MAX_AGE_SECONDS = 5.0  # per-CIDR counters are never older than this at 
 DEFAULT_MAX_CIDR_SERIES = 300  # per family; the rest are summed under cidr="other"
 OTHER_CIDRS = "other"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-KINDS = ("non_masquerade", "masquerade")
+KIND_LABELS: dict[Kind, str] = {"non-masquerade": "non_masquerade", "masquerade": "masquerade"}
+"""The ``kind`` label of each CIDR list, as the metric has always spelled it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +79,11 @@ def capped(rows: Iterable[CidrTraffic], max_series: int) -> list[CidrTraffic]:
     for family in sorted(by_family):
         ordered = sorted(by_family[family], key=_series_key)
         out += ordered[:max_series]
-        rest: dict[Verdict, list[int]] = {}
-        for t in ordered[max_series:]:
-            acc = rest.setdefault(t.action, [0, 0])
-            acc[0] += t.packets
-            acc[1] += t.bytes
-        out += [CidrTraffic(family, OTHER_CIDRS, a, p, b) for a, (p, b) in sorted(rest.items())]
+        rest = summed(
+            (family, OTHER_CIDRS, t.action, Counters(t.packets, t.bytes))
+            for t in ordered[max_series:]
+        )
+        out += sorted(rest.get(family, ()), key=lambda t: t.action)
     return out
 
 
@@ -168,8 +169,8 @@ class _Registry(CollectorRegistry):
             registry=self,
         )
         for family in FAMILIES:
-            for kind in KINDS:
-                self.cidrs.labels(family=family, kind=kind)
+            for label in KIND_LABELS.values():
+                self.cidrs.labels(family=family, kind=label)
         build = Gauge(
             f"{PREFIX}_build_info", "Always 1; the agent's version.", ["version"], registry=self
         )
@@ -241,13 +242,14 @@ class Metrics:
             config = merged.config
             self.registry.fragments.set(fragments)
             self.registry.conflicts.set(len(merged.conflicts))
-            for kind, nets in (
-                ("non_masquerade", config.non_masquerade_cidrs),
+            lists: tuple[tuple[Kind, Sequence[IPNetwork]], ...] = (
+                ("non-masquerade", config.non_masquerade_cidrs),
                 ("masquerade", config.masquerade_cidrs),
-            ):
+            )
+            for kind, nets in lists:
                 for family in FAMILIES:
                     count = sum(1 for n in nets if family_of(n) == family)
-                    self.registry.cidrs.labels(family=family, kind=kind).set(count)
+                    self.registry.cidrs.labels(family=family, kind=KIND_LABELS[kind]).set(count)
             with self._lock:  # the loop waits min(flag, config); so does health
                 self.resync_interval = effective_resync(self._flag_interval, config)
             self.registry.interval.set(self.resync_interval)
@@ -262,12 +264,12 @@ class Metrics:
         except Exception:
             LOG.debug("metrics: rule_writes failed", exc_info=True)
 
-    def traffic(self, family: Family, traffic: tuple[CidrTraffic, ...]) -> None:
-        """Per-CIDR kernel counters of ``family``, as the last listing of what we own showed."""
+    def traffic(self, traffic: Traffic) -> None:
+        """Per-CIDR kernel counters per family, as the last listing of what we own showed."""
         try:
-            rows = tuple(traffic)
+            rows = {family: tuple(t) for family, t in traffic.items()}
             with self._lock:
-                self._traffic[family] = rows
+                self._traffic.update(rows)
                 self._snapshot = None
                 self._traffic_at = self._clock()
         except Exception:

@@ -12,33 +12,37 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
 from pyrsistent import pmap
-from returns.result import Failure
+from returns.result import Failure, Result, Success
 
-from masq.core.addresses import Family
+from masq.core.addresses import Family, IPAddress, family_of
 from masq.core.config import MasqConfig
 from masq.core.decision import decide
+from masq.core.errors import ConfigError
+from masq.core.fragment import Fragment
+from masq.core.merge import Merged
 from masq.core.nftables.codec import parse_listing, render_batch, render_ops_readable, state_of
 from masq.core.nftables.model import (
-    AddElements,
-    DeleteElements,
     NftFamily,
     NftOp,
     NftState,
     NftTable,
-    ReplaceSet,
     ReplaceTable,
+    op_families,
     op_labels,
 )
 from masq.core.nftables.plan import apply_ops, cleanup_ops, plan, replace_ops
-from masq.core.nftables.table import TableOptions, desired_table
+from masq.core.nftables.table import desired_table, table_family
 from masq.core.nftables.traffic import traffic_of
+from masq.core.options import DataplaneOptions
 from masq.core.traffic import CidrTraffic
 from masq.shell import netlink
+from masq.shell.dataplane import Explained, Writes
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.process import Completed, Runner, run_command
 from masq.shell.process import which as _which
@@ -128,12 +132,6 @@ class Nft:
         self._run = runner
         self._kernel = kernel
 
-    def _timed(self, argv: list[str], stdin: int) -> Completed:
-        """A batch run, killed after BATCH_TIMEOUT_SECONDS (the default runner only)."""
-        if self._run is run_command:
-            return run_command(argv, stdin, timeout=BATCH_TIMEOUT_SECONDS)
-        return self._run(argv, stdin)
-
     def families_present(self) -> tuple[NftFamily, ...]:
         """Families holding a table of ours: netlink first (no process), else ``nft``."""
         known = {f: self._kernel.table_exists(f, self.table) for f in NFT_FAMILIES}
@@ -173,7 +171,7 @@ class Nft:
                 written += os.write(fd, data[written:])
             os.lseek(fd, 0, os.SEEK_SET)
             argv = ["nft", "-c", "-f", "-"] if check else ["nft", "-f", "-"]
-            res = self._timed(argv, fd)
+            res = self._run(argv, fd, BATCH_TIMEOUT_SECONDS)
         finally:
             os.close(fd)
         if res.exit_code != 0:
@@ -195,11 +193,12 @@ class _Known:
 
 @dataclass(frozen=True, slots=True)
 class NftPlan:
-    desired: NftTable
+    desired: NftTable | None  # None: a cleanup, which wants no table
     observed: NftState
     ops: tuple[NftOp, ...]
     listed: bool = True  # False: the generation id proved nothing changed; nothing was read
     generation: int | None = None  # the generation ``observed`` is the kernel's state at
+    traffic: Mapping[Family, tuple[CidrTraffic, ...]] = field(default_factory=dict)
 
 
 def next_generation(generation: int) -> int:
@@ -207,30 +206,26 @@ def next_generation(generation: int) -> int:
     return (generation + 1) & 0xFFFFFFFF or 1
 
 
-def _families(op: NftOp) -> Family:
-    """The ``family`` label of an op: its set's family; table and chain ops count as ipv4."""
-    if isinstance(op, AddElements | DeleteElements):
-        return "ipv6" if op.set.endswith("-v6") else "ipv4"
-    if isinstance(op, ReplaceSet):
-        return op.set.family
-    return "ipv4"
-
-
 class NftablesDataplane:
     """Plans and applies the agent's table; remembers the generation it last saw in sync."""
 
     def __init__(
         self,
-        options: TableOptions,
+        options: DataplaneOptions,
         runner: Runner = run_command,
         kernel: netlink.Kernel = netlink.SYSTEM,
     ) -> None:
         self.options = options
+        self.family = table_family(options)
         self.nft = Nft(options.table, runner, kernel)
         self._kernel = kernel
         self._known: _Known | None = None
         self._desired: tuple[MasqConfig, NftTable] | None = None
         self._probed = False
+        self._warned_no_nft = False
+
+    def serialised(self) -> AbstractContextManager[None]:
+        return nullcontext()  # nft serialises commits itself (generation check and retry)
 
     def probe(self, config: MasqConfig) -> None:
         """Once per process, before the first write: ``nft -c`` of the whole table; a
@@ -260,11 +255,19 @@ class NftablesDataplane:
         return self._desired[1]
 
     def plan(self, config: MasqConfig) -> NftPlan:
-        """Observe, or reuse the table known at the current generation, and plan.
+        """Observe, or reuse the table known at the current generation, and plan; a plan
+        that writes is preceded by the probe (a kernel already holding the whole desired
+        table has every feature).
 
         An idle resync (same generation, same config object) costs one netlink
         question: no listing, no table built, no diff.
         """
+        p = self._plan(config)
+        if p.ops:
+            self.probe(config)
+        return p
+
+    def _plan(self, config: MasqConfig) -> NftPlan:
         generation = self._kernel.generation()
         known = self._known
         if known is not None and generation == known.generation and known.in_sync is config:
@@ -280,17 +283,48 @@ class NftablesDataplane:
         self._known = None
         if not ops and generation is not None and current is not None:
             self._known = _Known(generation, current, config)
-        return NftPlan(desired, observed, ops, True, generation)
+        traffic = self._traffic_of(config, current)
+        return NftPlan(desired, observed, ops, True, generation, traffic)
 
-    def traffic(
-        self, config: MasqConfig, observed: NftState
+    def cleanup(self) -> NftPlan:
+        """Every table of ours, whichever family (none listed when netlink says none)."""
+        table = self.nft.table
+        present = [f for f in NFT_FAMILIES if self._kernel.table_exists(f, table) is not False]
+        if not present:
+            return NftPlan(None, NftState(), ())  # netlink says there is none: no process
+        if _which("nft") is None:
+            if not self._warned_no_nft:
+                LOG.warning(
+                    "a table of ours is left in nftables but nft is not installed: it stays",
+                    extra={"kv": {"table": ",".join(f"{f} {table}" for f in present)}},
+                )
+                self._warned_no_nft = True
+            return NftPlan(None, NftState(), ())
+        observed = self.nft.observe()
+        return NftPlan(None, observed, cleanup_ops(observed))
+
+    def _traffic_of(
+        self, config: MasqConfig, table: NftTable | None
     ) -> dict[Family, tuple[CidrTraffic, ...]]:
-        table = observed.tables.get(self.options.nft_family)
         if table is None:
             return {}
         return traffic_of(table, [decide(config, f) for f in self.options.families])
 
-    def apply(self, p: NftPlan) -> list[NftOp]:
+    def apply(self, plan: NftPlan) -> Writes:
+        """Write the plan (a cleanup: remove the tables)."""
+        if plan.desired is None:
+            if not plan.ops:
+                return Writes()
+            self.nft.run_batch(render_batch(plan.ops))
+            LOG.info("nftables table removed", extra={"kv": {"ops": len(plan.ops)}})
+            return Writes(len(plan.ops), write_labels(plan.ops))
+        if not plan.ops:
+            LOG.log(logging.INFO - 5, "in sync", extra={"kv": {"table": plan.desired.name}})
+            return Writes()
+        applied = self._apply(plan, plan.desired)
+        return Writes(len(applied), write_labels(applied))
+
+    def _apply(self, p: NftPlan, desired: NftTable) -> tuple[NftOp, ...]:
         """Write the plan; if nft refuses it (the table moved), re-observe and replace whole.
 
         When the generation after the batch is the planned one plus one, the batch was
@@ -301,8 +335,8 @@ class NftablesDataplane:
         try:
             self.nft.run_batch(render_batch(p.ops))
             LOG.info("table updated", extra={"kv": {"ops": len(p.ops)}})
-            self._remember(p)
-            return list(p.ops)
+            self._remember(p, desired)
+            return p.ops
         except TransientError:
             raise
         except AgentError as first:
@@ -310,56 +344,86 @@ class NftablesDataplane:
                 "incremental update refused, replacing the table",
                 extra={"kv": {"error": str(first)}},
             )
-        ops = replace_ops(p.desired, self.nft.observe())
+        ops = replace_ops(desired, self.nft.observe())
         self.nft.run_batch(render_batch(ops))
         LOG.info("table replaced", extra={"kv": {"ops": len(ops)}})
-        return list(p.ops) + list(ops)
+        return p.ops + ops
 
-    def _remember(self, p: NftPlan) -> None:
+    def _remember(self, p: NftPlan, desired: NftTable) -> None:
         after = self._kernel.generation()
         if p.generation is None or after is None or after != next_generation(p.generation):
             return
-        modeled = apply_ops(p.observed, p.ops).tables.get(p.desired.family)
+        modeled = apply_ops(p.observed, p.ops).tables.get(desired.family)
         if modeled is not None:
-            in_sync = self._desired[0] if self._desired and self._desired[1] is p.desired else None
+            in_sync = self._desired[0] if self._desired and self._desired[1] is desired else None
             self._known = _Known(after, modeled, in_sync)
 
-    def describe(self, p: NftPlan, out: TextIO) -> None:
-        where = f"nft table {p.desired.family} {p.desired.name}"
-        if not p.ops:
+    def describe(self, plan: NftPlan, out: TextIO) -> None:
+        if plan.desired is None:
+            if plan.ops:
+                out.write("# nftables: cleanup\n")
+                out.write(render_ops_readable(plan.ops))
+            return
+        where = f"nft table {plan.desired.family} {plan.desired.name}"
+        if not plan.ops:
             out.write(f"# {where}: in sync, nothing to do\n")
             return
-        out.write(f"# {where}: {len(p.ops)} change(s)\n")
-        out.write(render_ops_readable(p.ops))
+        out.write(f"# {where}: {len(plan.ops)} change(s)\n")
+        out.write(render_ops_readable(plan.ops))
 
-    def traffic_now(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
+    def traffic(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
         """Per-CIDR counters from one listing of our table (read-only, for a scrape)."""
-        table = self.nft.list(self.options.nft_family)
-        if table is None:
-            return {}
-        return traffic_of(table, [decide(config, f) for f in self.options.families])
+        return self._traffic_of(config, self.nft.list(self.family))
 
-    @staticmethod
-    def describe_cleanup(ops: Sequence[NftOp], out: TextIO) -> None:
-        if ops:
-            out.write("# nftables: cleanup\n")
-            out.write(render_ops_readable(ops))
+    def explain(
+        self,
+        ip: IPAddress,
+        fragments: Sequence[Fragment],
+        merged: Merged | None,
+        *,
+        read_live: bool,
+        local: bool,
+    ) -> Result[Explained, ConfigError]:
+        """From the live table (else the desired one): the base chain's deciding rule."""
+        from masq.core.nftables.explain import explain  # --explain only
 
-    @staticmethod
-    def write_labels(ops: Sequence[NftOp]) -> dict[Family, list[str]]:
-        return write_labels(ops)
+        table, label = self._table_to_explain(merged, read_live)
+        if table is None and merged is None:
+            return Failure(ConfigError("", label))
+        enabled = family_of(ip) in self.options.families
+        explanation = explain(
+            ip,
+            table=table if enabled else None,
+            fragments=fragments,
+            merged=merged,
+            local=local,
+        )
+        return Success(Explained(explanation, label))
 
-    def cleanup_ops(self) -> tuple[NftOp, ...]:
-        return cleanup_ops(self.nft.observe())
+    def _table_to_explain(
+        self, merged: Merged | None, read_live: bool
+    ) -> tuple[NftTable | None, str]:
+        """The agent's table as the kernel holds it, else the desired one, and its label."""
+        where = f"{self.family} {self.nft.table}"
+        why = "live rules not read"
+        if read_live:
+            try:
+                live = self.nft.list(self.family)
+            except Exception as e:  # any failure to read is reported, never fatal here
+                live, why = None, f"live table unreadable ({e})"
+            else:
+                why = f"table {where} is absent (not synced here)"
+            if live is not None:
+                return live, f"live, read from nft table {where}"
+        if merged is None:
+            return None, why
+        return desired_table(merged.config, self.options), f"desired, from the config ({why})"
 
-    def remove(self, ops: Sequence[NftOp]) -> None:
-        if ops:
-            self.nft.run_batch(render_batch(ops))
 
-
-def write_labels(ops: Sequence[NftOp]) -> dict[Family, list[str]]:
+def write_labels(ops: Sequence[NftOp]) -> dict[Family, tuple[str, ...]]:
     """``rule_writes_total`` labels per family for ops that were written."""
-    out: dict[Family, list[str]] = {}
+    out: dict[Family, tuple[str, ...]] = {}
     for op in ops:
-        out.setdefault(_families(op), []).extend(op_labels(op))
+        for family in op_families(op):
+            out[family] = out.get(family, ()) + op_labels(op)
     return out

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from masq.core.config import DEFAULT_RESYNC_SECONDS
-from masq.core.iptables.rules import RulesetOptions
 from masq.core.names import DEFAULT_CHAIN, DEFAULT_TABLE
-from masq.core.nat import NatOptions, PortRange
-
-if TYPE_CHECKING:
-    from masq.core.nftables.table import TableOptions
+from masq.core.nat import PortRange
 
 Backend = Literal["auto", "nft", "legacy"]
 DataplaneName = Literal["iptables", "nftables"]
@@ -59,24 +55,6 @@ class Options:
     log_format: LogFormat = "text"
     explain: str | None = None
     validate: bool = False
-
-    def ruleset_options(self, random_fully: bool) -> RulesetOptions:
-        """The flags that shape rules; ``random_fully`` as far as iptables supports it."""
-        return RulesetOptions(
-            chain=self.masq_chain,
-            enable_ipv6=self.enable_ipv6,
-            nat=NatOptions(random_fully=random_fully, to_ports=self.to_ports),
-        )
-
-    def table_options(self) -> TableOptions:
-        """The flags that shape the nftables table."""
-        from masq.core.nftables.table import TableOptions
-
-        return TableOptions(
-            table=self.nft_table,
-            enable_ipv6=self.enable_ipv6,
-            nat=NatOptions(random_fully=self.random_fully, to_ports=self.to_ports),
-        )
 
 
 def parse_bind(bind: str) -> BindAddress | None:

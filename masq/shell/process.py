@@ -13,8 +13,8 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from masq.shell.errors import AgentError, TransientError
 
@@ -31,7 +31,17 @@ class Completed:
 
 Stdin = str | int | None
 """What a command reads: text, a file descriptor (read from where it stands), or nothing."""
-Runner = Callable[[list[str], Stdin], Completed]
+
+
+class Runner(Protocol):
+    """How a command is run: ``run_command``, or a fake that can play any outcome,
+    a timeout included (``timeout`` None: no limit)."""
+
+    def __call__(
+        self, argv: list[str], stdin: Stdin = None, timeout: float | None = None
+    ) -> Completed: ...
+
+
 TIMEOUT_EXIT = 124  # a command killed for running too long (as timeout(1) reports it)
 
 

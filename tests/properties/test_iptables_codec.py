@@ -280,6 +280,7 @@ def test_parse_save_gives_each_rule_its_role() -> None:
             f"-N {CHAIN}",
             f"-A {CHAIN} -d 10.9.0.0/16 -m comment --comment {quote(EXCEPTION_COMMENT)}"
             " -j MASQUERADE",
+            f"-A {CHAIN} -d 169.254.0.0/16 -m comment --comment {quote(RETURN_COMMENT)} -j RETURN",
             f"-A {CHAIN} -d 10.0.0.0/8 -m comment --comment {quote(RETURN_COMMENT)} -j RETURN",
             f"-A {CHAIN} -d 10.1.0.0/16 -m comment --comment {quote('someone else')} -j RETURN",
             f"-A {CHAIN} -d 10.2.0.0/16 -m comment --comment {quote(MASQ_COMMENT)} -j RETURN",
@@ -290,4 +291,12 @@ def test_parse_save_gives_each_rule_its_role() -> None:
     roles = [r.role for r in parsed.chains[POSTROUTING].rules]
     roles += [r.role for r in parsed.chains[CHAIN].rules]
     # a known comment on the wrong action is not ours: "foreign"
-    assert roles == ["jump", "exception", "keep", "foreign", "foreign", "catch-all"]
+    assert roles == [
+        "jump",
+        "masquerade",
+        "link-local",
+        "non-masquerade",
+        "foreign",
+        "foreign",
+        "default",
+    ]

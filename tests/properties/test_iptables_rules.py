@@ -163,9 +163,7 @@ def test_a_slash_zero_destination_is_written_and_read_as_any(
     nat = NatOptions(to_ports=parse_to_ports(to_ports).unwrap() if to_ports else ())
     desired = desired_ruleset(config, family, RulesetOptions(nat=nat))
     rules = desired.chains["IP-MASQ-AGENT"].rules
-    from_config = [
-        r for r in rules if r.role != "catch-all" and r.destination != LINK_LOCAL[family]
-    ]
+    from_config = [r for r in rules if r.role != "default" and r.destination != LINK_LOCAL[family]]
     assert from_config and all(r.destination is None for r in from_config)
     observed = read_back(desired, "IP-MASQ-AGENT")
     assert observed == desired

@@ -248,7 +248,9 @@ class FakeIptables:
         fake.rulesets.update({r.family: r for r in rulesets})
         return fake
 
-    def __call__(self, argv: list[str], stdin: Stdin) -> Completed:
+    def __call__(
+        self, argv: list[str], stdin: Stdin = None, timeout: float | None = None
+    ) -> Completed:
         self.calls.append(argv)
         binary = argv[0]
         family: Family = "ipv6" if binary.startswith("ip6tables") else "ipv4"

@@ -50,6 +50,7 @@ from masq.core.nftables.model import (
     ReplaceChain,
     ReplaceSet,
     ReplaceTable,
+    set_kind,
 )
 from masq.core.nftables.plan import apply_ops
 from masq.core.traffic import Counters
@@ -326,7 +327,7 @@ def _block_set(name: str, lines: list[str]) -> NftSet:
         raise Refused(f"set {name} needs a type")
     if elements and "interval" not in flags and any(e.num_addresses > 1 for e in elements):
         raise Refused(f"set {name}: a prefix needs the interval flag")
-    return NftSet(name, family, frozenset(elements), flags, counter)
+    return NftSet(name, family, frozenset(elements), flags, counter, kind=set_kind(name))
 
 
 def _block_chain(family: NftFamily, name: str, lines: list[str]) -> NftChain:
@@ -394,7 +395,7 @@ def _statement(state: NftState, words: list[str], line: str) -> NftOp | None:
         return op(family, name, obj, elements)
     if (verb, kind) == ("flush", "set") and len(words) == 5:
         current = table.sets.get(obj) if table is not None else None
-        empty = NftSet(obj, current.family if current is not None else "ipv4")
+        empty = NftSet(obj, current.family if current is not None else "ipv4", kind=set_kind(obj))
         return ReplaceSet(family, name, empty)
     if (verb, kind) == ("flush", "chain") and len(words) == 5:
         return ReplaceChain(family, name, NftChain(obj))
@@ -475,7 +476,9 @@ class FakeNft:
     fail_next: list[tuple[int, str]] = field(default_factory=list)
     iptables: FakeIptables = field(default_factory=FakeIptables)
 
-    def __call__(self, argv: list[str], stdin: Stdin) -> Completed:
+    def __call__(
+        self, argv: list[str], stdin: Stdin = None, timeout: float | None = None
+    ) -> Completed:
         if argv[0] != "nft":
             return self.iptables(argv, stdin)
         self.calls.append(argv)

@@ -14,7 +14,6 @@ from masq.core.iptables.model import DeleteRuleAt, Ruleset
 from masq.core.iptables.plan import apply_ops
 from masq.core.iptables.rules import RulesetOptions, desired_ruleset
 from masq.shell import iptables_backend as backend
-from masq.shell import iptables_runner as iptables
 from masq.shell import process
 from masq.shell.agent import KUBE_PROXY_TABLE, Agent, backoff_seconds, with_retries
 from masq.shell.errors import AgentError, TransientError
@@ -26,7 +25,6 @@ CHAIN = "IP-MASQ-AGENT"
 
 @pytest.fixture(autouse=True)
 def _fresh_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(iptables, "_random_fully_cache", {})
     monkeypatch.setattr(backend, "_chosen", {})
 
 
@@ -152,7 +150,9 @@ def test_ipv6_failure_in_planning_writes_nothing_for_ipv4(tmp_path: Path) -> Non
     fake = FakeIptables()
     before = fake.ruleset("ipv4")
 
-    def runner(argv: list[str], stdin: str | int | None) -> process.Completed:
+    def runner(
+        argv: list[str], stdin: str | int | None = None, timeout: float | None = None
+    ) -> process.Completed:
         if argv[0].startswith("ip6tables"):
             return process.Completed(tuple(argv), 2, "", "ip6tables: bad things")
         return fake(argv, stdin)

@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from integration.expected import RFC1918, canonical
 
@@ -48,14 +49,26 @@ def test_explain_command_json(tmp_path: Path) -> None:
     assert doc["origins"][0]["cidr"] == "192.168.0.0/16"
 
 
-def test_explain_with_invalid_config_and_no_live_rules_fails(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dataplane", ["iptables", "nftables"])
+def test_explain_with_invalid_config_and_no_live_rules_fails(
+    tmp_path: Path, dataplane: str
+) -> None:
+    """Either dataplane, one path: neither rules nor config to read is exit 1, said once."""
     write(tmp_path, "ip-masq-bad", "nonMasqueradeCIDRs: [10.0.0.1/8]\n")
     err = io.StringIO()
     code = commands.explain(
-        opts_for(tmp_path), "10.0.0.1", out=io.StringIO(), err=err, read_live=False
+        opts_for(tmp_path, dataplane=dataplane),
+        "10.0.0.1",
+        out=io.StringIO(),
+        err=err,
+        read_live=False,
     )
     assert code == 1
-    assert "ip-masq-bad" in err.getvalue()
+    lines = err.getvalue().splitlines()
+    assert "ip-masq-bad" in lines[0]
+    assert lines[1:] == [
+        "ip-masq-agent: cannot explain 10.0.0.1: live rules not read, and the config is invalid"
+    ]
 
 
 def test_validate_valid_prints_a_config_that_parses_back(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ from masq.core.iptables.rules import desired_ruleset
 from masq.core.traffic import Counters
 from masq.shell import cli, daemon
 from masq.shell import iptables_backend as backend
-from masq.shell import iptables_runner as iptables
 from masq.shell.agent import Agent, SyncHooks
 from masq.shell.configdir import load, read_files
 from masq.shell.daemon import ConfigWatcher, Stopper, wait_for_change
+from masq.shell.dataplane import dataplane_options
 from masq.shell.errors import AgentError
 from masq.shell.metrics import Metrics
 from masq.shell.options import Options
@@ -169,7 +169,6 @@ def loop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[
     Agent the daemon builds gets the fake iptables and kernel (nothing else changes), and the
     idle wait returns at once, recording its timeout, until the loop has synced ``resyncs``
     times; then it stops the loop as SIGTERM does."""
-    monkeypatch.setattr(iptables, "_random_fully_cache", {})
     monkeypatch.setattr(backend, "_chosen", {})
     monkeypatch.setenv("XTABLES_LOCKFILE", str(tmp_path / "xtables.lock"))
     log = logging.getLogger("masq")
@@ -216,7 +215,7 @@ def in_sync_kernel(argv: list[str], packets: Mapping[str, int] | None = None) ->
     opts = cli.parse_args(argv).options
     files = read_files(opts.config_dir, opts.config_prefix).unwrap()
     config = load(files, opts).unwrap().merged.config
-    desired = desired_ruleset(config, "ipv4", opts.ruleset_options(True))
+    desired = desired_ruleset(config, "ipv4", dataplane_options(opts))
     if packets is not None:
         own = desired.chains[CHAIN]
         rules = [

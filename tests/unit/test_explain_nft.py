@@ -11,10 +11,12 @@ from strategies import configs, probe_addresses
 
 from masq.core.config import MasqConfig
 from masq.core.decision import should_masquerade
-from masq.core.explain import explain_nft, render_explanation
+from masq.core.explain import render_explanation
 from masq.core.fragment import parse_fragment
 from masq.core.merge import Merged, merge
-from masq.core.nftables.table import TableOptions, desired_table
+from masq.core.nftables.explain import explain as explain_nft
+from masq.core.nftables.table import desired_table
+from masq.core.options import DataplaneOptions
 from masq.core.traffic import Counters
 
 TEXT = (
@@ -31,7 +33,7 @@ def merged_config() -> tuple[list[object], Merged]:
 
 def test_each_step_names_its_rule_element_and_file() -> None:
     fragments, merged = merged_config()
-    table = desired_table(merged.config, TableOptions(enable_ipv6=True))
+    table = desired_table(merged.config, DataplaneOptions(enable_ipv6=True))
     s = table.sets["non-masquerade-v4"]
     counted = replace(s, counters={ipaddress.ip_network("10.0.0.0/8"): Counters(7, 700)})
     table = replace(table, sets=table.sets.set(s.name, counted))
@@ -78,7 +80,7 @@ def test_explained_verdict_is_should_masquerade(
 ) -> None:
     """On the desired table, the explained verdict equals the config's decision for every
     address of an enabled family (the agent and --explain can never disagree in sync)."""
-    options = TableOptions(enable_ipv6=ipv6)
+    options = DataplaneOptions(enable_ipv6=ipv6)
     table = desired_table(config, options)
     merged = Merged(config, merge([]).unwrap().conflicts)
     for ip in probe_addresses(config, data):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from masq.core.iptables.rules import RulesetOptions, desired_ruleset
 from masq.core.nftables.codec import parse_listing, render_batch, state_of
 from masq.core.nftables.model import NftState, ReplaceTable
 from masq.core.nftables.table import TableOptions, desired_table
+from masq.shell.dataplane import dataplane_options
 from masq.shell.process import Completed, Runner, Stdin
 
 CHAIN = "IP-MASQ-AGENT"
@@ -240,15 +240,15 @@ def test_a_wrong_write_by_the_agent_is_seen_in_either_fakes_table(tmp_path: Path
     from masq.shell.metrics import Metrics
     from masq.shell.options import Options
 
-    def corrupting(fake: Callable[[list[str], Stdin], Completed]) -> Runner:
-        def run(argv: list[str], stdin: Stdin) -> Completed:
+    def corrupting(fake: Runner) -> Runner:
+        def run(argv: list[str], stdin: Stdin = None, timeout: float | None = None) -> Completed:
             if isinstance(stdin, str):
                 stdin = stdin.replace("169.254.0.0/16", "169.254.0.0/17")
             elif isinstance(stdin, int):
                 text = os.pread(stdin, 1 << 20, 0).decode()
                 os.ftruncate(stdin, 0)
                 os.pwrite(stdin, text.replace("169.254.0.0/16", "169.254.0.0/17").encode(), 0)
-            return fake(argv, stdin)
+            return fake(argv, stdin, timeout)
 
         return run
 
@@ -265,12 +265,12 @@ def test_a_wrong_write_by_the_agent_is_seen_in_either_fakes_table(tmp_path: Path
         kernel = nft.kernel() if dataplane == "nftables" else FakeKernel()
         Agent(opts, Metrics(), corrupting(fake), kernel=kernel).sync()
         if dataplane == "iptables":
-            assert iptables.ruleset() != desired_ruleset(config, "ipv4", opts.ruleset_options(True))
+            assert iptables.ruleset() != desired_ruleset(config, "ipv4", dataplane_options(opts))
             assert "169.254.0.0/17" in iptables(["iptables-nft-save"], None).stdout
         else:
-            assert nft.state != state_of([desired_table(config, opts.table_options())])
+            assert nft.state != state_of([desired_table(config, dataplane_options(opts))])
         Agent(opts, Metrics(), fake, kernel=kernel).sync()  # written right, it is right
         if dataplane == "iptables":
-            assert iptables.ruleset() == desired_ruleset(config, "ipv4", opts.ruleset_options(True))
+            assert iptables.ruleset() == desired_ruleset(config, "ipv4", dataplane_options(opts))
         else:
-            assert nft.state == state_of([desired_table(config, opts.table_options())])
+            assert nft.state == state_of([desired_table(config, dataplane_options(opts))])

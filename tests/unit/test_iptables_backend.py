@@ -124,7 +124,9 @@ def test_system_probe_reads_legacy_names_files(tmp_path: Path) -> None:
 
 
 def test_system_probe_nft_failure_falls_back_to_counting() -> None:
-    def runner(argv: list[str], stdin: str | int | None) -> Completed:
+    def runner(
+        argv: list[str], stdin: str | int | None = None, timeout: float | None = None
+    ) -> Completed:
         return Completed(tuple(argv), 1, "", "Operation not permitted")
 
     # Unknown nft state must not look like "no nft tables" (that would pick legacy).

@@ -7,18 +7,14 @@ from fake_iptables import FakeIptables
 
 from masq.core.addresses import Family
 from masq.core.config import MasqConfig
-from masq.core.iptables.rules import RulesetOptions, desired_ruleset
+from masq.core.iptables.rules import desired_ruleset
+from masq.core.options import DataplaneOptions
 from masq.shell import iptables_runner as iptables
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.iptables_runner import Iptables, is_transient, parse_version
 from masq.shell.process import Completed
 
 CHAIN = "IP-MASQ-AGENT"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_version_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(iptables, "_random_fully_cache", {})
 
 
 @pytest.mark.parametrize(
@@ -47,7 +43,9 @@ def test_absent_chain_is_not_an_error() -> None:
 
 
 def test_nft_1_8_9_incompatible_message_for_missing_chain_means_absent() -> None:
-    def runner(argv: list[str], stdin: str | int | None) -> Completed:
+    def runner(
+        argv: list[str], stdin: str | int | None = None, timeout: float | None = None
+    ) -> Completed:
         if argv[-1] == "-v":
             err = "iptables v1.8.9 (nf_tables): chain `X' in table `nat' is incompatible"
             return Completed(tuple(argv), 1, "", err)
@@ -57,13 +55,15 @@ def test_nft_1_8_9_incompatible_message_for_missing_chain_means_absent() -> None
 
 
 def test_observe_round_trips_the_desired_rules() -> None:
-    desired = desired_ruleset(MasqConfig(), "ipv4", RulesetOptions())
+    desired = desired_ruleset(MasqConfig(), "ipv4", DataplaneOptions())
     observed = Iptables("nft", "ipv4", FakeIptables.holding(desired)).observe(CHAIN)
     assert observed == desired
 
 
 def test_listing_failure_raises_with_stderr_reason() -> None:
-    def runner(argv: list[str], stdin: str | int | None) -> Completed:
+    def runner(
+        argv: list[str], stdin: str | int | None = None, timeout: float | None = None
+    ) -> Completed:
         return Completed(tuple(argv), 3, "", "iptables: Permission denied (you must be root)\n")
 
     with pytest.raises(AgentError, match="Permission denied") as info:
@@ -165,3 +165,25 @@ def test_leftovers_ask_the_kernel_before_looking_for_binaries(
     found = iptables.leftover_tables(CHAIN, fake, kernel)
     assert [(t.backend, t.family) for t in found] == [("nft", "ipv6")]
     assert looked == ["ip6tables-nft", "ip6tables-nft-restore"]
+
+
+def test_what_version_said_is_the_dataplanes_own_state() -> None:
+    """A dataplane asks each binary's ``--version`` once, however often it makes its tables;
+    another dataplane (another process, or a test) asks again: no module-level cache."""
+    from fake_iptables import FakeKernel
+
+    from masq.core.options import DataplaneOptions
+
+    fake = FakeIptables(version="iptables v1.8.9 (legacy)")
+
+    def plane() -> iptables.IptablesDataplane:
+        return iptables.IptablesDataplane(
+            DataplaneOptions(), backend=lambda: "legacy", runner=fake, kernel=FakeKernel()
+        )
+
+    first = plane()
+    for _ in range(3):
+        assert all(t.supports_random_fully(False) for t in first.tables())
+    assert fake.calls == [["iptables-legacy", "--version"]]
+    assert all(t.supports_random_fully(False) for t in plane().tables())
+    assert fake.calls == [["iptables-legacy", "--version"]] * 2

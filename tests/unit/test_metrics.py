@@ -23,12 +23,13 @@ from masq.core.iptables.model import (
     Op,
     Rule,
     Ruleset,
-    op_label,
+    op_labels,
 )
-from masq.core.iptables.rules import RulesetOptions, desired_ruleset, jump_rule
+from masq.core.iptables.rules import desired_ruleset, jump_rule
 from masq.core.iptables.traffic import traffic_of
 from masq.core.merge import merge
 from masq.core.names import POSTROUTING
+from masq.core.options import DataplaneOptions
 from masq.core.traffic import Counters
 from masq.shell.metrics import HEALTH_INTERVALS, Metrics
 
@@ -84,8 +85,8 @@ def observed(family: Family, *rules: Rule, chain: str = "IP-MASQ-AGENT") -> Rule
 
 def test_every_required_metric_with_its_type_and_labels() -> None:
     m = Metrics()
-    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
-    m.rule_writes("ipv4", [op_label(CreateChain("X"))])
+    m.traffic(traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
+    m.rule_writes("ipv4", op_labels(CreateChain("X")))
     got = families(m)
     expected = {
         "ip_masq_agent_syncs": ("counter", {"result"}),
@@ -131,8 +132,8 @@ def test_rule_writes_by_family_and_op() -> None:
     r = rule("RETURN", "10.0.0.0/8", 0, 0)
     v4: list[Op] = [CreateChain("C"), AppendRule("C", r), AppendRule("C", r), InsertRule("C", 1, r)]
     v6: list[Op] = [DeleteRuleAt("C", 2), DeleteRule(POSTROUTING, r)]
-    m.rule_writes("ipv4", [op_label(op) for op in v4])
-    m.rule_writes("ipv6", [op_label(op) for op in v6])
+    m.rule_writes("ipv4", [label for op in v4 for label in op_labels(op)])
+    m.rule_writes("ipv6", [label for op in v6 for label in op_labels(op)])
     assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="create_chain") == 1
     assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="append") == 2
     assert value(m, "ip_masq_agent_rule_writes_total", family="ipv4", op="insert") == 1
@@ -173,7 +174,6 @@ def test_config_gauges_follow_the_last_merge() -> None:
 def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
     m = Metrics()
     m.traffic(
-        "ipv4",
         traffic_of(
             observed(
                 "ipv4",
@@ -184,7 +184,6 @@ def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
         ),
     )
     m.traffic(
-        "ipv6",
         traffic_of(
             observed("ipv6", rule("RETURN", "fe80::/10", 1, 80), rule("MASQUERADE", None, 2, 160))
         ),
@@ -199,7 +198,7 @@ def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
     )
     assert value(m, pk, family="ipv6", cidr="::/0", action="MASQUERADE") == 2
     # The next listing replaces the values (a local increment would read 7 + 9 = 16).
-    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 9, 900))))
+    m.traffic(traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 9, 900))))
     assert value(m, pk, family="ipv4", cidr="10.0.0.0/8", action="RETURN") == 9
     gone = (
         "ip_masq_agent_packets_total",
@@ -218,7 +217,7 @@ def test_rules_sharing_labels_are_summed_and_uncounted_rules_skipped() -> None:
         rule("MASQUERADE", None, 5, 50),
     ]
     bare = Rule(action="RETURN", comment="c", destination=ipaddress.ip_network("10.0.0.0/8"))
-    m.traffic("ipv4", traffic_of(observed("ipv4", bare, *to_ports)))
+    m.traffic(traffic_of(observed("ipv4", bare, *to_ports)))
     pk = "ip_masq_agent_packets_total"
     assert value(m, pk, family="ipv4", cidr="0.0.0.0/0", action="MASQUERADE") == 12
     assert not any(dict(lbl).get("cidr") == "10.0.0.0/8" for n, lbl in samples(m) if n == pk)
@@ -227,7 +226,7 @@ def test_rules_sharing_labels_are_summed_and_uncounted_rules_skipped() -> None:
 def test_desired_ruleset_rules_map_to_labels() -> None:
     """Every rule the agent writes gets a distinct label set (catch-all spelled 0.0.0.0/0)."""
     config = merge([]).unwrap().config
-    desired = desired_ruleset(config, "ipv4", RulesetOptions())
+    desired = desired_ruleset(config, "ipv4", DataplaneOptions())
     counted = Ruleset(
         "ipv4",
         pmap(
@@ -244,7 +243,7 @@ def test_desired_ruleset_rules_map_to_labels() -> None:
         ),
     )
     m = Metrics()
-    m.traffic("ipv4", traffic_of(counted))
+    m.traffic(traffic_of(counted))
     got = {
         (dict(lbl)["cidr"], dict(lbl)["action"])
         for n, lbl in samples(m)
@@ -263,7 +262,7 @@ def test_hooks_never_raise() -> None:
     m = Metrics()
     m.config_loaded(1, None)  # type: ignore[arg-type]
     m.rule_writes("ipv4", None)  # type: ignore[arg-type]
-    m.traffic("ipv4", None)  # type: ignore[arg-type]
+    m.traffic(None)  # type: ignore[arg-type]
     m.sync_finished(True, "slow")  # type: ignore[arg-type]
     m.loop_alive()
     assert m.exposition().startswith(b"# HELP")
@@ -368,11 +367,11 @@ def test_series_are_capped_once_per_listing_not_per_scrape(monkeypatch: pytest.M
 
     monkeypatch.setattr(metrics_module, "capped", counting)
     m = Metrics()
-    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
+    m.traffic(traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 1, 2))))
     first = [samples(m) for _ in range(3)]
     assert len(calls) == 1
     assert first[0] == first[2]
-    m.traffic("ipv4", traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 5, 9))))
+    m.traffic(traffic_of(observed("ipv4", rule("RETURN", "10.0.0.0/8", 5, 9))))
     after = samples(m)
     assert len(calls) == 2
     key = (

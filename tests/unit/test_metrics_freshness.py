@@ -56,7 +56,7 @@ def test_a_scrape_reads_counters_older_than_five_seconds_and_only_then() -> None
         return {"ipv4": (row("10.0.0.0/8", len(reads) * 10),)}
 
     m.refresh_with(refresh)  # type: ignore[arg-type]
-    m.traffic("ipv4", (row("10.0.0.0/8", 1),))  # the sync's own listing
+    m.traffic({"ipv4": (row("10.0.0.0/8", 1),)})  # the sync's own listing
     assert packets(m) == {"10.0.0.0/8": 1} and reads == []
     clock.now += TRAFFIC_MAX_AGE_SECONDS - 0.1
     assert packets(m) == {"10.0.0.0/8": 1} and reads == []
@@ -89,7 +89,7 @@ def test_concurrent_scrapers_share_one_read_and_the_sync_never_waits() -> None:
         t.start()
     assert started.wait(5)
     began = time.monotonic()
-    m.traffic("ipv6", (row("fd00::/8", 3, "ipv6"),))  # the sync thread
+    m.traffic({"ipv6": (row("fd00::/8", 3, "ipv6"),)})  # the sync thread
     assert time.monotonic() - began < 0.5
     release.set()
     for t in scrapers:
@@ -107,7 +107,7 @@ def test_a_failed_read_serves_the_last_counters_and_waits_before_trying_again() 
         raise RuntimeError("iptables: lock held")
 
     m.refresh_with(broken)  # type: ignore[arg-type]
-    m.traffic("ipv4", (row("10.0.0.0/8", 4),))
+    m.traffic({"ipv4": (row("10.0.0.0/8", 4),)})
     clock.now += 10
     assert packets(m) == {"10.0.0.0/8": 4}
     assert packets(m) == {"10.0.0.0/8": 4}
@@ -178,7 +178,7 @@ def test_a_scraper_that_hangs_up_is_one_log_line(caplog: pytest.LogCaptureFixtur
     answering."""
     m = Metrics(max_cidr_series=10_000)
     rows = tuple(row(f"10.{i // 256}.{i % 256}.0/24", i) for i in range(1500))
-    m.traffic("ipv4", rows)
+    m.traffic({"ipv4": rows})
     body = m.exposition()
     assert len(body) > 200_000  # far more than the socket buffers hold: the write blocks
     server = http.start_server(BindAddress("127.0.0.1", 0), m)
@@ -233,6 +233,6 @@ def test_a_write_makes_the_listed_counters_stale() -> None:
     clock = Clock()
     m = Metrics(clock=clock)
     m.refresh_with(lambda: {"ipv4": (row("10.0.0.0/8", 3),)})
-    m.traffic("ipv4", ())
+    m.traffic({"ipv4": ()})
     m.counters_stale()
     assert packets(m) == {"10.0.0.0/8": 3}

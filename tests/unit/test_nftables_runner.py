@@ -21,13 +21,15 @@ from pyrsistent import pvector
 from masq.core.config import MasqConfig
 from masq.core.nftables.codec import state_of
 from masq.core.nftables.model import NftState
-from masq.core.nftables.table import TableOptions, desired_table
+from masq.core.nftables.table import desired_table
+from masq.core.options import DataplaneOptions
 from masq.shell.agent import Agent
+from masq.shell.dataplane import dataplane_options
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.metrics import Metrics
 from masq.shell.nftables_runner import Nft, NftablesDataplane, failure, feature_missing
 from masq.shell.options import Options
-from masq.shell.process import Completed
+from masq.shell.process import Completed, Stdin
 
 
 def ip(text: str) -> ipaddress.IPv4Network:
@@ -142,13 +144,30 @@ def test_probe_refusal_names_the_missing_feature(stderr: str, says: str) -> None
 def test_batches_reach_nft_as_a_complete_file(tmp_path: Path) -> None:
     """Every batch (the probe too) is read by nft from a file descriptor holding all of it."""
     fake = FakeNft()
-    plane = NftablesDataplane(TableOptions(), fake, FakeKernel(gen=7))
+    plane = NftablesDataplane(DataplaneOptions(), fake, FakeKernel(gen=7))
     nft = plane.nft
     nft.run_batch("add table ip x\n")
     assert fake.calls == [["nft", "-f", "-"]]
     assert fake.batches == ["add table ip x\n"]
     nft.run_batch("add table ip x\n", check=True)
     assert fake.calls[-1] == ["nft", "-c", "-f", "-"]
+
+
+def test_a_batch_that_runs_too_long_is_a_transient_failure() -> None:
+    """Every batch is run with a time limit (nft can retry an interrupted read forever); a
+    run killed at that limit is told as transient, so the sync is retried, not fatal."""
+    from masq.shell.nftables_runner import BATCH_TIMEOUT_SECONDS
+    from masq.shell.process import TIMEOUT_EXIT
+
+    limits: list[float | None] = []
+
+    def slow(argv: list[str], stdin: Stdin = None, timeout: float | None = None) -> Completed:
+        limits.append(timeout)
+        return Completed(tuple(argv), TIMEOUT_EXIT, "", f"timed out after {timeout:g}s")
+
+    with pytest.raises(TransientError, match="timed out after 120s"):
+        Nft("ip-masq-agent", slow, FakeKernel()).run_batch("add table ip x\n")
+    assert limits == [BATCH_TIMEOUT_SECONDS]
 
 
 def test_missing_nft_with_no_netlink_answer_finds_no_table(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,7 +188,7 @@ def test_first_sync_probes_then_writes_the_whole_table(tmp_path: Path) -> None:
     written = fake.batches[-1]
     assert written.startswith("add table ip ip-masq-agent\ndelete table ip ip-masq-agent\n")
     assert "10.0.0.0/8" in written and "priority srcnat + 10" in written
-    wanted = desired_table(agent.load().merged.config, agent.opts.table_options())
+    wanted = desired_table(agent.load().merged.config, dataplane_options(agent.opts))
     assert fake.state == state_of([wanted])
 
 
@@ -178,7 +197,7 @@ def test_only_a_sync_that_writes_probes_first(tmp_path: Path) -> None:
     checks, so a steady ``--once`` runs no ``nft -c``; the first write is still probed."""
     fake = FakeNft()
     agent = Agent(options(tmp_path), Metrics(), fake, kernel=fake.kernel())
-    desired = desired_table(agent.load().merged.config, agent.opts.table_options())
+    desired = desired_table(agent.load().merged.config, dataplane_options(agent.opts))
     fake.state = state_of([desired])
     assert agent.sync().wrote is False
     assert fake.nft_calls() == ["-j list"]  # the listing only: no probe, no batch
@@ -191,8 +210,8 @@ def test_only_a_sync_that_writes_probes_first(tmp_path: Path) -> None:
 def test_an_unchanged_generation_skips_the_listing() -> None:
     """Once a sync found the table in sync, later syncs at the same nf_tables generation
     list nothing; a new generation (anyone's commit) lists again."""
-    fake = FakeNft(state=state_of([desired_table(MasqConfig(), TableOptions())]), generation=5)
-    plane = NftablesDataplane(TableOptions(), fake, fake.kernel())
+    fake = FakeNft(state=state_of([desired_table(MasqConfig(), DataplaneOptions())]), generation=5)
+    plane = NftablesDataplane(DataplaneOptions(), fake, fake.kernel())
     assert plane.plan(MasqConfig()).ops == ()
     assert plane.plan(MasqConfig()).ops == ()
     assert plane.plan(MasqConfig()).listed is False
@@ -222,18 +241,18 @@ def test_a_refused_incremental_batch_falls_back_to_replacing_the_table() -> None
     from masq.shell.nftables_runner import NftPlan
 
     ten = ipaddress.ip_network("10.0.0.0/8")
-    desired = desired_table(MasqConfig(non_masquerade_cidrs=pvector([ten])), TableOptions())
+    desired = desired_table(MasqConfig(non_masquerade_cidrs=pvector([ten])), DataplaneOptions())
     stale_set = desired.sets["non-masquerade-v4"]
     stale_set = replace(stale_set, elements=stale_set.elements | {ip("100.64.0.0/10")})
     stale = state_of([replace(desired, sets=desired.sets.set(stale_set.name, stale_set))])
     fake = FakeNft(state=state_of([desired]))
-    plane = NftablesDataplane(TableOptions(), fake, fake.kernel())
+    plane = NftablesDataplane(DataplaneOptions(), fake, fake.kernel())
     ops = plan(desired, stale)
     written = plane.apply(NftPlan(desired, stale, ops))
     assert len(fake.batches) == 2
     assert fake.batches[0].startswith("delete element ip ip-masq-agent non-masquerade-v4")
     assert fake.batches[1].startswith("add table ip ip-masq-agent\ndelete table ip ip-masq-agent\n")
-    assert len(written) == len(ops) + 1
+    assert written.ops == len(ops) + 1
     assert fake.state == state_of([desired])
 
 
@@ -244,26 +263,78 @@ def test_a_transient_failure_is_not_turned_into_a_replace(tmp_path: Path) -> Non
     fake = FakeNft(
         fail_next=[(1, "netlink: Error: Could not process rule: No buffer space available")]
     )
-    plane = NftablesDataplane(TableOptions(), fake, FakeKernel())
-    desired = desired_table(MasqConfig(), TableOptions())
+    plane = NftablesDataplane(DataplaneOptions(), fake, FakeKernel())
+    desired = desired_table(MasqConfig(), DataplaneOptions())
     with pytest.raises(TransientError):
         plane.apply(NftPlan(desired, NftState(), plan(desired, NftState())))
     assert len(fake.batches) == 1
 
 
 def test_element_counts_in_rule_writes(tmp_path: Path) -> None:
-    from masq.core.nftables.model import AddElements
+    """Each element is one write, labelled with its own family whatever its set is called."""
+    from masq.core.nftables.model import AddElements, DeleteElements
     from masq.shell.nftables_runner import write_labels
 
     nets = tuple(ipaddress.ip_network(f"10.{i}.0.0/16") for i in range(3))
     v6 = (ipaddress.ip_network("fd00::/8"),)
     labels = write_labels(
         [
-            AddElements("inet", "t", "non-masquerade-v4", nets),
-            AddElements("inet", "t", "masquerade-v6", v6),
+            AddElements("inet", "t", "renamed-v6", nets),
+            AddElements("inet", "t", "masquerade-v4", v6),
+            DeleteElements("inet", "t", "x", v6),
         ]
     )
-    assert labels == {"ipv4": ["add_element"] * 3, "ipv6": ["add_element"]}
+    assert labels == {"ipv4": ("add_element",) * 3, "ipv6": ("add_element", "delete_element")}
+
+
+@pytest.mark.parametrize(("ipv6", "families"), [(False, ["ipv4"]), (True, ["ipv4", "ipv6"])])
+def test_table_and_chain_ops_count_for_every_family_their_table_serves(
+    ipv6: bool, families: list[str]
+) -> None:
+    """An ``ip`` table serves IPv4 only; an ``inet`` one (IPv6 enabled) both families."""
+    from masq.core.config import MasqConfig
+    from masq.core.nftables.model import DeleteTable, NftOp, ReplaceChain, ReplaceTable
+    from masq.core.nftables.table import desired_table
+    from masq.shell.nftables_runner import write_labels
+
+    table = desired_table(MasqConfig(), DataplaneOptions(enable_ipv6=ipv6))
+    chain = table.chains["postrouting"]
+    ops: list[NftOp] = [ReplaceTable(table), ReplaceChain(table.family, table.name, chain)]
+    ops.append(DeleteTable(table.family, table.name))
+    labels = write_labels(ops)
+    assert sorted(labels) == families
+    for written in labels.values():
+        assert written == ("replace_table", "replace_chain", "delete_table")
+
+
+def test_traffic_reads_each_sets_kind_not_its_name() -> None:
+    """A set's counters are reported under the list it holds (its ``kind``), so renaming
+    the sets cannot turn masqueraded traffic into kept traffic."""
+    from dataclasses import replace
+    from types import MappingProxyType
+
+    from pyrsistent import pmap
+
+    from masq.core.config import MasqConfig
+    from masq.core.nftables.table import desired_table
+    from masq.core.nftables.traffic import traffic_of
+    from masq.core.traffic import Counters
+
+    net = ipaddress.ip_network("203.0.113.0/24")
+    keep = ipaddress.ip_network("10.0.0.0/8")
+    config = MasqConfig(masquerade_cidrs=pvector([net]), non_masquerade_cidrs=pvector([keep]))
+    table = desired_table(config, DataplaneOptions())
+    sets = {
+        f"set-{i}": replace(
+            s, name=f"set-{i}", counters=MappingProxyType({e: Counters(7, 700) for e in s.elements})
+        )
+        for i, s in enumerate(table.sets.values())
+    }
+    rows = traffic_of(replace(table, sets=pmap(sets)))["ipv4"]
+    assert {(r.cidr, r.action, r.packets) for r in rows if r.packets} == {
+        ("203.0.113.0/24", "MASQUERADE", 7),
+        ("10.0.0.0/8", "RETURN", 7),
+    }
 
 
 def test_after_its_own_write_the_agent_knows_the_table_without_listing_it() -> None:
@@ -271,7 +342,7 @@ def test_after_its_own_write_the_agent_knows_the_table_without_listing_it() -> N
     committed: the next sync plans from the modelled table, listing nothing; any other
     commit in between (generation + 2) makes it list again."""
     fake = FakeNft(generation=10)
-    plane = NftablesDataplane(TableOptions(), fake, fake.kernel())
+    plane = NftablesDataplane(DataplaneOptions(), fake, fake.kernel())
     first = plane.plan(MasqConfig())
     assert first.listed is True
     plane.apply(first)  # the one commit: generation 11
@@ -282,9 +353,10 @@ def test_after_its_own_write_the_agent_knows_the_table_without_listing_it() -> N
     assert step.listed is False and len(step.ops) == 1
     fake.commit_elsewhere()  # someone else's commit, then ours: 13
     plane.apply(step)
-    assert fake.nft_calls() == ["-f -"] * 2  # nothing listed yet
+    # the start-up probe (-c) and the two batches: nothing listed yet
+    assert fake.nft_calls() == ["-c -f", "-f -", "-f -"]
     assert plane.plan(bigger).listed is True and fake.nft_calls()[-1] == "-j list"
-    assert fake.state.tables["ip"] == desired_table(bigger, TableOptions())
+    assert fake.state.tables["ip"] == desired_table(bigger, DataplaneOptions())
 
 
 def test_iptables_mode_without_nft_leaves_a_table_of_ours_with_one_warning(
@@ -300,7 +372,7 @@ def test_iptables_mode_without_nft_leaves_a_table_of_ours_with_one_warning(
         fake,
         kernel=kernel,
     )
-    monkeypatch.setattr("masq.shell.agent.which", lambda name: None)
+    monkeypatch.setattr("masq.shell.nftables_runner._which", lambda name: None)
     agent.sync()
     agent.sync()
     warnings = [r for r in caplog.records if "nft is not installed" in r.getMessage()]
@@ -315,14 +387,14 @@ def test_an_idle_resync_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
     built: list[int] = []
 
-    def counting(config: MasqConfig, options: TableOptions) -> object:
+    def counting(config: MasqConfig, options: DataplaneOptions) -> object:
         built.append(1)
         return desired_table(config, options)
 
     monkeypatch.setattr(nftables_runner, "desired_table", counting)
     config = MasqConfig()
-    fake = FakeNft(state=state_of([desired_table(config, TableOptions())]))
-    plane = NftablesDataplane(TableOptions(), fake, fake.kernel())
+    fake = FakeNft(state=state_of([desired_table(config, DataplaneOptions())]))
+    plane = NftablesDataplane(DataplaneOptions(), fake, fake.kernel())
     for _ in range(5):
         assert plane.plan(config).ops == ()
     assert len(built) == 1

@@ -274,7 +274,7 @@ def _model_rule(tokens: list[str], family: Family) -> Rule | None:
         probability=matches.probability,
         to_ports=to_ports,
         random_fully=random_fully,
-        role=role_of(action, matches.comment, jump_chain),
+        role=role_of(action, matches.comment, jump_chain, matches.destination),
     )
 
 

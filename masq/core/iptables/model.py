@@ -15,15 +15,16 @@ from pyrsistent import pmap, pvector
 from pyrsistent.typing import PMap, PVector
 
 from masq.core.addresses import Family, IPNetwork
+from masq.core.decision import Step
 from masq.core.nat import PortRange
 from masq.core.traffic import Counters
 
 Action = Literal["RETURN", "MASQUERADE", "JUMP", "OTHER"]
-Role = Literal["jump", "exception", "keep", "catch-all", "foreign"]
-"""Why a rule exists: the POSTROUTING ``jump`` to our chain, a masqueradeCIDRs
-``exception``, a ``keep`` (RETURN: link-local or nonMasqueradeCIDRs), the final
-``catch-all`` MASQUERADE (with v1's --to-ports rules), or ``foreign`` (not written
-by the agent, or not recognised as its own)."""
+Role = Step | Literal["jump", "foreign"]
+"""Why a rule exists: the decision step it carries out (``decision.Step``: a
+masqueradeCIDRs exception, the link-local or a nonMasqueradeCIDRs RETURN, the final
+``default`` MASQUERADE with v1's --to-ports rules), the POSTROUTING ``jump`` to our
+chain, or ``foreign`` (not written by the agent, or not recognised as its own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,5 +155,6 @@ OP_LABELS: dict[type, str] = {
 """How ``rule_writes_total`` names each op (``op`` label)."""
 
 
-def op_label(op: Op) -> str:
-    return OP_LABELS[type(op)]
+def op_labels(op: Op) -> tuple[str, ...]:
+    """The ``rule_writes_total`` labels of one op: one per write (an op is one rule)."""
+    return (OP_LABELS[type(op)],)

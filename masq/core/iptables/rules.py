@@ -7,24 +7,23 @@ kernel is recognised as the agent's: ``role_of`` maps them back to roles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from pyrsistent import pmap, pvector
 
 from masq.core.addresses import Family, IPNetwork
 from masq.core.config import MasqConfig
-from masq.core.decision import FamilyDecision, decide
+from masq.core.decision import LINK_LOCAL, FamilyDecision, decide
 from masq.core.iptables.model import Action, Chain, Role, Rule, Ruleset
-from masq.core.names import DEFAULT_CHAIN, POSTROUTING
+from masq.core.names import POSTROUTING
 from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
+from masq.core.options import DataplaneOptions
 
 EXCEPTION_COMMENT = "ip-masq-agent: destination is in masqueradeCIDRs"
 RETURN_COMMENT = "ip-masq-agent: local traffic is not subject to MASQUERADE"
 MASQ_COMMENT = "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)"
 _ROLES: dict[tuple[Action, str], Role] = {
-    ("MASQUERADE", EXCEPTION_COMMENT): "exception",
-    ("RETURN", RETURN_COMMENT): "keep",
-    ("MASQUERADE", MASQ_COMMENT): "catch-all",
+    ("MASQUERADE", EXCEPTION_COMMENT): "masquerade",
+    ("RETURN", RETURN_COMMENT): "non-masquerade",
+    ("MASQUERADE", MASQ_COMMENT): "default",
 }
 
 
@@ -35,20 +34,21 @@ def jump_comment(chain: str) -> str:
     )
 
 
-def role_of(action: Action, comment: str, jump_chain: str | None) -> Role:
-    """The role of a rule read from the kernel, from what it does and its comment."""
+def role_of(
+    action: Action, comment: str, jump_chain: str | None, destination: IPNetwork | None = None
+) -> Role:
+    """The role of a rule read from the kernel, from what it does and its comment (one
+    comment serves every RETURN: the link-local range's is told by its destination)."""
     if action == "JUMP" and jump_chain is not None and comment == jump_comment(jump_chain):
         return "jump"
-    return _ROLES.get((action, comment), "foreign")
+    role = _ROLES.get((action, comment), "foreign")
+    if role == "non-masquerade" and destination in LINK_LOCAL.values():
+        return "link-local"
+    return role
 
 
-@dataclass(frozen=True, slots=True)
-class RulesetOptions:
-    """Flag-level choices that shape rules but are not config (chain, families, NAT)."""
-
-    chain: str = DEFAULT_CHAIN
-    enable_ipv6: bool = False
-    nat: NatOptions = field(default_factory=NatOptions)
+RulesetOptions = DataplaneOptions
+"""The name this options type had before both dataplanes shared it (kept for callers)."""
 
 
 def jump_rule(chain: str) -> Rule:
@@ -101,18 +101,20 @@ def chain_rules(decision: FamilyDecision, nat: NatOptions) -> list[Rule]:
     """
     rules: list[Rule] = []
     for net in decision.masquerade:
-        rules += _masquerade("exception", EXCEPTION_COMMENT, _dest(net), nat)
-    keeps = [decision.link_local] if decision.link_local is not None else []
-    keeps += [n for n in decision.non_masquerade if n != decision.link_local]
+        rules += _masquerade("masquerade", EXCEPTION_COMMENT, _dest(net), nat)
+    keeps: list[tuple[Role, IPNetwork]] = (
+        [("link-local", decision.link_local)] if decision.link_local is not None else []
+    )
+    keeps += [("non-masquerade", n) for n in decision.non_masquerade if n != decision.link_local]
     rules += [
-        Rule(action="RETURN", comment=RETURN_COMMENT, destination=_dest(n), role="keep")
-        for n in keeps
+        Rule(action="RETURN", comment=RETURN_COMMENT, destination=_dest(n), role=role)
+        for role, n in keeps
     ]
-    rules += _masquerade("catch-all", MASQ_COMMENT, None, nat)
+    rules += _masquerade("default", MASQ_COMMENT, None, nat)
     return rules
 
 
-def desired_ruleset(config: MasqConfig, family: Family, options: RulesetOptions) -> Ruleset:
+def desired_ruleset(config: MasqConfig, family: Family, options: DataplaneOptions) -> Ruleset:
     """Our chain plus the POSTROUTING jump, for one family."""
     rules = chain_rules(decide(config, family), options.nat)
     return Ruleset(
@@ -126,7 +128,6 @@ def desired_ruleset(config: MasqConfig, family: Family, options: RulesetOptions)
     )
 
 
-def desired_rulesets(config: MasqConfig, options: RulesetOptions) -> tuple[Ruleset, ...]:
+def desired_rulesets(config: MasqConfig, options: DataplaneOptions) -> tuple[Ruleset, ...]:
     """IPv4, then IPv6 when enabled."""
-    families: tuple[Family, ...] = ("ipv4", "ipv6") if options.enable_ipv6 else ("ipv4",)
-    return tuple(desired_ruleset(config, f, options) for f in families)
+    return tuple(desired_ruleset(config, f, options) for f in options.families)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from masq.core.addresses import every_destination
+from collections.abc import Iterator
+
+from masq.core.addresses import Family, every_destination
 from masq.core.iptables.model import Ruleset
 from masq.core.names import POSTROUTING
-from masq.core.traffic import CidrTraffic, Verdict
+from masq.core.traffic import CidrTraffic, Counted, TrafficAction, summed
 
 
-def traffic_of(ruleset: Ruleset) -> tuple[CidrTraffic, ...]:
-    """Per (cidr, action) counters of our chain(s), in chain order.
-
-    Every chain but POSTROUTING is ours (the sync lists only what it owns).  Rules
-    sharing labels (v1's --to-ports rules are all catch-all MASQUERADEs) are summed,
-    since a label set may appear only once.  Rules without counters are skipped.
-    """
-    sums: dict[tuple[str, Verdict], list[int]] = {}
+def _counted(ruleset: Ruleset) -> Iterator[Counted]:
     for name in sorted(ruleset.chains):
         if name == POSTROUTING:
             continue
@@ -24,11 +19,15 @@ def traffic_of(ruleset: Ruleset) -> tuple[CidrTraffic, ...]:
                 continue
             net = rule.destination
             cidr = str(every_destination(ruleset.family) if net is None else net)
-            verdict: Verdict = "RETURN" if rule.action == "RETURN" else "MASQUERADE"
-            acc = sums.setdefault((cidr, verdict), [0, 0])
-            acc[0] += rule.counters.packets
-            acc[1] += rule.counters.bytes
-    return tuple(
-        CidrTraffic(ruleset.family, cidr, action, packets, nbytes)
-        for (cidr, action), (packets, nbytes) in sums.items()
-    )
+            action: TrafficAction = "RETURN" if rule.action == "RETURN" else "MASQUERADE"
+            yield ruleset.family, cidr, action, rule.counters
+
+
+def traffic_of(ruleset: Ruleset) -> dict[Family, tuple[CidrTraffic, ...]]:
+    """Per (cidr, action) counters of our chain(s), in chain order, for the ruleset's family.
+
+    Every chain but POSTROUTING is ours (the sync lists only what it owns).  Rules
+    sharing labels (v1's --to-ports rules are all catch-all MASQUERADEs) are summed.
+    Rules without counters are skipped.
+    """
+    return summed(_counted(ruleset))

@@ -39,6 +39,7 @@ from masq.core.nftables.model import (
     ReplaceChain,
     ReplaceSet,
     ReplaceTable,
+    set_kind,
 )
 from masq.core.traffic import Counters
 
@@ -227,6 +228,7 @@ def _parse_set(obj: Mapping[str, Any]) -> NftSet | None:
         flags=tuple(flags) if isinstance(flags, list) else (str(flags),),
         counter=any(isinstance(s, Mapping) and "counter" in s for s in obj.get("stmt", ())),
         opaque=tuple(opaque) + (("auto-merge",) if obj.get("auto-merge") else ()),
+        kind=set_kind(str(obj["name"])),
         counters=MappingProxyType(counters),
     )
 

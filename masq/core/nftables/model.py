@@ -16,7 +16,8 @@ from typing import Final, Literal
 from pyrsistent import pmap, pvector
 from pyrsistent.typing import PMap, PVector
 
-from masq.core.addresses import Family, IPNetwork
+from masq.core.addresses import FAMILIES, Family, IPNetwork, family_of
+from masq.core.decision import KINDS, Kind
 from masq.core.names import DEFAULT_TABLE
 from masq.core.nat import PortRange
 from masq.core.traffic import Counters
@@ -24,7 +25,6 @@ from masq.core.traffic import Counters
 __all__ = ["DEFAULT_TABLE"]  # re-exported: the table's home is names.py
 
 NftFamily = Literal["ip", "inet"]
-Kind = Literal["masquerade", "non-masquerade"]
 POSTROUTING_CHAIN: Final = "postrouting"
 SNAT_CHAIN: Final = "snat-to-node"
 SRCNAT_PRIORITY: Final = 100
@@ -36,8 +36,24 @@ PAYLOAD: Final[dict[Family, str]] = {"ipv4": "ip", "ipv6": "ip6"}
 """The payload protocol that matches a family's destination address (``ip daddr``)."""
 
 
+TABLE_FAMILIES: Final[dict[NftFamily, tuple[Family, ...]]] = {
+    "ip": ("ipv4",),
+    "inet": ("ipv4", "ipv6"),
+}
+"""The families a table of each nft family serves (``inet`` only with IPv6 enabled)."""
+
+
 def set_name(kind: Kind, family: Family) -> str:
     return f"{kind}-v{4 if family == 'ipv4' else 6}"
+
+
+_SET_KINDS: Final[dict[str, Kind]] = {set_name(k, f): k for k in KINDS for f in FAMILIES}
+
+
+def set_kind(name: str) -> Kind | None:
+    """The list a set of this name holds, for the codec reading a listing (None: a set the
+    agent does not write); everything after the codec reads ``NftSet.kind``."""
+    return _SET_KINDS.get(name)
 
 
 def no_counters() -> Mapping[IPNetwork, Counters]:
@@ -51,6 +67,7 @@ class NftSet:
     ``opaque`` holds elements the model cannot express (a range that is no prefix,
     say): their presence makes the set differ from any desired one.  ``flags`` and
     ``counter`` are the set's definition as listed (desired: interval, counter).
+    ``kind`` is the CIDR list it holds (None: not a set the agent writes).
 
     ``elements`` is a frozenset and ``counters`` a read-only dict, not pyrsistent's
     PSet/PMap: those bucket keys by ``hash % 2**k``, and the hashes of a list of /24s
@@ -64,10 +81,12 @@ class NftSet:
     flags: tuple[str, ...] = ("interval",)
     counter: bool = True
     opaque: tuple[str, ...] = ()
+    kind: Kind | None = None
     counters: Mapping[IPNetwork, Counters] = field(default_factory=no_counters, compare=False)
 
 
-Verdict = Literal["return", "jump", "masquerade"]
+NftVerdict = Literal["return", "jump", "masquerade"]
+"""The statement that ends a rule the agent writes (nft's own word: verdict)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +100,7 @@ class NftRule:
     rule keeps its listing's text in ``text`` so it can never equal a desired rule.
     """
 
-    verdict: Verdict | None
+    verdict: NftVerdict | None
     local: bool = False
     nfproto: Family | None = None
     family: Family | None = None
@@ -192,9 +211,24 @@ OP_LABELS: dict[type, str] = {
 """How ``rule_writes_total`` names each op (``op`` label)."""
 
 
-def op_labels(op: NftOp) -> list[str]:
-    """One label per element for element ops (each element is one write), else one."""
+def op_labels(op: NftOp) -> tuple[str, ...]:
+    """The ``rule_writes_total`` labels of one op: one per element for element ops (each
+    element is one write), else one."""
     label = OP_LABELS[type(op)]
     if isinstance(op, AddElements | DeleteElements):
-        return [label] * len(op.elements)
-    return [label]
+        return (label,) * len(op.elements)
+    return (label,)
+
+
+def op_families(op: NftOp) -> tuple[Family, ...]:
+    """The families an op writes for (the ``family`` label of its writes): its elements',
+    its set's, or every family its table serves (table and chain ops)."""
+    match op:
+        case AddElements(elements=elements) | DeleteElements(elements=elements):
+            return tuple(sorted({family_of(e) for e in elements}))
+        case ReplaceSet(set=s):
+            return (s.family,)
+        case ReplaceTable(table=t):
+            return TABLE_FAMILIES[t.family]
+        case DeleteTable(family=f) | ReplaceChain(family=f):
+            return TABLE_FAMILIES[f]

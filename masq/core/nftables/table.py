@@ -9,21 +9,17 @@ elements, and under first match the covered one could never decide anyway.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from pyrsistent import pmap, pvector
 from pyrsistent.typing import PVector
 
-from masq.core.addresses import Family, IPNetwork, uncovered
+from masq.core.addresses import IPNetwork, uncovered
 from masq.core.config import MasqConfig
-from masq.core.decision import FamilyDecision, decide
+from masq.core.decision import FamilyDecision, Kind, decide
 from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
 from masq.core.nftables.model import (
-    DEFAULT_TABLE,
     POSTROUTING_CHAIN,
     SNAT_CHAIN,
     BaseChain,
-    Kind,
     NftChain,
     NftFamily,
     NftRule,
@@ -31,24 +27,15 @@ from masq.core.nftables.model import (
     NftTable,
     set_name,
 )
+from masq.core.options import DataplaneOptions
+
+TableOptions = DataplaneOptions
+"""The name this options type had before both dataplanes shared it (kept for callers)."""
 
 
-@dataclass(frozen=True, slots=True)
-class TableOptions:
-    """Flag-level choices that shape the table: its name, the families, NAT."""
-
-    table: str = DEFAULT_TABLE
-    enable_ipv6: bool = False
-    nat: NatOptions = field(default_factory=NatOptions)
-
-    @property
-    def families(self) -> tuple[Family, ...]:
-        return ("ipv4", "ipv6") if self.enable_ipv6 else ("ipv4",)
-
-    @property
-    def nft_family(self) -> NftFamily:
-        """``inet`` only with IPv6: an inet nat chain turns on IPv6 NAT and its conntrack."""
-        return "inet" if self.enable_ipv6 else "ip"
+def table_family(options: DataplaneOptions) -> NftFamily:
+    """``inet`` only with IPv6: an inet nat chain turns on IPv6 NAT and its conntrack."""
+    return "inet" if options.enable_ipv6 else "ip"
 
 
 def _sets(decision: FamilyDecision) -> list[NftSet]:
@@ -61,6 +48,7 @@ def _sets(decision: FamilyDecision) -> list[NftSet]:
             name=set_name(kind, decision.family),
             family=decision.family,
             elements=frozenset(uncovered(nets)),
+            kind=kind,
         )
         for kind, nets in lists
     ]
@@ -117,13 +105,13 @@ def _snat(nat: NatOptions) -> NftChain:
     return NftChain(SNAT_CHAIN, None, pvector(rules))
 
 
-def desired_table(config: MasqConfig, options: TableOptions) -> NftTable:
+def desired_table(config: MasqConfig, options: DataplaneOptions) -> NftTable:
     """The whole table the agent wants, for every enabled family."""
     decisions = [decide(config, family) for family in options.families]
     sets = [s for d in decisions for s in _sets(d)]
-    chains = [_postrouting(decisions, options.nft_family), _snat(options.nat)]
+    chains = [_postrouting(decisions, table_family(options)), _snat(options.nat)]
     return NftTable(
-        family=options.nft_family,
+        family=table_family(options),
         name=options.table,
         sets=pmap({s.name: s for s in sets}),
         chains=pmap({c.name: c for c in chains}),

@@ -8,48 +8,37 @@ not stored; it reads 0, as its never-reached rule does in the iptables chain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from masq.core.addresses import Family, IPNetwork, every_destination
+from masq.core.addresses import Family, every_destination
 from masq.core.decision import FamilyDecision
 from masq.core.nftables.model import POSTROUTING_CHAIN, NftTable
-from masq.core.traffic import CidrTraffic, Counters, Verdict
+from masq.core.traffic import CidrTraffic, Counted, TrafficAction, summed
 
 
-def traffic_of(
-    table: NftTable, decisions: Iterable[FamilyDecision] = ()
-) -> dict[Family, tuple[CidrTraffic, ...]]:
-    """Per family: (cidr, verdict) counters, stored ones first, then zeros for covered CIDRs."""
-    sums: dict[tuple[Family, str, Verdict], list[int]] = {}
-
-    def add(family: Family, net: IPNetwork, verdict: Verdict, c: Counters | None) -> None:
-        acc = sums.setdefault((family, str(net), verdict), [0, 0])
-        if c is not None:
-            acc[0] += c.packets
-            acc[1] += c.bytes
-
+def _counted(table: NftTable, decisions: Iterable[FamilyDecision]) -> Iterator[Counted]:
     for s in table.sets.values():
-        verdict: Verdict = "MASQUERADE" if s.name.startswith("masquerade") else "RETURN"
+        if s.kind is None:
+            continue  # not a set the agent writes: no CIDR of its config
+        action: TrafficAction = "MASQUERADE" if s.kind == "masquerade" else "RETURN"
         for net in s.elements:
-            add(s.family, net, verdict, s.counters.get(net))
+            yield s.family, str(net), action, s.counters.get(net)
     chain = table.chains.get(POSTROUTING_CHAIN)
     for rule in chain.rules if chain else ():
         if not rule.counter:
             continue
         if rule.verdict == "return" and rule.family is not None and rule.daddr is not None:
-            add(rule.family, rule.daddr, "RETURN", rule.counters)
+            yield rule.family, str(rule.daddr), "RETURN", rule.counters
         elif rule.verdict == "jump" and rule.daddr is None and rule.daddr_set is None:
             family: Family = rule.nfproto or "ipv4"
-            add(family, every_destination(family), "MASQUERADE", rule.counters)
+            yield family, str(every_destination(family)), "MASQUERADE", rule.counters
     for d in decisions:
-        lists: tuple[tuple[Verdict, Iterable[IPNetwork]], ...] = (
-            ("MASQUERADE", d.masquerade),
-            ("RETURN", d.non_masquerade),
-        )
-        for verdict, nets in lists:
-            for net in nets:
-                add(d.family, net, verdict, None)
-    out: dict[Family, list[CidrTraffic]] = {}
-    for (family, cidr, verdict), (packets, nbytes) in sums.items():
-        out.setdefault(family, []).append(CidrTraffic(family, cidr, verdict, packets, nbytes))
-    return {family: tuple(rows) for family, rows in out.items()}
+        yield from ((d.family, str(net), "MASQUERADE", None) for net in d.masquerade)
+        yield from ((d.family, str(net), "RETURN", None) for net in d.non_masquerade)
+
+
+def traffic_of(
+    table: NftTable, decisions: Iterable[FamilyDecision] = ()
+) -> dict[Family, tuple[CidrTraffic, ...]]:
+    """Per family: (cidr, action) counters, stored ones first, then zeros for covered CIDRs."""
+    return summed(_counted(table, decisions))
