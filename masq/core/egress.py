@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
 from pyrsistent import pvector
@@ -69,6 +70,19 @@ def interface_matches(interface: str, name: str) -> bool:
     if is_pattern(interface):
         return name.startswith(interface[: -len(WILDCARD)])
     return name == interface
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """What an evaluator may match besides the destination: the packet's source address and
+    output interface.  None: not known (as for ``--explain`` without them), and then a rule
+    that matches on it is taken to match."""
+
+    source: IPAddress | None = None
+    interface: str | None = None
+
+
+ANY_PACKET: Final = Packet()
 
 
 def sorted_interfaces(interfaces: Iterable[str]) -> PVector[str]:

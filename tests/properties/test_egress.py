@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 import netaddr
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from nft_text import masquerades as masquerades_text
+from nft_text import parse_text, snat_address
 from pyrsistent import pvector
 from returns.result import Failure, Success
+from strategies import INTERFACES, egress_configs, probe_addresses, probe_sources, table_options
 
-from masq.core.addresses import IPAddress, IPNetwork, sorted_cidrs
+from masq.core.addresses import Family, IPAddress, IPNetwork, family_of, sorted_cidrs
 from masq.core.config import MasqConfig
 from masq.core.decision import Flow, should_masquerade, should_masquerade_flow
-from masq.core.egress import interface_matches, parse_interface, uncovered_interfaces
+from masq.core.egress import Packet, interface_matches, parse_interface, uncovered_interfaces
+from masq.core.iptables.codec import parse_save, render_restore
+from masq.core.iptables.evaluate import first_match, masquerades
+from masq.core.iptables.model import Ruleset
+from masq.core.iptables.plan import plan
+from masq.core.iptables.rules import desired_ruleset
+from masq.core.nftables.codec import render_table
+from masq.core.nftables.evaluate import masquerades as nft_masquerades
+from masq.core.nftables.evaluate import nat_address
+from masq.core.nftables.table import desired_table
+from masq.core.options import DataplaneOptions
 
 NAMES = ("eth0", "eth1", "eth10", "eth", "ens5", "wlan0", "bond0.100", "e")
 PATTERNS = st.sampled_from(NAMES) | st.sampled_from(("eth", "e", "ens", "wl", "bond0")).map(
@@ -68,10 +82,9 @@ def flows(draw: st.DrawFn, config: MasqConfig) -> Flow:
         anywhere: st.SearchStrategy[IPAddress] = st.ip_addresses(v=4 if version == 4 else 6)
         if not nets:
             return anywhere
-        inside = st.sampled_from(nets).flatmap(
-            lambda n: st.integers(int(n.network_address), int(n.broadcast_address)).map(
-                ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
-            )
+        cls: type[IPAddress] = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+        inside: st.SearchStrategy[IPAddress] = st.sampled_from(nets).flatmap(
+            lambda n: st.integers(int(n.network_address), int(n.broadcast_address)).map(cls)
         )
         return anywhere | inside
 
@@ -167,3 +180,70 @@ def test_parse_interface_accepts_exactly_the_kernels_names_and_one_trailing_star
     assert isinstance(result, Success) == ok
     if isinstance(result, Failure):
         assert "\n" not in str(result.failure())
+
+
+def _rendered_ruleset(config: MasqConfig, family: Family, options: DataplaneOptions) -> Ruleset:
+    """The chain and jump as the restore script writes them, read back by parse_save."""
+    desired = desired_ruleset(config, family, options)
+    empty = parse_save("", options.chain, family).unwrap()
+    script = render_restore(plan(desired, empty))
+    return parse_save(script, options.chain, family).unwrap()
+
+
+@settings(max_examples=60)
+@given(config=egress_configs(), options=table_options(), data=st.data())
+def test_rendered_dataplanes_decide_like_the_flow_decision(
+    config: MasqConfig, options: DataplaneOptions, data: st.DataObject
+) -> None:
+    """For random configs with egress selection (outputInterfaces with trailing-* patterns,
+    sourceCIDRs of either family, outputAddress*) and flows through every probe interface
+    from sources at the edges of the source CIDRs: the iptables chain and jump, rendered as a
+    restore script and parsed back, evaluated by the core's iptables evaluator; the nft
+    table model evaluated by the core's nft evaluator; and the rendered nft text read by the
+    independent nft-text reader all decide like should_masquerade_flow, and a masqueraded
+    flow is SNATed to the family's outputAddress (MASQUERADE where none is set)."""
+    table = desired_table(config, options)
+    text = parse_text(render_table(table))
+    for family in options.families:
+        ruleset = _rendered_ruleset(config, family, options)
+        destinations = [ip for ip in probe_addresses(config, data) if family_of(ip) == family]
+        snat = config.output_address if family == "ipv4" else config.output_address_ipv6
+        for source in probe_sources(config, data, family):
+            for destination in destinations[:6]:
+                for interface in INTERFACES:
+                    flow = Flow(source, destination, interface)
+                    want = should_masquerade_flow(config, flow)
+                    packet = Packet(source, interface)
+                    assert masquerades(ruleset, destination, packet=packet) is want, flow
+                    assert nft_masquerades(table, destination, packet) is want, flow
+                    got = masquerades_text(text, str(destination), str(source), interface)
+                    assert got is want, (flow, render_table(table))
+                    if want:
+                        rule = first_match(ruleset, options.chain, destination, packet=packet)
+                        assert rule is not None and rule.to_source == snat
+                        assert nat_address(table, destination) == snat
+                        shown = snat_address(text, str(destination))
+                        assert shown == (None if snat is None else str(snat))
+
+
+@given(config=egress_configs(), options=table_options())
+def test_without_egress_keys_both_dataplanes_write_what_they_wrote_before(
+    config: MasqConfig, options: DataplaneOptions
+) -> None:
+    """With none of the new keys set, the iptables chain and jump and the nft table are
+    exactly those of the same config before egress selection existed: no -s, -o or SNAT
+    in any rule, no selection rule or snat statement in the table."""
+    plain = replace(
+        config,
+        output_interfaces=pvector(),
+        source_cidrs=pvector(),
+        output_address=None,
+        output_address_ipv6=None,
+    )
+    for family in options.families:
+        rules = desired_ruleset(plain, family, options).chains[options.chain].rules
+        assert all(
+            r.source is None and r.out_interface is None and r.action != "SNAT" for r in rules
+        )
+    text = render_table(desired_table(plain, options))
+    assert "oifname" not in text and "saddr" not in text and "snat " not in text

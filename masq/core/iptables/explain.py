@@ -26,7 +26,7 @@ def _step(rule: Rule | None) -> Decided:
         return "foreign"
     if rule.role == "default":
         return "default"
-    if rule.action == "MASQUERADE":
+    if rule.action in ("MASQUERADE", "SNAT"):
         return "masquerade"
     return "link-local" if rule.role == "link-local" else "non-masquerade"
 
