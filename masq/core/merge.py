@@ -8,6 +8,7 @@ are collected as sets of ``(source, value)`` and sorted, for the same reason.
 from __future__ import annotations
 
 import bisect
+import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -25,6 +26,7 @@ from masq.core.config import (
     MasqConfig,
 )
 from masq.core.duration import format_duration
+from masq.core.egress import sorted_interfaces
 from masq.core.errors import ConfigError
 from masq.core.fragment import (
     CIDR_LIMIT,
@@ -32,11 +34,15 @@ from masq.core.fragment import (
     MASQ_LINK_LOCAL_IPV6,
     MASQUERADE_CIDRS,
     NON_MASQUERADE_CIDRS,
+    OUTPUT_ADDRESS,
+    OUTPUT_ADDRESS_IPV6,
     RESYNC_INTERVAL,
+    SOURCE_CIDRS,
     Fragment,
+    counted_keys,
 )
 
-T = TypeVar("T", bool, float, int)
+T = TypeVar("T", bool, float, int, ipaddress.IPv4Address, ipaddress.IPv6Address)
 MERGE_SOURCE = "<merged config>"
 """``ConfigError.source`` when a merge failure has no file to blame (defaults alone)."""
 
@@ -116,13 +122,23 @@ def _bool_text(value: bool) -> str:
 
 
 _OR = "OR: true (masquerade) wins"
-_SCALARS: tuple[_Scalar[bool] | _Scalar[float] | _Scalar[int], ...] = (
+_LOWEST = "the lowest address wins"
+_SCALARS: tuple[
+    _Scalar[bool]
+    | _Scalar[float]
+    | _Scalar[int]
+    | _Scalar[ipaddress.IPv4Address]
+    | _Scalar[ipaddress.IPv6Address],
+    ...,
+] = (
     _Scalar(MASQ_LINK_LOCAL, lambda f: f.masq_link_local, _bool_text, max, _OR),
     _Scalar(MASQ_LINK_LOCAL_IPV6, lambda f: f.masq_link_local_ipv6, _bool_text, max, _OR),
     _Scalar(
         RESYNC_INTERVAL, lambda f: f.resync_interval, format_duration, min, "the shortest wins"
     ),
     _Scalar(CIDR_LIMIT, lambda f: f.cidr_limit, str, min, "the smallest wins"),
+    _Scalar(OUTPUT_ADDRESS, lambda f: f.output_address, str, min, _LOWEST),
+    _Scalar(OUTPUT_ADDRESS_IPV6, lambda f: f.output_address_ipv6, str, min, _LOWEST),
 )
 
 
@@ -202,7 +218,8 @@ def _overlapping(
 
 
 def _ipv6_refused(fragments: Sequence[Fragment]) -> Result[None, ConfigError]:
-    """Without IPv6 enabled, an IPv6 CIDR in any file fails the merge (naming every file)."""
+    """Without IPv6 enabled, an IPv6 CIDR or ``outputAddressIPv6`` in any file fails the merge
+    (naming every file)."""
     v6 = sorted(
         {
             (f.source, key, net)
@@ -210,21 +227,34 @@ def _ipv6_refused(fragments: Sequence[Fragment]) -> Result[None, ConfigError]:
             for key, nets in (
                 (NON_MASQUERADE_CIDRS, f.non_masquerade_cidrs),
                 (MASQUERADE_CIDRS, f.masquerade_cidrs),
+                (SOURCE_CIDRS, f.source_cidrs),
             )
             for net in nets or ()
             if net.version == 6
         },
         key=lambda t: (t[0], t[1], cidr_key(t[2])),
     )
-    if not v6:
+    if v6:
+        _, key, first = v6[0]
+        return Failure(
+            ConfigError(
+                ", ".join(sorted({source for source, _, _ in v6})),
+                "IPv6 CIDR given but IPv6 is not enabled (--enable-ipv6=false)",
+                key=key,
+                value=str(first),
+            )
+        )
+    addresses = sorted(
+        (f.source, str(f.output_address_ipv6)) for f in fragments if f.output_address_ipv6
+    )
+    if not addresses:
         return Success(None)
-    _, key, first = v6[0]
     return Failure(
         ConfigError(
-            ", ".join(sorted({source for source, _, _ in v6})),
-            "IPv6 CIDR given but IPv6 is not enabled (--enable-ipv6=false)",
-            key=key,
-            value=str(first),
+            ", ".join(source for source, _ in addresses),
+            "IPv6 address given but IPv6 is not enabled (--enable-ipv6=false)",
+            key=OUTPUT_ADDRESS_IPV6,
+            value=addresses[0][1],
         )
     )
 
@@ -235,7 +265,13 @@ def _within_limit(
     """The merged CIDR count against the smallest ``cidrLimit`` (or the default)."""
     if count <= limit:
         return Success(None)
-    listing = sorted({f.source for f in fragments if f.non_masquerade_cidrs or f.masquerade_cidrs})
+    listing = sorted(
+        {
+            f.source
+            for f in fragments
+            if f.non_masquerade_cidrs or f.masquerade_cidrs or f.source_cidrs
+        }
+    )
     limit_sources = sorted(s for s, v in limits if v == limit)
     origin = (
         f"{CIDR_LIMIT} {limit} set by " + ", ".join(limit_sources)
@@ -245,8 +281,8 @@ def _within_limit(
     return Failure(
         ConfigError(
             ", ".join(listing or limit_sources) or MERGE_SOURCE,
-            f"merged config has {count} distinct CIDRs ({NON_MASQUERADE_CIDRS} +"
-            f" {MASQUERADE_CIDRS}), over the {origin}",
+            f"merged config has {count} distinct CIDRs"
+            f" ({counted_keys(any(f.source_cidrs for f in fragments))}), over the {origin}",
             key=CIDR_LIMIT,
             value=str(limit),
         )
@@ -265,7 +301,9 @@ def merge(
     A key no fragment sets takes its default; a key some fragments set is merged
     over those only (an explicit empty ``nonMasqueradeCIDRs`` is a choice, not an
     absence): CIDR lists by union, booleans by OR, ``resyncInterval`` and
-    ``cidrLimit`` by minimum.  Disagreements are resolved and returned as
+    ``cidrLimit`` by minimum; egress selection's ``outputInterfaces`` and ``sourceCIDRs``
+    by union, ``outputAddress*`` by the lowest address (a conflict when files disagree).
+    Disagreements are resolved and returned as
     ``conflicts``; only IPv6 without ``enable_ipv6`` and a CIDR count over
     ``cidrLimit`` fail.
     """
@@ -276,10 +314,11 @@ def merge(
         sorted_cidrs(n for nets in setters for n in nets) if setters else sorted_cidrs(default)
     )
     masq = sorted_cidrs(n for f in frags for n in f.masquerade_cidrs or ())
+    sources = sorted_cidrs(n for f in frags for n in f.source_cidrs or ())
     limits = {(f.source, f.cidr_limit) for f in frags if f.cidr_limit is not None}
     limit = min((v for _, v in limits), default=DEFAULT_CIDR_LIMIT)
     checked = (Success(None) if enable_ipv6 else _ipv6_refused(frags)).bind(
-        lambda _: _within_limit(frags, len(set(non_masq) | set(masq)), limits, limit)
+        lambda _: _within_limit(frags, len(set(non_masq) | set(masq) | set(sources)), limits, limit)
     )
     config = MasqConfig(
         non_masquerade_cidrs=non_masq,
@@ -291,6 +330,15 @@ def merge(
             default=default_resync_interval,
         ),
         cidr_limit=limit,
+        output_interfaces=sorted_interfaces(i for f in frags for i in f.output_interfaces or ()),
+        source_cidrs=sources,
+        output_address=min(
+            (f.output_address for f in frags if f.output_address is not None), default=None
+        ),
+        output_address_ipv6=min(
+            (f.output_address_ipv6 for f in frags if f.output_address_ipv6 is not None),
+            default=None,
+        ),
     )
     conflicts = [c for scalar in _SCALARS for c in scalar.conflicts(frags)]
     conflicts += _covered_conflicts(frags)
