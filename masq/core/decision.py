@@ -111,13 +111,26 @@ class FamilyDecision:
 
     def flow_step(self, flow: Flow) -> FlowStep:
         """The step that decides for ``flow``: the whole order, selection first."""
-        if self.interfaces and not any(
-            interface_matches(i, flow.interface) for i in self.interfaces
+        return self.partial_flow_step(flow.destination, flow.source, flow.interface)
+
+    def partial_flow_step(
+        self, destination: IPAddress, source: IPAddress | None, interface: str | None
+    ) -> FlowStep:
+        """``flow_step`` where the source or the interface may be unknown (``--explain``
+        without them): an unknown one is taken as selected."""
+        if (
+            self.interfaces
+            and interface is not None
+            and not any(interface_matches(i, interface) for i in self.interfaces)
         ):
             return "other-interface"
-        if self.sources is not None and not any(flow.source in n for n in self.sources):
+        if (
+            self.sources is not None
+            and source is not None
+            and not any(source in n for n in self.sources)
+        ):
             return "other-source"
-        return self.step(flow.destination)
+        return self.step(destination)
 
     def masquerades_flow(self, flow: Flow) -> bool:
         return self.flow_step(flow) in ("masquerade", "default")
