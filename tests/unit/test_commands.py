@@ -76,7 +76,7 @@ EGRESS = "outputInterfaces: [eth1, wl*]\nsourceCIDRs: [10.8.0.0/16]\noutputAddre
 
 @pytest.mark.parametrize("dataplane", ["iptables", "nftables"])
 @pytest.mark.parametrize(
-    ("source", "interface", "masqueraded", "because"),
+    "case",
     [
         ("10.8.1.1", "eth1", "yes", "final catch-all"),
         ("10.8.1.1", "wlan0", "yes", "final catch-all"),
@@ -85,12 +85,13 @@ EGRESS = "outputInterfaces: [eth1, wl*]\nsourceCIDRs: [10.8.0.0/16]\noutputAddre
     ],
 )
 def test_explain_takes_a_source_and_an_interface(
-    tmp_path: Path, dataplane: str, source: str, interface: str, masqueraded: str, because: str
+    tmp_path: Path, dataplane: str, case: tuple[str, str, str, str]
 ) -> None:
     """--explain-source and --explain-interface (Go-style flags) put a flow through egress
     selection in either dataplane: a flow outside outputInterfaces or sourceCIDRs is left
     alone and the explanation names the key and the file; a selected one is decided as before
     and the config agrees with the rules."""
+    source, interface, masqueraded, because = case
     write(tmp_path, "ip-masq-egress", EGRESS)
     out, err = io.StringIO(), io.StringIO()
     opts = opts_for(
