@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -42,6 +41,7 @@ from masq.core.merge import Merged
 from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.dataplane import build
 from masq.shell.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG
+from masq.shell.local import is_local_address
 from masq.shell.options import Options
 
 
@@ -50,30 +50,6 @@ def _err(line: str, stream: TextIO | None = None) -> None:
 
 
 # --- --explain ------------------------------------------------------------------
-
-
-def is_local_address(ip: IPAddress) -> bool:
-    """Whether ``ip`` is an address of this host (the kernel's LOCAL type), by binding to it.
-
-    Binding succeeds only for local addresses (including all of 127.0.0.0/8), unless
-    ``ip_nonlocal_bind`` is set, in which case we cannot tell and say "not local".
-    """
-    if ip.is_unspecified or ip.is_multicast:
-        return False
-    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-    sysctl = f"/proc/sys/net/ipv{ip.version}/ip_nonlocal_bind"
-    try:
-        with open(sysctl, encoding="ascii") as f:
-            if f.read().strip() not in ("", "0"):
-                return False
-    except OSError:
-        pass
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.bind((str(ip), 0))
-    except OSError:
-        return False
-    return True
 
 
 def _read_config(opts: Options) -> Result[LoadedConfig, tuple[ConfigError, ...]]:

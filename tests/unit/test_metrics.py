@@ -97,6 +97,7 @@ def test_every_required_metric_with_its_type_and_labels() -> None:
         "ip_masq_agent_config_fragments": ("gauge", set()),
         "ip_masq_agent_config_conflicts": ("gauge", set()),
         "ip_masq_agent_cidrs": ("gauge", {"family", "kind"}),
+        "ip_masq_agent_config_egress_entries": ("gauge", {"key"}),
         "ip_masq_agent_build_info": ("gauge", {"version"}),
         "ip_masq_agent_packets": ("counter", {"family", "cidr", "action"}),
         "ip_masq_agent_bytes": ("counter", {"family", "cidr", "action"}),
@@ -169,6 +170,36 @@ def test_config_gauges_follow_the_last_merge() -> None:
     m.config_loaded(0, merge([]).unwrap())
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="non_masquerade") == 3  # RFC 1918
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 0
+
+
+def test_egress_gauge_counts_each_new_key() -> None:
+    """ip_masq_agent_config_egress_entries: every key's series exists at 0 from the start;
+    after a merge, the entries of outputInterfaces and sourceCIDRs, and 1 for each address
+    set; back to 0 when a later config drops them."""
+    m = Metrics()
+    keys = ("outputInterfaces", "sourceCIDRs", "outputAddress", "outputAddressIPv6")
+    assert [value(m, "ip_masq_agent_config_egress_entries", key=k) for k in keys] == [0] * 4
+    egress = Fragment(
+        "ip-masq-egress",
+        output_interfaces=pvector(["eth1", "wl*"]),
+        source_cidrs=pvector(
+            [ipaddress.ip_network("10.8.0.0/16"), ipaddress.ip_network("10.9.0.0/16")]
+        ),
+        output_address=ipaddress.IPv4Address("192.0.2.10"),
+    )
+    m.config_loaded(
+        1,
+        merge(
+            [
+                egress,
+                Fragment("ip-masq-b", source_cidrs=pvector([ipaddress.ip_network("10.10.0.0/16")])),
+            ]
+        ).unwrap(),
+    )
+    got = [value(m, "ip_masq_agent_config_egress_entries", key=k) for k in keys]
+    assert got == [2, 3, 1, 0]
+    m.config_loaded(0, merge([]).unwrap())
+    assert [value(m, "ip_masq_agent_config_egress_entries", key=k) for k in keys] == [0] * 4
 
 
 def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
