@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         should_masquerade,
         should_masquerade_flow,
     )
+    from masq.core.egress import Packet
     from masq.core.errors import ConfigError
     from masq.core.explain import Explanation, Origin, render_explanation
     from masq.core.fragment import Fragment, parse_fragment
@@ -78,6 +79,7 @@ _HOMES: dict[str, str] = {
     "NatOptions": "masq.core.nat",
     "Op": "masq.core.iptables.model",
     "Origin": "masq.core.explain",
+    "Packet": "masq.core.egress",
     "PortRange": "masq.core.nat",
     "Rule": "masq.core.iptables.model",
     "Ruleset": "masq.core.iptables.model",
@@ -143,6 +145,7 @@ __all__ = [
     "NatOptions",
     "Op",
     "Origin",
+    "Packet",
     "PortRange",
     "Rule",
     "Ruleset",
