@@ -254,6 +254,22 @@ def test_rules_sharing_labels_are_summed_and_uncounted_rules_skipped() -> None:
     assert not any(dict(lbl).get("cidr") == "10.0.0.0/8" for n, lbl in samples(m) if n == pk)
 
 
+def test_snat_copies_per_selection_count_as_their_cidr_masquerade() -> None:
+    """With egress selection and outputAddress, a masquerading rule is an SNAT written once
+    per (source, interface): their counters sum under the rule's CIDR and MASQUERADE."""
+    m = Metrics()
+    snat = ipaddress.IPv4Address("192.0.2.10")
+    copies = [
+        rule("SNAT", "10.240.0.0/16", 1, 10, to_source=snat, out_interface="eth1"),
+        rule("SNAT", "10.240.0.0/16", 2, 20, to_source=snat, out_interface="wl*"),
+        rule("SNAT", None, 4, 40, to_source=snat, source=ipaddress.ip_network("10.8.0.0/16")),
+    ]
+    m.traffic(traffic_of(observed("ipv4", *copies)))
+    pk = "ip_masq_agent_packets_total"
+    assert value(m, pk, family="ipv4", cidr="10.240.0.0/16", action="MASQUERADE") == 3
+    assert value(m, pk, family="ipv4", cidr="0.0.0.0/0", action="MASQUERADE") == 4
+
+
 def test_desired_ruleset_rules_map_to_labels() -> None:
     """Every rule the agent writes gets a distinct label set (catch-all spelled 0.0.0.0/0)."""
     config = merge([]).unwrap().config
