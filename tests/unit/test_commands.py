@@ -142,6 +142,21 @@ def test_explain_without_the_new_flags_prints_as_before(tmp_path: Path) -> None:
     assert "source" not in doc and "interface" not in doc
 
 
+def test_validate_prints_the_egress_keys_so_they_parse_back(tmp_path: Path) -> None:
+    """--validate's printout of a config with egress selection is itself a config that
+    merges to the same effective config; without those keys none of them is printed."""
+    write(tmp_path, "ip-masq-a", EGRESS + "outputAddressIPv6: '2001:db8::1'\n")
+    out = io.StringIO()
+    assert commands.validate(opts_for(tmp_path, enable_ipv6=True), out=out) == 0
+    reparsed = parse_fragment(out.getvalue(), "printed").unwrap()
+    original = parse_fragment((tmp_path / "ip-masq-a").read_text(), "ip-masq-a").unwrap()
+    assert merge([reparsed], enable_ipv6=True) == merge([original], enable_ipv6=True)
+    write(tmp_path, "ip-masq-a", "masqLinkLocal: true\n")
+    out = io.StringIO()
+    assert commands.validate(opts_for(tmp_path), out=out) == 0
+    assert "output" not in out.getvalue() and "sourceCIDRs" not in out.getvalue()
+
+
 def test_validate_valid_prints_a_config_that_parses_back(tmp_path: Path) -> None:
     write(tmp_path, "ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: true\n")
     write(tmp_path, "ip-masq-b", "masqLinkLocal: false\nresyncInterval: 30s\n")
