@@ -20,86 +20,59 @@ from __future__ import annotations
 
 import errno
 import socket
-import struct
-from collections.abc import Iterator
 from typing import Final, Literal, Protocol
 
 from masq.core.addresses import Family
+from masq.core.nftables.netlink import (
+    GENMSG,
+    NETLINK_NETFILTER,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    attr_map,
+    be32,
+    message,
+    msg_type,
+    replies,
+    strz,
+)
 
-NETLINK_NETFILTER: Final = 12
-NFNL_SUBSYS_NFTABLES: Final = 10
-NFT_MSG_GETTABLE: Final = 1
-NFT_MSG_GETCHAIN: Final = 4
-NFT_MSG_GETGEN: Final = 16
 NFTA_GEN_ID: Final = 1
 NFTA_TABLE_NAME: Final = 1
 NFTA_CHAIN_TABLE: Final = 1
 NFTA_CHAIN_NAME: Final = 3
-NLM_F_REQUEST: Final = 0x1
-NLMSG_ERROR: Final = 2
-NLMSG_DONE: Final = 3
-NFPROTO: Final[dict[str, int]] = {"unspec": 0, "inet": 1, "ip": 2, "ip6": 10}
-_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
-_GENMSG = struct.Struct("=BBH")  # nfgenmsg: family, version, res_id
 _TIMEOUT_SECONDS = 1.0
 
 Proto = Literal["inet", "ip", "ip6"]
 
 
-def _attr(kind: int, text: str) -> bytes:
-    data = text.encode() + b"\0"
-    length = 4 + len(data)
-    return struct.pack("=HH", length, kind) + data + b"\0" * (-length % 4)
-
-
-def _attrs(body: bytes) -> Iterator[tuple[int, bytes]]:
-    at = 0
-    while at + 4 <= len(body):
-        length, kind = struct.unpack_from("=HH", body, at)
-        if length < 4:
-            return
-        yield kind & 0x3FFF, body[at + 4 : at + length]
-        at += (length + 3) & ~3
-
-
-def _request(kind: int, family: str, payload: bytes) -> tuple[int, bytes]:
-    """One request; (0, reply attributes) or (errno, b"").  OSError if the socket fails."""
+def _request(kind: str, family: str, payload: bytes) -> tuple[int, bytes]:
+    """One request; (0, reply body) or (errno, b"").  OSError if the socket fails."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
         sock.settimeout(_TIMEOUT_SECONDS)
         sock.bind((0, 0))
-        body = _GENMSG.pack(NFPROTO[family], 0, 0) + payload
-        header = _HEADER.pack(
-            _HEADER.size + len(body), (NFNL_SUBSYS_NFTABLES << 8) | kind, NLM_F_REQUEST, 1, 0
-        )
-        sock.send(header + body)
+        sock.send(message(msg_type(kind), NLM_F_REQUEST, 1, family, payload))
         while True:
-            data = sock.recv(65536)
-            at = 0
-            while at + _HEADER.size <= len(data):
-                length, mtype, _flags, seq, _pid = _HEADER.unpack_from(data, at)
-                message = data[at : at + length]
-                at += (length + 3) & ~3
-                if seq != 1 or length < _HEADER.size:
+            for reply in replies(sock.recv(65536)):
+                if reply.seq != 1:
                     continue
-                if mtype == NLMSG_ERROR:
-                    (error,) = struct.unpack_from("=i", message, _HEADER.size)
-                    return -error, b""
-                if mtype == NLMSG_DONE:
+                if reply.kind == NLMSG_ERROR:
+                    return reply.error, b""
+                if reply.kind == NLMSG_DONE:
                     return errno.ENODATA, b""
-                return 0, message[_HEADER.size + _GENMSG.size :]
+                return 0, reply.body
 
 
 def generation() -> int | None:
     """The nf_tables ruleset generation id, or None when it cannot be read."""
     try:
-        error, body = _request(NFT_MSG_GETGEN, "unspec", b"")
+        error, body = _request("GETGEN", "unspec", b"")
     except OSError:
         return None
-    found = dict(_attrs(body)).get(NFTA_GEN_ID) if error == 0 else None
-    return int(struct.unpack(">I", found)[0]) if found is not None and len(found) == 4 else None
+    return be32(attr_map(body, GENMSG.size).get(NFTA_GEN_ID)) if error == 0 else None
 
 
-def _exists(kind: int, family: Proto, payload: bytes) -> bool | None:
+def _exists(kind: str, family: Proto, payload: bytes) -> bool | None:
     try:
         error, _ = _request(kind, family, payload)
     except OSError:
@@ -111,13 +84,13 @@ def _exists(kind: int, family: Proto, payload: bytes) -> bool | None:
 
 def table_exists(family: Proto, name: str) -> bool | None:
     """Whether nf_tables holds table ``family name`` (None: cannot tell)."""
-    return _exists(NFT_MSG_GETTABLE, family, _attr(NFTA_TABLE_NAME, name))
+    return _exists("GETTABLE", family, strz(NFTA_TABLE_NAME, name))
 
 
 def chain_exists(family: Proto, table: str, chain: str) -> bool | None:
     """Whether nf_tables holds ``chain`` in ``family table`` (iptables-nft: ip/ip6 nat)."""
-    payload = _attr(NFTA_CHAIN_TABLE, table) + _attr(NFTA_CHAIN_NAME, chain)
-    return _exists(NFT_MSG_GETCHAIN, family, payload)
+    payload = strz(NFTA_CHAIN_TABLE, table) + strz(NFTA_CHAIN_NAME, chain)
+    return _exists("GETCHAIN", family, payload)
 
 
 LEGACY_NAMES_FILES: Final[dict[Family, str]] = {
