@@ -22,7 +22,7 @@ from masq.core.addresses import Family, IPAddress, IPNetwork, parse_cidr, sorted
 from masq.core.config import DEFAULT_CIDR_LIMIT
 from masq.core.duration import parse_duration_ns
 from masq.core.egress import parse_interface, parse_output_address, sorted_interfaces
-from masq.core.errors import ConfigError, invalid
+from masq.core.errors import ConfigError, collect, invalid
 from masq.core.plain import SHOWN_CHARS, Pairs, Timestamp, load
 
 MAX_FRAGMENT_BYTES = 1024 * 1024
@@ -131,34 +131,23 @@ def _cidr_entry(index: int, entry: object) -> Result[IPNetwork, ConfigError]:
 def _cidr_list(value: object) -> Result[_Parsed, ConfigError]:
     if not isinstance(value, list):
         return Failure(_wrong_type("a list of CIDR strings", value))
-    nets: list[IPNetwork] = []
-    for index, entry in enumerate(value):
-        match _cidr_entry(index, entry):
-            case Success(net):
-                nets.append(net)
-            case Failure(error):
-                return Failure(error)
-    return Success(sorted_cidrs(nets))
+    return collect(_cidr_entry(index, entry) for index, entry in enumerate(value)).map(sorted_cidrs)
+
+
+def _interface_entry(index: int, entry: object) -> Result[str, ConfigError]:
+    if entry is None or entry == "":
+        what = "null" if entry is None else "empty"
+        return Failure(ConfigError("", f"{what} entry: expected an interface name", index=index))
+    if not isinstance(entry, str):
+        return Failure(replace(_wrong_type("an interface name", entry), index=index))
+    return parse_interface(entry).alt(lambda e: replace(e, index=index, value=_show(entry)))
 
 
 def _interface_list(value: object) -> Result[_Parsed, ConfigError]:
     if not isinstance(value, list):
         return Failure(_wrong_type("a list of interface names", value))
-    names: list[str] = []
-    for index, entry in enumerate(value):
-        if entry is None or entry == "":
-            what = "null" if entry is None else "empty"
-            return Failure(
-                ConfigError("", f"{what} entry: expected an interface name", index=index)
-            )
-        if not isinstance(entry, str):
-            return Failure(replace(_wrong_type("an interface name", entry), index=index))
-        match parse_interface(entry):
-            case Success(name):
-                names.append(name)
-            case Failure(error):
-                return Failure(replace(error, index=index, value=_show(entry)))
-    return Success(sorted_interfaces(names))
+    entries = (_interface_entry(index, entry) for index, entry in enumerate(value))
+    return collect(entries).map(sorted_interfaces)
 
 
 def _address(family: Family) -> Callable[[object], Result[_Parsed, ConfigError]]:

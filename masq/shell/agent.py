@@ -20,6 +20,7 @@ from returns.result import Failure
 
 from masq.core.addresses import Family, IPAddress
 from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig
+from masq.core.duration import format_duration
 from masq.core.fragment import (
     MASQ_LINK_LOCAL,
     MASQ_LINK_LOCAL_IPV6,
@@ -156,7 +157,7 @@ class Agent:
                     MASQUERADE_CIDRS: len(config.masquerade_cidrs),
                     MASQ_LINK_LOCAL: config.masq_link_local,
                     MASQ_LINK_LOCAL_IPV6: config.masq_link_local_ipv6,
-                    RESYNC_INTERVAL: config.resync_interval,
+                    RESYNC_INTERVAL: format_duration(config.resync_interval),
                 }
                 | egress_fields(config)
             },

@@ -42,6 +42,7 @@ from masq.core.traffic import CidrTraffic
 from masq.shell import netlink
 from masq.shell.dataplane import Explained, Writes
 from masq.shell.errors import AgentError, TransientError
+from masq.shell.iptables_backend import iptables_binary
 from masq.shell.process import Completed, Runner, run_command
 from masq.shell.process import which as _which
 
@@ -103,9 +104,8 @@ class Iptables:
     ) -> None:
         self.backend = backend
         self.family = family
-        base = "iptables" if family == "ipv4" else "ip6tables"
-        self.binary = f"{base}-{backend}"
-        self.restore_binary = f"{base}-{backend}-restore"
+        self.binary = iptables_binary(family, backend)
+        self.restore_binary = iptables_binary(family, backend, "restore")
         self._run = runner
         self._random_fully = random_fully if random_fully is not None else {}
 
@@ -466,8 +466,7 @@ def _labels(ops: Sequence[Op]) -> tuple[str, ...]:
 
 
 def _binaries_exist(backend: ResolvedBackend, family: Family) -> bool:
-    base = "iptables" if family == "ipv4" else "ip6tables"
-    return all(_which(f"{base}-{backend}{s}") for s in ("", "-restore"))
+    return all(_which(iptables_binary(family, backend, tool)) for tool in ("", "restore"))
 
 
 def _kernel_says(table: Iptables, chain: str, kernel: netlink.Kernel) -> bool | None:

@@ -14,7 +14,6 @@ from masq.core.iptables.model import DeleteRuleAt, Ruleset
 from masq.core.iptables.plan import apply_ops
 from masq.core.iptables.rules import RulesetOptions, desired_ruleset
 from masq.shell import agent as agent_module
-from masq.shell import iptables_backend as backend
 from masq.shell import process
 from masq.shell.agent import KUBE_PROXY_TABLE, Agent, backoff_seconds, with_retries
 from masq.shell.errors import AgentError, TransientError
@@ -22,11 +21,6 @@ from masq.shell.metrics import Metrics
 from masq.shell.options import Options
 
 CHAIN = "IP-MASQ-AGENT"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backend, "_chosen", {})
 
 
 def options(tmp_path: Path, **kw: object) -> Options:
