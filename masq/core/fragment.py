@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, TypeVar
 
 from pyrsistent.typing import PVector
 from returns.result import Failure, Result, Success
@@ -119,35 +119,41 @@ def _wrong_type(expected: str, value: object) -> ConfigError:
     return invalid(f"wrong type: expected {expected}, got {_kind(value)}", _show(value))
 
 
-def _cidr_entry(index: int, entry: object) -> Result[IPNetwork, ConfigError]:
-    if entry is None or entry == "":
-        what = "null" if entry is None else "empty"
-        return Failure(ConfigError("", f"{what} entry: expected a CIDR string", index=index))
-    if not isinstance(entry, str):
-        return Failure(replace(_wrong_type("a CIDR string", entry), index=index))
-    return parse_cidr(entry).alt(lambda e: replace(e, index=index, value=_show(entry)))
+_T = TypeVar("_T")
+
+
+def _entries(
+    one: str, many: str, parse: Callable[[str], Result[_T, ConfigError]]
+) -> Callable[[object], Result[tuple[_T, ...], ConfigError]]:
+    """A list key's check: a list of non-empty strings, each read by ``parse``; an error
+    names the entry's index and shows its value (``one``/``many`` name what is expected)."""
+
+    def entry(index: int, item: object) -> Result[_T, ConfigError]:
+        if item is None or item == "":
+            what = "null" if item is None else "empty"
+            return Failure(ConfigError("", f"{what} entry: expected {one}", index=index))
+        if not isinstance(item, str):
+            return Failure(replace(_wrong_type(one, item), index=index))
+        return parse(item).alt(lambda e: replace(e, index=index, value=_show(item)))
+
+    def check(value: object) -> Result[tuple[_T, ...], ConfigError]:
+        if not isinstance(value, list):
+            return Failure(_wrong_type(f"a list of {many}", value))
+        return collect(entry(index, item) for index, item in enumerate(value))
+
+    return check
+
+
+_cidrs = _entries("a CIDR string", "CIDR strings", parse_cidr)
+_interfaces = _entries("an interface name", "interface names", parse_interface)
 
 
 def _cidr_list(value: object) -> Result[_Parsed, ConfigError]:
-    if not isinstance(value, list):
-        return Failure(_wrong_type("a list of CIDR strings", value))
-    return collect(_cidr_entry(index, entry) for index, entry in enumerate(value)).map(sorted_cidrs)
-
-
-def _interface_entry(index: int, entry: object) -> Result[str, ConfigError]:
-    if entry is None or entry == "":
-        what = "null" if entry is None else "empty"
-        return Failure(ConfigError("", f"{what} entry: expected an interface name", index=index))
-    if not isinstance(entry, str):
-        return Failure(replace(_wrong_type("an interface name", entry), index=index))
-    return parse_interface(entry).alt(lambda e: replace(e, index=index, value=_show(entry)))
+    return _cidrs(value).map(sorted_cidrs)
 
 
 def _interface_list(value: object) -> Result[_Parsed, ConfigError]:
-    if not isinstance(value, list):
-        return Failure(_wrong_type("a list of interface names", value))
-    entries = (_interface_entry(index, entry) for index, entry in enumerate(value))
-    return collect(entries).map(sorted_interfaces)
+    return _interfaces(value).map(sorted_interfaces)
 
 
 def _address(family: Family) -> Callable[[object], Result[_Parsed, ConfigError]]:
