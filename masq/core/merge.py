@@ -99,8 +99,19 @@ def _conflict(
 
 
 @dataclass(frozen=True, slots=True)
+class _Resolved(Generic[T]):
+    value: T
+    conflicts: tuple[Conflict, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Scalar(Generic[T]):
-    """A key merged by picking one value; sources giving different values conflict."""
+    """A key merged by picking one value, its rule stated once.
+
+    ``pick`` chooses the merged value among the values the fragments give (the caller's
+    default when none gives one), and the same choice words the conflict when they give
+    more than one: the value and the message cannot drift apart.
+    """
 
     key: str
     get: Callable[[Fragment], T | None]
@@ -108,13 +119,30 @@ class _Scalar(Generic[T]):
     pick: Callable[[Iterable[T]], T]
     rule: str
 
-    def conflicts(self, fragments: Sequence[Fragment]) -> list[Conflict]:
-        given = {(f.source, v) for f in fragments if (v := self.get(f)) is not None}
+    def given(self, fragments: Iterable[Fragment]) -> set[tuple[str, T]]:
+        """``(source, value)`` for every fragment that sets the key."""
+        return {(f.source, v) for f in fragments if (v := self.get(f)) is not None}
+
+    def resolve(self, fragments: Iterable[Fragment], default: T) -> _Resolved[T]:
+        given = self.given(fragments)
         distinct = {value for _, value in given}
-        if len(distinct) < 2:
-            return []
-        shown = {(source, self.text(value)) for source, value in given}
-        return [_conflict(self.key, shown, f"{self.rule}: {self.text(self.pick(distinct))}")]
+        if not distinct:
+            return _Resolved(default, ())
+        value = self.pick(distinct)
+        if len(distinct) == 1:
+            return _Resolved(value, ())
+        shown = {(source, self.text(v)) for source, v in given}
+        return _Resolved(value, (_conflict(self.key, shown, f"{self.rule}: {self.text(value)}"),))
+
+    def resolve_optional(
+        self, fragments: Sequence[Fragment]
+    ) -> tuple[T | None, tuple[Conflict, ...]]:
+        """``resolve`` for a key without a default: None when no fragment sets it."""
+        given = self.given(fragments)
+        if not given:
+            return None, ()
+        resolved = self.resolve(fragments, next(iter(given))[1])  # a default never used
+        return resolved.value, resolved.conflicts
 
 
 def _bool_text(value: bool) -> str:
@@ -122,23 +150,19 @@ def _bool_text(value: bool) -> str:
 
 
 _OR = "OR: true (masquerade) wins"
+# The merge rule of every scalar key: merge() reads both the value and the conflict here.
+_MASQ_LINK_LOCAL = _Scalar(MASQ_LINK_LOCAL, lambda f: f.masq_link_local, _bool_text, max, _OR)
+_MASQ_LINK_LOCAL_IPV6 = _Scalar(
+    MASQ_LINK_LOCAL_IPV6, lambda f: f.masq_link_local_ipv6, _bool_text, max, _OR
+)
+_RESYNC_INTERVAL = _Scalar(
+    RESYNC_INTERVAL, lambda f: f.resync_interval, format_duration, min, "the shortest wins"
+)
+_CIDR_LIMIT = _Scalar(CIDR_LIMIT, lambda f: f.cidr_limit, str, min, "the smallest wins")
 _LOWEST = "the lowest address wins"
-_SCALARS: tuple[
-    _Scalar[bool]
-    | _Scalar[float]
-    | _Scalar[int]
-    | _Scalar[ipaddress.IPv4Address]
-    | _Scalar[ipaddress.IPv6Address],
-    ...,
-] = (
-    _Scalar(MASQ_LINK_LOCAL, lambda f: f.masq_link_local, _bool_text, max, _OR),
-    _Scalar(MASQ_LINK_LOCAL_IPV6, lambda f: f.masq_link_local_ipv6, _bool_text, max, _OR),
-    _Scalar(
-        RESYNC_INTERVAL, lambda f: f.resync_interval, format_duration, min, "the shortest wins"
-    ),
-    _Scalar(CIDR_LIMIT, lambda f: f.cidr_limit, str, min, "the smallest wins"),
-    _Scalar(OUTPUT_ADDRESS, lambda f: f.output_address, str, min, _LOWEST),
-    _Scalar(OUTPUT_ADDRESS_IPV6, lambda f: f.output_address_ipv6, str, min, _LOWEST),
+_OUTPUT_ADDRESS = _Scalar(OUTPUT_ADDRESS, lambda f: f.output_address, str, min, _LOWEST)
+_OUTPUT_ADDRESS_IPV6 = _Scalar(
+    OUTPUT_ADDRESS_IPV6, lambda f: f.output_address_ipv6, str, min, _LOWEST
 )
 
 
@@ -315,32 +339,40 @@ def merge(
     )
     masq = sorted_cidrs(n for f in frags for n in f.masquerade_cidrs or ())
     sources = sorted_cidrs(n for f in frags for n in f.source_cidrs or ())
-    limits = {(f.source, f.cidr_limit) for f in frags if f.cidr_limit is not None}
-    limit = min((v for _, v in limits), default=DEFAULT_CIDR_LIMIT)
+    output_address, address_conflicts = _OUTPUT_ADDRESS.resolve_optional(frags)
+    output_address_ipv6, address_ipv6_conflicts = _OUTPUT_ADDRESS_IPV6.resolve_optional(frags)
+    link_local = _MASQ_LINK_LOCAL.resolve(frags, False)
+    link_local_ipv6 = _MASQ_LINK_LOCAL_IPV6.resolve(frags, False)
+    resync = _RESYNC_INTERVAL.resolve(frags, default_resync_interval)
+    limit = _CIDR_LIMIT.resolve(frags, DEFAULT_CIDR_LIMIT)
     checked = (Success(None) if enable_ipv6 else _ipv6_refused(frags)).bind(
-        lambda _: _within_limit(frags, len(set(non_masq) | set(masq) | set(sources)), limits, limit)
+        lambda _: _within_limit(
+            frags,
+            len(set(non_masq) | set(masq) | set(sources)),
+            _CIDR_LIMIT.given(frags),
+            limit.value,
+        )
     )
     config = MasqConfig(
         non_masquerade_cidrs=non_masq,
         masquerade_cidrs=masq,
-        masq_link_local=any(f.masq_link_local for f in frags),
-        masq_link_local_ipv6=any(f.masq_link_local_ipv6 for f in frags),
-        resync_interval=min(
-            (f.resync_interval for f in frags if f.resync_interval is not None),
-            default=default_resync_interval,
-        ),
-        cidr_limit=limit,
+        masq_link_local=link_local.value,
+        masq_link_local_ipv6=link_local_ipv6.value,
+        resync_interval=resync.value,
+        cidr_limit=limit.value,
         output_interfaces=sorted_interfaces(i for f in frags for i in f.output_interfaces or ()),
         source_cidrs=sources,
-        output_address=min(
-            (f.output_address for f in frags if f.output_address is not None), default=None
-        ),
-        output_address_ipv6=min(
-            (f.output_address_ipv6 for f in frags if f.output_address_ipv6 is not None),
-            default=None,
-        ),
+        output_address=output_address,
+        output_address_ipv6=output_address_ipv6,
     )
-    conflicts = [c for scalar in _SCALARS for c in scalar.conflicts(frags)]
+    conflicts = [
+        *link_local.conflicts,
+        *link_local_ipv6.conflicts,
+        *resync.conflicts,
+        *limit.conflicts,
+        *address_conflicts,
+        *address_ipv6_conflicts,
+    ]
     conflicts += _covered_conflicts(frags)
     conflicts.sort(key=_conflict_order)
     return checked.map(lambda _: Merged(config, pvector(conflicts)))

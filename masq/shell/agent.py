@@ -36,7 +36,7 @@ from masq.core.merge import Merged
 from masq.core.traffic import Traffic
 from masq.shell import netlink
 from masq.shell.configdir import LoadedConfig, config_dir_exists, load, read_files
-from masq.shell.dataplane import Dataplane, Dataplanes, P, Writes
+from masq.shell.dataplane import Dataplane, Dataplanes, P, Watching, Writes
 from masq.shell.errors import AgentError, ConfigInvalid, TransientError
 from masq.shell.local import local_address
 from masq.shell.netlink import Kernel
@@ -206,6 +206,10 @@ class Agent:
                     extra={"kv": {"key": key, "address": str(address)}},
                 )
 
+    def watch(self) -> Watching | None:
+        """Subscribe to the chosen dataplane's change notifications (before the first sync)."""
+        return self.dataplane.watch()
+
     def traffic_now(self) -> Traffic:
         """The per-CIDR counters as the kernel holds them now (read-only; any thread).
 
@@ -239,8 +243,10 @@ class Agent:
             return False
         with plane.serialised():
             plan = plane.plan(config)
+            wrote = self._report_writes(plane.apply(plan)) > 0
+        if not wrote:  # after a write the listed counters are stale: the next scrape reads
             self._report_traffic(plan.traffic)
-            return self._report_writes(plane.apply(plan)) > 0
+        return wrote
 
     def _remove(self, plane: Dataplane[P]) -> int:
         """Remove what ``plane`` owns (or print it); how many writes that took."""

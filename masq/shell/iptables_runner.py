@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from returns.result import Failure, Result, Success
 
@@ -45,6 +45,10 @@ from masq.shell.errors import AgentError, TransientError
 from masq.shell.iptables_backend import iptables_binary
 from masq.shell.process import Completed, Runner, run_command
 from masq.shell.process import which as _which
+
+if TYPE_CHECKING:
+    from masq.core.nftables.netlink import ObjectChanged
+    from masq.shell.nft_watch import Source, TableWatch
 
 LOG = logging.getLogger("masq.iptables")
 
@@ -141,11 +145,13 @@ class Iptables:
             raise AgentError(f"cannot parse {error}")
         return parsed.unwrap()
 
-    def restore(self, script: str) -> None:
-        """One all-or-nothing ``--noflush`` transaction on the nat table."""
+    def restore(self, script: str) -> int | None:
+        """One all-or-nothing ``--noflush`` transaction on the nat table; the pid of the
+        process that committed it (None: unknown), whose commit is the agent's own."""
         res = self._run([self.restore_binary, "--noflush", f"--wait={LOCK_WAIT_SECONDS}"], script)
         if res.exit_code != 0:
             raise failure(res, f"{self.family} iptables-restore")
+        return res.pid
 
     def supports_random_fully(self, observed_final_random_fully: bool) -> bool:
         """Trust what the kernel already holds; otherwise ask ``--version`` once."""
@@ -251,9 +257,12 @@ class IptablesDataplane:
         backend: Callable[[], ResolvedBackend],
         runner: Runner = run_command,
         kernel: netlink.Kernel = netlink.SYSTEM,
+        listen: Callable[[], Source] | None = None,
     ) -> None:
         self.options = options
         self.chain = options.chain
+        self._listen = listen
+        self._watch: TableWatch | None = None
         self.families = options.families
         self._backend = backend
         self._kernel = kernel
@@ -296,10 +305,49 @@ class IptablesDataplane:
             return ()
         return tuple(FamilyPlan(t.family, t, d, ()) for t, d in zip(tables, wanted, strict=True))
 
+    def watch(self) -> TableWatch | None:
+        """On the nft backend, the notifications of table ``nat`` that touch our chain or
+        POSTROUTING (iptables-nft names the chain of every rule it adds or deletes): while
+        none came from anyone else, a resync lists nothing, however often kube-proxy
+        rewrites its own chains.  None on the legacy backend or without netlink."""
+        if self._watch is not None or self._listen is None:
+            return self._watch
+        try:
+            if self.tables()[0].backend != "nft":
+                return None
+        except AgentError:
+            return None  # no backend yet: the first sync says why, and lists every time
+        from masq.shell.nft_elements import NetlinkError
+        from masq.shell.nft_watch import TableWatch, no_netlink
+
+        try:
+            source = self._listen()
+        except (OSError, NetlinkError) as error:
+            if not no_netlink(error):
+                raise
+            return None
+        ours = {self.chain, POSTROUTING}
+
+        def relevant(change: ObjectChanged) -> bool:
+            return change.kind == "table" or change.name in ours
+
+        self._watch = TableWatch(source, {("ip", "nat"), ("ip6", "nat")}, relevant)
+        return self._watch
+
+    def _own(self, pid: int | None) -> None:
+        if self._watch is not None:
+            self._watch.own(pid=pid, portid=pid)
+
     def plan(self, config: MasqConfig) -> IptablesPlan:
         """Observe every family (unless nothing changed) and plan; no write yet."""
         tables = self.tables()
         generation = self._kernel.generation() if tables[0].backend == "nft" else None
+        if self._watch is not None:  # the notifications, not the generation, say
+            self._watch.poll()
+            if self._in_sync is not None and not self._watch.dirty:
+                generation = self._in_sync.generation
+            else:
+                self._watch.settle()
         if cached := self._unchanged(config, generation):
             return IptablesPlan(cached)
         plans, flags, wanted, traffic = [], [], [], {}
@@ -313,6 +361,7 @@ class IptablesDataplane:
             plans.append(FamilyPlan(table.family, table, desired, choose_ops(desired, observed)))
             flags.append(rf)
             wanted.append(desired)
+        LOG.debug("listed", extra={"kv": {"families": ",".join(t.family for t in tables)}})
         in_sync = generation is not None and not any(p.ops for p in plans)
         self._in_sync = (
             _InSync(generation, tuple(flags), tuple(wanted), config)
@@ -349,7 +398,7 @@ class IptablesDataplane:
         return Writes(ops, labels)
 
     def _remove(self, p: FamilyPlan) -> tuple[Op, ...]:
-        p.table.restore(render_restore(p.ops))
+        self._own(p.table.restore(render_restore(p.ops)))
         LOG.info(
             "iptables chain removed",
             extra={"kv": {"family": p.family, "binary": p.table.binary, "ops": len(p.ops)}},
@@ -360,7 +409,7 @@ class IptablesDataplane:
         """Apply the plan; if the kernel refuses it, re-observe and replace our chain whole."""
         self._in_sync = None
         try:
-            p.table.restore(render_restore(p.ops))
+            self._own(p.table.restore(render_restore(p.ops)))
         except TransientError:
             raise
         except AgentError as first:
@@ -385,7 +434,7 @@ class IptablesDataplane:
     def _replace(self, p: FamilyPlan, desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
         """Full-sync fallback: one transaction that rebuilds our chain and its jump."""
         ops = replace_ops(desired, observed)
-        p.table.restore(render_restore(ops))
+        self._own(p.table.restore(render_restore(ops)))
         LOG.info("chain replaced", extra={"kv": {"family": p.family, "ops": len(ops)}})
         return ops
 

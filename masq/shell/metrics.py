@@ -88,6 +88,11 @@ def capped(rows: Iterable[CidrTraffic], max_series: int) -> list[CidrTraffic]:
     return out
 
 
+REPAIR_REASONS = ("foreign", "lost")
+"""``repairs_total``'s ``reason``: a foreign commit named what the agent owns, or
+notifications were lost (anything may have changed)."""
+
+
 class _TrafficCollector(Collector):
     """Exposes the last observed kernel counters as they are (no local arithmetic)."""
 
@@ -149,6 +154,23 @@ class _Registry(CollectorRegistry):
             "Operations written to the kernel, by family and operation.",
             ["family", "op"],
             registry=self,
+        )
+        self.repairs = Counter(
+            f"{PREFIX}_repairs",
+            "Repairs started by a foreign change to what the agent owns, by what told it.",
+            ["reason"],
+            registry=self,
+        )
+        for reason in REPAIR_REASONS:
+            self.repairs.labels(reason=reason)
+        self.repair_backoffs = Counter(
+            f"{PREFIX}_repair_backoffs",
+            "Repairs delayed because the same objects needed one again soon after the last.",
+            registry=self,
+        )
+        self.repair_backoff = self._gauge(
+            "repair_backoff_seconds",
+            "The delay before the last repair (0: none; grows while another writer disagrees).",
         )
         self.last_success_ts = self._gauge(
             "last_success_timestamp_seconds",
@@ -287,6 +309,17 @@ class Metrics:
                 self.registry.writes.labels(family=family, op=name).inc()
         except Exception:
             LOG.debug("metrics: rule_writes failed", exc_info=True)
+
+    def repair_started(self, reason: str, delay_seconds: float) -> None:
+        """A foreign change (``reason`` ``foreign``) or lost notifications (``lost``) start a
+        repair after ``delay_seconds`` of back-off (0: at once)."""
+        try:
+            self.registry.repairs.labels(reason=reason).inc()
+            self.registry.repair_backoff.set(delay_seconds)
+            if delay_seconds > 0:
+                self.registry.repair_backoffs.inc()
+        except Exception:
+            LOG.debug("metrics: repair_started failed", exc_info=True)
 
     def traffic(self, traffic: Traffic) -> None:
         """Per-CIDR kernel counters per family, as the last listing of what we own showed."""

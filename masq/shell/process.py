@@ -22,7 +22,7 @@ import errno
 import os
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from masq.shell.errors import AgentError, TransientError
@@ -41,6 +41,8 @@ class Completed:
     exit_code: int
     stdout: str
     stderr: str
+    pid: int | None = field(default=None, compare=False)
+    """The process's id (None: not started, or a fake): a commit it made is the agent's own."""
 
 
 Stdin = str | int | None
@@ -92,13 +94,15 @@ def run_command(argv: list[str], stdin: Stdin = None, timeout: float | None = No
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         reason = lines[-1] if lines else "exec failed"
         raise AgentError(f"{argv[0]}: cannot run: {reason}") from None
+    pid = int(running.pid)
     if not _finished(running, timeout):
-        return Completed(tuple(argv), TIMEOUT_EXIT, "", f"timed out after {timeout:g}s")
+        return Completed(tuple(argv), TIMEOUT_EXIT, "", f"timed out after {timeout:g}s", pid)
     return Completed(
         argv=tuple(argv),
         exit_code=int(running.exit_code),
         stdout=running.stdout.decode("utf-8", "replace"),
         stderr=running.stderr.decode("utf-8", "replace"),
+        pid=pid,
     )
 
 

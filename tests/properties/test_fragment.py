@@ -284,3 +284,40 @@ def test_own_cidr_limit_counts_source_cidrs(
             f" (nonMasqueradeCIDRs + masqueradeCIDRs + sourceCIDRs), over its own"
             f" cidrLimit of {limit}"
         )
+
+
+# Fails if a boolean key accepts an integer (Python's bool is an int: isinstance(1, int)
+# holds, and 0 and 1 compare equal to False and True).
+@given(
+    st.sampled_from(["masqLinkLocal", "masqLinkLocalIPv6"]),
+    st.integers(-(2**40), 2**40) | st.sampled_from([0, 1]),
+    st.booleans(),
+)
+def test_a_boolean_key_refuses_an_integer(key: str, number: int, as_json: bool) -> None:
+    """masqLinkLocal and masqLinkLocalIPv6 take true or false only: any integer (0 and 1
+    included), in JSON or YAML, fails the file as a wrong type naming the key."""
+    text = json.dumps({key: number}) if as_json else f"{key}: {number}\n"
+    result = parse_fragment(text, SOURCE)
+    assert isinstance(result, Failure)
+    assert str(result.failure()) == (
+        f"{SOURCE}: {key}: '{number}': wrong type: expected true or false (unquoted),"
+        " got an integer"
+    )
+
+
+# Fails if JSON's NaN or Infinity reach the validator as floats (json.loads accepts them
+# unless told otherwise): a key would then report "a number" for text no JSON allows.
+READ_AS_TEXT = {
+    "cidrLimit": "wrong type: expected a non-negative integer, got a string",
+    "masqLinkLocal": "wrong type: expected true or false (unquoted), got a string",
+    "masqLinkLocalIPv6": "wrong type: expected true or false (unquoted), got a string",
+}
+
+
+@given(st.sampled_from(sorted(READ_AS_TEXT)), st.sampled_from(["NaN", "Infinity", "-Infinity"]))
+def test_json_nan_and_infinity_are_not_numbers(key: str, constant: str) -> None:
+    """``{"cidrLimit": NaN}`` (or Infinity, -Infinity) is not JSON; read as YAML the value is
+    the word written, so the file fails as a wrong type that got a string, never a number."""
+    result = parse_fragment(f'{{"{key}": {constant}}}', SOURCE)
+    assert isinstance(result, Failure)
+    assert str(result.failure()) == f"{SOURCE}: {key}: '{constant}': {READ_AS_TEXT[key]}"

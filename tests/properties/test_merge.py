@@ -7,13 +7,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import netaddr
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from integration.expected import RESERVED, RFC1918
 from pyrsistent import pvector
 from returns.result import Failure, Success
 
 from masq.core.addresses import IPNetwork, cidr_key, sorted_cidrs
+from masq.core.config import MasqConfig
+from masq.core.duration import format_duration
 from masq.core.fragment import Fragment
 from masq.core.merge import merge, provenance
 
@@ -37,6 +39,17 @@ POOL_V6 = [
     ipaddress.IPv6Network(c) for c in ("fd00::/8", "fd00::/9", "fd80::/9", "2001:db8::/32", "::/0")
 ]
 SOURCES = ["a.yaml", "b.yaml", "c.json", "d", "zz"]
+TEN_8, TEN_LOW_9, TEN_HIGH_9 = POOL_V4[:3]
+# Two adjacent /9s in one file cover a /8 in another only as a union (the spans must join).
+UNION_COVERS = [
+    Fragment("a.yaml", masquerade_cidrs=pvector([TEN_LOW_9, TEN_HIGH_9])),
+    Fragment("b.yaml", non_masquerade_cidrs=pvector([TEN_8])),
+]
+# A masquerade /8 covers a non-masquerade /9: the /8 is the /9's immediate supernet.
+SUPERNET_COVERS = [
+    Fragment("a.yaml", masquerade_cidrs=pvector([TEN_8])),
+    Fragment("b.yaml", non_masquerade_cidrs=pvector([TEN_HIGH_9])),
+]
 
 
 def cidr_lists(pool: list[IPNetwork]) -> st.SearchStrategy[object]:
@@ -108,8 +121,11 @@ def expected_conflicts(frags: list[Fragment]) -> set[tuple[str, str | None, froz
 
 # Fails if a source that leaves a key out is counted as disagreeing (e.g. None treated as
 # false), if equal values from two files are reported, or if coverage by a *union* of
-# masquerade CIDRs (10.0.0.0/9 + 10.128.0.0/9 over 10.0.0.0/8) is missed.
+# masquerade CIDRs (10.0.0.0/9 + 10.128.0.0/9 over 10.0.0.0/8) is missed, or if a covering
+# masquerade CIDR that is the covered one's immediate supernet goes unnamed.
 @given(st.lists(fragments(limits=False), max_size=5))
+@example(UNION_COVERS)
+@example(SUPERNET_COVERS)
 def test_conflicts_iff_explicit_disagreement(frags: list[Fragment]) -> None:
     """merge reports a conflict exactly when files explicitly disagree: a scalar key (masqLinkLocal,
     masqLinkLocalIPv6, resyncInterval, cidrLimit) given different values, naming every file that
@@ -159,6 +175,33 @@ def test_conflicts_symmetric_in_sources(frags: list[Fragment], names: list[str])
     assert {
         (c.key, c.cidr, frozenset((rename[s], v) for s, v in c.values)) for c in before.conflicts
     } == {(c.key, c.cidr, frozenset(c.values)) for c in after.conflicts}
+
+
+SCALAR_TEXT: dict[str, Callable[[MasqConfig], str]] = {
+    "masqLinkLocal": lambda c: "true" if c.masq_link_local else "false",
+    "masqLinkLocalIPv6": lambda c: "true" if c.masq_link_local_ipv6 else "false",
+    "resyncInterval": lambda c: format_duration(c.resync_interval),
+    "cidrLimit": lambda c: str(c.cidr_limit),
+}
+
+
+# Fails if a scalar conflict's message and the merged value follow different rules (e.g. the
+# message says the shortest resyncInterval wins while the config keeps the longest).
+@given(st.lists(fragments(v6=False), max_size=5))
+def test_a_scalar_conflict_names_the_value_the_config_holds(frags: list[Fragment]) -> None:
+    """For every scalar key the files disagree on, the conflict's resolution ends with the value
+    the merged config holds for that key, spelled as a file would spell it; and that value is
+    one of the values the files gave."""
+    frags = distinct_sources(frags)
+    merged = merge(frags, default_resync_interval=45.0)
+    if isinstance(merged, Failure):  # over a cidrLimit: no config to compare with
+        return
+    result = merged.unwrap()
+    scalar_conflicts = [c for c in result.conflicts if c.cidr is None]
+    for c in scalar_conflicts:
+        held = SCALAR_TEXT[c.key](result.config)
+        assert c.resolution.endswith(f": {held}")
+        assert held in {value for _, value in c.values}
 
 
 # Fails if the nonMasqueradeCIDRs default is dropped when some file sets only another key

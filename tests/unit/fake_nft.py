@@ -565,6 +565,23 @@ class FakeNft:
             text = os.read(stdin, 1 << 24).decode()
             self.batches.append(text)
             return self._batch(argv, text, check=args[0] == "-c")
+        if args[:4] == ["-t", "-j", "list", "ruleset"] and len(args) == 5:
+            held = [t for f, t in self.state.tables.items() if f == args[4]]
+            terse = [
+                replace(
+                    t,
+                    sets=pmap(
+                        {
+                            n: replace(s, elements=frozenset(), counters={})
+                            for n, s in t.sets.items()
+                        }
+                    ),
+                )
+                for t in held
+            ]
+            objects = [o for t in terse for o in json.loads(listing_json(t))["nftables"][1:]]
+            meta = {"metainfo": {"version": "1.0.6", "json_schema_version": 1}}
+            return self._done(argv, json.dumps({"nftables": [meta, *objects]}))
         if args == ["list", "tables"]:
             tables = sorted((t.family, t.name) for t in self.state.tables.values())
             return self._done(argv, "".join(f"table {f} {n}\n" for f, n in tables))

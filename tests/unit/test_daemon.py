@@ -178,7 +178,7 @@ def loop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[
         current[-1].metrics.append(metrics)
         return Agent(opts, metrics, current[-1].kernel, kernel=FakeKernel())
 
-    def wait(watcher: ConfigWatcher, stopper: Stopper, timeout: float) -> str:
+    def wait(watcher: ConfigWatcher, stopper: Stopper, timeout: float, **_: object) -> str:
         run = current[-1]
         run.waits.append(timeout)
         if len(run.waits) < run.resyncs:

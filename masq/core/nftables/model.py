@@ -18,11 +18,8 @@ from pyrsistent.typing import PMap, PVector
 
 from masq.core.addresses import FAMILIES, Family, IPAddress, IPNetwork, family_of
 from masq.core.decision import KINDS, Kind
-from masq.core.names import DEFAULT_TABLE
 from masq.core.nat import PortRange
 from masq.core.traffic import Counters
-
-__all__ = ["DEFAULT_TABLE"]  # re-exported: the table's home is names.py
 
 NftFamily = Literal["ip", "inet"]
 POSTROUTING_CHAIN: Final = "postrouting"
