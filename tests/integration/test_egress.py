@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from integration.agent import assert_ok, write_config
+from integration.agent import assert_ok, daemon, wait_for, write_config
 from integration.packets import source_seen
-from integration.planes import backend_of, make
+from integration.planes import Plane, backend_of, make
 from integration.topology import NS_PREFIX, Backend, Topology, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -217,3 +218,32 @@ def test_output_address_not_on_the_node_is_warned(
     stderr = run_agent(plane_id, topos, config_dir)
     warnings = [line for line in stderr.splitlines() if "not an address of this node" in line]
     assert len(warnings) == 1 and "192.0.2.77" in warnings[0], stderr
+
+
+def test_a_daemon_with_egress_selection_writes_only_on_change(
+    plane: Plane, config_dir: Path, tmp_path: Path
+) -> None:
+    """A daemon (resync every second) with every egress key writes once at start and once
+    for a change, never in between: what it reads back of its own selection rules, SNAT
+    rules and anonymous sets plans as nothing to do."""
+    write_config(
+        config_dir,
+        "ip-masq-agent",
+        "outputInterfaces: [vup, 'e*']\nsourceCIDRs: [10.244.0.0/16]\n"
+        "outputAddress: 192.168.100.1\n",
+    )
+    log = tmp_path / "agent.log"
+
+    def writes() -> int:
+        lines = log.read_text().splitlines()
+        return sum(any(m in line for m in plane.write_messages) for line in lines)
+
+    with daemon(plane.topo, config_dir, *plane.flags, "--resync-interval=1", log=log):
+        assert wait_for(lambda: writes() == 1, 10) is not None, log.read_text()
+        time.sleep(3)  # three resyncs
+        assert writes() == 1, log.read_text()
+        write_config(config_dir, "ip-masq-agent", "outputInterfaces: [vup]\n")
+        assert wait_for(lambda: writes() == 2, 10) is not None, log.read_text()
+        time.sleep(2)
+        assert writes() == 2, log.read_text()
+    assert "level=warn" not in log.read_text()
