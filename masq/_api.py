@@ -12,8 +12,11 @@ from masq.core.addresses import parse_cidr as parse_cidr
 from masq.core.addresses import parse_ip as parse_ip
 from masq.core.config import MasqConfig as MasqConfig
 from masq.core.decision import FamilyDecision as FamilyDecision
+from masq.core.decision import Flow as Flow
 from masq.core.decision import decide as decide
 from masq.core.decision import should_masquerade as should_masquerade
+from masq.core.decision import should_masquerade_flow as should_masquerade_flow
+from masq.core.egress import Packet as Packet
 from masq.core.errors import ConfigError as ConfigError
 from masq.core.explain import Explanation as Explanation
 from masq.core.explain import Origin as Origin

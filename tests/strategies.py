@@ -85,3 +85,51 @@ def probe_addresses(config: MasqConfig, data: st.DataObject) -> list[IPAddress]:
     picked = data.draw(st.lists(st.sampled_from(points), max_size=16)) if points else []
     randoms = data.draw(st.lists(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)), max_size=6))
     return [*picked, *randoms]
+
+
+INTERFACES = ("eth0", "eth1", "eth10", "eth", "ens5", "wlan0", "bond0.100")
+"""Output interfaces the egress properties send packets through."""
+interface_entries = st.sampled_from(INTERFACES) | st.sampled_from(("eth", "e", "wl", "bond0")).map(
+    lambda p: p + "*"
+)
+"""outputInterfaces entries: exact names and trailing-* patterns that overlap them."""
+
+
+@st.composite
+def egress_configs(draw: st.DrawFn, ipv6: bool = True) -> MasqConfig:
+    """``configs`` with egress selection: outputInterfaces, sourceCIDRs and SNAT addresses,
+    each present or not (absent means the config is one of ``configs``)."""
+    from dataclasses import replace
+
+    from pyrsistent import pvector
+
+    base = draw(configs(ipv6))
+    families: list[Family] = ["ipv4", "ipv6"] if ipv6 else ["ipv4"]
+    sources = st.one_of(*(cidrs(f) for f in families))
+    return replace(
+        base,
+        output_interfaces=pvector(sorted(set(draw(st.lists(interface_entries, max_size=3))))),
+        source_cidrs=sorted_cidrs(draw(st.lists(sources, max_size=3))),
+        output_address=draw(st.none() | st.just(ipaddress.IPv4Address("192.0.2.10"))),
+        output_address_ipv6=draw(st.none() | st.just(ipaddress.IPv6Address("2001:db8::10"))),
+    )
+
+
+def probe_sources(config: MasqConfig, data: st.DataObject, family: Family) -> list[IPAddress]:
+    """Source addresses at the edges of the config's sourceCIDRs of ``family``, and random."""
+    cls = ipaddress.IPv4Address if family == "ipv4" else ipaddress.IPv6Address
+    top = (1 << BITS[family]) - 1
+    points = [
+        cls(v)
+        for net in config.source_cidrs
+        if net.version == (4 if family == "ipv4" else 6)
+        for v in (
+            int(net.network_address) - 1,
+            int(net.network_address),
+            int(net.broadcast_address),
+            int(net.broadcast_address) + 1,
+        )
+        if 0 <= v <= top
+    ]
+    picked = data.draw(st.lists(st.sampled_from(points), max_size=4)) if points else []
+    return [*picked, data.draw(st.ip_addresses(v=4 if family == "ipv4" else 6))]

@@ -8,6 +8,7 @@ are collected as sets of ``(source, value)`` and sorted, for the same reason.
 from __future__ import annotations
 
 import bisect
+import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -25,6 +26,7 @@ from masq.core.config import (
     MasqConfig,
 )
 from masq.core.duration import format_duration
+from masq.core.egress import sorted_interfaces
 from masq.core.errors import ConfigError
 from masq.core.fragment import (
     CIDR_LIMIT,
@@ -32,11 +34,15 @@ from masq.core.fragment import (
     MASQ_LINK_LOCAL_IPV6,
     MASQUERADE_CIDRS,
     NON_MASQUERADE_CIDRS,
+    OUTPUT_ADDRESS,
+    OUTPUT_ADDRESS_IPV6,
     RESYNC_INTERVAL,
+    SOURCE_CIDRS,
     Fragment,
+    counted_keys,
 )
 
-T = TypeVar("T", bool, float, int)
+T = TypeVar("T", bool, float, int, ipaddress.IPv4Address, ipaddress.IPv6Address)
 MERGE_SOURCE = "<merged config>"
 """``ConfigError.source`` when a merge failure has no file to blame (defaults alone)."""
 
@@ -128,6 +134,16 @@ class _Scalar(Generic[T]):
         shown = {(source, self.text(v)) for source, v in given}
         return _Resolved(value, (_conflict(self.key, shown, f"{self.rule}: {self.text(value)}"),))
 
+    def resolve_optional(
+        self, fragments: Sequence[Fragment]
+    ) -> tuple[T | None, tuple[Conflict, ...]]:
+        """``resolve`` for a key without a default: None when no fragment sets it."""
+        given = self.given(fragments)
+        if not given:
+            return None, ()
+        resolved = self.resolve(fragments, next(iter(given))[1])  # a default never used
+        return resolved.value, resolved.conflicts
+
 
 def _bool_text(value: bool) -> str:
     return "true" if value else "false"
@@ -143,6 +159,11 @@ _RESYNC_INTERVAL = _Scalar(
     RESYNC_INTERVAL, lambda f: f.resync_interval, format_duration, min, "the shortest wins"
 )
 _CIDR_LIMIT = _Scalar(CIDR_LIMIT, lambda f: f.cidr_limit, str, min, "the smallest wins")
+_LOWEST = "the lowest address wins"
+_OUTPUT_ADDRESS = _Scalar(OUTPUT_ADDRESS, lambda f: f.output_address, str, min, _LOWEST)
+_OUTPUT_ADDRESS_IPV6 = _Scalar(
+    OUTPUT_ADDRESS_IPV6, lambda f: f.output_address_ipv6, str, min, _LOWEST
+)
 
 
 def _union_spans(spans: Iterable[Span]) -> list[Span]:
@@ -221,7 +242,8 @@ def _overlapping(
 
 
 def _ipv6_refused(fragments: Sequence[Fragment]) -> Result[None, ConfigError]:
-    """Without IPv6 enabled, an IPv6 CIDR in any file fails the merge (naming every file)."""
+    """Without IPv6 enabled, an IPv6 CIDR or ``outputAddressIPv6`` in any file fails the merge
+    (naming every file)."""
     v6 = sorted(
         {
             (f.source, key, net)
@@ -229,21 +251,34 @@ def _ipv6_refused(fragments: Sequence[Fragment]) -> Result[None, ConfigError]:
             for key, nets in (
                 (NON_MASQUERADE_CIDRS, f.non_masquerade_cidrs),
                 (MASQUERADE_CIDRS, f.masquerade_cidrs),
+                (SOURCE_CIDRS, f.source_cidrs),
             )
             for net in nets or ()
             if net.version == 6
         },
         key=lambda t: (t[0], t[1], cidr_key(t[2])),
     )
-    if not v6:
+    if v6:
+        _, key, first = v6[0]
+        return Failure(
+            ConfigError(
+                ", ".join(sorted({source for source, _, _ in v6})),
+                "IPv6 CIDR given but IPv6 is not enabled (--enable-ipv6=false)",
+                key=key,
+                value=str(first),
+            )
+        )
+    addresses = sorted(
+        (f.source, str(f.output_address_ipv6)) for f in fragments if f.output_address_ipv6
+    )
+    if not addresses:
         return Success(None)
-    _, key, first = v6[0]
     return Failure(
         ConfigError(
-            ", ".join(sorted({source for source, _, _ in v6})),
-            "IPv6 CIDR given but IPv6 is not enabled (--enable-ipv6=false)",
-            key=key,
-            value=str(first),
+            ", ".join(source for source, _ in addresses),
+            "IPv6 address given but IPv6 is not enabled (--enable-ipv6=false)",
+            key=OUTPUT_ADDRESS_IPV6,
+            value=addresses[0][1],
         )
     )
 
@@ -254,7 +289,13 @@ def _within_limit(
     """The merged CIDR count against the smallest ``cidrLimit`` (or the default)."""
     if count <= limit:
         return Success(None)
-    listing = sorted({f.source for f in fragments if f.non_masquerade_cidrs or f.masquerade_cidrs})
+    listing = sorted(
+        {
+            f.source
+            for f in fragments
+            if f.non_masquerade_cidrs or f.masquerade_cidrs or f.source_cidrs
+        }
+    )
     limit_sources = sorted(s for s, v in limits if v == limit)
     origin = (
         f"{CIDR_LIMIT} {limit} set by " + ", ".join(limit_sources)
@@ -264,8 +305,8 @@ def _within_limit(
     return Failure(
         ConfigError(
             ", ".join(listing or limit_sources) or MERGE_SOURCE,
-            f"merged config has {count} distinct CIDRs ({NON_MASQUERADE_CIDRS} +"
-            f" {MASQUERADE_CIDRS}), over the {origin}",
+            f"merged config has {count} distinct CIDRs"
+            f" ({counted_keys(any(f.source_cidrs for f in fragments))}), over the {origin}",
             key=CIDR_LIMIT,
             value=str(limit),
         )
@@ -284,7 +325,9 @@ def merge(
     A key no fragment sets takes its default; a key some fragments set is merged
     over those only (an explicit empty ``nonMasqueradeCIDRs`` is a choice, not an
     absence): CIDR lists by union, booleans by OR, ``resyncInterval`` and
-    ``cidrLimit`` by minimum.  Disagreements are resolved and returned as
+    ``cidrLimit`` by minimum; egress selection's ``outputInterfaces`` and ``sourceCIDRs``
+    by union, ``outputAddress*`` by the lowest address (a conflict when files disagree).
+    Disagreements are resolved and returned as
     ``conflicts``; only IPv6 without ``enable_ipv6`` and a CIDR count over
     ``cidrLimit`` fail.
     """
@@ -295,13 +338,19 @@ def merge(
         sorted_cidrs(n for nets in setters for n in nets) if setters else sorted_cidrs(default)
     )
     masq = sorted_cidrs(n for f in frags for n in f.masquerade_cidrs or ())
+    sources = sorted_cidrs(n for f in frags for n in f.source_cidrs or ())
+    output_address, address_conflicts = _OUTPUT_ADDRESS.resolve_optional(frags)
+    output_address_ipv6, address_ipv6_conflicts = _OUTPUT_ADDRESS_IPV6.resolve_optional(frags)
     link_local = _MASQ_LINK_LOCAL.resolve(frags, False)
     link_local_ipv6 = _MASQ_LINK_LOCAL_IPV6.resolve(frags, False)
     resync = _RESYNC_INTERVAL.resolve(frags, default_resync_interval)
     limit = _CIDR_LIMIT.resolve(frags, DEFAULT_CIDR_LIMIT)
     checked = (Success(None) if enable_ipv6 else _ipv6_refused(frags)).bind(
         lambda _: _within_limit(
-            frags, len(set(non_masq) | set(masq)), _CIDR_LIMIT.given(frags), limit.value
+            frags,
+            len(set(non_masq) | set(masq) | set(sources)),
+            _CIDR_LIMIT.given(frags),
+            limit.value,
         )
     )
     config = MasqConfig(
@@ -311,12 +360,18 @@ def merge(
         masq_link_local_ipv6=link_local_ipv6.value,
         resync_interval=resync.value,
         cidr_limit=limit.value,
+        output_interfaces=sorted_interfaces(i for f in frags for i in f.output_interfaces or ()),
+        source_cidrs=sources,
+        output_address=output_address,
+        output_address_ipv6=output_address_ipv6,
     )
     conflicts = [
         *link_local.conflicts,
         *link_local_ipv6.conflicts,
         *resync.conflicts,
         *limit.conflicts,
+        *address_conflicts,
+        *address_ipv6_conflicts,
     ]
     conflicts += _covered_conflicts(frags)
     conflicts.sort(key=_conflict_order)

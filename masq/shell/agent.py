@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-from masq.core.addresses import Family
+from masq.core.addresses import Family, IPAddress
 from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig
 from masq.core.duration import format_duration
 from masq.core.fragment import (
@@ -24,7 +24,11 @@ from masq.core.fragment import (
     MASQ_LINK_LOCAL_IPV6,
     MASQUERADE_CIDRS,
     NON_MASQUERADE_CIDRS,
+    OUTPUT_ADDRESS,
+    OUTPUT_ADDRESS_IPV6,
+    OUTPUT_INTERFACES,
     RESYNC_INTERVAL,
+    SOURCE_CIDRS,
 )
 from masq.core.merge import Merged
 from masq.core.traffic import Traffic
@@ -32,6 +36,7 @@ from masq.shell import netlink
 from masq.shell.configdir import LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.dataplane import Dataplane, Dataplanes, P, Watching, Writes
 from masq.shell.errors import AgentError, ConfigInvalid, TransientError, value_or_raise
+from masq.shell.local import local_address
 from masq.shell.netlink import Kernel
 from masq.shell.options import Options
 from masq.shell.process import Runner, run_command
@@ -77,6 +82,18 @@ class NoMetrics:
         pass
 
 
+def egress_fields(config: MasqConfig) -> dict[str, object]:
+    """Egress selection in the "config loaded" line: only the keys the config sets, so the
+    line of a config without them stays as it was."""
+    fields: dict[str, object] = {
+        OUTPUT_INTERFACES: ",".join(config.output_interfaces),
+        SOURCE_CIDRS: len(config.source_cidrs),
+        OUTPUT_ADDRESS: str(config.output_address or ""),
+        OUTPUT_ADDRESS_IPV6: str(config.output_address_ipv6 or ""),
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
 class Agent:
     """Holds what one process learns once: the dataplanes, the last config read."""
 
@@ -100,6 +117,7 @@ class Agent:
             )
         self._last: LoadedConfig | None = None
         self._warned_missing = False
+        self._checked_addresses: tuple[IPAddress, ...] = ()
 
     def load(self) -> LoadedConfig:
         """Read the config dir; parse and merge only when the bytes changed."""
@@ -133,6 +151,7 @@ class Agent:
                     MASQ_LINK_LOCAL_IPV6: config.masq_link_local_ipv6,
                     RESYNC_INTERVAL: format_duration(config.resync_interval),
                 }
+                | egress_fields(config)
             },
         )
         # What the files ask for: a --resync-interval below the floor (which a config without
@@ -158,6 +177,26 @@ class Agent:
         if conflicts and self.opts.fail_on_conflict:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise AgentError(f"{conflicts[0]}{more} (--fail-on-conflict)")
+        self._check_output_addresses(config)
+
+    def _check_output_addresses(self, config: MasqConfig) -> None:
+        """Warn once per change of ``outputAddress*`` when the node does not hold the address:
+        the kernel would SNAT to it and send packets whose replies never come back here."""
+        keyed = (
+            (OUTPUT_ADDRESS, config.output_address),
+            (OUTPUT_ADDRESS_IPV6, config.output_address_ipv6),
+        )
+        addresses = tuple(a for _, a in keyed if a is not None)
+        if addresses == self._checked_addresses:
+            return
+        self._checked_addresses = addresses
+        for key, address in keyed:
+            if address is not None and local_address(address) is False:
+                LOG.warning(
+                    f"{key} is not an address of this node: replies to SNATed packets will not"
+                    " come back here",
+                    extra={"kv": {"key": key, "address": str(address)}},
+                )
 
     def watch(self) -> Watching | None:
         """Subscribe to the chosen dataplane's change notifications (before the first sync)."""

@@ -23,6 +23,7 @@ from returns.result import Result
 
 from masq.core.addresses import Family, IPAddress
 from masq.core.config import MasqConfig
+from masq.core.egress import ANY_PACKET, Packet
 from masq.core.errors import ConfigError
 from masq.core.fragment import Fragment
 from masq.core.merge import Merged
@@ -118,6 +119,7 @@ class Dataplane(Protocol[P]):
         *,
         read_live: bool,
         local: bool,
+        packet: Packet = ANY_PACKET,
     ) -> Result[Explained, ConfigError]:
         """Why a packet to ``ip`` is (not) masqueraded, from the live rules (``read_live``)
         or the desired ones; Failure when neither the rules nor the config can be read."""

@@ -26,6 +26,7 @@ from returns.result import Failure, Result, Success
 
 from masq.core.addresses import FAMILIES, Family, IPAddress, family_of
 from masq.core.config import MasqConfig
+from masq.core.egress import ANY_PACKET, Packet
 from masq.core.errors import ConfigError
 from masq.core.fragment import Fragment
 from masq.core.iptables.codec import parse_save, render_ops_readable, render_restore
@@ -464,6 +465,7 @@ class IptablesDataplane:
         *,
         read_live: bool,
         local: bool,
+        packet: Packet = ANY_PACKET,
     ) -> Result[Explained, ConfigError]:
         """From the live chain (else the desired one) of ``ip``'s family."""
         from masq.core.iptables.explain import explain  # --explain only
@@ -482,7 +484,13 @@ class IptablesDataplane:
                 ruleset = desired_ruleset(merged.config, family, options)
                 label = f"desired, from the config ({label})"
         explanation = explain(
-            ip, ruleset=ruleset, fragments=fragments, merged=merged, chain=self.chain, local=local
+            ip,
+            ruleset=ruleset,
+            fragments=fragments,
+            merged=merged,
+            chain=self.chain,
+            local=local,
+            packet=packet,
         )
         return Success(Explained(explanation, label))
 

@@ -32,8 +32,9 @@ from prometheus_client.registry import Collector
 
 from masq import __version__
 from masq.core.addresses import FAMILIES, Family, IPNetwork, cidr_key, family_of
-from masq.core.config import effective_resync
+from masq.core.config import MasqConfig, effective_resync
 from masq.core.decision import Kind
+from masq.core.fragment import OUTPUT_ADDRESS, OUTPUT_ADDRESS_IPV6, OUTPUT_INTERFACES, SOURCE_CIDRS
 from masq.core.merge import Merged
 from masq.core.traffic import CidrTraffic, Counters, Traffic, summed
 
@@ -193,6 +194,14 @@ class _Registry(CollectorRegistry):
         for family in FAMILIES:
             for label in KIND_LABELS.values():
                 self.cidrs.labels(family=family, kind=label)
+        self.egress = Gauge(
+            f"{PREFIX}_config_egress_entries",
+            "Egress selection in the effective config: entries per key (an address counts 1).",
+            ["key"],
+            registry=self,
+        )
+        for key in EGRESS_KEYS:
+            self.egress.labels(key=key)
         build = Gauge(
             f"{PREFIX}_build_info", "Always 1; the agent's version.", ["version"], registry=self
         )
@@ -201,6 +210,19 @@ class _Registry(CollectorRegistry):
 
     def _gauge(self, name: str, documentation: str) -> Gauge:
         return Gauge(f"{PREFIX}_{name}", documentation, registry=self)
+
+
+EGRESS_KEYS = (OUTPUT_INTERFACES, SOURCE_CIDRS, OUTPUT_ADDRESS, OUTPUT_ADDRESS_IPV6)
+
+
+def egress_counts(config: MasqConfig) -> dict[str, int]:
+    """``ip_masq_agent_config_egress_entries`` per key: 0 everywhere without egress selection."""
+    return {
+        OUTPUT_INTERFACES: len(config.output_interfaces),
+        SOURCE_CIDRS: len(config.source_cidrs),
+        OUTPUT_ADDRESS: int(config.output_address is not None),
+        OUTPUT_ADDRESS_IPV6: int(config.output_address_ipv6 is not None),
+    }
 
 
 class Metrics:
@@ -272,6 +294,8 @@ class Metrics:
                 for family in FAMILIES:
                     count = sum(1 for n in nets if family_of(n) == family)
                     self.registry.cidrs.labels(family=family, kind=KIND_LABELS[kind]).set(count)
+            for key, count in egress_counts(config).items():
+                self.registry.egress.labels(key=key).set(count)
             with self._lock:  # the loop waits min(flag, config); so does health
                 self.resync_interval = effective_resync(self._flag_interval, config)
             self.registry.interval.set(self.resync_interval)

@@ -33,6 +33,7 @@ from returns.result import Failure, Result, Success
 from masq.core.addresses import Family, IPAddress, cidr_key, family_of
 from masq.core.config import MasqConfig
 from masq.core.decision import decide
+from masq.core.egress import ANY_PACKET, Packet
 from masq.core.errors import ConfigError
 from masq.core.fragment import Fragment
 from masq.core.merge import Merged
@@ -609,6 +610,7 @@ class NftablesDataplane:
         *,
         read_live: bool,
         local: bool,
+        packet: Packet = ANY_PACKET,
     ) -> Result[Explained, ConfigError]:
         """From the live table (else the desired one): the base chain's deciding rule."""
         from masq.core.nftables.explain import explain  # --explain only
@@ -623,6 +625,7 @@ class NftablesDataplane:
             fragments=fragments,
             merged=merged,
             local=local,
+            packet=packet,
         )
         return Success(Explained(explanation, label))
 

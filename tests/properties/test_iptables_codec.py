@@ -6,6 +6,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,48 @@ def nets(family: Family) -> st.SearchStrategy[IPNetwork | None]:
     )
 
 
+interfaces = st.sampled_from(["eth0", "eth*", "bond0.100", "wl*", "e", "en-p_1@x"])
+
+
+def to_sources(family: Family) -> st.SearchStrategy[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    return st.ip_addresses(v=4 if family == "ipv4" else 6)
+
+
 @st.composite
 def model_rules(draw: st.DrawFn, family: Family) -> Rule:
-    kind = draw(st.sampled_from(["RETURN", "MASQUERADE", "TOPORTS", "JUMP"]))
+    rule = draw(_model_rules(family))
+    if rule.action not in ("MASQUERADE", "SNAT", "RETURN"):
+        return rule
+    # egress selection: -s and -o on any rule of our chain
+    return replace(
+        rule,
+        source=draw(st.none() | nets(family)),
+        out_interface=draw(st.none() | interfaces),
+    )
+
+
+@st.composite
+def _model_rules(draw: st.DrawFn, family: Family) -> Rule:
+    kind = draw(st.sampled_from(["RETURN", "MASQUERADE", "TOPORTS", "JUMP", "SNAT"]))
     comment = draw(comments)
+    if kind == "SNAT":
+        ports = draw(
+            st.none()
+            | st.builds(
+                lambda a, b: PortRange(min(a, b), max(a, b)),
+                st.integers(1, 65535),
+                st.integers(1, 65535),
+            )
+        )
+        return Rule(
+            action="SNAT",
+            comment=comment,
+            destination=draw(st.none() | nets(family)),
+            protocol=draw(st.none() | st.sampled_from(["tcp", "udp"])) if ports else None,
+            to_source=draw(to_sources(family)),
+            to_ports=ports,
+            random_fully=draw(st.booleans()),
+        )
     if kind == "RETURN":
         return Rule(action="RETURN", comment=comment, destination=draw(nets(family)))
     if kind == "JUMP":
@@ -98,9 +137,11 @@ opaque_rules = st.sampled_from(
 )
 def test_render_parse_round_trip(family: Family, data: st.DataObject, with_counters: str) -> None:
     """Any modelled rules (RETURN, MASQUERADE with or without a destination, --to-ports rules with a
-    probability, the jump to our chain) and opaque ones, rendered as iptables-save lines without
-    counters, with [packets:bytes] prefixes or with inline -c counters, parse back to the same rules
-    in the same order, carrying the counters given."""
+    probability, SNAT --to-source with or without ports, any of them with egress selection's -s
+    and -o, a trailing-* interface written as +, the jump to our chain) and opaque ones,
+    rendered as iptables-save lines without counters, with [packets:bytes] prefixes or with
+    inline -c counters, parse back to the same rules in the same order, carrying the counters
+    given."""
     # Fails if quote() forgets to escape '"' or '\\', if the parser drops a
     # prefix length, or if probability is printed with fewer than 11 decimals.
     rules = data.draw(st.lists(st.one_of(model_rules(family), opaque_rules), max_size=8))

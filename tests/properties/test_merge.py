@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from dataclasses import replace
 
 import netaddr
 from hypothesis import example, given
@@ -301,3 +302,109 @@ def test_provenance_names_exactly_the_listing_sources(
     )
     assert provenance(frags, net) == tuple(expected)
     assert provenance(reversed(frags), net) == tuple(expected)
+
+
+ADDRESSES_V4 = [ipaddress.IPv4Address(a) for a in ("192.0.2.10", "192.0.2.11", "198.51.100.1")]
+ADDRESSES_V6 = [ipaddress.IPv6Address(a) for a in ("2001:db8::10", "2001:db8::11")]
+INTERFACE_POOL = ["eth0", "eth1", "eth*", "wlan0", "bond0.100"]
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+ADDRESS_KEYS: list[tuple[str, Callable[[Fragment], Address | None]]] = [
+    ("outputAddress", lambda f: f.output_address),
+    ("outputAddressIPv6", lambda f: f.output_address_ipv6),
+]
+
+
+@st.composite
+def egress_fragments(draw: st.DrawFn, v6: bool = True) -> Fragment:
+    """``fragments`` that also set (or leave out) the egress selection keys."""
+    base = draw(fragments(v6=v6, limits=False))
+    pool = POOL_V4 + POOL_V6 if v6 else POOL_V4
+    return replace(
+        base,
+        output_interfaces=draw(
+            st.none()
+            | st.lists(st.sampled_from(INTERFACE_POOL), max_size=3).map(
+                lambda names: pvector(sorted(set(names)))
+            )
+        ),
+        source_cidrs=draw(cidr_lists(pool)),  # type: ignore[arg-type]
+        output_address=draw(st.none() | st.sampled_from(ADDRESSES_V4)),
+        output_address_ipv6=draw(st.none() | st.sampled_from(ADDRESSES_V6)) if v6 else None,
+    )
+
+
+@given(st.lists(egress_fragments(), max_size=5), st.randoms(use_true_random=False))
+def test_egress_keys_merge_independent_of_order(frags: list[Fragment], rnd: object) -> None:
+    """With outputInterfaces, sourceCIDRs and outputAddress* in the files, merging them in any
+    order, or with some repeated, gives an equal config and equal conflicts; the lists are the
+    union of what the files give (sorted), each address the lowest any file gives."""
+    frags = distinct_sources(frags)
+    shuffled = list(frags)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    expected = merge(frags, enable_ipv6=True)
+    assert merge(shuffled, enable_ipv6=True) == expected
+    assert merge(shuffled + shuffled[:2], enable_ipv6=True) == expected
+    config = expected.unwrap().config
+    assert list(config.output_interfaces) == sorted(
+        {i for f in frags for i in f.output_interfaces or ()}
+    )
+    assert set(config.source_cidrs) == {n for f in frags for n in f.source_cidrs or ()}
+    merged_addresses = (config.output_address, config.output_address_ipv6)
+    for (_, get), got in zip(ADDRESS_KEYS, merged_addresses, strict=True):
+        given_values = [v for f in frags if (v := get(f)) is not None]
+        assert got == (min(given_values, key=int) if given_values else None)
+
+
+@given(st.lists(egress_fragments(), max_size=5))
+def test_egress_address_conflicts_iff_files_disagree(frags: list[Fragment]) -> None:
+    """outputAddress (outputAddressIPv6) conflicts exactly when two files give different
+    addresses, naming every file that sets it, with the resolution naming the lowest; lists
+    (outputInterfaces, sourceCIDRs) never conflict."""
+    frags = distinct_sources(frags)
+    merged = merge(frags, enable_ipv6=True).unwrap()
+    for key, get in ADDRESS_KEYS:
+        setters = {(f.source, str(v)) for f in frags if (v := get(f)) is not None}
+        conflicts = [c for c in merged.conflicts if c.key == key]
+        if len({v for _, v in setters}) > 1:
+            (conflict,) = conflicts
+            assert set(conflict.values) == setters
+            lowest = min((v for f in frags if (v := get(f)) is not None), key=int)
+            assert str(conflict).endswith(f"the lowest address wins: {lowest}")
+        else:
+            assert conflicts == []
+    assert not [c for c in merged.conflicts if c.key in ("outputInterfaces", "sourceCIDRs")]
+
+
+@given(st.lists(egress_fragments(), min_size=1, max_size=5))
+def test_egress_ipv6_without_enable_and_limit(frags: list[Fragment]) -> None:
+    """Without --enable-ipv6, an IPv6 sourceCIDR or an outputAddressIPv6 fails the merge like an
+    IPv6 destination CIDR (naming every file with one); and sourceCIDRs count towards the
+    merged cidrLimit (a CIDR listed under several keys once)."""
+    frags = distinct_sources(frags)
+    v6 = {
+        f.source
+        for f in frags
+        for n in (
+            *(f.non_masquerade_cidrs or ()),
+            *(f.masquerade_cidrs or ()),
+            *(f.source_cidrs or ()),
+        )
+        if n.version == 6
+    }
+    with_address = {f.source for f in frags if f.output_address_ipv6 is not None}
+    result = merge(frags, enable_ipv6=False)
+    if v6 or with_address:
+        assert isinstance(result, Failure)
+        assert set(result.failure().source.split(", ")) == (v6 or with_address)
+        assert "IPv6" in str(result.failure())
+    else:
+        assert isinstance(result, Success)
+    config = merge(frags, enable_ipv6=True, reserved_ranges=False).unwrap().config
+    count = len(
+        set(config.non_masquerade_cidrs) | set(config.masquerade_cidrs) | set(config.source_cidrs)
+    )
+    limited = [replace(frags[0], cidr_limit=count - 1), *frags[1:]] if count else frags
+    outcome = merge(limited, enable_ipv6=True)
+    assert isinstance(outcome, Failure) == (count > 0)
+    if count:
+        assert f"{count} distinct CIDRs" in str(outcome.failure())

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from integration.topology import namespace
 from pyrsistent import pvector
-from strategies import cidrs, configs, table_options
+from strategies import cidrs, configs, egress_configs, table_options
 
 from masq.core.addresses import IPNetwork
 from masq.core.config import MasqConfig
@@ -66,14 +66,15 @@ def listed(ns: str, table: NftTable) -> NftTable:
 
 
 @settings(max_examples=KERNEL_EXAMPLES)
-@given(config=configs(), options=table_options())
+@given(config=configs() | egress_configs(), options=table_options())
 def test_kernel_listing_parses_back_to_the_rendered_table(
     netns: str, config: MasqConfig, options: TableOptions
 ) -> None:
     """Whatever the config (overlapping, adjacent, /0, link-local-covering CIDRs, both
-    families, --to-ports, random-fully on or off), the batch the codec renders loads into
-    the kernel, the kernel's JSON listing parses back to exactly the desired table, and
-    planning against that listing writes nothing."""
+    families, --to-ports, random-fully on or off; egress selection's interface patterns and
+    source CIDRs, SNAT addresses), the batch the codec renders loads into the kernel, the
+    kernel's JSON listing parses back to exactly the desired table, and planning against
+    that listing writes nothing."""
     desired = desired_table(config, options)
     loaded = nft(netns, "-f", "-", stdin=render_batch((ReplaceTable(desired),)))
     assert loaded.returncode == 0, (loaded.stderr, render_table(desired))

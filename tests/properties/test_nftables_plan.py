@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from pyrsistent import pmap, pvector
-from strategies import cidrs, configs, table_options
+from strategies import cidrs, configs, egress_configs, table_options
 
 from masq.core.addresses import IPNetwork, family_of, uncovered
 from masq.core.config import MasqConfig
@@ -88,7 +88,12 @@ def _tables_named(ops: tuple[object, ...]) -> set[tuple[str, str]]:
     return out
 
 
-@given(before=configs(), after=configs(), options=table_options(), data=st.data())
+@given(
+    before=configs() | egress_configs(),
+    after=configs() | egress_configs(),
+    options=table_options(),
+    data=st.data(),
+)
 def test_plan_reaches_desired_from_any_state_and_touches_no_other_table(
     before: MasqConfig,
     after: MasqConfig,
@@ -111,7 +116,7 @@ def test_plan_reaches_desired_from_any_state_and_touches_no_other_table(
     assert plan(desired, apply_ops(observed, ops)) == ()
 
 
-@given(config=configs(), options=table_options())
+@given(config=configs() | egress_configs(), options=table_options())
 def test_plan_of_the_desired_table_is_empty(config: MasqConfig, options: TableOptions) -> None:
     """A steady state writes nothing: the desired table as observed plans no op."""
     desired = desired_table(config, options)

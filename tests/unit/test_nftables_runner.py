@@ -19,6 +19,7 @@ from fake_nft import FakeNft
 from pyrsistent import pvector
 
 from masq.core.config import MasqConfig
+from masq.core.nat import parse_to_ports
 from masq.core.nftables.codec import state_of
 from masq.core.nftables.model import NftState
 from masq.core.nftables.table import desired_table
@@ -419,3 +420,31 @@ def test_a_refused_probe_exits_with_the_missing_feature_named(tmp_path: Path) ->
         agent.sync()
     assert [c[1] for c in fake.calls] == ["-c"]  # the probe only: nothing was written
     assert fake.state == NftState()
+
+
+@pytest.mark.parametrize("enable_ipv6", [False, True])
+def test_an_egress_config_converges_and_then_writes_nothing(
+    tmp_path: Path, enable_ipv6: bool
+) -> None:
+    """A config with every egress key (a wildcard interface beside a name it covers, sources of
+    both families, SNAT addresses, --to-ports) is written in one batch the strict fake accepts
+    (it refuses what nft refuses: overlapping interval elements, ports without a protocol)
+    and lists back as the desired table; the next sync changes nothing."""
+    text = "outputInterfaces: [eth0, 'eth*', wl0]\nsourceCIDRs: [10.244.0.0/16]\n"
+    text += "outputAddress: 192.0.2.10\n"
+    if enable_ipv6:
+        text += "sourceCIDRs: [10.244.0.0/16, 'fd00:244::/64']\noutputAddressIPv6: '2001:db8::10'\n"
+        text = text.replace("sourceCIDRs: [10.244.0.0/16]\n", "")
+    (tmp_path / "ip-masq-egress").write_text(text)
+    fake = FakeNft()
+    opts = options(
+        tmp_path, enable_ipv6=enable_ipv6, to_ports=parse_to_ports("1024-29999").unwrap()
+    )
+    agent = Agent(opts, Metrics(), fake, kernel=fake.kernel())
+    assert agent.sync().wrote is True
+    written = fake.batches[-1]
+    assert 'oifname != { "eth*", "wl0" } return' in written
+    assert "snat" in written and "192.0.2.10" in written
+    wanted = desired_table(agent.load().merged.config, dataplane_options(agent.opts))
+    assert fake.state == state_of([wanted])
+    assert agent.sync().wrote is False
