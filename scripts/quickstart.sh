@@ -4,6 +4,11 @@
 # send two packets through them.  The machine's own network namespace and its iptables rules
 # are never touched; the namespaces are deleted on exit, whatever happens.
 #
+# Usage: scripts/quickstart.sh [--dataplane=iptables|nftables]
+#   --dataplane=nftables  the agent writes its nftables table instead of the iptables chain;
+#                         the script prints that table (nft list table) and, after the packets,
+#                         its sets' per-element counters.
+#
 #     pod (10.244.1.2) --veth-- node (the agent runs here) --veth-- dest (192.168.100.2)
 #                                                                    + 172.20.0.10 (RFC 1918)
 #                                                                    + 203.0.113.10 (elsewhere)
@@ -11,6 +16,16 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
+
+dataplane=iptables
+for arg in "$@"; do
+    case "$arg" in
+        --dataplane=iptables|--dataplane=nftables) dataplane="${arg#--dataplane=}" ;;
+        *) echo "quickstart.sh: unknown argument: $arg (see the header)" >&2; exit 2 ;;
+    esac
+done
+# The agent's nftables table (IPv4 only: family ip) and its sets (masquerade-v4, ...).
+TABLE="ip ip-masq-agent"
 
 if [ "$(id -u)" != 0 ]; then
     echo "quickstart.sh: run as root (it creates network namespaces)" >&2
@@ -62,15 +77,21 @@ ip -n "$DEST" route add 10.244.1.0/24 via 192.168.100.1
 # An empty config directory: the agent runs on its built-in defaults (RFC 1918 stays unmasqueraded).
 mkdir "$work/config"
 echo
-echo "### ip-masq-agent --once in namespace $NODE (built-in defaults)"
-in_ns "$NODE" "$AGENT" --once --config-dir "$work/config" --metrics-bind-address 0
+echo "### ip-masq-agent --once --dataplane=$dataplane in namespace $NODE (built-in defaults)"
+in_ns "$NODE" "$AGENT" --once --dataplane="$dataplane" --config-dir "$work/config" \
+    --metrics-bind-address 0
 
 echo
-echo "### the node's nat table (iptables-save -t nat)"
-in_ns "$NODE" iptables-save -t nat
-if ! in_ns "$NODE" iptables-save -t nat | grep -q '^:IP-MASQ-AGENT'; then
-    echo "### (the agent chose the legacy backend: iptables-legacy-save -t nat)"
-    in_ns "$NODE" iptables-legacy-save -t nat
+if [ "$dataplane" = nftables ]; then
+    echo "### the agent's table (nft list table $TABLE)"
+    in_ns "$NODE" nft list table $TABLE
+else
+    echo "### the node's nat table (iptables-save -t nat)"
+    in_ns "$NODE" iptables-save -t nat
+    if ! in_ns "$NODE" iptables-save -t nat | grep -q '^:IP-MASQ-AGENT'; then
+        echo "### (the agent chose the legacy backend: iptables-legacy-save -t nat)"
+        in_ns "$NODE" iptables-legacy-save -t nat
+    fi
 fi
 
 listener='
@@ -98,7 +119,7 @@ probe() {
     in_ns "$DEST" "$PY" -c "$listener" "$2" >"$out" &
     local pid=$!
     for _ in $(seq 50); do
-        grep -q ready "$out" && break
+        grep -qs ready "$out" && break
         sleep 0.1
     done
     in_ns "$POD" "$PY" -c "$sender" "$1" "$2"
@@ -122,9 +143,21 @@ check 172.20.0.10 40001 10.244.1.2 "(RFC 1918: pod address kept)"
 check 203.0.113.10 40002 192.168.100.1 "(elsewhere: masqueraded to the node)"
 
 echo
-echo "### per-rule packet counters"
-in_ns "$NODE" iptables -t nat -L IP-MASQ-AGENT -v -n 2>/dev/null \
-    || in_ns "$NODE" iptables-legacy -t nat -L IP-MASQ-AGENT -v -n
+if [ "$dataplane" = nftables ]; then
+    echo "### per-element counters of the agent's sets (nft list set $TABLE SET)"
+    for set in $(in_ns "$NODE" nft list table $TABLE | awk '$1 == "set" { print $2 }'); do
+        echo "  set $set:"
+        in_ns "$NODE" nft list set $TABLE "$set" | sed -n '/elements = /,/}/p' | grep . \
+            || echo "    (no elements)"
+    done
+    echo
+    echo "### rule counters (link-local return, catch-all)"
+    in_ns "$NODE" nft list chain $TABLE postrouting | grep counter
+else
+    echo "### per-rule packet counters"
+    in_ns "$NODE" iptables -t nat -L IP-MASQ-AGENT -v -n 2>/dev/null \
+        || in_ns "$NODE" iptables-legacy -t nat -L IP-MASQ-AGENT -v -n
+fi
 echo
 if [ "$status" = 0 ]; then
     echo "quickstart: OK (namespaces are being deleted)"

@@ -92,18 +92,68 @@ def _matches(table: TextTable, words: list[str], ip: netaddr.IPAddress) -> bool:
     return True
 
 
-def masquerades(table: TextTable, ip: str) -> bool:
-    """Whether the base chain (the one with a nat postrouting hook) masquerades ``ip``."""
+_NOT_OIFNAME = re.compile(r'oifname != (\{ [^}]* \}|"[^"]*") ')
+_NOT_SADDR = re.compile(r"(ip6?) saddr != (\{ [^}]* \}|\S+) ")
+
+
+def _values(text: str) -> list[str]:
+    return [v.strip().strip('"') for v in text.strip("{} ").split(",")]
+
+
+def _selection_fails(rule: str, ip: netaddr.IPAddress, source: str, interface: str) -> bool:
+    """Egress selection's matches (``oifname != {...}``, ``ip saddr != {...}``): True when one
+    of them does not match the packet; an nft wildcard is a trailing ``*``."""
+    if m := _NOT_OIFNAME.search(rule):
+        for value in _values(m.group(1)):
+            if interface == value or (value.endswith("*") and interface.startswith(value[:-1])):
+                return True
+    if m := _NOT_SADDR.search(rule):
+        if (m.group(1) == "ip") != (ip.version == 4):
+            return True
+        if netaddr.IPAddress(source) in netaddr.IPSet(_values(m.group(2))):
+            return True
+    return False
+
+
+def _without_selection(rule: str) -> str:
+    return _NOT_SADDR.sub("", _NOT_OIFNAME.sub("", rule))
+
+
+def masquerades(
+    table: TextTable, ip: str, source: str | None = None, interface: str = "eth0"
+) -> bool:
+    """Whether the base chain (the one with a nat postrouting hook) masquerades ``ip`` for a
+    packet from ``source`` (default: of the destination's family, and in no source set)
+    leaving through ``interface``."""
     address = netaddr.IPAddress(ip)
+    source = source if source is not None else ("0.0.0.0" if address.version == 4 else "::")
     (base,) = [n for n, hook in table.hooks.items() if "hook postrouting" in hook]
     for rule in table.chains[base]:
-        words = rule.split()
+        if _selection_fails(rule + " ", address, source, interface):
+            continue
+        words = _without_selection(rule + " ").split()
         if not _matches(table, words, address):
             continue
         if words[-1] == "return":
             return False
         assert words[-2] == "jump", rule
         target = table.chains[words[-1]]
-        assert target and all(" masquerade" in f" {r}" for r in target), target
+        assert target and all(" masquerade" in f" {r}" or " snat " in f" {r} " for r in target), (
+            target
+        )
         return True
     return False  # fell through: policy accept, no NAT
+
+
+def snat_address(table: TextTable, ip: str) -> str | None:
+    """The address the NAT chain's plain rule for ``ip``'s family SNATs to (None: masquerade)."""
+    version = netaddr.IPAddress(ip).version
+    family = "ipv4" if version == 4 else "ipv6"
+    (base,) = [n for n, hook in table.hooks.items() if "hook postrouting" in hook]
+    (nat,) = [n for n in table.chains if n != base]
+    for rule in table.chains[nat]:
+        if "l4proto" in rule or ("nfproto" in rule and f"nfproto {family}" not in rule):
+            continue
+        words = rule.split()
+        return words[words.index("to") + 1] if "snat" in words else None
+    return None

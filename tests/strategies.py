@@ -90,6 +90,8 @@ def probe_addresses(config: MasqConfig, data: st.DataObject) -> list[IPAddress]:
 
 
 SOURCES = ("a.yaml", "b.yaml", "c.json", "d")
+LIST_FIELDS = ("non_masquerade_cidrs", "masquerade_cidrs", "source_cidrs")
+"""The fragment fields of the CIDR list keys a history step edits."""
 
 
 def _cidr_list(draw: st.DrawFn, nets: st.SearchStrategy[IPNetwork], size: int) -> object:
@@ -99,8 +101,9 @@ def _cidr_list(draw: st.DrawFn, nets: st.SearchStrategy[IPNetwork], size: int) -
 @st.composite
 def fragment_histories(draw: st.DrawFn, ipv6: bool = True) -> list[list[Fragment]]:
     """A config directory over time, as the shell's loader passes it to merge: each step
-    adds, removes or edits one file (one CIDR in or out of a list, a list set or unset, a
-    flag or limit changed, or the file rewritten); files not touched stay the same objects."""
+    adds, removes or edits one file (one CIDR in or out of a list, sourceCIDRs included, a
+    list set or unset, a flag or limit changed, or the file rewritten); files not touched
+    stay the same objects."""
     families: list[Family] = ["ipv4", "ipv6"] if ipv6 else ["ipv4"]
     nets = st.one_of(*(cidrs(f) for f in families))
 
@@ -109,6 +112,7 @@ def fragment_histories(draw: st.DrawFn, ipv6: bool = True) -> list[list[Fragment
             source=source,
             non_masquerade_cidrs=_cidr_list(draw, nets, 6),  # type: ignore[arg-type]
             masquerade_cidrs=_cidr_list(draw, nets, 3),  # type: ignore[arg-type]
+            source_cidrs=_cidr_list(draw, nets, 2),  # type: ignore[arg-type]
             masq_link_local=draw(st.none() | st.booleans()),
             cidr_limit=draw(st.sampled_from([None, None, None, 4, 64])),
         )
@@ -124,8 +128,8 @@ def fragment_histories(draw: st.DrawFn, ipv6: bool = True) -> list[list[Fragment
         elif step == "remove":
             del files[source]
         else:
-            non = draw(st.booleans())
-            listed = list((before.non_masquerade_cidrs if non else before.masquerade_cidrs) or ())
+            key = draw(st.sampled_from(LIST_FIELDS))
+            listed = list(getattr(before, key) or ())
             drop: bool = draw(st.booleans())
             if listed and drop:
                 listed.pop(draw(st.integers(0, len(listed) - 1)))
@@ -133,9 +137,59 @@ def fragment_histories(draw: st.DrawFn, ipv6: bool = True) -> list[list[Fragment
                 listed.append(draw(nets))
             unset = draw(st.integers(0, 9)) == 0
             edited = None if unset else sorted_cidrs(listed)
-            if non:
+            if key == "non_masquerade_cidrs":
                 files[source] = replace(before, non_masquerade_cidrs=edited)
-            else:
+            elif key == "masquerade_cidrs":
                 files[source] = replace(before, masquerade_cidrs=edited)
+            else:
+                files[source] = replace(before, source_cidrs=edited)
         history.append(sorted(files.values(), key=lambda f: f.source))
     return history
+
+
+INTERFACES = ("eth0", "eth1", "eth10", "eth", "ens5", "wlan0", "bond0.100")
+"""Output interfaces the egress properties send packets through."""
+interface_entries = st.sampled_from(INTERFACES) | st.sampled_from(("eth", "e", "wl", "bond0")).map(
+    lambda p: p + "*"
+)
+"""outputInterfaces entries: exact names and trailing-* patterns that overlap them."""
+
+
+@st.composite
+def egress_configs(draw: st.DrawFn, ipv6: bool = True) -> MasqConfig:
+    """``configs`` with egress selection: outputInterfaces, sourceCIDRs and SNAT addresses,
+    each present or not (absent means the config is one of ``configs``)."""
+    from dataclasses import replace
+
+    from pyrsistent import pvector
+
+    base = draw(configs(ipv6))
+    families: list[Family] = ["ipv4", "ipv6"] if ipv6 else ["ipv4"]
+    sources = st.one_of(*(cidrs(f) for f in families))
+    return replace(
+        base,
+        output_interfaces=pvector(sorted(set(draw(st.lists(interface_entries, max_size=3))))),
+        source_cidrs=sorted_cidrs(draw(st.lists(sources, max_size=3))),
+        output_address=draw(st.none() | st.just(ipaddress.IPv4Address("192.0.2.10"))),
+        output_address_ipv6=draw(st.none() | st.just(ipaddress.IPv6Address("2001:db8::10"))),
+    )
+
+
+def probe_sources(config: MasqConfig, data: st.DataObject, family: Family) -> list[IPAddress]:
+    """Source addresses at the edges of the config's sourceCIDRs of ``family``, and random."""
+    cls = ipaddress.IPv4Address if family == "ipv4" else ipaddress.IPv6Address
+    top = (1 << BITS[family]) - 1
+    points = [
+        cls(v)
+        for net in config.source_cidrs
+        if net.version == (4 if family == "ipv4" else 6)
+        for v in (
+            int(net.network_address) - 1,
+            int(net.network_address),
+            int(net.broadcast_address),
+            int(net.broadcast_address) + 1,
+        )
+        if 0 <= v <= top
+    ]
+    picked = data.draw(st.lists(st.sampled_from(points), max_size=4)) if points else []
+    return [*picked, data.draw(st.ip_addresses(v=4 if family == "ipv4" else 6))]

@@ -77,6 +77,14 @@ class MasqConfig:
     masq_link_local_ipv6: bool = False
     resync_interval: float = DEFAULT_RESYNC_SECONDS
     cidr_limit: int = DEFAULT_CIDR_LIMIT
+    output_interfaces: PVector[str] = field(default_factory=pvector)
+    """Egress selection: only packets leaving through one of these are decided (empty: any).
+    Sorted; an entry ending in ``*`` is a prefix pattern (``egress.interface_matches``)."""
+    source_cidrs: PVector[IPNetwork] = field(default_factory=pvector)
+    """Egress selection: only packets from these sources are decided (empty: any source)."""
+    output_address: ipaddress.IPv4Address | None = None
+    """SNAT to this address instead of MASQUERADE (IPv4); None: MASQUERADE."""
+    output_address_ipv6: ipaddress.IPv6Address | None = None
     change: ConfigChange | None = field(default=None, compare=False, repr=False)
 
 

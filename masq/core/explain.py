@@ -17,8 +17,15 @@ from typing import Literal
 
 from masq.core.addresses import Family, IPAddress, IPNetwork, every_destination, family_of
 from masq.core.config import RFC1918
-from masq.core.decision import LINK_LOCAL, LINK_LOCAL_KEY, Step, masq_link_local, should_masquerade
-from masq.core.fragment import MASQUERADE_CIDRS, NON_MASQUERADE_CIDRS, Fragment
+from masq.core.decision import LINK_LOCAL, LINK_LOCAL_KEY, FlowStep, decide, masq_link_local
+from masq.core.egress import ANY_PACKET, Packet
+from masq.core.fragment import (
+    MASQUERADE_CIDRS,
+    NON_MASQUERADE_CIDRS,
+    OUTPUT_INTERFACES,
+    SOURCE_CIDRS,
+    Fragment,
+)
 from masq.core.merge import Merged, provenance
 
 OriginKind = Literal[
@@ -30,10 +37,12 @@ OriginKind = Literal[
     "not in config",
     "foreign rule",
     "no rule",
+    "outputInterfaces",
+    "sourceCIDRs",
 ]
 Outcome = Literal["masquerade", "keep source", "unknown"]
 """What the rules do with the packet (``unknown``: a rule the agent does not model decides)."""
-Decided = Step | Literal["foreign"] | None
+Decided = FlowStep | Literal["foreign"] | None
 """Which step of the decision fired: one of the decision's steps, a rule the agent does
 not write (``foreign``), or none (the chain falls through)."""
 
@@ -67,6 +76,8 @@ class Explanation:
     shadowed: tuple[str, ...]  # later rules that also match, as rule text
     config_masquerade: bool | None
     local: bool
+    source: IPAddress | None = None  # --explain-source, when given
+    interface: str | None = None  # --explain-interface, when given
 
     @property
     def masquerade(self) -> bool | None:
@@ -151,6 +162,8 @@ def origins(
     """Why the deciding step exists, for either dataplane: a file, a default, a built-in."""
     if step is None:
         return (Origin("no rule", None, (), "no rule of the chain matches: the packet returns"),)
+    if step in ("other-interface", "other-source"):
+        return (_unselected(step, fragments),)
     if step == "foreign":
         note = "a rule the agent does not write decides: its outcome is not modelled"
         return (Origin("foreign rule", net, (), note),)
@@ -167,16 +180,53 @@ def origins(
     return tuple(_return_origins(fragments, merged, family, cidr))
 
 
+def _unselected(step: FlowStep, fragments: Sequence[Fragment]) -> Origin:
+    """Egress selection left the packet alone: the key and the files that set it."""
+    key: OriginKind
+    if step == "other-interface":
+        files = tuple(sorted(f.source for f in fragments if f.output_interfaces))
+        what = f"its output interface is none of {OUTPUT_INTERFACES}"
+        key = OUTPUT_INTERFACES
+    else:
+        files = tuple(sorted(f.source for f in fragments if f.source_cidrs))
+        what = f"its source is in none of {SOURCE_CIDRS}"
+        key = SOURCE_CIDRS
+    given = f" (set in {', '.join(files)})" if files else ""
+    return Origin(key, None, files, f"{what}{given}: the agent leaves it alone")
+
+
+def selection_step(merged: Merged | None, ip: IPAddress, packet: Packet) -> Decided:
+    """The selection step that leaves the packet alone by the config (None: selected, or no
+    config to tell): for a dataplane whose rules do not show it as a rule of its own."""
+    if merged is None:
+        return None
+    step = decide(merged.config, family_of(ip)).partial_flow_step(
+        ip, packet.source, packet.interface
+    )
+    return step if step in ("other-interface", "other-source") else None
+
+
 def outcome(step: Decided) -> Outcome:
     """What the packet gets when ``step`` decides."""
-    if step in (None, "link-local", "non-masquerade"):
+    if step in (None, "link-local", "non-masquerade", "other-interface", "other-source"):
         return "keep source"
     return "unknown" if step == "foreign" else "masquerade"
 
 
-def undecided(ip: IPAddress, merged: Merged | None, chain: str | None, local: bool) -> Explanation:
+def undecided(
+    ip: IPAddress,
+    merged: Merged | None,
+    chain: str | None,
+    local: bool,
+    packet: Packet = ANY_PACKET,
+) -> Explanation:
     """An explanation before any rule is read: the config's own answer, nothing decided."""
-    config_says = None if merged is None else (not local and should_masquerade(merged.config, ip))
+    config_says = None
+    if merged is not None:
+        step = decide(merged.config, family_of(ip)).partial_flow_step(
+            ip, packet.source, packet.interface
+        )
+        config_says = not local and step in ("masquerade", "default")
     return Explanation(
         ip=ip,
         family=family_of(ip),
@@ -188,6 +238,8 @@ def undecided(ip: IPAddress, merged: Merged | None, chain: str | None, local: bo
         shadowed=(),
         config_masquerade=config_says,
         local=local,
+        source=packet.source,
+        interface=packet.interface,
     )
 
 
@@ -202,7 +254,12 @@ def render_explanation(e: Explanation, ruleset_label: str) -> str:
         "keep source": "no (keeps the pod's source address)",
         "unknown": "unknown (decided by a rule the agent does not model)",
     }[e.verdict]
-    lines = [f"destination: {e.ip} ({e.family})", f"masqueraded: {verdict}"]
+    lines = [f"destination: {e.ip} ({e.family})"]
+    if e.source is not None:
+        lines.append(f"source: {e.source}")
+    if e.interface is not None:
+        lines.append(f"output interface: {e.interface}")
+    lines.append(f"masqueraded: {verdict}")
     lines.append(f"rules: {ruleset_label}")
     if e.rule_text is not None:
         lines.append(f"decided by: rule {e.position} of {e.chain}: {e.rule_text}")
@@ -224,7 +281,12 @@ def render_explanation(e: Explanation, ruleset_label: str) -> str:
 
 def explanation_dict(e: Explanation, ruleset_label: str) -> dict[str, object]:
     """The same facts as ``render_explanation``, for ``--log-format=json``."""
-    return {
+    flow: dict[str, object] = {}
+    if e.source is not None:
+        flow["source"] = str(e.source)
+    if e.interface is not None:
+        flow["interface"] = e.interface
+    return flow | {
         "destination": str(e.ip),
         "family": e.family,
         "masqueraded": e.masquerade,

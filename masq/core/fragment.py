@@ -10,17 +10,19 @@ any key.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, TypeVar
 
 from pyrsistent.typing import PVector
 from returns.result import Failure, Result, Success
 
-from masq.core.addresses import IPNetwork, parse_cidr, sorted_cidrs
+from masq.core.addresses import Family, IPAddress, IPNetwork, parse_cidr, sorted_cidrs
 from masq.core.config import DEFAULT_CIDR_LIMIT
 from masq.core.duration import parse_duration_ns
-from masq.core.errors import ConfigError, invalid
+from masq.core.egress import parse_interface, parse_output_address, sorted_interfaces
+from masq.core.errors import ConfigError, collect, invalid
 from masq.core.plain import SHOWN_CHARS, Pairs, Timestamp, load
 
 MAX_FRAGMENT_BYTES = 1024 * 1024
@@ -31,6 +33,10 @@ MASQ_LINK_LOCAL: Final = "masqLinkLocal"
 MASQ_LINK_LOCAL_IPV6: Final = "masqLinkLocalIPv6"
 RESYNC_INTERVAL: Final = "resyncInterval"
 CIDR_LIMIT: Final = "cidrLimit"
+OUTPUT_INTERFACES: Final = "outputInterfaces"
+SOURCE_CIDRS: Final = "sourceCIDRs"
+OUTPUT_ADDRESS: Final = "outputAddress"
+OUTPUT_ADDRESS_IPV6: Final = "outputAddressIPv6"
 KNOWN_KEYS: Final = (
     NON_MASQUERADE_CIDRS,
     MASQUERADE_CIDRS,
@@ -38,6 +44,10 @@ KNOWN_KEYS: Final = (
     MASQ_LINK_LOCAL_IPV6,
     RESYNC_INTERVAL,
     CIDR_LIMIT,
+    OUTPUT_INTERFACES,
+    SOURCE_CIDRS,
+    OUTPUT_ADDRESS,
+    OUTPUT_ADDRESS_IPV6,
 )
 
 
@@ -52,6 +62,10 @@ class Fragment:
     masq_link_local_ipv6: bool | None = None
     resync_interval: float | None = None  # seconds, from a Go duration string
     cidr_limit: int | None = None
+    output_interfaces: PVector[str] | None = None
+    source_cidrs: PVector[IPNetwork] | None = None
+    output_address: ipaddress.IPv4Address | None = None
+    output_address_ipv6: ipaddress.IPv6Address | None = None
 
 
 # --- validation: plain values -> Fragment ---
@@ -98,33 +112,57 @@ def _suggest(key: str) -> str:
     return "unknown key; known keys are " + ", ".join(KNOWN_KEYS)
 
 
-_Parsed = PVector[IPNetwork] | bool | float | int
+_Parsed = PVector[IPNetwork] | PVector[str] | IPAddress | bool | float | int
 
 
 def _wrong_type(expected: str, value: object) -> ConfigError:
     return invalid(f"wrong type: expected {expected}, got {_kind(value)}", _show(value))
 
 
-def _cidr_entry(index: int, entry: object) -> Result[IPNetwork, ConfigError]:
-    if entry is None or entry == "":
-        what = "null" if entry is None else "empty"
-        return Failure(ConfigError("", f"{what} entry: expected a CIDR string", index=index))
-    if not isinstance(entry, str):
-        return Failure(replace(_wrong_type("a CIDR string", entry), index=index))
-    return parse_cidr(entry).alt(lambda e: replace(e, index=index, value=_show(entry)))
+_T = TypeVar("_T")
+
+
+def _entries(
+    one: str, many: str, parse: Callable[[str], Result[_T, ConfigError]]
+) -> Callable[[object], Result[tuple[_T, ...], ConfigError]]:
+    """A list key's check: a list of non-empty strings, each read by ``parse``; an error
+    names the entry's index and shows its value (``one``/``many`` name what is expected)."""
+
+    def entry(index: int, item: object) -> Result[_T, ConfigError]:
+        if item is None or item == "":
+            what = "null" if item is None else "empty"
+            return Failure(ConfigError("", f"{what} entry: expected {one}", index=index))
+        if not isinstance(item, str):
+            return Failure(replace(_wrong_type(one, item), index=index))
+        return parse(item).alt(lambda e: replace(e, index=index, value=_show(item)))
+
+    def check(value: object) -> Result[tuple[_T, ...], ConfigError]:
+        if not isinstance(value, list):
+            return Failure(_wrong_type(f"a list of {many}", value))
+        return collect(entry(index, item) for index, item in enumerate(value))
+
+    return check
+
+
+_cidrs = _entries("a CIDR string", "CIDR strings", parse_cidr)
+_interfaces = _entries("an interface name", "interface names", parse_interface)
 
 
 def _cidr_list(value: object) -> Result[_Parsed, ConfigError]:
-    if not isinstance(value, list):
-        return Failure(_wrong_type("a list of CIDR strings", value))
-    nets: list[IPNetwork] = []
-    for index, entry in enumerate(value):
-        match _cidr_entry(index, entry):
-            case Success(net):
-                nets.append(net)
-            case Failure(error):
-                return Failure(error)
-    return Success(sorted_cidrs(nets))
+    return _cidrs(value).map(sorted_cidrs)
+
+
+def _interface_list(value: object) -> Result[_Parsed, ConfigError]:
+    return _interfaces(value).map(sorted_interfaces)
+
+
+def _address(family: Family) -> Callable[[object], Result[_Parsed, ConfigError]]:
+    def check(value: object) -> Result[_Parsed, ConfigError]:
+        if not isinstance(value, str):
+            return Failure(_wrong_type("an address string like 192.0.2.10", value))
+        return parse_output_address(value, family).alt(lambda e: replace(e, value=_show(value)))
+
+    return check
 
 
 def _boolean(value: object) -> Result[_Parsed, ConfigError]:
@@ -159,6 +197,10 @@ _KEYS: dict[str, tuple[_Check, str]] = {
     MASQ_LINK_LOCAL_IPV6: (_boolean, "masq_link_local_ipv6"),
     RESYNC_INTERVAL: (_duration, "resync_interval"),
     CIDR_LIMIT: (_limit, "cidr_limit"),
+    OUTPUT_INTERFACES: (_interface_list, "output_interfaces"),
+    SOURCE_CIDRS: (_cidr_list, "source_cidrs"),
+    OUTPUT_ADDRESS: (_address("ipv4"), "output_address"),
+    OUTPUT_ADDRESS_IPV6: (_address("ipv6"), "output_address_ipv6"),
 }
 """Each key: how its value is checked, and the Fragment field it fills."""
 
@@ -202,8 +244,18 @@ def _fragment(source: str, document: object) -> Result[Fragment, ConfigError]:
 
 
 def fragment_cidr_count(fragment: Fragment) -> int:
-    """Distinct CIDRs the file lists, over both lists (duplicates count once)."""
-    return len(set(fragment.non_masquerade_cidrs or ()) | set(fragment.masquerade_cidrs or ()))
+    """Distinct CIDRs the file lists, over all its CIDR lists (duplicates count once)."""
+    return len(
+        set(fragment.non_masquerade_cidrs or ())
+        | set(fragment.masquerade_cidrs or ())
+        | set(fragment.source_cidrs or ())
+    )
+
+
+def counted_keys(with_sources: bool) -> str:
+    """The keys a CIDR count covers, as a limit error names them."""
+    keys = f"{NON_MASQUERADE_CIDRS} + {MASQUERADE_CIDRS}"
+    return f"{keys} + {SOURCE_CIDRS}" if with_sources else keys
 
 
 def _within_own_limit(fragment: Fragment) -> Result[Fragment, ConfigError]:
@@ -215,8 +267,8 @@ def _within_own_limit(fragment: Fragment) -> Result[Fragment, ConfigError]:
     return Failure(
         ConfigError(
             fragment.source,
-            f"the file lists {count} distinct CIDRs ({NON_MASQUERADE_CIDRS} +"
-            f" {MASQUERADE_CIDRS}), over {origin} {CIDR_LIMIT} of {limit}",
+            f"the file lists {count} distinct CIDRs ({counted_keys(bool(fragment.source_cidrs))}),"
+            f" over {origin} {CIDR_LIMIT} of {limit}",
             key=CIDR_LIMIT,
             value=str(limit),
         )

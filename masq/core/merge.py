@@ -8,6 +8,7 @@ are collected as sets of ``(source, value)`` and sorted, for the same reason.
 from __future__ import annotations
 
 import bisect
+import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
@@ -37,6 +38,7 @@ from masq.core.config import (
     MasqConfig,
 )
 from masq.core.duration import format_duration
+from masq.core.egress import sorted_interfaces
 from masq.core.errors import ConfigError
 from masq.core.fragment import (
     CIDR_LIMIT,
@@ -44,11 +46,15 @@ from masq.core.fragment import (
     MASQ_LINK_LOCAL_IPV6,
     MASQUERADE_CIDRS,
     NON_MASQUERADE_CIDRS,
+    OUTPUT_ADDRESS,
+    OUTPUT_ADDRESS_IPV6,
     RESYNC_INTERVAL,
+    SOURCE_CIDRS,
     Fragment,
+    counted_keys,
 )
 
-T = TypeVar("T", bool, float, int)
+T = TypeVar("T", bool, float, int, ipaddress.IPv4Address, ipaddress.IPv6Address)
 MERGE_SOURCE = "<merged config>"
 """``ConfigError.source`` when a merge failure has no file to blame (defaults alone)."""
 
@@ -109,8 +115,19 @@ def _conflict(
 
 
 @dataclass(frozen=True, slots=True)
+class _Resolved(Generic[T]):
+    value: T
+    conflicts: tuple[Conflict, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Scalar(Generic[T]):
-    """A key merged by picking one value; sources giving different values conflict."""
+    """A key merged by picking one value, its rule stated once.
+
+    ``pick`` chooses the merged value among the values the fragments give (the caller's
+    default when none gives one), and the same choice words the conflict when they give
+    more than one: the value and the message cannot drift apart.
+    """
 
     key: str
     get: Callable[[Fragment], T | None]
@@ -118,13 +135,30 @@ class _Scalar(Generic[T]):
     pick: Callable[[Iterable[T]], T]
     rule: str
 
-    def conflicts(self, fragments: Sequence[Fragment]) -> list[Conflict]:
-        given = {(f.source, v) for f in fragments if (v := self.get(f)) is not None}
+    def given(self, fragments: Iterable[Fragment]) -> set[tuple[str, T]]:
+        """``(source, value)`` for every fragment that sets the key."""
+        return {(f.source, v) for f in fragments if (v := self.get(f)) is not None}
+
+    def resolve(self, fragments: Iterable[Fragment], default: T) -> _Resolved[T]:
+        given = self.given(fragments)
         distinct = {value for _, value in given}
-        if len(distinct) < 2:
-            return []
-        shown = {(source, self.text(value)) for source, value in given}
-        return [_conflict(self.key, shown, f"{self.rule}: {self.text(self.pick(distinct))}")]
+        if not distinct:
+            return _Resolved(default, ())
+        value = self.pick(distinct)
+        if len(distinct) == 1:
+            return _Resolved(value, ())
+        shown = {(source, self.text(v)) for source, v in given}
+        return _Resolved(value, (_conflict(self.key, shown, f"{self.rule}: {self.text(value)}"),))
+
+    def resolve_optional(
+        self, fragments: Sequence[Fragment]
+    ) -> tuple[T | None, tuple[Conflict, ...]]:
+        """``resolve`` for a key without a default: None when no fragment sets it."""
+        given = self.given(fragments)
+        if not given:
+            return None, ()
+        resolved = self.resolve(fragments, next(iter(given))[1])  # a default never used
+        return resolved.value, resolved.conflicts
 
 
 def _bool_text(value: bool) -> str:
@@ -132,13 +166,19 @@ def _bool_text(value: bool) -> str:
 
 
 _OR = "OR: true (masquerade) wins"
-_SCALARS: tuple[_Scalar[bool] | _Scalar[float] | _Scalar[int], ...] = (
-    _Scalar(MASQ_LINK_LOCAL, lambda f: f.masq_link_local, _bool_text, max, _OR),
-    _Scalar(MASQ_LINK_LOCAL_IPV6, lambda f: f.masq_link_local_ipv6, _bool_text, max, _OR),
-    _Scalar(
-        RESYNC_INTERVAL, lambda f: f.resync_interval, format_duration, min, "the shortest wins"
-    ),
-    _Scalar(CIDR_LIMIT, lambda f: f.cidr_limit, str, min, "the smallest wins"),
+# The merge rule of every scalar key: merge() reads both the value and the conflict here.
+_MASQ_LINK_LOCAL = _Scalar(MASQ_LINK_LOCAL, lambda f: f.masq_link_local, _bool_text, max, _OR)
+_MASQ_LINK_LOCAL_IPV6 = _Scalar(
+    MASQ_LINK_LOCAL_IPV6, lambda f: f.masq_link_local_ipv6, _bool_text, max, _OR
+)
+_RESYNC_INTERVAL = _Scalar(
+    RESYNC_INTERVAL, lambda f: f.resync_interval, format_duration, min, "the shortest wins"
+)
+_CIDR_LIMIT = _Scalar(CIDR_LIMIT, lambda f: f.cidr_limit, str, min, "the smallest wins")
+_LOWEST = "the lowest address wins"
+_OUTPUT_ADDRESS = _Scalar(OUTPUT_ADDRESS, lambda f: f.output_address, str, min, _LOWEST)
+_OUTPUT_ADDRESS_IPV6 = _Scalar(
+    OUTPUT_ADDRESS_IPV6, lambda f: f.output_address_ipv6, str, min, _LOWEST
 )
 
 
@@ -211,7 +251,8 @@ def _overlapping(
 
 
 def _ipv6_refused(fragments: Sequence[Fragment]) -> Result[None, ConfigError]:
-    """Without IPv6 enabled, an IPv6 CIDR in any file fails the merge (naming every file)."""
+    """Without IPv6 enabled, an IPv6 CIDR or ``outputAddressIPv6`` in any file fails the merge
+    (naming every file)."""
     v6 = sorted(
         {
             (f.source, key, net)
@@ -219,21 +260,34 @@ def _ipv6_refused(fragments: Sequence[Fragment]) -> Result[None, ConfigError]:
             for key, nets in (
                 (NON_MASQUERADE_CIDRS, f.non_masquerade_cidrs),
                 (MASQUERADE_CIDRS, f.masquerade_cidrs),
+                (SOURCE_CIDRS, f.source_cidrs),
             )
             for net in nets or ()
             if net.version == 6
         },
         key=lambda t: (t[0], t[1], cidr_key(t[2])),
     )
-    if not v6:
+    if v6:
+        _, key, first = v6[0]
+        return Failure(
+            ConfigError(
+                ", ".join(sorted({source for source, _, _ in v6})),
+                "IPv6 CIDR given but IPv6 is not enabled (--enable-ipv6=false)",
+                key=key,
+                value=str(first),
+            )
+        )
+    addresses = sorted(
+        (f.source, str(f.output_address_ipv6)) for f in fragments if f.output_address_ipv6
+    )
+    if not addresses:
         return Success(None)
-    _, key, first = v6[0]
     return Failure(
         ConfigError(
-            ", ".join(sorted({source for source, _, _ in v6})),
-            "IPv6 CIDR given but IPv6 is not enabled (--enable-ipv6=false)",
-            key=key,
-            value=str(first),
+            ", ".join(source for source, _ in addresses),
+            "IPv6 address given but IPv6 is not enabled (--enable-ipv6=false)",
+            key=OUTPUT_ADDRESS_IPV6,
+            value=addresses[0][1],
         )
     )
 
@@ -244,7 +298,13 @@ def _within_limit(
     """The merged CIDR count against the smallest ``cidrLimit`` (or the default)."""
     if count <= limit:
         return Success(None)
-    listing = sorted({f.source for f in fragments if f.non_masquerade_cidrs or f.masquerade_cidrs})
+    listing = sorted(
+        {
+            f.source
+            for f in fragments
+            if f.non_masquerade_cidrs or f.masquerade_cidrs or f.source_cidrs
+        }
+    )
     limit_sources = sorted(s for s, v in limits if v == limit)
     origin = (
         f"{CIDR_LIMIT} {limit} set by " + ", ".join(limit_sources)
@@ -254,8 +314,8 @@ def _within_limit(
     return Failure(
         ConfigError(
             ", ".join(listing or limit_sources) or MERGE_SOURCE,
-            f"merged config has {count} distinct CIDRs ({NON_MASQUERADE_CIDRS} +"
-            f" {MASQUERADE_CIDRS}), over the {origin}",
+            f"merged config has {count} distinct CIDRs"
+            f" ({counted_keys(any(f.source_cidrs for f in fragments))}), over the {origin}",
             key=CIDR_LIMIT,
             value=str(limit),
         )
@@ -278,7 +338,8 @@ _NON: Final = _ListKey(
 _MASQ: Final = _ListKey(
     MASQUERADE_CIDRS, lambda f: f.masquerade_cidrs, lambda c: c.masquerade_cidrs
 )
-_LISTS: Final = (_NON, _MASQ)
+_SRC: Final = _ListKey(SOURCE_CIDRS, lambda f: f.source_cidrs, lambda c: c.source_cidrs)
+_LISTS: Final = (_NON, _MASQ, _SRC)
 """The CIDR list keys: a new one is an entry here, its field in ``MasqConfig`` and its
 value in ``merge``'s ``lists`` (a union needs nothing else; defaults as ``_defaults``)."""
 
@@ -298,7 +359,7 @@ class MergeIndex:
 
 @dataclass(frozen=True, slots=True)
 class _Unions:
-    """Both unions after an edit, with what changed in each (for conflicts and the table)."""
+    """Each union after an edit, with what changed in each (for conflicts and the table)."""
 
     unions: dict[str, PVector[IPNetwork]]
     added: dict[str, tuple[IPNetwork, ...]]
@@ -460,8 +521,11 @@ def _incremental_index(
 
 
 def _has_ipv6(frags: Sequence[Fragment]) -> bool:
-    """In canonical order IPv6 comes last: one look at each list's end."""
-    return any((v := lk.get(f)) and v[-1].version == 6 for f in frags for lk in _LISTS)
+    """In canonical order IPv6 comes last: one look at each list's end (and at
+    ``outputAddressIPv6``)."""
+    return any(f.output_address_ipv6 is not None for f in frags) or any(
+        (v := lk.get(f)) and v[-1].version == 6 for f in frags for lk in _LISTS
+    )
 
 
 def _change(
@@ -513,7 +577,9 @@ def merge(
     A key no fragment sets takes its default; a key some fragments set is merged
     over those only (an explicit empty ``nonMasqueradeCIDRs`` is a choice, not an
     absence): CIDR lists by union, booleans by OR, ``resyncInterval`` and
-    ``cidrLimit`` by minimum.  Disagreements are resolved and returned as
+    ``cidrLimit`` by minimum; egress selection's ``outputInterfaces`` and ``sourceCIDRs``
+    by union, ``outputAddress*`` by the lowest address (a conflict when files disagree).
+    Disagreements are resolved and returned as
     ``conflicts``; only IPv6 without ``enable_ipv6`` and a CIDR count over
     ``cidrLimit`` fail.
 
@@ -529,30 +595,46 @@ def merge(
     has_setters = any(f.non_masquerade_cidrs is not None for f in frags)
     default = RESERVED_RANGES if reserved_ranges else RFC1918
     masq = index.unions[MASQUERADE_CIDRS]
+    sources = index.unions[SOURCE_CIDRS]
     if has_setters:
         non_masq = index.unions[NON_MASQUERADE_CIDRS]
         count = len(non_masq) + len(masq) - index.shared
     else:
         non_masq = _defaults(previous, flags, default)
         count = len(non_masq) + len(masq) - sum(holds(masq, n) for n in non_masq)
-    limits = {(f.source, f.cidr_limit) for f in frags if f.cidr_limit is not None}
-    limit = min((v for _, v in limits), default=DEFAULT_CIDR_LIMIT)
+    count += sum(not holds(non_masq, n) and not holds(masq, n) for n in sources)
+    output_address, address_conflicts = _OUTPUT_ADDRESS.resolve_optional(frags)
+    output_address_ipv6, address_ipv6_conflicts = _OUTPUT_ADDRESS_IPV6.resolve_optional(frags)
+    link_local = _MASQ_LINK_LOCAL.resolve(frags, False)
+    link_local_ipv6 = _MASQ_LINK_LOCAL_IPV6.resolve(frags, False)
+    resync = _RESYNC_INTERVAL.resolve(frags, default_resync_interval)
+    limit = _CIDR_LIMIT.resolve(frags, DEFAULT_CIDR_LIMIT)
     refused = _ipv6_refused(frags) if not enable_ipv6 and _has_ipv6(frags) else Success(None)
-    checked = refused.bind(lambda _: _within_limit(frags, count, limits, limit))
-    lists = {NON_MASQUERADE_CIDRS: non_masq, MASQUERADE_CIDRS: masq}
+    checked = refused.bind(
+        lambda _: _within_limit(frags, count, _CIDR_LIMIT.given(frags), limit.value)
+    )
+    lists = {NON_MASQUERADE_CIDRS: non_masq, MASQUERADE_CIDRS: masq, SOURCE_CIDRS: sources}
     config = MasqConfig(
         non_masquerade_cidrs=non_masq,
         masquerade_cidrs=masq,
-        masq_link_local=any(f.masq_link_local for f in frags),
-        masq_link_local_ipv6=any(f.masq_link_local_ipv6 for f in frags),
-        resync_interval=min(
-            (f.resync_interval for f in frags if f.resync_interval is not None),
-            default=default_resync_interval,
-        ),
-        cidr_limit=limit,
+        masq_link_local=link_local.value,
+        masq_link_local_ipv6=link_local_ipv6.value,
+        resync_interval=resync.value,
+        cidr_limit=limit.value,
+        output_interfaces=sorted_interfaces(i for f in frags for i in f.output_interfaces or ()),
+        source_cidrs=sources,
+        output_address=output_address,
+        output_address_ipv6=output_address_ipv6,
         change=_change(previous, edit, lists),
     )
-    conflicts = [c for scalar in _SCALARS for c in scalar.conflicts(frags)]
+    conflicts = [
+        *link_local.conflicts,
+        *link_local_ipv6.conflicts,
+        *resync.conflicts,
+        *limit.conflicts,
+        *address_conflicts,
+        *address_ipv6_conflicts,
+    ]
     conflicts += index.covered.values()
     conflicts.sort(key=_conflict_order)
     return checked.map(lambda _: Merged(config, pvector(conflicts), index))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from returns.result import Failure, Result, Success
 
-from masq.core.errors import ConfigError
+from masq.core.errors import ConfigError, collect
 
 MIN_PORT = 1
 MAX_PORT = 65535
@@ -120,14 +120,7 @@ def parse_port_range(part: str, whole: str | None = None) -> Result[PortRange, C
 
 def parse_to_ports(text: str) -> Result[tuple[PortRange, ...], ConfigError]:
     """v1's syntax, e.g. ``1024-29999,32768-65535``; order is kept (it shapes the rules)."""
-    ranges: list[PortRange] = []
-    for part in text.split(","):
-        match parse_port_range(part, text):
-            case Success(r):
-                ranges.append(r)
-            case Failure(error):
-                return Failure(error)
-    return Success(tuple(ranges))
+    return collect(parse_port_range(part, text) for part in text.split(","))
 
 
 def format_to_ports(ranges: tuple[PortRange, ...]) -> str:

@@ -16,23 +16,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-from returns.result import Failure
-
-from masq.core.addresses import Family
+from masq.core.addresses import Family, IPAddress
 from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig
+from masq.core.duration import format_duration
 from masq.core.fragment import (
     MASQ_LINK_LOCAL,
     MASQ_LINK_LOCAL_IPV6,
     MASQUERADE_CIDRS,
     NON_MASQUERADE_CIDRS,
+    OUTPUT_ADDRESS,
+    OUTPUT_ADDRESS_IPV6,
+    OUTPUT_INTERFACES,
     RESYNC_INTERVAL,
+    SOURCE_CIDRS,
 )
 from masq.core.merge import Merged
 from masq.core.traffic import Traffic
 from masq.shell import netlink
 from masq.shell.configdir import LoadedConfig, config_dir_exists, load, read_files
-from masq.shell.dataplane import Dataplane, Dataplanes, P, Writes
-from masq.shell.errors import AgentError, ConfigInvalid, TransientError
+from masq.shell.dataplane import Dataplane, Dataplanes, P, Watching, Writes
+from masq.shell.errors import AgentError, ConfigInvalid, TransientError, value_or_raise
+from masq.shell.local import local_address
 from masq.shell.netlink import Kernel
 from masq.shell.options import Options
 from masq.shell.process import Runner, run_command
@@ -78,6 +82,18 @@ class NoMetrics:
         pass
 
 
+def egress_fields(config: MasqConfig) -> dict[str, object]:
+    """Egress selection in the "config loaded" line: only the keys the config sets, so the
+    line of a config without them stays as it was."""
+    fields: dict[str, object] = {
+        OUTPUT_INTERFACES: ",".join(config.output_interfaces),
+        SOURCE_CIDRS: len(config.source_cidrs),
+        OUTPUT_ADDRESS: str(config.output_address or ""),
+        OUTPUT_ADDRESS_IPV6: str(config.output_address_ipv6 or ""),
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
 class Agent:
     """Holds what one process learns once: the dataplanes, the last config read."""
 
@@ -101,14 +117,12 @@ class Agent:
             )
         self._last: LoadedConfig | None = None
         self._warned_missing = False
+        self._checked_addresses: tuple[IPAddress, ...] = ()
 
     def load(self) -> LoadedConfig:
         """Read the config dir; parse and merge only when the bytes changed."""
         opts = self.opts
-        read = read_files(opts.config_dir, opts.config_prefix)
-        if isinstance(read, Failure):
-            raise ConfigInvalid(read.failure())
-        files = read.unwrap()
+        files = value_or_raise(read_files(opts.config_dir, opts.config_prefix), ConfigInvalid)
         if not files and not config_dir_exists(opts.config_dir):
             if not self._warned_missing:
                 LOG.warning(
@@ -119,10 +133,7 @@ class Agent:
             self._warned_missing = False
         if self._last is not None and self._last.sources == files:
             return self._last
-        parsed = load(files, opts, self._last)
-        if isinstance(parsed, Failure):
-            raise ConfigInvalid(parsed.failure()[0])
-        loaded = parsed.unwrap()
+        loaded = value_or_raise(load(files, opts, self._last), lambda es: ConfigInvalid(es[0]))
         self._report_config(loaded)
         self._last = loaded
         return loaded
@@ -138,8 +149,9 @@ class Agent:
                     MASQUERADE_CIDRS: len(config.masquerade_cidrs),
                     MASQ_LINK_LOCAL: config.masq_link_local,
                     MASQ_LINK_LOCAL_IPV6: config.masq_link_local_ipv6,
-                    RESYNC_INTERVAL: config.resync_interval,
+                    RESYNC_INTERVAL: format_duration(config.resync_interval),
                 }
+                | egress_fields(config)
             },
         )
         # What the files ask for: a --resync-interval below the floor (which a config without
@@ -165,6 +177,30 @@ class Agent:
         if conflicts and self.opts.fail_on_conflict:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise AgentError(f"{conflicts[0]}{more} (--fail-on-conflict)")
+        self._check_output_addresses(config)
+
+    def _check_output_addresses(self, config: MasqConfig) -> None:
+        """Warn once per change of ``outputAddress*`` when the node does not hold the address:
+        the kernel would SNAT to it and send packets whose replies never come back here."""
+        keyed = (
+            (OUTPUT_ADDRESS, config.output_address),
+            (OUTPUT_ADDRESS_IPV6, config.output_address_ipv6),
+        )
+        addresses = tuple(a for _, a in keyed if a is not None)
+        if addresses == self._checked_addresses:
+            return
+        self._checked_addresses = addresses
+        for key, address in keyed:
+            if address is not None and local_address(address) is False:
+                LOG.warning(
+                    f"{key} is not an address of this node: replies to SNATed packets will not"
+                    " come back here",
+                    extra={"kv": {"key": key, "address": str(address)}},
+                )
+
+    def watch(self) -> Watching | None:
+        """Subscribe to the chosen dataplane's change notifications (before the first sync)."""
+        return self.dataplane.watch()
 
     def traffic_now(self) -> Traffic:
         """The per-CIDR counters as the kernel holds them now (read-only; any thread).
@@ -199,8 +235,10 @@ class Agent:
             return False
         with plane.serialised():
             plan = plane.plan(config)
+            wrote = self._report_writes(plane.apply(plan)) > 0
+        if not wrote:  # after a write the listed counters are stale: the next scrape reads
             self._report_traffic(plan.traffic)
-            return self._report_writes(plane.apply(plan)) > 0
+        return wrote
 
     def _remove(self, plane: Dataplane[P]) -> int:
         """Remove what ``plane`` owns (or print it); how many writes that took."""

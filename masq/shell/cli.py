@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from returns.result import Failure, Success
-
 from masq import __version__
 from masq.core.config import MIN_RESYNC_SECONDS
 from masq.core.names import valid_chain_name, valid_table_name
 from masq.core.nat import format_to_ports, parse_to_ports
-from masq.shell.errors import EXIT_OK, PROG, ShellError, UsageError
+from masq.shell import sigterm
+from masq.shell.errors import EXIT_OK, PROG, ShellError, UsageError, value_or_raise
 from masq.shell.options import DISABLED_BIND, BindAddress, Options, parse_bind
 
 Kind = Literal["bool", "str"]
@@ -101,12 +99,8 @@ def _int(text: str) -> int:
 def _to_ports(text: str) -> object:
     if text == "":
         return ()  # v1: empty means "no --to-ports"
-    match parse_to_ports(text):
-        case Success(ranges):
-            return ranges
-        case Failure(error):
-            raise UsageError(error.message)  # the flag and value are named by the caller
-    raise AssertionError("unreachable")
+    # The flag and value are named by the caller.
+    return value_or_raise(parse_to_ports(text), lambda error: UsageError(error.message))
 
 
 def _count(text: str) -> int:
@@ -168,7 +162,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("config-prefix", "str", "config file name prefix", "config_prefix"),
     Flag("once", "bool", "sync once and exit", "once"),
     Flag("dry-run", "bool", "print the plan, change nothing", "dry_run"),
-    Flag("cleanup", "bool", "remove our chain and POSTROUTING jump, then exit", "cleanup"),
+    Flag(
+        "cleanup",
+        "bool",
+        "remove our chain, its POSTROUTING jumps and our nft table, then exit",
+        "cleanup",
+    ),
     Flag("fail-on-conflict", "bool", "treat config conflicts as fatal", "fail_on_conflict"),
     Flag(
         "iptables-backend",
@@ -206,6 +205,20 @@ FLAGS: tuple[Flag, ...] = (
         "str",
         "explain the decision for one destination IP, then exit",
         "explain",
+        _nonempty,
+    ),
+    Flag(
+        "explain-source",
+        "str",
+        "with --explain: the packet's source IP (egress selection's sourceCIDRs)",
+        "explain_source",
+        _nonempty,
+    ),
+    Flag(
+        "explain-interface",
+        "str",
+        "with --explain: the packet's output interface (egress selection's outputInterfaces)",
+        "explain_interface",
         _nonempty,
     ),
     Flag("validate", "bool", "validate the config dir, then exit", "validate"),
@@ -309,15 +322,6 @@ def flags_line(opts: Options) -> str:
     )
 
 
-def stop_quietly(signum: int, frame: object) -> None:
-    """SIGTERM before the daemon installs its own handler: exit 0 at once.
-
-    Nothing is half written (each write is one transaction in a child process), and
-    raising instead would race with the interpreter's exit (a -2 or a traceback).
-    """
-    os._exit(EXIT_OK)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script and ``python -m masq``; returns the exit code.
 
@@ -325,14 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     (a pod deleted during start-up): no write is ever half done (each is one transaction).
     """
     if argv is None:
-        signal.signal(signal.SIGTERM, stop_quietly)
+        sigterm.exit_on_sigterm()
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
-        if argv is None:  # done: the interpreter's exit keeps the code
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if argv is None:
+            sigterm.ignore_sigterm()
 
 
 def _main(args: list[str]) -> int:

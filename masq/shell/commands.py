@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +21,8 @@ from returns.result import Failure, Result, Success
 from masq.core.addresses import IPAddress, parse_ip
 from masq.core.config import MasqConfig
 from masq.core.duration import format_duration
-from masq.core.errors import ConfigError
+from masq.core.egress import Packet, is_pattern, parse_interface
+from masq.core.errors import ConfigError, invalid
 from masq.core.explain import Explanation, explanation_dict, render_explanation
 from masq.core.fragment import (
     CIDR_LIMIT,
@@ -30,13 +30,18 @@ from masq.core.fragment import (
     MASQ_LINK_LOCAL_IPV6,
     MASQUERADE_CIDRS,
     NON_MASQUERADE_CIDRS,
+    OUTPUT_ADDRESS,
+    OUTPUT_ADDRESS_IPV6,
+    OUTPUT_INTERFACES,
     RESYNC_INTERVAL,
+    SOURCE_CIDRS,
     Fragment,
 )
 from masq.core.merge import Merged
 from masq.shell.configdir import ConfigFiles, LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.dataplane import build
 from masq.shell.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PROG
+from masq.shell.local import is_local_address
 from masq.shell.options import Options
 
 
@@ -45,30 +50,6 @@ def _err(line: str, stream: TextIO | None = None) -> None:
 
 
 # --- --explain ------------------------------------------------------------------
-
-
-def is_local_address(ip: IPAddress) -> bool:
-    """Whether ``ip`` is an address of this host (the kernel's LOCAL type), by binding to it.
-
-    Binding succeeds only for local addresses (including all of 127.0.0.0/8), unless
-    ``ip_nonlocal_bind`` is set, in which case we cannot tell and say "not local".
-    """
-    if ip.is_unspecified or ip.is_multicast:
-        return False
-    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-    sysctl = f"/proc/sys/net/ipv{ip.version}/ip_nonlocal_bind"
-    try:
-        with open(sysctl, encoding="ascii") as f:
-            if f.read().strip() not in ("", "0"):
-                return False
-    except OSError:
-        pass
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.bind((str(ip), 0))
-    except OSError:
-        return False
-    return True
 
 
 def _read_config(opts: Options) -> Result[LoadedConfig, tuple[ConfigError, ...]]:
@@ -96,6 +77,10 @@ def explain(
         _err(str(parsed.failure().at("--explain")), err)
         return EXIT_USAGE
     address = parsed.unwrap()
+    packet = _packet(opts, address)
+    if isinstance(packet, Failure):
+        _err(str(packet.failure()), err)
+        return EXIT_USAGE
     loaded = _read_config(opts)
     fragments: Sequence[Fragment] = ()
     merged: Merged | None = None
@@ -108,7 +93,12 @@ def explain(
     note = f"; {config_note}" if config_note else ""
     plane = build(opts.dataplane, opts)
     explained = plane.explain(
-        address, fragments, merged, read_live=read_live, local=is_local_address(address)
+        address,
+        fragments,
+        merged,
+        read_live=read_live,
+        local=is_local_address(address),
+        packet=packet.unwrap(),
     )
     if isinstance(explained, Failure):
         _err(f"cannot explain {address}: {explained.failure()}, and the config is invalid", err)
@@ -116,6 +106,33 @@ def explain(
     result = explained.unwrap()
     _print_explanation(result.explanation, result.label + note, opts, out)
     return EXIT_OK
+
+
+def _packet(opts: Options, destination: IPAddress) -> Result[Packet, ConfigError]:
+    """``--explain-source`` and ``--explain-interface``: a source of the destination's family
+    and a real interface name (a pattern names no one interface)."""
+    source: IPAddress | None = None
+    if opts.explain_source is not None:
+        parsed = parse_ip(opts.explain_source).alt(lambda e: e.at("--explain-source"))
+        if isinstance(parsed, Failure):
+            return parsed
+        source = parsed.unwrap()
+        if source.version != destination.version:
+            return Failure(
+                ConfigError(
+                    "--explain-source",
+                    f"not of the destination's family (IPv{destination.version})",
+                    value=opts.explain_source,
+                )
+            )
+    interface = opts.explain_interface
+    if interface is not None:
+        checked = parse_interface(interface)
+        if isinstance(checked, Failure) or is_pattern(interface):
+            why = "a pattern, not one interface" if is_pattern(interface) else None
+            error = checked.failure() if isinstance(checked, Failure) else invalid(str(why))
+            return Failure(replace(error, source="--explain-interface", value=interface))
+    return Success(Packet(source, interface))
 
 
 def _print_explanation(result: Explanation, label: str, opts: Options, out: TextIO | None) -> None:
@@ -130,7 +147,16 @@ def _print_explanation(result: Explanation, label: str, opts: Options, out: Text
 
 
 def config_document(config: MasqConfig) -> dict[str, object]:
-    """The effective config as a config file would spell it (keys in the files' order)."""
+    """The effective config as a config file would spell it (keys in the files' order;
+    egress selection's keys only when set, so a config without them prints as before)."""
+    egress: dict[str, object] = {
+        OUTPUT_INTERFACES: list(config.output_interfaces),
+        SOURCE_CIDRS: [str(n) for n in config.source_cidrs],
+        OUTPUT_ADDRESS: str(config.output_address) if config.output_address else None,
+        OUTPUT_ADDRESS_IPV6: (
+            str(config.output_address_ipv6) if config.output_address_ipv6 else None
+        ),
+    }
     return {
         NON_MASQUERADE_CIDRS: [str(n) for n in config.non_masquerade_cidrs],
         MASQUERADE_CIDRS: [str(n) for n in config.masquerade_cidrs],
@@ -138,7 +164,7 @@ def config_document(config: MasqConfig) -> dict[str, object]:
         MASQ_LINK_LOCAL_IPV6: config.masq_link_local_ipv6,
         RESYNC_INTERVAL: format_duration(config.resync_interval),
         CIDR_LIMIT: config.cidr_limit,
-    }
+    } | {key: value for key, value in egress.items() if value}
 
 
 @dataclass(frozen=True, slots=True)

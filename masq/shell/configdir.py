@@ -9,7 +9,7 @@ from pyrsistent import pvector
 from pyrsistent.typing import PVector
 from returns.result import Failure, Result, Success
 
-from masq.core.errors import ConfigError
+from masq.core.errors import ConfigError, collect
 from masq.core.fragment import MAX_FRAGMENT_BYTES, Fragment, parse_fragment
 from masq.core.merge import Merged, merge
 from masq.shell.options import Options
@@ -97,10 +97,19 @@ def load(
     """
     known = dict(zip(before.sources, before.fragments, strict=True)) if before else {}
     parsed = [_parse(name, data, known) for name, data in files]
-    errors = tuple(p.failure() for p in parsed if isinstance(p, Failure))
-    if errors:
-        return Failure(errors)
-    fragments = pvector(p.unwrap() for p in parsed)
+    return (
+        collect(parsed)
+        .alt(lambda _: tuple(p.failure() for p in parsed if isinstance(p, Failure)))
+        .bind(lambda fragments: _merged(files, pvector(fragments), opts, before))
+    )
+
+
+def _merged(
+    files: ConfigFiles,
+    fragments: PVector[Fragment],
+    opts: Options,
+    before: LoadedConfig | None,
+) -> Result[LoadedConfig, tuple[ConfigError, ...]]:
     return (
         merge(
             fragments,

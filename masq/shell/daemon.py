@@ -1,8 +1,12 @@
-"""The daemon: sync, then sleep in one ``select`` until the config changes, the resync
-interval passes, or a signal arrives.
+"""The daemon: sync, then sleep in one ``select`` until the config changes, someone else
+changes what the agent owns in the kernel, the resync interval passes, or a signal arrives.
 
-Idle cost is one blocked ``select`` on the inotify fd and a signal pipe; nothing
-polls unless the config dir and its parent are both missing (then once a second).
+Idle cost is one blocked ``select`` on the inotify fd, the dataplane's notification
+socket (where it has one) and a signal pipe; nothing polls unless the config dir and
+its parent are both missing (then once a second).  A foreign change is repaired after a
+short quiet spell (a burst is one repair), logged once per burst with who made it, and
+backed off when the same objects need repairing again and again (another agent that
+disagrees).
 """
 
 from __future__ import annotations
@@ -22,15 +26,18 @@ from inotify_simple import flags as F
 from masq.core.config import MIN_RESYNC_SECONDS, effective_resync
 from masq.shell import http
 from masq.shell.agent import Agent, Backoff
-from masq.shell.dataplane import write_ops
+from masq.shell.dataplane import Watching, write_ops
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.metrics import Metrics
+from masq.shell.nft_watch import Burst, RepairBackoff
 from masq.shell.options import Options
 
 LOG = logging.getLogger("masq.daemon")
 DEBOUNCE_SECONDS = 0.1
 DEBOUNCE_MAX_SECONDS = 0.5  # a burst of writes never delays a sync longer than this
 POLL_SECONDS = 1.0
+HEAL_QUIET_SECONDS = 0.15  # a foreign change is repaired once the kernel is this quiet
+HEAL_MAX_WAIT_SECONDS = 0.6  # ... or this long after it, however busy the writer
 DIR_MASK = (
     F.CREATE
     | F.DELETE
@@ -108,6 +115,27 @@ class ConfigWatcher:
         self.inotify.close()
 
 
+class KernelWatcher:
+    """The dataplane's notifications: ``drain`` collects foreign changes into ``burst``."""
+
+    def __init__(self, watching: Watching) -> None:
+        self.watching = watching
+        self.burst = Burst()
+
+    def fileno(self) -> int:
+        return self.watching.fileno()
+
+    def drain(self) -> bool:
+        """Read what is queued; True if it held a foreign change (or lost notifications)."""
+        seen = self.watching.poll()
+        self.burst = self.burst.merged(seen)
+        return bool(seen)
+
+    def take(self) -> Burst:
+        burst, self.burst = self.burst, Burst()
+        return burst
+
+
 class Stopper:
     """SIGTERM/SIGINT set a flag and wake the ``select`` through a pipe."""
 
@@ -140,35 +168,48 @@ def wait_for_change(
     stopper: Stopper,
     timeout: float,
     clock: Callable[[], float] = time.monotonic,
+    kernel: KernelWatcher | None = None,
 ) -> str:
-    """Block until ``"config"`` changed (debounced), ``"timeout"`` or ``"signal"``."""
+    """Block until ``"config"`` changed (debounced), ``"kernel"`` (a foreign change to what
+    the agent owns, debounced: ``kernel.burst`` holds it), ``"timeout"`` or ``"signal"``."""
     deadline = clock() + timeout
+    fds = [watcher.fileno(), stopper.read_fd] + ([kernel.fileno()] if kernel else [])
     while True:
         remaining = deadline - clock()
         if remaining <= 0:
             return "timeout"
         step = min(remaining, POLL_SECONDS) if watcher.polling else remaining
-        ready, _, _ = select.select([watcher.fileno(), stopper.read_fd], [], [], step)
+        ready, _, _ = select.select(fds, [], [], step)
         if stopper.stopped:
             return "signal"
+        if kernel is not None and kernel.fileno() in ready and kernel.drain():
+            _debounce(kernel, stopper, clock, HEAL_QUIET_SECONDS, HEAL_MAX_WAIT_SECONDS)
+            return "signal" if stopper.stopped else "kernel"
         if watcher.polling:
             watcher.rewatch()
             if not watcher.polling:
                 return "config"  # the dir (or its parent) appeared
             continue
-        if ready and watcher.drain():
+        if watcher.fileno() in ready and watcher.drain():
             _debounce(watcher, stopper, clock)
             return "signal" if stopper.stopped else "config"
 
 
-def _debounce(watcher: ConfigWatcher, stopper: Stopper, clock: Callable[[], float]) -> None:
-    """Let a burst of writes (a ConfigMap swap is several events) settle for ~100 ms."""
-    limit = clock() + DEBOUNCE_MAX_SECONDS
+def _debounce(
+    source: ConfigWatcher | KernelWatcher,
+    stopper: Stopper,
+    clock: Callable[[], float],
+    quiet: float = DEBOUNCE_SECONDS,
+    most: float = DEBOUNCE_MAX_SECONDS,
+) -> None:
+    """Let a burst of events (a ConfigMap swap is several; so is a writer's commit) settle
+    until ``quiet`` seconds pass without one, but no longer than ``most``."""
+    limit = clock() + most
     while clock() < limit and not stopper.stopped:
-        ready, _, _ = select.select([watcher.fileno(), stopper.read_fd], [], [], DEBOUNCE_SECONDS)
+        ready, _, _ = select.select([source.fileno(), stopper.read_fd], [], [], quiet)
         if not ready:
             return
-        watcher.drain()
+        source.drain()
 
 
 def run(opts: Options) -> int:
@@ -191,13 +232,23 @@ def run(opts: Options) -> int:
         server = http.start_server(opts.metrics_bind_address, metrics)
         if server is not None:
             cleanup.callback(server.shutdown)
-        return _loop(opts, agent, metrics, watcher, stopper)
+        watching = agent.watch()  # subscribed before the first listing
+        kernel = KernelWatcher(watching) if watching is not None else None
+        return _loop(opts, agent, metrics, watcher, stopper, kernel=kernel)
 
 
 def _loop(
-    opts: Options, agent: Agent, metrics: Metrics, watcher: ConfigWatcher, stopper: Stopper
+    opts: Options,
+    agent: Agent,
+    metrics: Metrics,
+    watcher: ConfigWatcher,
+    stopper: Stopper,
+    *,
+    kernel: KernelWatcher | None = None,
 ) -> int:
-    backoff = Backoff(max(MIN_RESYNC_SECONDS, opts.resync_interval))  # the floor caps retries too
+    floor = max(MIN_RESYNC_SECONDS, opts.resync_interval)
+    backoff = Backoff(floor)  # the floor caps retries too
+    repairs = RepairBackoff(cap=floor)
     while not stopper.stopped:
         metrics.loop_alive()
         started = time.monotonic()
@@ -215,7 +266,25 @@ def _loop(
             backoff.cap = wait = effective_resync(opts.resync_interval, report.loaded.merged.config)
         if stopper.stopped:
             break
-        why = wait_for_change(watcher, stopper, wait)
+        why = wait_for_change(watcher, stopper, wait, kernel=kernel)
         LOG.log(logging.DEBUG, "woke", extra={"kv": {"reason": why}})
+        if why == "kernel" and kernel is not None:
+            delay = _repair(kernel.take(), repairs, metrics)
+            if delay > 0:  # config changes and signals still wake the wait
+                wait_for_change(watcher, stopper, delay)
     LOG.info("stopping, rules left in place", extra={"kv": {"signal": stopper.signum}})
     return 0
+
+
+def _repair(burst: Burst, repairs: RepairBackoff, metrics: Metrics) -> float:
+    """Say (once per burst) who changed what, and how long the repair waits."""
+    delay = repairs.delay(burst.objects(), time.monotonic())
+    kv: dict[str, object] = {"by": burst.who(), "changes": burst.changes()}
+    if delay > 0:
+        kv.update(backoff=f"{delay:g}s", repeats=repairs.repeats)
+        message = "foreign change again, repair backed off"
+    else:
+        message = "foreign change, repairing"
+    LOG.warning(message, extra={"kv": kv})
+    metrics.repair_started("lost" if burst.lost and not burst.commits else "foreign", delay)
+    return delay

@@ -23,6 +23,7 @@ from returns.result import Result
 
 from masq.core.addresses import Family, IPAddress
 from masq.core.config import MasqConfig
+from masq.core.egress import ANY_PACKET, Packet
 from masq.core.errors import ConfigError
 from masq.core.fragment import Fragment
 from masq.core.merge import Merged
@@ -35,6 +36,7 @@ from masq.shell.process import Runner, run_command
 
 if TYPE_CHECKING:
     from masq.core.explain import Explanation
+    from masq.shell.nft_watch import Burst, Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +68,24 @@ class Explained:
     label: str
 
 
+class Watching(Protocol):
+    """The kernel's word on who changed what a dataplane owns (for the daemon's wait)."""
+
+    def fileno(self) -> int: ...
+
+    def poll(self) -> Burst:
+        """The foreign changes queued since the last poll (empty: none, or only ours)."""
+        ...
+
+
 class Dataplane(Protocol[P]):
     """One way of carrying out the decision in the kernel."""
+
+    def watch(self) -> Watching | None:
+        """Subscribe to the kernel's change notifications for what this dataplane owns
+        (the daemon, before its first sync): while they say nobody else touched it, a
+        resync lists nothing.  None: not here, every resync asks the kernel."""
+        ...
 
     def serialised(self) -> AbstractContextManager[None]:
         """Held from ``plan`` to the end of ``apply``: other agents' writes wait."""
@@ -101,6 +119,7 @@ class Dataplane(Protocol[P]):
         *,
         read_live: bool,
         local: bool,
+        packet: Packet = ANY_PACKET,
     ) -> Result[Explained, ConfigError]:
         """Why a packet to ``ip`` is (not) masqueraded, from the live rules (``read_live``)
         or the desired ones; Failure when neither the rules nor the config can be read."""
@@ -130,10 +149,17 @@ def build(
 ) -> AnyDataplane:
     """The dataplane called ``name``; its module is imported here, on first use."""
     if name == "nftables":
+        from masq.shell.nft_watch import NetlinkElements
         from masq.shell.nftables_runner import NftablesDataplane
 
+        # The real kernel's elements go over netlink; a test's fake kernel keeps to nft.
+        elements = NetlinkElements() if kernel is netlink.SYSTEM else None
         return NftablesDataplane(
-            dataplane_options(opts), runner, kernel, max_series=opts.metrics_max_cidr_series
+            dataplane_options(opts),
+            runner,
+            kernel,
+            elements,
+            max_series=opts.metrics_max_cidr_series,
         )
     from masq.shell.iptables_backend import resolve_backend
     from masq.shell.iptables_runner import IptablesDataplane
@@ -143,7 +169,15 @@ def build(
         backend=lambda: resolve_backend(opts.iptables_backend),
         runner=runner,
         kernel=kernel,
+        listen=_listen if kernel is netlink.SYSTEM else None,
     )
+
+
+def _listen() -> Source:
+    """nf_tables notifications, for a dataplane on the real kernel (loaded on first use)."""
+    from masq.shell.nft_watch import NetlinkElements
+
+    return NetlinkElements().listen()
 
 
 def write_ops(name: str) -> tuple[str, ...]:

@@ -6,7 +6,15 @@ and its ``exit_code``: one line, never a traceback.  Anything else escaping is a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+from returns.result import Failure, Result
+
 from masq.core.errors import ConfigError
+
+_T = TypeVar("_T")
+_E = TypeVar("_E")
 
 PROG = "ip-masq-agent"
 """Prefix of every line the agent prints about a failure."""
@@ -46,3 +54,15 @@ class UsageError(ShellError):
     """A bad command line: one line and exit 2, like Go's flag package."""
 
     exit_code = EXIT_USAGE
+
+
+def value_or_raise(result: Result[_T, _E], error: Callable[[_E], ShellError]) -> _T:
+    """The value of a ``Result`` from the core, or its failure raised as ``error(failure)``.
+
+    The shell's one way to read a ``Result``: where a failure ends what the shell was
+    doing, the exception type says how (``ConfigInvalid``: exit 1, ``UsageError``:
+    exit 2); ``map``/``bind``/``alt`` stay for building a Result, never for reading one.
+    """
+    if isinstance(result, Failure):
+        raise error(result.failure())
+    return result.unwrap()

@@ -16,25 +16,36 @@ start from signals that cost no iptables process at all:
    10 rules or at least as many as nft and more than none (the wrapper's rule),
    else nft.
 
-The choice is made once per process (the wrapper also decides once).
+The choice is made once per run, as the wrapper's: the dataplane that asks keeps it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
+from masq.core.addresses import FAMILIES, Family
 from masq.shell import netlink
-from masq.shell.iptables_runner import ResolvedBackend
 from masq.shell.options import Backend
 from masq.shell.process import Completed, Runner, run_command
+
+if TYPE_CHECKING:  # iptables_runner imports this module (the binary names) at run time
+    from masq.shell.iptables_runner import ResolvedBackend
 
 LOG = logging.getLogger("masq.backend")
 HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 IPTABLES_TABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})
 LEGACY_NAMES_FILES = tuple(netlink.LEGACY_NAMES_FILES.values())
 LEGACY_ENOUGH_RULES = 10
+
+
+def iptables_binary(
+    family: Family, backend: ResolvedBackend, tool: Literal["", "save", "restore"] = ""
+) -> str:
+    """``iptables-nft``, ``ip6tables-legacy-save``, ...: the one place these names are made."""
+    name = f"{'iptables' if family == 'ipv4' else 'ip6tables'}-{backend}"
+    return f"{name}-{tool}" if tool else name
 
 
 class Probe(Protocol):
@@ -97,14 +108,7 @@ class SystemProbe:
         self._names_files = tuple(names_files)
 
     def legacy_tables(self) -> frozenset[str]:
-        names: set[str] = set()
-        for path in self._names_files:
-            try:
-                with open(path, encoding="ascii", errors="replace") as f:
-                    names.update(line.strip() for line in f if line.strip())
-            except OSError:
-                continue  # module not loaded: no legacy tables
-        return frozenset(names)
+        return frozenset().union(*(netlink.read_table_names(p) for p in self._names_files))
 
     def nft_tables(self) -> frozenset[str]:
         try:
@@ -117,27 +121,23 @@ class SystemProbe:
         return parse_nft_tables(res.stdout)
 
     def has_chain(self, backend: ResolvedBackend, table: str, chain: str) -> bool:
-        res = self._run([f"iptables-{backend}", "-t", table, "-S", chain], None)
+        res = self._run([iptables_binary("ipv4", backend), "-t", table, "-S", chain], None)
         return res.exit_code == 0
 
     def rule_count(self, backend: ResolvedBackend) -> int:
         total = 0
-        for binary in (f"iptables-{backend}-save", f"ip6tables-{backend}-save"):
-            res: Completed = self._run([binary], None)
+        for family in FAMILIES:
+            res: Completed = self._run([iptables_binary(family, backend, "save")], None)
             if res.exit_code == 0:
                 total += count_rules(res.stdout)
         return total
 
 
-_chosen: dict[str, ResolvedBackend] = {}  # "auto" -> the choice, once per process
-
-
 def resolve_backend(requested: Backend, probe: Probe | None = None) -> ResolvedBackend:
-    """The flag's backend, or auto's choice (made once per process, logged once)."""
+    """The flag's backend, or auto's choice (logged).  Nothing is remembered here: the
+    caller keeps the answer (the iptables dataplane asks once, when it first needs it)."""
     if requested != "auto":
         return requested
-    if "auto" not in _chosen:
-        chosen, why = choose_backend(probe if probe is not None else SystemProbe())
-        LOG.info("iptables backend chosen", extra={"kv": {"backend": chosen, "reason": why}})
-        _chosen["auto"] = chosen
-    return _chosen["auto"]
+    chosen, why = choose_backend(probe if probe is not None else SystemProbe())
+    LOG.info("iptables backend chosen", extra={"kv": {"backend": chosen, "reason": why}})
+    return chosen

@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from returns.result import Failure, Result, Success
 
 from masq.core.addresses import FAMILIES, Family, IPAddress, family_of
 from masq.core.config import MasqConfig
+from masq.core.egress import ANY_PACKET, Packet
 from masq.core.errors import ConfigError
 from masq.core.fragment import Fragment
 from masq.core.iptables.codec import parse_save, render_ops_readable, render_restore
@@ -40,9 +41,14 @@ from masq.core.options import DataplaneOptions
 from masq.core.traffic import CidrTraffic
 from masq.shell import netlink
 from masq.shell.dataplane import Explained, Writes
-from masq.shell.errors import AgentError, TransientError
+from masq.shell.errors import AgentError, TransientError, value_or_raise
+from masq.shell.iptables_backend import iptables_binary
 from masq.shell.process import Completed, Runner, run_command
 from masq.shell.process import which as _which
+
+if TYPE_CHECKING:
+    from masq.core.nftables.netlink import ObjectChanged
+    from masq.shell.nft_watch import Source, TableWatch
 
 LOG = logging.getLogger("masq.iptables")
 
@@ -102,9 +108,8 @@ class Iptables:
     ) -> None:
         self.backend = backend
         self.family = family
-        base = "iptables" if family == "ipv4" else "ip6tables"
-        self.binary = f"{base}-{backend}"
-        self.restore_binary = f"{base}-{backend}-restore"
+        self.binary = iptables_binary(family, backend)
+        self.restore_binary = iptables_binary(family, backend, "restore")
         self._run = runner
         self._random_fully = random_fully if random_fully is not None else {}
 
@@ -134,17 +139,19 @@ class Iptables:
     def observe(self, chain: str, *, jumps: bool = True) -> Ruleset:
         """What the agent owns; ``jumps`` False reads only the chain (one process: counters)."""
         text = self.observe_text(chain) if jumps else self.chain_text(chain)
-        parsed = parse_save(text, chain, self.family)
-        if isinstance(parsed, Failure):
-            error = parsed.failure().at(f"{self.binary} -S output")
-            raise AgentError(f"cannot parse {error}")
-        return parsed.unwrap()
+        where = f"{self.binary} -S output"
+        return value_or_raise(
+            parse_save(text, chain, self.family),
+            lambda error: AgentError(f"cannot parse {error.at(where)}"),
+        )
 
-    def restore(self, script: str) -> None:
-        """One all-or-nothing ``--noflush`` transaction on the nat table."""
+    def restore(self, script: str) -> int | None:
+        """One all-or-nothing ``--noflush`` transaction on the nat table; the pid of the
+        process that committed it (None: unknown), whose commit is the agent's own."""
         res = self._run([self.restore_binary, "--noflush", f"--wait={LOCK_WAIT_SECONDS}"], script)
         if res.exit_code != 0:
             raise failure(res, f"{self.family} iptables-restore")
+        return res.pid
 
     def supports_random_fully(self, observed_final_random_fully: bool) -> bool:
         """Trust what the kernel already holds; otherwise ask ``--version`` once."""
@@ -250,9 +257,12 @@ class IptablesDataplane:
         backend: Callable[[], ResolvedBackend],
         runner: Runner = run_command,
         kernel: netlink.Kernel = netlink.SYSTEM,
+        listen: Callable[[], Source] | None = None,
     ) -> None:
         self.options = options
         self.chain = options.chain
+        self._listen = listen
+        self._watch: TableWatch | None = None
         self.families = options.families
         self._backend = backend
         self._kernel = kernel
@@ -295,10 +305,49 @@ class IptablesDataplane:
             return ()
         return tuple(FamilyPlan(t.family, t, d, ()) for t, d in zip(tables, wanted, strict=True))
 
+    def watch(self) -> TableWatch | None:
+        """On the nft backend, the notifications of table ``nat`` that touch our chain or
+        POSTROUTING (iptables-nft names the chain of every rule it adds or deletes): while
+        none came from anyone else, a resync lists nothing, however often kube-proxy
+        rewrites its own chains.  None on the legacy backend or without netlink."""
+        if self._watch is not None or self._listen is None:
+            return self._watch
+        try:
+            if self.tables()[0].backend != "nft":
+                return None
+        except AgentError:
+            return None  # no backend yet: the first sync says why, and lists every time
+        from masq.shell.nft_elements import NetlinkError
+        from masq.shell.nft_watch import TableWatch, no_netlink
+
+        try:
+            source = self._listen()
+        except (OSError, NetlinkError) as error:
+            if not no_netlink(error):
+                raise
+            return None
+        ours = {self.chain, POSTROUTING}
+
+        def relevant(change: ObjectChanged) -> bool:
+            return change.kind == "table" or change.name in ours
+
+        self._watch = TableWatch(source, {("ip", "nat"), ("ip6", "nat")}, relevant)
+        return self._watch
+
+    def _own(self, pid: int | None) -> None:
+        if self._watch is not None:
+            self._watch.own(pid=pid, portid=pid)
+
     def plan(self, config: MasqConfig) -> IptablesPlan:
         """Observe every family (unless nothing changed) and plan; no write yet."""
         tables = self.tables()
         generation = self._kernel.generation() if tables[0].backend == "nft" else None
+        if self._watch is not None:  # the notifications, not the generation, say
+            self._watch.poll()
+            if self._in_sync is not None and not self._watch.dirty:
+                generation = self._in_sync.generation
+            else:
+                self._watch.settle()
         if cached := self._unchanged(config, generation):
             return IptablesPlan(cached)
         plans, flags, wanted, traffic = [], [], [], {}
@@ -312,6 +361,7 @@ class IptablesDataplane:
             plans.append(FamilyPlan(table.family, table, desired, choose_ops(desired, observed)))
             flags.append(rf)
             wanted.append(desired)
+        LOG.debug("listed", extra={"kv": {"families": ",".join(t.family for t in tables)}})
         in_sync = generation is not None and not any(p.ops for p in plans)
         self._in_sync = (
             _InSync(generation, tuple(flags), tuple(wanted), config)
@@ -348,7 +398,7 @@ class IptablesDataplane:
         return Writes(ops, labels)
 
     def _remove(self, p: FamilyPlan) -> tuple[Op, ...]:
-        p.table.restore(render_restore(p.ops))
+        self._own(p.table.restore(render_restore(p.ops)))
         LOG.info(
             "iptables chain removed",
             extra={"kv": {"family": p.family, "binary": p.table.binary, "ops": len(p.ops)}},
@@ -359,7 +409,7 @@ class IptablesDataplane:
         """Apply the plan; if the kernel refuses it, re-observe and replace our chain whole."""
         self._in_sync = None
         try:
-            p.table.restore(render_restore(p.ops))
+            self._own(p.table.restore(render_restore(p.ops)))
         except TransientError:
             raise
         except AgentError as first:
@@ -384,7 +434,7 @@ class IptablesDataplane:
     def _replace(self, p: FamilyPlan, desired: Ruleset, observed: Ruleset) -> tuple[Op, ...]:
         """Full-sync fallback: one transaction that rebuilds our chain and its jump."""
         ops = replace_ops(desired, observed)
-        p.table.restore(render_restore(ops))
+        self._own(p.table.restore(render_restore(ops)))
         LOG.info("chain replaced", extra={"kv": {"family": p.family, "ops": len(ops)}})
         return ops
 
@@ -415,6 +465,7 @@ class IptablesDataplane:
         *,
         read_live: bool,
         local: bool,
+        packet: Packet = ANY_PACKET,
     ) -> Result[Explained, ConfigError]:
         """From the live chain (else the desired one) of ``ip``'s family."""
         from masq.core.iptables.explain import explain  # --explain only
@@ -433,7 +484,13 @@ class IptablesDataplane:
                 ruleset = desired_ruleset(merged.config, family, options)
                 label = f"desired, from the config ({label})"
         explanation = explain(
-            ip, ruleset=ruleset, fragments=fragments, merged=merged, chain=self.chain, local=local
+            ip,
+            ruleset=ruleset,
+            fragments=fragments,
+            merged=merged,
+            chain=self.chain,
+            local=local,
+            packet=packet,
         )
         return Success(Explained(explanation, label))
 
@@ -458,8 +515,7 @@ def _labels(ops: Sequence[Op]) -> tuple[str, ...]:
 
 
 def _binaries_exist(backend: ResolvedBackend, family: Family) -> bool:
-    base = "iptables" if family == "ipv4" else "ip6tables"
-    return all(_which(f"{base}-{backend}{s}") for s in ("", "-restore"))
+    return all(_which(iptables_binary(family, backend, tool)) for tool in ("", "restore"))
 
 
 def _kernel_says(table: Iptables, chain: str, kernel: netlink.Kernel) -> bool | None:

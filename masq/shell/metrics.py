@@ -32,8 +32,9 @@ from prometheus_client.registry import Collector
 
 from masq import __version__
 from masq.core.addresses import FAMILIES, Family, IPNetwork, cidr_key, family_of
-from masq.core.config import effective_resync
+from masq.core.config import MasqConfig, effective_resync
 from masq.core.decision import Kind
+from masq.core.fragment import OUTPUT_ADDRESS, OUTPUT_ADDRESS_IPV6, OUTPUT_INTERFACES, SOURCE_CIDRS
 from masq.core.merge import Merged
 from masq.core.traffic import OTHER_CIDRS, CidrTraffic, Counters, Traffic, summed
 
@@ -84,6 +85,11 @@ def capped(rows: Iterable[CidrTraffic], max_series: int) -> list[CidrTraffic]:
         )
         out += sorted(rest.get(family, ()), key=lambda t: t.action)
     return out
+
+
+REPAIR_REASONS = ("foreign", "lost")
+"""``repairs_total``'s ``reason``: a foreign commit named what the agent owns, or
+notifications were lost (anything may have changed)."""
 
 
 class _TrafficCollector(Collector):
@@ -148,6 +154,23 @@ class _Registry(CollectorRegistry):
             ["family", "op"],
             registry=self,
         )
+        self.repairs = Counter(
+            f"{PREFIX}_repairs",
+            "Repairs started by a foreign change to what the agent owns, by what told it.",
+            ["reason"],
+            registry=self,
+        )
+        for reason in REPAIR_REASONS:
+            self.repairs.labels(reason=reason)
+        self.repair_backoffs = Counter(
+            f"{PREFIX}_repair_backoffs",
+            "Repairs delayed because the same objects needed one again soon after the last.",
+            registry=self,
+        )
+        self.repair_backoff = self._gauge(
+            "repair_backoff_seconds",
+            "The delay before the last repair (0: none; grows while another writer disagrees).",
+        )
         self.last_success_ts = self._gauge(
             "last_success_timestamp_seconds",
             "Unix time of the last successful sync (0 before the first).",
@@ -170,6 +193,14 @@ class _Registry(CollectorRegistry):
         for family in FAMILIES:
             for label in KIND_LABELS.values():
                 self.cidrs.labels(family=family, kind=label)
+        self.egress = Gauge(
+            f"{PREFIX}_config_egress_entries",
+            "Egress selection in the effective config: entries per key (an address counts 1).",
+            ["key"],
+            registry=self,
+        )
+        for key in EGRESS_KEYS:
+            self.egress.labels(key=key)
         build = Gauge(
             f"{PREFIX}_build_info", "Always 1; the agent's version.", ["version"], registry=self
         )
@@ -178,6 +209,19 @@ class _Registry(CollectorRegistry):
 
     def _gauge(self, name: str, documentation: str) -> Gauge:
         return Gauge(f"{PREFIX}_{name}", documentation, registry=self)
+
+
+EGRESS_KEYS = (OUTPUT_INTERFACES, SOURCE_CIDRS, OUTPUT_ADDRESS, OUTPUT_ADDRESS_IPV6)
+
+
+def egress_counts(config: MasqConfig) -> dict[str, int]:
+    """``ip_masq_agent_config_egress_entries`` per key: 0 everywhere without egress selection."""
+    return {
+        OUTPUT_INTERFACES: len(config.output_interfaces),
+        SOURCE_CIDRS: len(config.source_cidrs),
+        OUTPUT_ADDRESS: int(config.output_address is not None),
+        OUTPUT_ADDRESS_IPV6: int(config.output_address_ipv6 is not None),
+    }
 
 
 class Metrics:
@@ -249,6 +293,8 @@ class Metrics:
                 for family in FAMILIES:
                     count = sum(1 for n in nets if family_of(n) == family)
                     self.registry.cidrs.labels(family=family, kind=KIND_LABELS[kind]).set(count)
+            for key, count in egress_counts(config).items():
+                self.registry.egress.labels(key=key).set(count)
             with self._lock:  # the loop waits min(flag, config); so does health
                 self.resync_interval = effective_resync(self._flag_interval, config)
             self.registry.interval.set(self.resync_interval)
@@ -262,6 +308,17 @@ class Metrics:
                 self.registry.writes.labels(family=family, op=name).inc()
         except Exception:
             LOG.debug("metrics: rule_writes failed", exc_info=True)
+
+    def repair_started(self, reason: str, delay_seconds: float) -> None:
+        """A foreign change (``reason`` ``foreign``) or lost notifications (``lost``) start a
+        repair after ``delay_seconds`` of back-off (0: at once)."""
+        try:
+            self.registry.repairs.labels(reason=reason).inc()
+            self.registry.repair_backoff.set(delay_seconds)
+            if delay_seconds > 0:
+                self.registry.repair_backoffs.inc()
+        except Exception:
+            LOG.debug("metrics: repair_started failed", exc_info=True)
 
     def traffic(self, traffic: Traffic) -> None:
         """Per-CIDR kernel counters per family, as the last listing of what we own showed."""

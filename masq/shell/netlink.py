@@ -101,8 +101,14 @@ LEGACY_NAMES_FILES: Final[dict[Family, str]] = {
 
 def legacy_tables(family: Family) -> frozenset[str]:
     """x_tables tables of ``family`` in this namespace (none when the module is not loaded)."""
+    return read_table_names(LEGACY_NAMES_FILES[family])
+
+
+def read_table_names(path: str) -> frozenset[str]:
+    """The table names listed in a ``/proc/net/*_tables_names`` file; none if unreadable
+    (its module is not loaded).  The one reader of these files."""
     try:
-        with open(LEGACY_NAMES_FILES[family], encoding="ascii", errors="replace") as f:
+        with open(path, encoding="ascii", errors="replace") as f:
             return frozenset(line.strip() for line in f if line.strip())
     except OSError:
         return frozenset()

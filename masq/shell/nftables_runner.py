@@ -6,38 +6,52 @@ killed while writing a pipe could commit half a batch; with the memfd, nft has t
 whole batch or nothing to read.  Concurrent commits are retried by nft itself
 (generation mismatch); what reaches us as transient is resource shortage, told by
 nft's message.  Only the agent's own table is ever listed or written.
+
+Where the kernel gives netlink access to nf_tables (``nft_watch.Elements``), the set
+elements, the big part of the table, are read with one dump per set and element-only
+plans are written as one nfnetlink batch; the structure (table, set declarations,
+chains, rules) still comes from ``nft -t -j list ruleset`` (terse: nft fetches no
+element) and goes in ``nft -f`` batches.  A daemon also watches the notifications
+(``watch``): while nobody else touched the table, a resync lists nothing.  Without
+netlink access, ``nft`` does everything; one start-up line says which path is in use.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol, TextIO
 
 from pyrsistent import pmap
 from returns.result import Failure, Result, Success
 
-from masq.core.addresses import Family, IPAddress, IPNetwork, family_of
+from masq.core.addresses import Family, IPAddress, IPNetwork, cidr_key, family_of
 from masq.core.config import MasqConfig
 from masq.core.decision import decide
+from masq.core.egress import ANY_PACKET, Packet
 from masq.core.errors import ConfigError
 from masq.core.fragment import Fragment
 from masq.core.merge import Merged
 from masq.core.nftables.codec import parse_listing, render_batch, render_ops_readable, state_of
 from masq.core.nftables.model import (
     POSTROUTING_CHAIN,
+    AddElements,
+    DeleteElements,
     NftFamily,
     NftOp,
     NftState,
     NftTable,
+    ReplaceSet,
     ReplaceTable,
     op_families,
     op_labels,
 )
-from masq.core.nftables.netlink import NftProto, RuleCounter
+from masq.core.nftables.netlink import NftProto, RuleCounter, SetEdit
 from masq.core.nftables.plan import cleanup_ops, plan, replace_ops
 from masq.core.nftables.table import desired_table, table_family
 from masq.core.nftables.traffic import scrape_plan, scraped, traffic_of
@@ -45,7 +59,9 @@ from masq.core.options import DataplaneOptions
 from masq.core.traffic import CidrTraffic, Counters
 from masq.shell import netlink
 from masq.shell.dataplane import Explained, Writes
-from masq.shell.errors import AgentError, TransientError
+from masq.shell.errors import AgentError, TransientError, value_or_raise
+from masq.shell.nft_elements import NetlinkError
+from masq.shell.nft_watch import Elements, TableWatch, followed, no_netlink
 from masq.shell.process import Completed, Runner, run_command
 from masq.shell.process import which as _which
 
@@ -53,6 +69,9 @@ LOG = logging.getLogger("masq.nftables")
 BATCH_TIMEOUT_SECONDS = 120.0
 """nft retries a netlink read that keeps failing with EINTR forever; a batch (100,000
 elements load in ~1 s) that runs this long is killed and the sync retried."""
+LIST_TIMEOUT_SECONDS = 30.0
+"""A listing nft restarts each time a commit moves the generation under it (beside a
+busy writer it can spin for minutes): it is killed past this, and the sync retried."""
 NFT_FAMILIES: tuple[NftFamily, ...] = ("ip", "inet")
 _TRANSIENT_TEXT = (
     "Resource temporarily unavailable",
@@ -98,6 +117,11 @@ def _reason(result: Completed) -> str:
     line, statement, _ = found
     message = line.split("Error:", 1)[-1].strip()
     return f"{message} at: {statement.strip()}" if statement else message
+
+
+def _unparsable(where: str) -> Callable[[ConfigError], AgentError]:
+    """A listing the codec cannot read is the agent's failure, named by where it came from."""
+    return lambda error: AgentError(f"cannot parse {error.at(where)}")
 
 
 def failure(result: Completed, what: str) -> AgentError:
@@ -149,22 +173,47 @@ class Nft:
 
     def list(self, family: NftFamily) -> NftTable | None:
         """Our table of ``family`` with every element's counter (None: it is gone)."""
-        res = self._run(["nft", "-j", "list", "table", family, self.table], None)
+        res = self._run(
+            ["nft", "-j", "list", "table", family, self.table], None, LIST_TIMEOUT_SECONDS
+        )
         if res.exit_code != 0:
             if _ABSENT_TEXT in res.stderr:
                 return None
             raise failure(res, f"listing table {family} {self.table}")
-        parsed = parse_listing(res.stdout, family, self.table)
-        if isinstance(parsed, Failure):
-            raise AgentError(f"cannot parse {parsed.failure().at('nft -j list table')}")
-        return parsed.unwrap()
+        return value_or_raise(
+            parse_listing(res.stdout, family, self.table), _unparsable("nft -j list table")
+        )
+
+    def structure(self, family: NftFamily) -> NftTable | None:
+        """Our table of ``family`` without its elements (None: it is gone).
+
+        ``nft -t list table`` still downloads every element; ``-t list ruleset FAMILY``
+        does not, so the family's ruleset is listed and every other table dropped
+        before the codec reads it.
+        """
+        argv = ["nft", "-t", "-j", "list", "ruleset", family]
+        res = self._run(argv, None, LIST_TIMEOUT_SECONDS)
+        if res.exit_code != 0:
+            raise failure(res, f"listing ruleset {family}")
+        try:
+            objects = json.loads(res.stdout)["nftables"]
+            kept = [o for o in objects if _of_table(o, family, self.table)]
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise AgentError(f"cannot parse nft -j list ruleset {family}: {error}") from None
+        if not any("table" in o for o in kept):
+            return None
+        return value_or_raise(
+            parse_listing(json.dumps({"nftables": kept}), family, self.table),
+            _unparsable("nft -j list ruleset"),
+        )
 
     def observe(self) -> NftState:
         tables = [self.list(f) for f in self.families_present()]
         return state_of(t for t in tables if t is not None)
 
-    def run_batch(self, batch: str, *, check: bool = False) -> None:
-        """One transaction, handed over whole (``check``: nft -c, the kernel validates only)."""
+    def run_batch(self, batch: str, *, check: bool = False) -> int | None:
+        """One transaction, handed over whole (``check``: nft -c, the kernel validates only);
+        the pid of the nft that committed it (None: unknown), whose commit is the agent's."""
         fd = os.memfd_create("ip-masq-agent-batch")
         try:
             data = batch.encode()
@@ -181,6 +230,16 @@ class Nft:
             if check and not isinstance(error, TransientError):
                 error = AgentError(feature_missing(res))  # the probe: say what is missing
             raise error
+        return res.pid
+
+
+def _of_table(obj: Mapping[str, object], family: str, table: str) -> bool:
+    """Whether one object of a ruleset listing belongs to table ``family table``."""
+    for kind, body in obj.items():
+        if not isinstance(body, dict) or body.get("family") != family:
+            return False
+        return body.get("name" if kind == "table" else "table") == table
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +259,13 @@ class NftPlan:
     ops: tuple[NftOp, ...]
     listed: bool = True  # False: the generation id proved nothing changed; nothing was read
     generation: int | None = None  # the generation ``observed`` is the kernel's state at
-    traffic: Mapping[Family, tuple[CidrTraffic, ...]] = field(default_factory=dict)
+    counted: Callable[[], Mapping[Family, tuple[CidrTraffic, ...]]] | None = None
+
+    @property
+    def traffic(self) -> Mapping[Family, tuple[CidrTraffic, ...]]:
+        """The counters the listing showed, worked out when asked (a sync that writes does
+        not ask: its counters predate the write; at 50,000 CIDRs that saves ~1 s)."""
+        return {} if self.counted is None else self.counted()
 
 
 DEFAULT_MAX_CIDR_SERIES = 300
@@ -245,13 +310,15 @@ def next_generation(generation: int) -> int:
 
 
 class NftablesDataplane:
-    """Plans and applies the agent's table; remembers the generation it last saw in sync."""
+    """Plans and applies the agent's table; remembers the table it last knew the kernel to
+    hold, and (``watch``) whether anyone else touched it since."""
 
     def __init__(
         self,
         options: DataplaneOptions,
         runner: Runner = run_command,
         kernel: netlink.Kernel = netlink.SYSTEM,
+        elements: Elements | None = None,
         *,
         max_series: int = DEFAULT_MAX_CIDR_SERIES,
         counters: CounterReader | None = None,
@@ -264,10 +331,55 @@ class NftablesDataplane:
         self.family = table_family(options)
         self.nft = Nft(options.table, runner, kernel)
         self._kernel = kernel
+        self._elements = elements
+        self._watch: TableWatch | None = None
+        self._path_said = False
         self._known: _Known | None = None
         self._desired: tuple[MasqConfig, NftTable] | None = None
         self._probed = False
         self._warned_no_nft = False
+
+    def watch(self) -> TableWatch | None:
+        """Subscribe to nf_tables notifications (the daemon, before its first listing);
+        None without netlink access, and then every resync asks the kernel."""
+        if self._watch is None and self._elements is not None:
+            try:
+                source = self._elements.listen()
+            except (OSError, NetlinkError) as error:
+                self._no_netlink(error)
+            else:
+                self._watch = TableWatch(source, {(self.family, self.options.table)})
+        self._say_path()
+        return self._watch
+
+    def _say_path(self) -> None:
+        """One line, once: which way the elements reach the kernel."""
+        if self._path_said:
+            return
+        self._path_said = True
+        if self._elements is None:
+            LOG.info("nftables: elements through the nft CLI", extra={"kv": {"netlink": "no"}})
+            return
+        LOG.info(
+            "nftables: elements over netlink",
+            extra={"kv": {"notifications": "watched" if self._watch is not None else "no"}},
+        )
+
+    def _no_netlink(self, error: OSError | NetlinkError) -> None:
+        """Netlink turned out unusable: keep to nft from now on (said in one line)."""
+        if not no_netlink(error):
+            raise error
+        self._elements = None
+        self._path_said = True
+        LOG.info(
+            "nftables: elements through the nft CLI",
+            extra={"kv": {"netlink": "no", "why": str(error)}},
+        )
+
+    def _own(self, pid: int | None) -> None:
+        """An nft the agent ran committed: its pid (and netlink port) are the agent's."""
+        if self._watch is not None:
+            self._watch.own(pid=pid, portid=pid)
 
     def serialised(self) -> AbstractContextManager[None]:
         return nullcontext()  # nft serialises commits itself (generation check and retry)
@@ -313,6 +425,9 @@ class NftablesDataplane:
         return p
 
     def _plan(self, config: MasqConfig) -> NftPlan:
+        self._say_path()
+        if self._watch is not None:
+            return self._plan_watched(config, self._watch)
         generation = self._kernel.generation()
         known = self._known
         if known is not None and generation == known.generation and known.in_sync is config:
@@ -322,14 +437,98 @@ class NftablesDataplane:
         if known is not None and generation == known.generation:
             observed = state_of([known.table])
             return NftPlan(desired, observed, plan(desired, observed), False, generation)
-        observed = self.nft.observe()
-        ops = plan(desired, observed)
+        observed = self._observe()
+        ops = self._edit_ops(plan(desired, observed), observed)
         current = observed.tables.get(desired.family)
         self._known = None
         if not ops and generation is not None and current is not None:
             self._known = _Known(generation, current, config)
-        traffic = self._traffic_of(config, current)
-        return NftPlan(desired, observed, ops, True, generation, traffic)
+        return NftPlan(desired, observed, ops, True, generation, self._counted(config, current))
+
+    def _plan_watched(self, config: MasqConfig, watch: TableWatch) -> NftPlan:
+        """While nobody else touched the table since it was known, nothing is listed: a
+        resync with the same config costs one read of an empty socket."""
+        watch.poll()
+        known = self._known
+        if watch.dirty and not watch.lost and known is not None:
+            table = followed(known.table, watch.foreign)  # elements only: no listing
+            if table is not None:
+                LOG.debug("followed", extra={"kv": {"commits": len(watch.foreign)}})
+                watch.settle()
+                known = self._known = _Known(0, table, None)
+        desired = self._desired_for(config)
+        if not watch.dirty and known is not None:
+            observed = state_of([known.table])
+            if known.in_sync is config:
+                return NftPlan(desired, observed, (), False)
+            return NftPlan(
+                desired, observed, self._edit_ops(plan(desired, observed), observed), False
+            )
+        watch.settle()  # what changes from here on is news to the next sync
+        self._known = None
+        observed = self._observe()
+        ops = self._edit_ops(plan(desired, observed), observed)
+        current = observed.tables.get(desired.family)
+        if current is not None:
+            self._known = _Known(0, current, None if ops else config)
+        LOG.debug("listed", extra={"kv": {"table": f"{self.family} {self.options.table}"}})
+        return NftPlan(desired, observed, ops, True, None, self._counted(config, current))
+
+    def _observe(self) -> NftState:
+        """The table as the kernel holds it: elements over netlink where it can."""
+        if self._elements is None:
+            return self.nft.observe()
+        try:
+            return self._observe_netlink(self._elements)
+        except NetlinkError as error:
+            self._no_netlink(error)
+            return self.nft.observe()
+
+    def _observe_netlink(self, elements: Elements) -> NftState:
+        tables = []
+        for family in self.nft.families_present():
+            table = self.nft.structure(family)
+            if table is None:
+                continue
+            sets = dict(table.sets)
+            for name, found in table.sets.items():
+                if found.opaque:
+                    continue  # a set the codec could not read: it differs from any desired
+                try:
+                    contents = elements.read(family, table.name, name, found.family)
+                except NetlinkError as error:
+                    if error.errno == errno.ENOENT:  # deleted between the two reads
+                        raise TransientError(f"{error} (the table changed while listed)") from None
+                    raise
+                sets[name] = replace(
+                    found,
+                    elements=contents.elements,
+                    counters=contents.counters,
+                    opaque=contents.opaque,
+                )
+            tables.append(replace(table, sets=pmap(sets)))
+        return state_of(tables)
+
+    def _edit_ops(self, ops: tuple[NftOp, ...], observed: NftState) -> tuple[NftOp, ...]:
+        """Over netlink a set is edited element by element whatever the count (each edit
+        costs the same at any set size, and every other element keeps its counter): a
+        set reload becomes the deletes and adds that make it."""
+        if self._elements is None or not any(isinstance(op, ReplaceSet) for op in ops):
+            return ops
+        out: list[NftOp] = []
+        for op in ops:
+            have = observed.tables.get(op.family) if isinstance(op, ReplaceSet) else None
+            if not isinstance(op, ReplaceSet) or have is None or op.set.name not in have.sets:
+                out.append(op)
+                continue
+            old, new = have.sets[op.set.name].elements, op.set.elements
+            stale = tuple(sorted(old - new, key=cidr_key))
+            missing = tuple(sorted(new - old, key=cidr_key))
+            if stale:
+                out.append(DeleteElements(op.family, op.table, op.set.name, stale))
+            if missing:
+                out.append(AddElements(op.family, op.table, op.set.name, missing))
+        return tuple(out)
 
     def cleanup(self) -> NftPlan:
         """Every table of ours, whichever family (none listed when netlink says none)."""
@@ -347,6 +546,11 @@ class NftablesDataplane:
             return NftPlan(None, NftState(), ())
         observed = self.nft.observe()
         return NftPlan(None, observed, cleanup_ops(observed))
+
+    def _counted(
+        self, config: MasqConfig, table: NftTable | None
+    ) -> Callable[[], dict[Family, tuple[CidrTraffic, ...]]]:
+        return lambda: self._traffic_of(config, table)
 
     def _traffic_of(
         self, config: MasqConfig, table: NftTable | None
@@ -383,7 +587,8 @@ class NftablesDataplane:
         if plan.desired is None:
             if not plan.ops:
                 return Writes()
-            self.nft.run_batch(render_batch(plan.ops))
+            self._known = None
+            self._own(self.nft.run_batch(render_batch(plan.ops)))
             LOG.info("nftables table removed", extra={"kv": {"ops": len(plan.ops)}})
             return Writes(len(plan.ops), write_labels(plan.ops))
         if not plan.ops:
@@ -401,7 +606,7 @@ class NftablesDataplane:
         """
         self._known = None
         try:
-            self.nft.run_batch(render_batch(p.ops))
+            self._write(p.ops)
             LOG.info("table updated", extra={"kv": {"ops": len(p.ops)}})
             self._remember(p, desired)
             return p.ops
@@ -412,21 +617,42 @@ class NftablesDataplane:
                 "incremental update refused, replacing the table",
                 extra={"kv": {"error": str(first)}},
             )
-        ops = replace_ops(desired, self.nft.observe())
-        self.nft.run_batch(render_batch(ops))
+        ops = replace_ops(desired, self._observe())
+        self._own(self.nft.run_batch(render_batch(ops)))
         LOG.info("table replaced", extra={"kv": {"ops": len(ops)}})
         return p.ops + ops
 
+    def _write(self, ops: tuple[NftOp, ...]) -> None:
+        """Element edits as one netlink batch where the channel is open, else (and for
+        anything structural) one nft batch; either is all or nothing."""
+        edits = _set_edits(ops)
+        if self._elements is not None and edits is not None:
+            try:
+                written = self._elements.write(edits)
+                if written is not None and self._watch is not None:
+                    self._watch.own(portid=written.portid)
+                return
+            except NetlinkError as error:
+                self._no_netlink(error)  # re-raised unless netlink is unusable here
+        self._own(self.nft.run_batch(render_batch(ops)))
+
     def _remember(self, p: NftPlan, desired: NftTable) -> None:
+        if self._watch is not None:  # anyone else's change to the table will be told
+            self._model(desired, 0)
+            return
         after = self._kernel.generation()
         if p.generation is None or after is None or after != next_generation(p.generation):
             return
-        # The ops are plan(desired, observed), so the kernel now holds ``desired`` (the
-        # plan's property: apply_ops(observed, plan(d, observed)) == d); keeping that very
-        # object lets the next plan diff only what changes next, without modelling 100,000
-        # elements.
+        self._model(desired, after)
+
+    def _model(self, desired: NftTable, generation: int) -> None:
+        """Know the table as our commit left it: ``desired`` itself.  The ops are
+        ``plan(desired, observed)`` (element edits over netlink make the same sets), and
+        the plan's property is ``apply_ops(observed, plan(d, observed)) == d``; keeping that
+        very object lets the next plan diff only what changes next (its sets' recorded
+        delta), without modelling (sorting) 100,000 elements."""
         in_sync = self._desired[0] if self._desired and self._desired[1] is desired else None
-        self._known = _Known(after, desired, in_sync)
+        self._known = _Known(generation, desired, in_sync)
 
     def describe(self, plan: NftPlan, out: TextIO) -> None:
         if plan.desired is None:
@@ -495,6 +721,7 @@ class NftablesDataplane:
         *,
         read_live: bool,
         local: bool,
+        packet: Packet = ANY_PACKET,
     ) -> Result[Explained, ConfigError]:
         """From the live table (else the desired one): the base chain's deciding rule."""
         from masq.core.nftables.explain import explain  # --explain only
@@ -509,6 +736,7 @@ class NftablesDataplane:
             fragments=fragments,
             merged=merged,
             local=local,
+            packet=packet,
         )
         return Success(Explained(explanation, label))
 
@@ -530,6 +758,21 @@ class NftablesDataplane:
         if merged is None:
             return None, why
         return desired_table(merged.config, self.options), f"desired, from the config ({why})"
+
+
+def _set_edits(ops: Sequence[NftOp]) -> list[SetEdit] | None:
+    """The element ops as one edit per set (None: some op is structural)."""
+    edits: dict[tuple[str, str, str], SetEdit] = {}
+    for op in ops:
+        if not isinstance(op, AddElements | DeleteElements):
+            return None
+        key = (op.family, op.table, op.set)
+        edit = edits.get(key, SetEdit(op.family, op.table, op.set))
+        if isinstance(op, AddElements):
+            edits[key] = replace(edit, add=edit.add + op.elements)
+        else:
+            edits[key] = replace(edit, delete=edit.delete + op.elements)
+    return list(edits.values())
 
 
 def write_labels(ops: Sequence[NftOp]) -> dict[Family, tuple[str, ...]]:

@@ -54,6 +54,8 @@ class Options:
     metrics_max_cidr_series: int = 300  # per family; the rest summed under cidr="other"
     log_format: LogFormat = "text"
     explain: str | None = None
+    explain_source: str | None = None
+    explain_interface: str | None = None
     validate: bool = False
 
 

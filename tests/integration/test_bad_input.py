@@ -37,6 +37,31 @@ BAD: dict[str, str | bytes] = {
     "bad-resync-interval": "resyncInterval: soon\n",
     "over-1-mib": OVER_ONE_MIB,
     "not-utf-8": b"nonMasqueradeCIDRs:\n  - 10.0.0.0/8  # caf\xe9\n",
+    # egress selection: every key's invalid values
+    "interfaces-not-a-list": "outputInterfaces: eth0\n",
+    "interface-empty": 'outputInterfaces: [""]\n',
+    "interface-too-long": "outputInterfaces: [abcdefghijklmnop]\n",
+    "interface-slash": "outputInterfaces: [eth/0]\n",
+    "interface-colon": "outputInterfaces: ['eth0:1']\n",
+    "interface-space": "outputInterfaces: ['eth 0']\n",
+    "interface-dot": "outputInterfaces: ['..']\n",
+    "interface-wildcard-inside": "outputInterfaces: ['e*th']\n",
+    "interface-iptables-plus": "outputInterfaces: [eth+]\n",
+    "interface-lone-wildcard": "outputInterfaces: ['*']\n",
+    "source-misaligned": "sourceCIDRs: [10.244.1.2/16]\n",
+    "source-not-a-cidr": "sourceCIDRs: ['10.244.0.0/16 -j ACCEPT']\n",
+    "source-ipv6-without-flag": "sourceCIDRs: ['fd00:244::/64']\n",
+    "sources-over-cidr-limit": "cidrLimit: 2\nnonMasqueradeCIDRs: [10.0.0.0/8]\nsourceCIDRs: [10.244.0.0/16, 10.245.0.0/16]\n",  # noqa: E501
+    "address-network": "outputAddress: 192.168.100.0/24\n",
+    "address-wrong-family": "outputAddress: 'fd00:100::1'\n",
+    "address-zero": "outputAddress: 0.0.0.0\n",
+    "address-multicast": "outputAddress: 224.0.0.1\n",
+    "address-broadcast": "outputAddress: 255.255.255.255\n",
+    "address-not-a-string": "outputAddress: [192.168.100.1]\n",
+    "address6-wrong-family": "outputAddressIPv6: 192.168.100.1\n",
+    "address6-network": "outputAddressIPv6: 'fd00:100::/64'\n",
+    "address6-multicast": "outputAddressIPv6: 'ff02::1'\n",
+    "address6-without-flag": "outputAddressIPv6: 'fd00:100::1'\n",
 }
 
 
@@ -49,6 +74,11 @@ NFTABLES_KINDS = (
     "ipv6-without-flag",
     "over-default-cidr-limit",
     "not-utf-8",
+    "interface-wildcard-inside",
+    "source-misaligned",
+    "sources-over-cidr-limit",
+    "address-network",
+    "address6-without-flag",
 )
 
 

@@ -76,3 +76,25 @@ def test_formatted_durations_parse_back(ns: int) -> None:
     """Every positive duration up to 1000 s, printed in Go's Duration.String() spelling,
     parses back to the same number of nanoseconds."""
     assert parse_duration_ns(format_duration(ns / 10**9)) == Success(ns)
+
+
+# Fails if a zero minutes field is dropped between hours and seconds (1h5s), which Go never
+# prints: the round trip above still passes for it, since 1h5s parses to the same duration.
+@pytest.mark.parametrize(
+    ("seconds", "spelled"),
+    [
+        (3605, "1h0m5s"),
+        (3600, "1h0m0s"),
+        (3660, "1h1m0s"),
+        (60, "1m0s"),
+        (90, "1m30s"),
+        (59, "59s"),
+        (1.5, "1.5s"),
+        (0.3, "300ms"),
+        (0, "0s"),
+    ],
+)
+def test_durations_are_spelled_as_go_spells_them(seconds: float, spelled: str) -> None:
+    """format_duration writes Go's Duration.String(): every unit from the largest non-zero one
+    down to seconds, zeros included (1h0m5s), and below a second the largest fitting unit."""
+    assert format_duration(seconds) == spelled

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 import json
 
+import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from pyrsistent import pvector
 from returns.result import Failure, Success
 
 from masq.core.addresses import IPNetwork, sorted_cidrs
@@ -59,6 +61,35 @@ def networks(draw: st.DrawFn) -> IPNetwork:
     return net
 
 
+IFNAME_CHARS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "/:\"'\\+*")
+
+
+def interface_names() -> st.SearchStrategy[str]:
+    """Valid outputInterfaces entries: kernel names of 1..15 bytes, or a prefix and ``*``."""
+    exact = st.text(IFNAME_CHARS, min_size=1, max_size=15).filter(lambda n: n not in (".", ".."))
+    pattern = st.text(IFNAME_CHARS, min_size=1, max_size=14).map(lambda n: n + "*")
+    return exact | pattern
+
+
+def host_addresses(
+    version: int,
+) -> st.SearchStrategy[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Unicast host addresses an outputAddress key accepts."""
+    if version == 4:
+        v4 = st.ip_addresses(v=4).filter(
+            lambda a: (
+                not (a.is_unspecified or a.is_multicast or a.is_loopback)
+                and str(a) != "255.255.255.255"
+            )
+        )
+        return v4
+    return st.ip_addresses(v=6).filter(
+        lambda a: (
+            not (a.is_unspecified or a.is_multicast or a.is_loopback) and a.ipv4_mapped is None
+        )
+    )
+
+
 DURATIONS = st.integers(1, 10**6).map(lambda ms: ms / 1000)
 
 
@@ -77,6 +108,23 @@ def documents(draw: st.DrawFn) -> tuple[dict[str, object], Fragment]:
             data[key] = [str(n) for n in nets]
             expected[field] = sorted_cidrs(nets)
             listed.update(nets)
+    if draw(st.booleans()):
+        nets = draw(st.lists(networks(), max_size=3))
+        data["sourceCIDRs"] = [str(n) for n in nets]
+        expected["source_cidrs"] = sorted_cidrs(nets)
+        listed.update(nets)
+    if draw(st.booleans()):
+        names = draw(st.lists(interface_names(), max_size=4))
+        data["outputInterfaces"] = names
+        expected["output_interfaces"] = pvector(sorted(set(names)))
+    for key, field, version in (
+        ("outputAddress", "output_address", 4),
+        ("outputAddressIPv6", "output_address_ipv6", 6),
+    ):
+        if draw(st.booleans()):
+            address = draw(host_addresses(version))
+            data[key] = str(address)
+            expected[field] = address
     for key, field in (
         ("masqLinkLocal", "masq_link_local"),
         ("masqLinkLocalIPv6", "masq_link_local_ipv6"),
@@ -134,3 +182,142 @@ def test_own_cidr_limit_counts_inclusively(nets: list[IPNetwork], offset: int) -
             f"{SOURCE}: cidrLimit: '{limit}': the file lists {len(nets)} distinct CIDRs"
             f" (nonMasqueradeCIDRs + masqueradeCIDRs), over its own cidrLimit of {limit}"
         )
+
+
+BAD_VALUES = [
+    # (key, value, index or None, what the message says is wrong)
+    ("outputInterfaces", "eth0", None, "expected a list of interface names, got a string"),
+    ("outputInterfaces", [None], 0, "null entry: expected an interface name"),
+    ("outputInterfaces", ["eth0", ""], 1, "empty entry: expected an interface name"),
+    ("outputInterfaces", [7], 0, "expected an interface name, got an integer"),
+    ("outputInterfaces", ["a" * 16], 0, "interface name over 15 bytes"),
+    ("outputInterfaces", ["é" * 8], 0, "interface name over 15 bytes"),
+    ("outputInterfaces", ["."], 0, "the kernel refuses . and .."),
+    ("outputInterfaces", [".."], 0, "the kernel refuses . and .."),
+    ("outputInterfaces", ["eth/0"], 0, "interface name has '/'"),
+    ("outputInterfaces", ["eth:0"], 0, "interface name has ':'"),
+    ("outputInterfaces", ["eth 0"], 0, "interface name has ' '"),
+    ("outputInterfaces", ["eth\t0"], 0, "interface name has '\\t'"),
+    ("outputInterfaces", ["e*th"], 0, "only once, at the end"),
+    ("outputInterfaces", ["eth**"], 0, "only once, at the end"),
+    ("outputInterfaces", ["eth+"], 0, "interface name has '+'"),
+    ("outputInterfaces", ['eth"0'], 0, "interface name has '\"'"),
+    ("outputInterfaces", ["ethé"], 0, "printable ASCII"),
+    ("outputInterfaces", ["*"], 0, "a lone * selects every interface"),
+    ("sourceCIDRs", "10.0.0.0/8", None, "expected a list of CIDR strings, got a string"),
+    ("sourceCIDRs", ["10.0.0.1/8"], 0, "host bits set (misaligned); did you mean 10.0.0.0/8?"),
+    ("sourceCIDRs", ["10.0.0.0/8", None], 1, "null entry: expected a CIDR string"),
+    ("sourceCIDRs", ["10.0.0.1"], 0, "missing prefix length"),
+    ("sourceCIDRs", ["10.0.0.0/33"], 0, "prefix length over 32 for IPv4"),
+    ("sourceCIDRs", ["pods"], 0, "not a plain CIDR"),
+    (
+        "outputAddress",
+        ["192.0.2.1"],
+        None,
+        "expected an address string like 192.0.2.10, got a list",
+    ),
+    ("outputAddress", 7, None, "expected an address string like 192.0.2.10, got an integer"),
+    ("outputAddress", "", None, "is not an IPv4 or IPv6 address"),
+    ("outputAddress", "fd00::1", None, "not an IPv4 address"),
+    ("outputAddress", "192.0.2.0/24", None, "is a CIDR; give one address"),
+    ("outputAddress", "192.0.2.1/32", None, "is a CIDR; give one address"),
+    ("outputAddress", "0.0.0.0", None, "an unspecified address"),
+    ("outputAddress", "224.0.0.1", None, "a multicast address"),
+    ("outputAddress", "255.255.255.255", None, "a broadcast address"),
+    ("outputAddress", "127.0.0.1", None, "a loopback address"),
+    ("outputAddress", "node", None, "is not an IPv4 or IPv6 address"),
+    ("outputAddressIPv6", "192.0.2.1", None, "not an IPv6 address"),
+    ("outputAddressIPv6", "::ffff:192.0.2.1", None, "an IPv4-mapped address"),
+    ("outputAddressIPv6", "fd00::/64", None, "is a CIDR; give one address"),
+    ("outputAddressIPv6", "::", None, "an unspecified address"),
+    ("outputAddressIPv6", "ff02::1", None, "a multicast address"),
+    ("outputAddressIPv6", "::1", None, "a loopback address"),
+    ("outputAddressIPv6", "fe80::1%eth0", None, "has an IPv6 zone"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "index", "wrong"), BAD_VALUES)
+def test_every_invalid_egress_value_is_one_line_naming_file_key_index_value(
+    key: str, value: object, index: int | None, wrong: str
+) -> None:
+    """Each invalid value of an egress key (outputInterfaces, sourceCIDRs, outputAddress,
+    outputAddressIPv6), written as JSON, is refused with one line that starts with the file,
+    the key and (for a list) the entry's index, shows the value, and says what is wrong."""
+    result = parse_fragment(json.dumps({key: value}), SOURCE)
+    assert isinstance(result, Failure)
+    message = str(result.failure())
+    where = f"{SOURCE}: {key}" + (f"[{index}]" if index is not None else "")
+    assert message.startswith(where + ": "), message
+    assert wrong in message, message
+    assert "\n" not in message
+    shown = value[index] if isinstance(value, list) and index is not None else value
+    if isinstance(shown, str) and shown:
+        assert repr(shown) in message or repr(shown.encode("unicode_escape").decode()) in message
+
+
+@given(
+    st.lists(networks(), max_size=4, unique=True),
+    st.lists(networks(), min_size=1, max_size=4, unique=True),
+    st.sampled_from((-1, 0, 1)),
+)
+def test_own_cidr_limit_counts_source_cidrs(
+    nets: list[IPNetwork], sources: list[IPNetwork], offset: int
+) -> None:
+    """sourceCIDRs count towards a file's own cidrLimit, together with the destination
+    lists (a CIDR in both counts once); over it, the message names all three keys."""
+    distinct = len(set(nets) | set(sources))
+    limit = max(distinct + offset, 0)
+    text = json.dumps(
+        {
+            "cidrLimit": limit,
+            "nonMasqueradeCIDRs": [str(n) for n in nets],
+            "sourceCIDRs": [str(n) for n in sources],
+        }
+    )
+    result = parse_fragment(text, SOURCE)
+    if distinct <= limit:
+        assert isinstance(result, Success)
+    else:
+        assert isinstance(result, Failure)
+        assert str(result.failure()) == (
+            f"{SOURCE}: cidrLimit: '{limit}': the file lists {distinct} distinct CIDRs"
+            f" (nonMasqueradeCIDRs + masqueradeCIDRs + sourceCIDRs), over its own"
+            f" cidrLimit of {limit}"
+        )
+
+
+# Fails if a boolean key accepts an integer (Python's bool is an int: isinstance(1, int)
+# holds, and 0 and 1 compare equal to False and True).
+@given(
+    st.sampled_from(["masqLinkLocal", "masqLinkLocalIPv6"]),
+    st.integers(-(2**40), 2**40) | st.sampled_from([0, 1]),
+    st.booleans(),
+)
+def test_a_boolean_key_refuses_an_integer(key: str, number: int, as_json: bool) -> None:
+    """masqLinkLocal and masqLinkLocalIPv6 take true or false only: any integer (0 and 1
+    included), in JSON or YAML, fails the file as a wrong type naming the key."""
+    text = json.dumps({key: number}) if as_json else f"{key}: {number}\n"
+    result = parse_fragment(text, SOURCE)
+    assert isinstance(result, Failure)
+    assert str(result.failure()) == (
+        f"{SOURCE}: {key}: '{number}': wrong type: expected true or false (unquoted),"
+        " got an integer"
+    )
+
+
+# Fails if JSON's NaN or Infinity reach the validator as floats (json.loads accepts them
+# unless told otherwise): a key would then report "a number" for text no JSON allows.
+READ_AS_TEXT = {
+    "cidrLimit": "wrong type: expected a non-negative integer, got a string",
+    "masqLinkLocal": "wrong type: expected true or false (unquoted), got a string",
+    "masqLinkLocalIPv6": "wrong type: expected true or false (unquoted), got a string",
+}
+
+
+@given(st.sampled_from(sorted(READ_AS_TEXT)), st.sampled_from(["NaN", "Infinity", "-Infinity"]))
+def test_json_nan_and_infinity_are_not_numbers(key: str, constant: str) -> None:
+    """``{"cidrLimit": NaN}`` (or Infinity, -Infinity) is not JSON; read as YAML the value is
+    the word written, so the file fails as a wrong type that got a string, never a number."""
+    result = parse_fragment(f'{{"{key}": {constant}}}', SOURCE)
+    assert isinstance(result, Failure)
+    assert str(result.failure()) == f"{SOURCE}: {key}: '{constant}': {READ_AS_TEXT[key]}"

@@ -6,6 +6,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,11 @@ from masq.core.iptables.codec import (
     quote,
     render_restore,
     render_rule,
+    render_spec,
     split_words,
     split_words_slow,
 )
-from masq.core.iptables.model import Rule
+from masq.core.iptables.model import Action, Rule
 from masq.core.iptables.rules import (
     EXCEPTION_COMMENT,
     MASQ_COMMENT,
@@ -52,10 +54,48 @@ def nets(family: Family) -> st.SearchStrategy[IPNetwork | None]:
     )
 
 
+interfaces = st.sampled_from(["eth0", "eth*", "bond0.100", "wl*", "e", "en-p_1@x"])
+
+
+def to_sources(family: Family) -> st.SearchStrategy[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    return st.ip_addresses(v=4 if family == "ipv4" else 6)
+
+
 @st.composite
 def model_rules(draw: st.DrawFn, family: Family) -> Rule:
-    kind = draw(st.sampled_from(["RETURN", "MASQUERADE", "TOPORTS", "JUMP"]))
+    rule = draw(_model_rules(family))
+    if rule.action not in ("MASQUERADE", "SNAT", "RETURN"):
+        return rule
+    # egress selection: -s and -o on any rule of our chain
+    return replace(
+        rule,
+        source=draw(st.none() | nets(family)),
+        out_interface=draw(st.none() | interfaces),
+    )
+
+
+@st.composite
+def _model_rules(draw: st.DrawFn, family: Family) -> Rule:
+    kind = draw(st.sampled_from(["RETURN", "MASQUERADE", "TOPORTS", "JUMP", "SNAT"]))
     comment = draw(comments)
+    if kind == "SNAT":
+        ports = draw(
+            st.none()
+            | st.builds(
+                lambda a, b: PortRange(min(a, b), max(a, b)),
+                st.integers(1, 65535),
+                st.integers(1, 65535),
+            )
+        )
+        return Rule(
+            action="SNAT",
+            comment=comment,
+            destination=draw(st.none() | nets(family)),
+            protocol=draw(st.none() | st.sampled_from(["tcp", "udp"])) if ports else None,
+            to_source=draw(to_sources(family)),
+            to_ports=ports,
+            random_fully=draw(st.booleans()),
+        )
     if kind == "RETURN":
         return Rule(action="RETURN", comment=comment, destination=draw(nets(family)))
     if kind == "JUMP":
@@ -97,9 +137,11 @@ opaque_rules = st.sampled_from(
 )
 def test_render_parse_round_trip(family: Family, data: st.DataObject, with_counters: str) -> None:
     """Any modelled rules (RETURN, MASQUERADE with or without a destination, --to-ports rules with a
-    probability, the jump to our chain) and opaque ones, rendered as iptables-save lines without
-    counters, with [packets:bytes] prefixes or with inline -c counters, parse back to the same rules
-    in the same order, carrying the counters given."""
+    probability, SNAT --to-source with or without ports, any of them with egress selection's -s
+    and -o, a trailing-* interface written as +, the jump to our chain) and opaque ones,
+    rendered as iptables-save lines without counters, with [packets:bytes] prefixes or with
+    inline -c counters, parse back to the same rules in the same order, carrying the counters
+    given."""
     # Fails if quote() forgets to escape '"' or '\\', if the parser drops a
     # prefix length, or if probability is printed with fewer than 11 decimals.
     rules = data.draw(st.lists(st.one_of(model_rules(family), opaque_rules), max_size=8))
@@ -300,3 +342,56 @@ def test_parse_save_gives_each_rule_its_role() -> None:
         "foreign",
         "default",
     ]
+
+
+# Fails if render_spec prints "-d 0.0.0.0/0" for a /0 destination: iptables-save never
+# prints it, so the rule would never read back equal (only direct API callers build one;
+# the agent's own rules spell "any" as destination None).
+@given(st.sampled_from(["0.0.0.0/0", "::/0"]), st.sampled_from(["RETURN", "MASQUERADE"]))
+def test_a_zero_prefix_destination_renders_as_any(net: str, action: Action) -> None:
+    """A rule whose destination is a /0 renders exactly as the same rule without one: no -d."""
+    rule = Rule(action=action, comment=RETURN_COMMENT)
+    zero = Rule(action=action, comment=RETURN_COMMENT, destination=ipaddress.ip_network(net))
+    assert render_spec(zero) == render_spec(rule)
+    assert "-d" not in render_spec(zero).split()
+
+
+# Fails if the parser ignores words after the ones it models: the catch-all's comment with
+# a trailing --random would read as the agent's own rule, and plan would keep a rule whose
+# text differs from the one the agent writes.
+@pytest.mark.parametrize("extra", ["--random", "--random-fully --random", "-p tcp"])
+def test_a_modelled_rule_with_trailing_words_is_foreign(extra: str) -> None:
+    """A rule spelled like the agent's catch-all but with words the agent never writes after
+    its target is read as an opaque rule, kept word for word, with no role of ours."""
+    spec = f"-m comment --comment {quote(MASQ_COMMENT)} -j MASQUERADE {extra}"
+    text = f"*nat\n:{CHAIN} - [0:0]\n-A {CHAIN} {spec}\nCOMMIT\n"
+    (rule,) = parse_save(text, CHAIN, "ipv4").unwrap().chains[CHAIN].rules
+    assert rule == Rule(action="OTHER", comment="", spec=spec)
+    assert rule.role == "foreign"
+
+
+# Fails if parse_save keeps POSTROUTING rules that do not jump to the agent's chain (kube-
+# proxy's, say): plan would then see them as stray jumps of ours and delete them.
+def test_parse_save_keeps_only_our_jump_in_postrouting() -> None:
+    """Of POSTROUTING, parse_save keeps only the rules that jump to the agent's chain (whatever
+    their comment); every other rule there, modelled or not, is left out of the ruleset."""
+    ours = f"-m comment --comment {quote(jump_comment(CHAIN))} -m addrtype ! --dst-type LOCAL"
+    text = "\n".join(
+        [
+            "*nat",
+            ":POSTROUTING ACCEPT [0:0]",
+            f":{CHAIN} - [0:0]",
+            '-A POSTROUTING -m comment --comment "kubernetes postrouting rules"'
+            " -j KUBE-POSTROUTING",
+            "-A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE",
+            "-A POSTROUTING -m comment --comment other -j RETURN",
+            f"-A POSTROUTING {ours} -j {CHAIN}",
+            f"-A POSTROUTING -m comment --comment v2 -j {CHAIN}",
+            "-A POSTROUTING -j OTHER-CHAIN",
+            "COMMIT",
+            "",
+        ]
+    )
+    post = parse_save(text, CHAIN, "ipv4").unwrap().chains[POSTROUTING].rules
+    assert [r.jump_chain for r in post] == [CHAIN, CHAIN]
+    assert [r.comment for r in post] == [jump_comment(CHAIN), "v2"]

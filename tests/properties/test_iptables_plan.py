@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pyrsistent import pmap, pvector
+from strategies import interface_entries
 
 from masq.core.addresses import sorted_cidrs
 from masq.core.config import MasqConfig
@@ -46,6 +48,17 @@ def configs(draw: st.DrawFn) -> MasqConfig:
         non_masquerade_cidrs=sorted_cidrs(draw(st.lists(v4_cidrs, max_size=12))),
         masquerade_cidrs=sorted_cidrs(draw(st.lists(v4_cidrs, max_size=3))),
         masq_link_local=draw(st.booleans()),
+    )
+
+
+@st.composite
+def egress_configs(draw: st.DrawFn) -> MasqConfig:
+    """``configs`` with egress selection (rules copied per source and interface, SNAT)."""
+    return replace(
+        draw(configs()),
+        output_interfaces=pvector(sorted(set(draw(st.lists(interface_entries, max_size=3))))),
+        source_cidrs=sorted_cidrs(draw(st.lists(v4_cidrs, max_size=3))),
+        output_address=draw(st.none() | st.just(ipaddress.IPv4Address("192.0.2.10"))),
     )
 
 
@@ -132,7 +145,8 @@ def lcs(a: list[Rule], b: list[Rule]) -> int:
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[Ruleset, Ruleset]:
-    desired = desired_for(draw(configs()), draw(st.sampled_from([None, "1024-65535", "1-2,5"])))
+    config = draw(configs() | egress_configs())
+    desired = desired_for(config, draw(st.sampled_from([None, "1024-65535", "1-2,5"])))
     return desired, draw(observed_for(desired))
 
 

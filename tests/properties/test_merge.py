@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from dataclasses import replace
 
 import netaddr
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from integration.expected import RESERVED, RFC1918
+from pyrsistent import pvector
 from returns.result import Failure, Success
 from strategies import fragment_histories
 
 from masq.core.addresses import IPNetwork, cidr_key, sorted_cidrs
+from masq.core.config import MasqConfig
+from masq.core.duration import format_duration
 from masq.core.fragment import Fragment
 from masq.core.merge import Merged, merge, provenance
 
@@ -36,6 +40,17 @@ POOL_V6 = [
     ipaddress.IPv6Network(c) for c in ("fd00::/8", "fd00::/9", "fd80::/9", "2001:db8::/32", "::/0")
 ]
 SOURCES = ["a.yaml", "b.yaml", "c.json", "d", "zz"]
+TEN_8, TEN_LOW_9, TEN_HIGH_9 = POOL_V4[:3]
+# Two adjacent /9s in one file cover a /8 in another only as a union (the spans must join).
+UNION_COVERS = [
+    Fragment("a.yaml", masquerade_cidrs=pvector([TEN_LOW_9, TEN_HIGH_9])),
+    Fragment("b.yaml", non_masquerade_cidrs=pvector([TEN_8])),
+]
+# A masquerade /8 covers a non-masquerade /9: the /8 is the /9's immediate supernet.
+SUPERNET_COVERS = [
+    Fragment("a.yaml", masquerade_cidrs=pvector([TEN_8])),
+    Fragment("b.yaml", non_masquerade_cidrs=pvector([TEN_HIGH_9])),
+]
 
 
 def cidr_lists(pool: list[IPNetwork]) -> st.SearchStrategy[object]:
@@ -107,8 +122,11 @@ def expected_conflicts(frags: list[Fragment]) -> set[tuple[str, str | None, froz
 
 # Fails if a source that leaves a key out is counted as disagreeing (e.g. None treated as
 # false), if equal values from two files are reported, or if coverage by a *union* of
-# masquerade CIDRs (10.0.0.0/9 + 10.128.0.0/9 over 10.0.0.0/8) is missed.
+# masquerade CIDRs (10.0.0.0/9 + 10.128.0.0/9 over 10.0.0.0/8) is missed, or if a covering
+# masquerade CIDR that is the covered one's immediate supernet goes unnamed.
 @given(st.lists(fragments(limits=False), max_size=5))
+@example(UNION_COVERS)
+@example(SUPERNET_COVERS)
 def test_conflicts_iff_explicit_disagreement(frags: list[Fragment]) -> None:
     """merge reports a conflict exactly when files explicitly disagree: a scalar key (masqLinkLocal,
     masqLinkLocalIPv6, resyncInterval, cidrLimit) given different values, naming every file that
@@ -158,6 +176,33 @@ def test_conflicts_symmetric_in_sources(frags: list[Fragment], names: list[str])
     assert {
         (c.key, c.cidr, frozenset((rename[s], v) for s, v in c.values)) for c in before.conflicts
     } == {(c.key, c.cidr, frozenset(c.values)) for c in after.conflicts}
+
+
+SCALAR_TEXT: dict[str, Callable[[MasqConfig], str]] = {
+    "masqLinkLocal": lambda c: "true" if c.masq_link_local else "false",
+    "masqLinkLocalIPv6": lambda c: "true" if c.masq_link_local_ipv6 else "false",
+    "resyncInterval": lambda c: format_duration(c.resync_interval),
+    "cidrLimit": lambda c: str(c.cidr_limit),
+}
+
+
+# Fails if a scalar conflict's message and the merged value follow different rules (e.g. the
+# message says the shortest resyncInterval wins while the config keeps the longest).
+@given(st.lists(fragments(v6=False), max_size=5))
+def test_a_scalar_conflict_names_the_value_the_config_holds(frags: list[Fragment]) -> None:
+    """For every scalar key the files disagree on, the conflict's resolution ends with the value
+    the merged config holds for that key, spelled as a file would spell it; and that value is
+    one of the values the files gave."""
+    frags = distinct_sources(frags)
+    merged = merge(frags, default_resync_interval=45.0)
+    if isinstance(merged, Failure):  # over a cidrLimit: no config to compare with
+        return
+    result = merged.unwrap()
+    scalar_conflicts = [c for c in result.conflicts if c.cidr is None]
+    for c in scalar_conflicts:
+        held = SCALAR_TEXT[c.key](result.config)
+        assert c.resolution.endswith(f": {held}")
+        assert held in {value for _, value in c.values}
 
 
 # Fails if the nonMasqueradeCIDRs default is dropped when some file sets only another key
@@ -261,8 +306,8 @@ def test_provenance_names_exactly_the_listing_sources(
 
 
 # Fails if the incremental merge misses a CIDR still listed by another file, keeps a conflict
-# whose cause went away, miscounts CIDRs in both lists against cidrLimit, or loses the
-# defaults' switch when the last file listing nonMasqueradeCIDRs goes.
+# whose cause went away, miscounts CIDRs in several lists (sourceCIDRs too) against cidrLimit,
+# or loses the defaults' switch when the last file listing nonMasqueradeCIDRs goes.
 @given(st.data(), st.booleans(), st.booleans())
 def test_incremental_merge_equals_merge_from_scratch(
     data: st.DataObject, v6: bool, reserved: bool
@@ -285,6 +330,7 @@ def test_incremental_merge_equals_merge_from_scratch(
             for key, old, new in (
                 ("nonMasqueradeCIDRs", before.non_masquerade_cidrs, config.non_masquerade_cidrs),
                 ("masqueradeCIDRs", before.masquerade_cidrs, config.masquerade_cidrs),
+                ("sourceCIDRs", before.source_cidrs, config.source_cidrs),
             ):
                 change = config.change.lists[key]
                 assert change.follows(old, new)
@@ -315,3 +361,109 @@ def test_an_edit_of_one_file_records_its_change() -> None:
 
 def net(text: str) -> IPNetwork:
     return ipaddress.ip_network(text)
+
+
+ADDRESSES_V4 = [ipaddress.IPv4Address(a) for a in ("192.0.2.10", "192.0.2.11", "198.51.100.1")]
+ADDRESSES_V6 = [ipaddress.IPv6Address(a) for a in ("2001:db8::10", "2001:db8::11")]
+INTERFACE_POOL = ["eth0", "eth1", "eth*", "wlan0", "bond0.100"]
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+ADDRESS_KEYS: list[tuple[str, Callable[[Fragment], Address | None]]] = [
+    ("outputAddress", lambda f: f.output_address),
+    ("outputAddressIPv6", lambda f: f.output_address_ipv6),
+]
+
+
+@st.composite
+def egress_fragments(draw: st.DrawFn, v6: bool = True) -> Fragment:
+    """``fragments`` that also set (or leave out) the egress selection keys."""
+    base = draw(fragments(v6=v6, limits=False))
+    pool = POOL_V4 + POOL_V6 if v6 else POOL_V4
+    return replace(
+        base,
+        output_interfaces=draw(
+            st.none()
+            | st.lists(st.sampled_from(INTERFACE_POOL), max_size=3).map(
+                lambda names: pvector(sorted(set(names)))
+            )
+        ),
+        source_cidrs=draw(cidr_lists(pool)),  # type: ignore[arg-type]
+        output_address=draw(st.none() | st.sampled_from(ADDRESSES_V4)),
+        output_address_ipv6=draw(st.none() | st.sampled_from(ADDRESSES_V6)) if v6 else None,
+    )
+
+
+@given(st.lists(egress_fragments(), max_size=5), st.randoms(use_true_random=False))
+def test_egress_keys_merge_independent_of_order(frags: list[Fragment], rnd: object) -> None:
+    """With outputInterfaces, sourceCIDRs and outputAddress* in the files, merging them in any
+    order, or with some repeated, gives an equal config and equal conflicts; the lists are the
+    union of what the files give (sorted), each address the lowest any file gives."""
+    frags = distinct_sources(frags)
+    shuffled = list(frags)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    expected = merge(frags, enable_ipv6=True)
+    assert merge(shuffled, enable_ipv6=True) == expected
+    assert merge(shuffled + shuffled[:2], enable_ipv6=True) == expected
+    config = expected.unwrap().config
+    assert list(config.output_interfaces) == sorted(
+        {i for f in frags for i in f.output_interfaces or ()}
+    )
+    assert set(config.source_cidrs) == {n for f in frags for n in f.source_cidrs or ()}
+    merged_addresses = (config.output_address, config.output_address_ipv6)
+    for (_, get), got in zip(ADDRESS_KEYS, merged_addresses, strict=True):
+        given_values = [v for f in frags if (v := get(f)) is not None]
+        assert got == (min(given_values, key=int) if given_values else None)
+
+
+@given(st.lists(egress_fragments(), max_size=5))
+def test_egress_address_conflicts_iff_files_disagree(frags: list[Fragment]) -> None:
+    """outputAddress (outputAddressIPv6) conflicts exactly when two files give different
+    addresses, naming every file that sets it, with the resolution naming the lowest; lists
+    (outputInterfaces, sourceCIDRs) never conflict."""
+    frags = distinct_sources(frags)
+    merged = merge(frags, enable_ipv6=True).unwrap()
+    for key, get in ADDRESS_KEYS:
+        setters = {(f.source, str(v)) for f in frags if (v := get(f)) is not None}
+        conflicts = [c for c in merged.conflicts if c.key == key]
+        if len({v for _, v in setters}) > 1:
+            (conflict,) = conflicts
+            assert set(conflict.values) == setters
+            lowest = min((v for f in frags if (v := get(f)) is not None), key=int)
+            assert str(conflict).endswith(f"the lowest address wins: {lowest}")
+        else:
+            assert conflicts == []
+    assert not [c for c in merged.conflicts if c.key in ("outputInterfaces", "sourceCIDRs")]
+
+
+@given(st.lists(egress_fragments(), min_size=1, max_size=5))
+def test_egress_ipv6_without_enable_and_limit(frags: list[Fragment]) -> None:
+    """Without --enable-ipv6, an IPv6 sourceCIDR or an outputAddressIPv6 fails the merge like an
+    IPv6 destination CIDR (naming every file with one); and sourceCIDRs count towards the
+    merged cidrLimit (a CIDR listed under several keys once)."""
+    frags = distinct_sources(frags)
+    v6 = {
+        f.source
+        for f in frags
+        for n in (
+            *(f.non_masquerade_cidrs or ()),
+            *(f.masquerade_cidrs or ()),
+            *(f.source_cidrs or ()),
+        )
+        if n.version == 6
+    }
+    with_address = {f.source for f in frags if f.output_address_ipv6 is not None}
+    result = merge(frags, enable_ipv6=False)
+    if v6 or with_address:
+        assert isinstance(result, Failure)
+        assert set(result.failure().source.split(", ")) == (v6 or with_address)
+        assert "IPv6" in str(result.failure())
+    else:
+        assert isinstance(result, Success)
+    config = merge(frags, enable_ipv6=True, reserved_ranges=False).unwrap().config
+    count = len(
+        set(config.non_masquerade_cidrs) | set(config.masquerade_cidrs) | set(config.source_cidrs)
+    )
+    limited = [replace(frags[0], cidr_limit=count - 1), *frags[1:]] if count else frags
+    outcome = merge(limited, enable_ipv6=True)
+    assert isinstance(outcome, Failure) == (count > 0)
+    if count:
+        assert f"{count} distinct CIDRs" in str(outcome.failure())

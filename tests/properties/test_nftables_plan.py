@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pyrsistent import pmap, pvector
 from returns.result import Success
-from strategies import cidrs, configs, fragment_histories, table_options
+from strategies import cidrs, configs, egress_configs, fragment_histories, table_options
 
 from masq.core.addresses import IPNetwork, family_of, uncovered
 from masq.core.config import MasqConfig
@@ -20,6 +20,7 @@ from masq.core.merge import merge
 from masq.core.nftables.codec import state_of
 from masq.core.nftables.model import (
     AddElements,
+    BaseChain,
     DeleteElements,
     DeleteTable,
     NftChain,
@@ -91,7 +92,12 @@ def _tables_named(ops: tuple[object, ...]) -> set[tuple[str, str]]:
     return out
 
 
-@given(before=configs(), after=configs(), options=table_options(), data=st.data())
+@given(
+    before=configs() | egress_configs(),
+    after=configs() | egress_configs(),
+    options=table_options(),
+    data=st.data(),
+)
 def test_plan_reaches_desired_from_any_state_and_touches_no_other_table(
     before: MasqConfig,
     after: MasqConfig,
@@ -114,7 +120,7 @@ def test_plan_reaches_desired_from_any_state_and_touches_no_other_table(
     assert plan(desired, apply_ops(observed, ops)) == ()
 
 
-@given(config=configs(), options=table_options())
+@given(config=configs() | egress_configs(), options=table_options())
 def test_plan_of_the_desired_table_is_empty(config: MasqConfig, options: TableOptions) -> None:
     """A steady state writes nothing: the desired table as observed plans no op."""
     desired = desired_table(config, options)
@@ -333,3 +339,100 @@ def test_plan_of_a_derived_set_compares_no_element() -> None:
     assert plan(table, state_of([known])) == (
         AddElements("ip", known.name, "non-masquerade-v4", (extra,)),
     )
+
+
+def slash24s(count: int) -> list[IPNetwork]:
+    """``count`` disjoint /24s from 100.64.0.0, outside the strategies' seeds."""
+    return [ipaddress.IPv4Network((0x64400000 + i * 256, 24)) for i in range(count)]
+
+
+# Fails if the threshold is off by one (">=" for ">"): exactly SET_RELOAD_AFTER_EDITS
+# changes would then reload the set and reset every element's counter.
+@given(
+    config=configs(),
+    options=table_options(),
+    edits=st.integers(1, SET_RELOAD_AFTER_EDITS),
+    deletes=st.integers(0, SET_RELOAD_AFTER_EDITS),
+)
+@example(config=MasqConfig(), options=TableOptions(), edits=SET_RELOAD_AFTER_EDITS, deletes=3)
+@example(config=MasqConfig(), options=TableOptions(), edits=SET_RELOAD_AFTER_EDITS, deletes=0)
+def test_up_to_the_threshold_edits_stay_element_ops(
+    config: MasqConfig, options: TableOptions, edits: int, deletes: int
+) -> None:
+    """Up to SET_RELOAD_AFTER_EDITS element changes in one set (deletes and adds counted
+    together) are planned element by element: one delete op and one add op at most, carrying
+    exactly the changed elements, and they reach the desired table."""
+    stale = min(deletes, edits)
+    nets = slash24s(edits)
+    kept = [n for n in config.non_masquerade_cidrs if not any(n.overlaps(x) for x in nets)]
+    before = desired_table(
+        replace(config, non_masquerade_cidrs=pvector([*kept, *nets[:stale]])), options
+    )
+    after = desired_table(
+        replace(config, non_masquerade_cidrs=pvector([*kept, *nets[stale:]])), options
+    )
+    ops = plan(after, state_of([before]))
+    name = "non-masquerade-v4"
+    expected = (
+        [DeleteElements(after.family, after.name, name, tuple(nets[:stale]))] if stale else []
+    ) + (
+        [AddElements(after.family, after.name, name, tuple(nets[stale:]))] if edits > stale else []
+    )
+    assert list(ops) == expected
+    assert apply_ops(state_of([before]), ops) == state_of([after])
+
+
+# Fails if the planner ignores a set's opaque elements (a range, say): element edits cannot
+# delete what the model cannot name, so the foreign element would stay in the kernel.
+def test_a_set_with_opaque_elements_is_replaced_with_the_table() -> None:
+    """A set holding an element the model cannot express (kept as opaque text) makes the
+    plan replace the table whole, even when every element it can name is as desired."""
+    desired = desired_table(
+        MasqConfig(non_masquerade_cidrs=pvector([ipaddress.ip_network("10.0.0.0/8")])),
+        TableOptions(),
+    )
+    name = "non-masquerade-v4"
+    foreign = replace(desired.sets[name], opaque=('{"elem": {"range": ["1.0.0.1", "1.0.0.9"]}}',))
+    observed = state_of([replace(desired, sets=desired.sets.set(name, foreign))])
+    assert plan(desired, observed) == (ReplaceTable(desired),)
+    assert apply_ops(observed, plan(desired, observed)) == state_of([desired])
+
+
+# Fails if the model's overlap check misses an interval that touches another's last address
+# (a strict "<" for "<="): the kernel refuses 10.0.0.255/32 beside 10.0.0.0/24.
+def test_model_refuses_an_element_on_the_last_address_of_another() -> None:
+    """10.0.0.255/32 overlaps 10.0.0.0/24 (its last address): the model refuses adding it to
+    a set holding the /24, reloading a set with both, and a table whose set holds both;
+    10.0.1.0/32, just past the /24, is accepted."""
+    table = desired_table(MasqConfig(), TableOptions())
+    name = "non-masquerade-v4"
+    wide, last, past = map(ipaddress.IPv4Network, ["10.0.0.0/24", "10.0.0.255/32", "10.0.1.0/32"])
+    state = apply_ops(state_of([table]), [AddElements(table.family, table.name, name, (wide,))])
+    with pytest.raises(ValueError, match="overlaps"):
+        apply_ops(state, [AddElements(table.family, table.name, name, (last,))])
+    both = replace(table.sets[name], elements=frozenset({wide, last}))
+    with pytest.raises(ValueError, match="overlaps"):
+        apply_ops(state, [ReplaceSet(table.family, table.name, both)])
+    with pytest.raises(ValueError, match="overlaps"):
+        apply_ops(NftState(), [ReplaceTable(replace(table, sets=table.sets.set(name, both)))])
+    grown = apply_ops(state, [AddElements(table.family, table.name, name, (past,))])
+    assert grown.tables["ip"].sets[name].elements == {wide, past}
+
+
+# Fails if the planner compares chains by their rules only: a base chain whose hook moved
+# (another priority, say) would keep it, since a chain edit keeps the hook it finds.
+@pytest.mark.parametrize(
+    "moved",
+    [BaseChain(priority=100), BaseChain(policy="drop"), BaseChain(hook="prerouting"), None],
+    ids=["priority", "policy", "hook", "no hook"],
+)
+def test_a_moved_base_chain_hook_replaces_the_table(moved: BaseChain | None) -> None:
+    """A base chain with the desired rules but another hook, priority or policy (or none)
+    makes the plan replace the table whole, which puts the hook back."""
+    desired = desired_table(MasqConfig(), TableOptions())
+    chain = desired.chains["postrouting"]
+    observed = state_of(
+        [replace(desired, chains=desired.chains.set(chain.name, replace(chain, base=moved)))]
+    )
+    assert plan(desired, observed) == (ReplaceTable(desired),)
+    assert apply_ops(observed, plan(desired, observed)) == state_of([desired])

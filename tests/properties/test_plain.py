@@ -8,6 +8,7 @@ them would make one spelling of a ConfigMap mean something the other does not.
 from __future__ import annotations
 
 import json
+import math
 
 import yaml
 from hypothesis import given
@@ -51,3 +52,30 @@ def test_json_and_yaml_of_one_document_read_the_same(document: object) -> None:
     assert load(json.dumps(document)) == expected
     assert load(yaml.safe_dump(document, allow_unicode=True, sort_keys=False)) == expected
     assert load(yaml.safe_dump(document, default_flow_style=True, sort_keys=False)) == expected
+
+
+# Fails if load lets json.loads turn NaN, Infinity or -Infinity into floats: they are not
+# JSON, and no YAML spelling of them (.nan, .inf) is one either in the YAML 1.1 core we read.
+@given(DOCUMENTS, st.sampled_from(["NaN", "Infinity", "-Infinity"]))
+def test_json_constants_never_become_floats(document: object, constant: str) -> None:
+    """Any JSON document with NaN, Infinity or -Infinity put in as a value loads (as YAML,
+    since it is not JSON) with that value read as the string written, and holds no float
+    that is not finite anywhere."""
+    # ensure_ascii=False: YAML has no surrogate-pair escapes; "key" comes last, so its value
+    # is the text's end.
+    text = json.dumps({"x": document, "key": 0}, ensure_ascii=False).removesuffix("0}")
+    text += constant + "}"
+    loaded = load(text)
+    assert isinstance(loaded, Success)
+    values = loaded.unwrap()
+    assert isinstance(values, Pairs)
+    assert dict(values.pairs)["key"] == constant
+    assert not any(isinstance(v, float) and not math.isfinite(v) for v in leaves(values))
+
+
+def leaves(value: object) -> list[object]:
+    if isinstance(value, Pairs):
+        return [leaf for pair in value.pairs for v in pair for leaf in leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in leaves(v)]
+    return [value]

@@ -699,6 +699,23 @@ def judge_final(log: RunLog, out: list[Violation]) -> float | None:
     return None if log.recovered_at is None else log.recovered_at - log.storm_end
 
 
+NETLINK_PATH = "nftables: elements over netlink"
+
+
+def judge_paths(log: RunLog, out: list[Violation]) -> None:
+    """In nftables mode every agent that got as far as its config reads and writes the
+    elements over netlink and watches the notifications: the soak covers that path."""
+    if log.dataplane != "nftables":
+        return
+    for life in log.lives:
+        if "config loaded" in life.log and NETLINK_PATH not in life.log:
+            who = f"{life.role} agent #{life.index}"
+            out.append(Violation(life.ended, "path", f"{who} did not use netlink"))
+        elif "config loaded" in life.log and "notifications=watched" not in life.log:
+            who = f"{life.role} agent #{life.index}"
+            out.append(Violation(life.ended, "path", f"{who} did not watch notifications"))
+
+
 def judge(log: RunLog) -> Judgement:
     violations: list[Violation] = []
     blocked = obstructions(log)
@@ -706,6 +723,7 @@ def judge(log: RunLog) -> Judgement:
     probes, stale = judge_probes(log, wins, violations)
     snaps = judge_snapshots(log, wins, violations)
     exits = judge_exits(log, blocked, violations)
+    judge_paths(log, violations)
     recovery = judge_final(log, violations)
     if probes.final == 0:
         violations.append(Violation(log.finished, "final", "no probe after recovery"))

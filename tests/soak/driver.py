@@ -57,6 +57,9 @@ FOREIGN_PERIOD = 1.0
 PROBE_INTERVAL = 0.005
 PROBE_PORT = 33333
 RESTART_BACKOFF = (0.2, 1.0)  # the kubelet role: first delay, cap (doubling in between)
+NOTIFY_RCVBUF = 16384
+"""The nftables agents' notification buffer: small enough that the storm's commits overflow
+it now and then, so the agents' "notifications lost" path (list and repair) is exercised."""
 BACKOFF_RESET_AFTER = 3.0  # an agent that ran this long restarts at the first delay again
 RECOVERY_TIMEOUT = 30.0
 PROGRESS_EVERY = 15.0
@@ -306,6 +309,8 @@ class Soak:
         env = agent_env()
         env["PATH"] = f"{wrappers}{os.pathsep}{env.get('PATH', '')}"
         env["XTABLES_LOCKFILE"] = str(self.lockfile)
+        if self.plane.name == "nftables":  # notifications overflow now and then: "lost"
+            env["IP_MASQ_AGENT_NOTIFY_RCVBUF"] = str(NOTIFY_RCVBUF)
         return env
 
     def prepare(self) -> None:

@@ -120,6 +120,13 @@ def _what_was_seen(log: RunLog, verdict: Judgement) -> list[str]:
             for d, m, k in zip(DESTINATIONS, p.masq_by_dest, p.kept_by_dest, strict=True)
         )
     )
+    if log.dataplane == "nftables":
+        logs = [life.log for life in log.lives]
+        out.append(
+            f"netlink: {sum('elements over netlink' in t for t in logs)} of {len(logs)} agent"
+            f" lives; repairs on notifications {sum(t.count('foreign change') for t in logs)},"
+            f" of them after lost notifications {sum(t.count('notifications lost') for t in logs)}"
+        )
     wins = verdict.windows
     plain = [w for w in wins if not w.extended_by]
     restarts = [w.end - w.start for w in wins if w.extended_by == {"restart"}]

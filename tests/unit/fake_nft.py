@@ -129,17 +129,91 @@ def _meta(w: _Words) -> dict[str, Any]:
     return _match({"meta": {"key": key}}, value)
 
 
+def _operand(w: _Words) -> list[str]:
+    """One value, or an anonymous set's values (``{ a, b }``), quotes and commas dropped."""
+    if not w.next_is("{"):
+        return [w.take(1)[0].strip('"')]
+    w.take(1)
+    values: list[str] = []
+    while not w.next_is("}"):
+        values += [v.strip('"') for v in w.take(1)[0].split(",") if v]
+    w.take(1)
+    if not values:
+        raise Refused(f"syntax error, empty set: {w.text}")
+    return values
+
+
+def _op(w: _Words) -> str:
+    if w.next_is("!="):
+        w.take(1)
+        return "!="
+    return "=="
+
+
+def _set_or_value(values: list[Any]) -> Any:
+    """As nft lists an anonymous set: one value bare, several in ``{"set": [...]}``."""
+    return values[0] if len(values) == 1 else {"set": values}
+
+
 def _payload(w: _Words) -> dict[str, Any]:
-    protocol, where, target = w.take(3)
+    protocol, where = w.take(2)
     if where not in ("daddr", "saddr"):
         raise Refused(f"syntax error, unexpected {where}")
-    right: Any = target
-    if not target.startswith("@"):
-        net = _network(target)
+    op = _op(w)
+    targets = _operand(w)
+    if targets[0].startswith("@"):
+        return _match({"payload": {"protocol": protocol, "field": where}}, targets[0], op)
+    nets = [_network(t) for t in targets]
+    for net in nets:
         if _FAMILY_OF_PAYLOAD[protocol] != ("ipv4" if net.version == 4 else "ipv6"):
-            raise Refused(f"datatype mismatch: {protocol} {where} {target}")
-        right = _value(net)
-    return _match({"payload": {"protocol": protocol, "field": where}}, right)
+            raise Refused(f"datatype mismatch: {protocol} {where} {net}")
+    if any(a != b and a.overlaps(b) for a in nets for b in nets):
+        raise Refused(f"conflicting intervals specified: {w.text}")
+    right = _set_or_value([_value(n) for n in nets])
+    return _match({"payload": {"protocol": protocol, "field": where}}, right, op)
+
+
+def _oifname(w: _Words) -> dict[str, Any]:
+    """``oifname [!=] NAME`` or ``{ NAME, PREFIX*, ... }``: a trailing ``*`` is a prefix,
+    and a name a prefix covers conflicts with it (interval elements), as nft says."""
+    w.take(1)
+    op = _op(w)
+    names = _operand(w)
+    for a in names:
+        for b in names:
+            if a != b and b.endswith("*") and a.removesuffix("*").startswith(b[:-1]):
+                raise Refused(f"conflicting intervals specified: {w.text}")
+    return _match({"meta": {"key": "oifname"}}, _set_or_value(names), op)
+
+
+def _snat(w: _Words) -> dict[str, Any]:
+    """``snat [ip|ip6] to ADDR[:PORTS] [fully-random]`` (ports need a transport match)."""
+    w.take(1)
+    spec: dict[str, Any] = {}
+    if w.next_is("ip") or w.next_is("ip6"):
+        spec["family"] = w.take(1)[0]
+    if w.take(1) != ["to"]:
+        raise Refused(f"syntax error in snat: {w.text}")
+    target = w.take(1)[0]
+    if target.startswith("["):
+        address, _, ports = target[1:].partition("]:")
+    elif target.count(":") == 1:
+        address, _, ports = target.partition(":")
+    else:
+        address, ports = target, ""
+    try:
+        spec["addr"] = str(ipaddress.ip_address(address))
+    except ValueError:
+        raise Refused(f"syntax error, not an address: {target}") from None
+    if ports:
+        if "l4proto" not in w.text:
+            raise Refused("transport protocol mapping is only valid after transport protocol match")
+        first, _, last = ports.partition("-")
+        spec["port"] = {"range": [_int(first), _int(last)]} if last else _int(first)
+    if w.next_is("fully-random"):
+        w.take(1)
+        spec["flags"] = "fully-random"
+    return {"snat": spec}
 
 
 def _numgen(w: _Words) -> dict[str, Any]:
@@ -188,6 +262,8 @@ _READERS: dict[str, Callable[[_Words], dict[str, Any]]] = {
     "drop": _verdict,
     "jump": lambda w: {"jump": {"target": w.take(2)[1]}},
     "masquerade": _masquerade,
+    "oifname": _oifname,
+    "snat": _snat,
 }
 """Each word nft knows here at the start of an expression: the agent's grammar, plus the
 verdicts and ``saddr`` matches a foreign rule may use."""
@@ -489,6 +565,23 @@ class FakeNft:
             text = os.read(stdin, 1 << 24).decode()
             self.batches.append(text)
             return self._batch(argv, text, check=args[0] == "-c")
+        if args[:4] == ["-t", "-j", "list", "ruleset"] and len(args) == 5:
+            held = [t for f, t in self.state.tables.items() if f == args[4]]
+            terse = [
+                replace(
+                    t,
+                    sets=pmap(
+                        {
+                            n: replace(s, elements=frozenset(), counters={})
+                            for n, s in t.sets.items()
+                        }
+                    ),
+                )
+                for t in held
+            ]
+            objects = [o for t in terse for o in json.loads(listing_json(t))["nftables"][1:]]
+            meta = {"metainfo": {"version": "1.0.6", "json_schema_version": 1}}
+            return self._done(argv, json.dumps({"nftables": [meta, *objects]}))
         if args == ["list", "tables"]:
             tables = sorted((t.family, t.name) for t in self.state.tables.values())
             return self._done(argv, "".join(f"table {f} {n}\n" for f, n in tables))

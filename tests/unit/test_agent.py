@@ -13,7 +13,7 @@ from masq.core.config import MasqConfig
 from masq.core.iptables.model import DeleteRuleAt, Ruleset
 from masq.core.iptables.plan import apply_ops
 from masq.core.iptables.rules import RulesetOptions, desired_ruleset
-from masq.shell import iptables_backend as backend
+from masq.shell import agent as agent_module
 from masq.shell import process
 from masq.shell.agent import KUBE_PROXY_TABLE, Agent, backoff_seconds, with_retries
 from masq.shell.errors import AgentError, TransientError
@@ -21,11 +21,6 @@ from masq.shell.metrics import Metrics
 from masq.shell.options import Options
 
 CHAIN = "IP-MASQ-AGENT"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backend, "_chosen", {})
 
 
 def options(tmp_path: Path, **kw: object) -> Options:
@@ -292,3 +287,52 @@ def test_a_scrape_before_the_first_config_read_shows_no_cidr_series(tmp_path: Pa
     agent.load()
     assert list(agent.traffic_now()) == ["ipv4"]
     assert fake.binaries() != []
+
+
+def test_output_address_not_on_the_node_is_warned_once_per_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outputAddress the node does not hold is warned about once when the config sets it,
+    not again while it stays (other keys may change), again when it changes, and never for an
+    address the node holds or when the kernel cannot tell (ip_nonlocal_bind)."""
+    local = {"192.0.2.1": True, "192.0.2.2": False, "192.0.2.3": None, "192.0.2.4": False}
+    monkeypatch.setattr(agent_module, "local_address", lambda ip: local[str(ip)])
+    agent = Agent(options(tmp_path), Metrics(), FakeIptables(), kernel=FakeKernel())
+
+    def load(address: str, extra: str = "") -> list[str]:
+        caplog.clear()
+        (tmp_path / "ip-masq-a").write_text(f"outputAddress: {address}\n{extra}")
+        with caplog.at_level(logging.WARNING):
+            agent.load()
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if "not an address of this node" in r.getMessage()
+        ]
+
+    assert load("192.0.2.2") == [
+        "outputAddress is not an address of this node: replies to SNATed packets will not come"
+        " back here"
+    ]
+    assert load("192.0.2.2", "masqLinkLocal: true\n") == []
+    assert len(load("192.0.2.4")) == 1
+    assert load("192.0.2.1") == []
+    assert load("192.0.2.3") == []
+
+
+def test_an_egress_config_syncs_and_then_writes_nothing(tmp_path: Path) -> None:
+    """A config with every egress key converges in one restore (the strict fake applies it to
+    the kernel model and refuses what iptables would), then a second sync writes nothing."""
+    (tmp_path / "ip-masq-a").write_text(
+        "outputInterfaces: [eth1, wl*]\nsourceCIDRs: [10.8.0.0/16]\noutputAddress: 192.0.2.10\n"
+    )
+    fake = FakeIptables()
+    agent = Agent(options(tmp_path), Metrics(), fake, kernel=FakeKernel())
+    agent.sync()
+    config = agent.load().merged.config
+    assert fake.ruleset() == desired(config)
+    assert "-s 10.8.0.0/16 -o wl+" in fake.stdin[0]
+    assert "-j SNAT --to-source 192.0.2.10 --random-fully" in fake.stdin[0]
+    writes = len(fake.stdin)
+    agent.sync()
+    assert len(fake.stdin) == writes

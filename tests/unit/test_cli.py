@@ -341,6 +341,16 @@ def test_main_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         assert f"-{f.name}" in out
 
 
+def test_help_says_cleanup_also_removes_the_nft_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """--cleanup removes what the agent owns in both dataplanes; its help says so."""
+    assert cli.main(["-h"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  -cleanup\n    \tremove our chain, its POSTROUTING jumps and our nft table, then exit\n"
+        in out
+    )
+
+
 def test_main_bad_config_is_one_line_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -478,3 +488,50 @@ def test_start_up_line_spells_flags_as_written() -> None:
         parse_args([w for w in words if not w.endswith("=")]).options
         == parse_args(["--enable-ipv6=false", "--to-ports=1024-29999,32768-65535"]).options
     )
+
+
+def test_quickstart_takes_a_dataplane_and_refuses_anything_else() -> None:
+    """scripts/quickstart.sh reads --dataplane=iptables|nftables before it needs root or
+    touches anything; any other argument is exit 2 with one line."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "quickstart.sh"
+    text = script.read_text()
+    assert "--dataplane=iptables|--dataplane=nftables)" in text
+    assert "nft list table $TABLE" in text
+    done = subprocess.run(
+        ["bash", str(script), "--dataplane=bogus"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "quickstart.sh: unknown argument: --dataplane=bogus (see the header)\n"
+
+
+def test_both_entry_points_install_the_one_start_up_sigterm_handler(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m masq`` installs masq.shell.sigterm's handler before the agent's imports and
+    the console script's ``cli.main`` installs the same one; when the run is over SIGTERM is
+    ignored, so the interpreter's exit keeps the run's code."""
+    import signal
+    import sys
+
+    from masq.shell import sigterm
+
+    main_source = (Path(cli.__file__).parents[1] / "__main__.py").read_text()
+    assert main_source.index("exit_on_sigterm()") < main_source.index("from masq.shell.cli")
+    assert "signal.signal" not in main_source
+    installed: list[str] = []
+    monkeypatch.setattr(sigterm, "exit_on_sigterm", lambda: installed.append("cli.main"))
+    monkeypatch.setattr(sys, "argv", ["ip-masq-agent", "--version"])
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main() == 0
+        assert installed == ["cli.main"]
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert capsys.readouterr().out.startswith("ip-masq-agent ")

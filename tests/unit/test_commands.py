@@ -71,6 +71,92 @@ def test_explain_with_invalid_config_and_no_live_rules_fails(
     ]
 
 
+EGRESS = "outputInterfaces: [eth1, wl*]\nsourceCIDRs: [10.8.0.0/16]\noutputAddress: 192.0.2.10\n"
+
+
+@pytest.mark.parametrize("dataplane", ["iptables", "nftables"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("10.8.1.1", "eth1", "yes", "final catch-all"),
+        ("10.8.1.1", "wlan0", "yes", "final catch-all"),
+        ("10.8.1.1", "eth0", "no", "because: outputInterfaces: its output interface is none"),
+        ("10.9.1.1", "eth1", "no", "because: sourceCIDRs: its source is in none"),
+    ],
+)
+def test_explain_takes_a_source_and_an_interface(
+    tmp_path: Path, dataplane: str, case: tuple[str, str, str, str]
+) -> None:
+    """--explain-source and --explain-interface (Go-style flags) put a flow through egress
+    selection in either dataplane: a flow outside outputInterfaces or sourceCIDRs is left
+    alone and the explanation names the key and the file; a selected one is decided as before
+    and the config agrees with the rules."""
+    source, interface, masqueraded, because = case
+    write(tmp_path, "ip-masq-egress", EGRESS)
+    out, err = io.StringIO(), io.StringIO()
+    opts = opts_for(
+        tmp_path, dataplane=dataplane, explain_source=source, explain_interface=interface
+    )
+    assert commands.explain(opts, "8.8.8.8", out=out, err=err, read_live=False) == 0, err
+    text = out.getvalue()
+    assert f"source: {source}\noutput interface: {interface}\n" in text
+    assert f"masqueraded: {masqueraded}" in text
+    assert because in text
+    assert "the rules disagree" not in text
+    if masqueraded == "no":
+        assert "ip-masq-egress" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"explain_source": "fd00::1"}, "--explain-source: 'fd00::1': not of the destination's"),
+        ({"explain_source": "10.0.0.0/8"}, "--explain-source: '10.0.0.0/8': is a CIDR"),
+        ({"explain_interface": "eth*"}, "--explain-interface: 'eth*': a pattern, not one"),
+        ({"explain_interface": "a/b"}, "--explain-interface: 'a/b': interface name has '/'"),
+    ],
+)
+def test_explain_refuses_a_bad_source_or_interface(
+    tmp_path: Path, flags: dict[str, str], message: str
+) -> None:
+    """A source of the other family, a CIDR, a wildcard or an impossible interface name is a
+    usage error (exit 2) in one line naming the flag."""
+    err = io.StringIO()
+    code = commands.explain(opts_for(tmp_path, **flags), "8.8.8.8", out=io.StringIO(), err=err)
+    assert code == 2
+    assert err.getvalue().count("\n") == 1
+    assert message in err.getvalue()
+
+
+def test_explain_without_the_new_flags_prints_as_before(tmp_path: Path) -> None:
+    """Without --explain-source/--explain-interface no source or interface line is printed,
+    and JSON output has no such keys."""
+    write(tmp_path, "ip-masq-egress", EGRESS)
+    out = io.StringIO()
+    assert commands.explain(opts_for(tmp_path), "8.8.8.8", out=out, read_live=False) == 0
+    assert "source:" not in out.getvalue() and "interface:" not in out.getvalue()
+    out = io.StringIO()
+    opts = opts_for(tmp_path, log_format="json")
+    assert commands.explain(opts, "8.8.8.8", out=out, read_live=False) == 0
+    doc = json.loads(out.getvalue())
+    assert "source" not in doc and "interface" not in doc
+
+
+def test_validate_prints_the_egress_keys_so_they_parse_back(tmp_path: Path) -> None:
+    """--validate's printout of a config with egress selection is itself a config that
+    merges to the same effective config; without those keys none of them is printed."""
+    write(tmp_path, "ip-masq-a", EGRESS + "outputAddressIPv6: '2001:db8::1'\n")
+    out = io.StringIO()
+    assert commands.validate(opts_for(tmp_path, enable_ipv6=True), out=out) == 0
+    reparsed = parse_fragment(out.getvalue(), "printed").unwrap()
+    original = parse_fragment((tmp_path / "ip-masq-a").read_text(), "ip-masq-a").unwrap()
+    assert merge([reparsed], enable_ipv6=True) == merge([original], enable_ipv6=True)
+    write(tmp_path, "ip-masq-a", "masqLinkLocal: true\n")
+    out = io.StringIO()
+    assert commands.validate(opts_for(tmp_path), out=out) == 0
+    assert "output" not in out.getvalue() and "sourceCIDRs" not in out.getvalue()
+
+
 def test_validate_valid_prints_a_config_that_parses_back(tmp_path: Path) -> None:
     write(tmp_path, "ip-masq-a", "nonMasqueradeCIDRs: [10.0.0.0/8]\nmasqLinkLocal: true\n")
     write(tmp_path, "ip-masq-b", "masqLinkLocal: false\nresyncInterval: 30s\n")

@@ -131,6 +131,22 @@ def test_load_config_error_names_the_file(tmp_path: Path) -> None:
     assert [e.source for e in loaded.failure()] == ["ip-masq-bad"]
 
 
+def test_load_reports_every_bad_file_and_the_first_bad_entry_of_each() -> None:
+    """Every file's own error, in file order (what --validate lists); inside one file the
+    first bad entry, as the core collects a list (fails if either is dropped or reordered)."""
+    files = (
+        ("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8, 10.0.0.1/8, null]\n"),
+        ("ip-masq-b", b"{}"),
+        ("ip-masq-c", b"masqueradeCIDRs: [bad, '']\n"),
+    )
+    loaded = load(files, Options())
+    assert isinstance(loaded, Failure)
+    assert [(e.source, e.key, e.index) for e in loaded.failure()] == [
+        ("ip-masq-a", "nonMasqueradeCIDRs", 1),
+        ("ip-masq-c", "masqueradeCIDRs", 0),
+    ]
+
+
 def test_load_config_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     """A config file whose read fails (for root too: /proc/self/mem reads with EIO at offset
     0, where a mode-000 file would not stop root) ends the load with one ConfigError that

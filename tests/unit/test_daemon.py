@@ -19,7 +19,6 @@ from pyrsistent import pvector
 from masq.core.iptables.rules import desired_ruleset
 from masq.core.traffic import Counters
 from masq.shell import cli, daemon
-from masq.shell import iptables_backend as backend
 from masq.shell.agent import Agent, SyncHooks
 from masq.shell.configdir import load, read_files
 from masq.shell.daemon import ConfigWatcher, Stopper, wait_for_change
@@ -169,7 +168,6 @@ def loop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[
     Agent the daemon builds gets the fake iptables and kernel (nothing else changes), and the
     idle wait returns at once, recording its timeout, until the loop has synced ``resyncs``
     times; then it stops the loop as SIGTERM does."""
-    monkeypatch.setattr(backend, "_chosen", {})
     monkeypatch.setenv("XTABLES_LOCKFILE", str(tmp_path / "xtables.lock"))
     log = logging.getLogger("masq")
     handlers, level = list(log.handlers), log.level  # cli.main sets logging up
@@ -180,7 +178,7 @@ def loop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[
         current[-1].metrics.append(metrics)
         return Agent(opts, metrics, current[-1].kernel, kernel=FakeKernel())
 
-    def wait(watcher: ConfigWatcher, stopper: Stopper, timeout: float) -> str:
+    def wait(watcher: ConfigWatcher, stopper: Stopper, timeout: float, **_: object) -> str:
         run = current[-1]
         run.waits.append(timeout)
         if len(run.waits) < run.resyncs:

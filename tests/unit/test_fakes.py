@@ -195,7 +195,7 @@ def test_fake_nft_refuses_a_mutated_batch_and_keeps_its_table(mutation: str) -> 
         (f"flush chain inet {TABLE} nope", "no chain"),
         ("delete table ip other", "no table"),
         ("delete table inet other", "no table"),
-        (f"add rule inet {TABLE} postrouting ip daddr 1.2.3.4 snat to 5.6.7.8", "syntax"),
+        (f"add rule inet {TABLE} postrouting ip daddr 1.2.3.4 dnat to 5.6.7.8", "syntax"),
         (f"add element inet {TABLE} non-masquerade-v6 {{ 10.0.0.0/8 }}", "mismatch"),
     ],
 )

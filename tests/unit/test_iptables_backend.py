@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from masq.core.addresses import Family
+from masq.core.options import DataplaneOptions
 from masq.shell import iptables_backend as backend
+from masq.shell import netlink
 from masq.shell.iptables_backend import (
     SystemProbe,
     choose_backend,
     count_rules,
+    iptables_binary,
     parse_nft_tables,
     resolve_backend,
 )
-from masq.shell.iptables_runner import ResolvedBackend
+from masq.shell.iptables_runner import Iptables, IptablesDataplane, ResolvedBackend
 from masq.shell.process import Completed
 
 
@@ -45,6 +50,7 @@ class FakeProbe:
 
 
 ALL = frozenset({"filter", "nat", "mangle"})
+Tool = Literal["", "save", "restore"]
 
 
 def test_no_legacy_tables_means_nft_without_any_process() -> None:
@@ -133,11 +139,79 @@ def test_system_probe_nft_failure_falls_back_to_counting() -> None:
     assert SystemProbe(runner=runner).nft_tables() == backend.IPTABLES_TABLES
 
 
-def test_resolve_backend_decides_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backend, "_chosen", {})
+def test_resolve_backend_keeps_no_state_between_calls() -> None:
+    """Nothing is cached in the module, so no test needs to reset it: each call with
+    ``auto`` asks its probe, and an explicit backend asks nothing."""
     first = FakeProbe(legacy=frozenset({"nat"}))
     assert resolve_backend("auto", first) == "legacy"
     second = FakeProbe()
-    assert resolve_backend("auto", second) == "legacy"
-    assert second.asked == []
-    assert resolve_backend("nft", second) == "nft"
+    assert resolve_backend("auto", second) == "nft"
+    assert second.asked == ["legacy_tables"]
+    third = FakeProbe()
+    assert resolve_backend("legacy", third) == "legacy"
+    assert third.asked == []
+
+
+def test_the_iptables_dataplane_asks_for_the_backend_once() -> None:
+    """auto's choice is made once per run: the dataplane keeps the answer it got."""
+    asked: list[str] = []
+
+    def choose() -> ResolvedBackend:
+        asked.append("auto")
+        return "legacy"
+
+    plane = IptablesDataplane(DataplaneOptions(enable_ipv6=True), backend=choose)
+    first, second = plane.tables(), plane.tables()
+    assert [t.binary for t in first + second] == ["iptables-legacy", "ip6tables-legacy"] * 2
+    assert asked == ["auto"]
+
+
+@pytest.mark.parametrize(
+    ("family", "backend_name", "tool", "expected"),
+    [
+        ("ipv4", "nft", "", "iptables-nft"),
+        ("ipv6", "nft", "", "ip6tables-nft"),
+        ("ipv4", "legacy", "save", "iptables-legacy-save"),
+        ("ipv6", "legacy", "restore", "ip6tables-legacy-restore"),
+    ],
+)
+def test_iptables_binary_names(
+    family: Family,
+    backend_name: ResolvedBackend,
+    tool: Literal["", "save", "restore"],
+    expected: str,
+) -> None:
+    assert iptables_binary(family, backend_name, tool) == expected
+
+
+def test_the_runner_uses_the_one_name_builder() -> None:
+    table = Iptables("legacy", "ipv6")
+    assert (table.binary, table.restore_binary) == ("ip6tables-legacy", "ip6tables-legacy-restore")
+
+
+def test_system_probe_runs_the_binaries_it_names() -> None:
+    ran: list[list[str]] = []
+
+    def runner(
+        argv: list[str], stdin: str | int | None = None, timeout: float | None = None
+    ) -> Completed:
+        ran.append(argv)
+        return Completed(tuple(argv), 0, "-A X -j RETURN\n", "")
+
+    probe = SystemProbe(runner=runner)
+    assert probe.rule_count("legacy") == 2
+    assert probe.has_chain("nft", "mangle", "KUBE-IPTABLES-HINT")
+    assert ran == [
+        ["iptables-legacy-save"],
+        ["ip6tables-legacy-save"],
+        ["iptables-nft", "-t", "mangle", "-S", "KUBE-IPTABLES-HINT"],
+    ]
+
+
+def test_legacy_table_names_are_read_by_one_reader(tmp_path: Path) -> None:
+    """netlink's per-family reader and the probe's read the same /proc format alike."""
+    names = tmp_path / "ip_tables_names"
+    names.write_text("nat\n\nfilter\n")
+    assert netlink.read_table_names(str(names)) == frozenset({"nat", "filter"})
+    assert netlink.read_table_names(str(tmp_path / "missing")) == frozenset()
+    assert SystemProbe(names_files=[str(names)]).legacy_tables() == frozenset({"nat", "filter"})

@@ -7,13 +7,15 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fake_clock import FakeClock
 from pyrsistent import pvector
 
 from masq.shell import logs
-from masq.shell.options import LogFormat
+from masq.shell.agent import Agent, NoMetrics
+from masq.shell.options import LogFormat, Options
 
 LOG = logging.getLogger("masq")
 
@@ -182,3 +184,20 @@ def test_child_loggers_use_the_same_format() -> None:
     buf, _ = capture()
     logging.getLogger("masq.backend").info("chosen", extra={"kv": {"backend": "nft"}})
     assert parse_logfmt(lines(buf)[0])["backend"] == "nft"
+
+
+@pytest.mark.parametrize(
+    ("config", "shown"),
+    [("", "1m0s"), ("resyncInterval: 1m30s\n", "1m30s"), ("resyncInterval: 500ms\n", "500ms")],
+)
+def test_config_loaded_line_spells_resync_interval_as_a_go_duration(
+    tmp_path: Path, config: str, shown: str
+) -> None:
+    """The "config loaded" line shows resyncInterval as the config file spells it (Go's
+    duration), as the start-up line spells flags: not a Python float such as 60.0."""
+    if config:
+        (tmp_path / "ip-masq-agent").write_text(config)
+    buf, _ = capture()
+    Agent(Options(config_dir=str(tmp_path), iptables_backend="nft"), NoMetrics()).load()
+    loaded = [line for line in lines(buf) if 'msg="config loaded"' in line]
+    assert [re.findall(r" resyncInterval=(\S+)", line) for line in loaded] == [[shown]]

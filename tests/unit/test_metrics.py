@@ -97,6 +97,7 @@ def test_every_required_metric_with_its_type_and_labels() -> None:
         "ip_masq_agent_config_fragments": ("gauge", set()),
         "ip_masq_agent_config_conflicts": ("gauge", set()),
         "ip_masq_agent_cidrs": ("gauge", {"family", "kind"}),
+        "ip_masq_agent_config_egress_entries": ("gauge", {"key"}),
         "ip_masq_agent_build_info": ("gauge", {"version"}),
         "ip_masq_agent_packets": ("counter", {"family", "cidr", "action"}),
         "ip_masq_agent_bytes": ("counter", {"family", "cidr", "action"}),
@@ -171,6 +172,36 @@ def test_config_gauges_follow_the_last_merge() -> None:
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 0
 
 
+def test_egress_gauge_counts_each_new_key() -> None:
+    """ip_masq_agent_config_egress_entries: every key's series exists at 0 from the start;
+    after a merge, the entries of outputInterfaces and sourceCIDRs, and 1 for each address
+    set; back to 0 when a later config drops them."""
+    m = Metrics()
+    keys = ("outputInterfaces", "sourceCIDRs", "outputAddress", "outputAddressIPv6")
+    assert [value(m, "ip_masq_agent_config_egress_entries", key=k) for k in keys] == [0] * 4
+    egress = Fragment(
+        "ip-masq-egress",
+        output_interfaces=pvector(["eth1", "wl*"]),
+        source_cidrs=pvector(
+            [ipaddress.ip_network("10.8.0.0/16"), ipaddress.ip_network("10.9.0.0/16")]
+        ),
+        output_address=ipaddress.IPv4Address("192.0.2.10"),
+    )
+    m.config_loaded(
+        1,
+        merge(
+            [
+                egress,
+                Fragment("ip-masq-b", source_cidrs=pvector([ipaddress.ip_network("10.10.0.0/16")])),
+            ]
+        ).unwrap(),
+    )
+    got = [value(m, "ip_masq_agent_config_egress_entries", key=k) for k in keys]
+    assert got == [2, 3, 1, 0]
+    m.config_loaded(0, merge([]).unwrap())
+    assert [value(m, "ip_masq_agent_config_egress_entries", key=k) for k in keys] == [0] * 4
+
+
 def test_traffic_counters_are_the_kernels_not_accumulated() -> None:
     m = Metrics()
     m.traffic(
@@ -221,6 +252,22 @@ def test_rules_sharing_labels_are_summed_and_uncounted_rules_skipped() -> None:
     pk = "ip_masq_agent_packets_total"
     assert value(m, pk, family="ipv4", cidr="0.0.0.0/0", action="MASQUERADE") == 12
     assert not any(dict(lbl).get("cidr") == "10.0.0.0/8" for n, lbl in samples(m) if n == pk)
+
+
+def test_snat_copies_per_selection_count_as_their_cidr_masquerade() -> None:
+    """With egress selection and outputAddress, a masquerading rule is an SNAT written once
+    per (source, interface): their counters sum under the rule's CIDR and MASQUERADE."""
+    m = Metrics()
+    snat = ipaddress.IPv4Address("192.0.2.10")
+    copies = [
+        rule("SNAT", "10.240.0.0/16", 1, 10, to_source=snat, out_interface="eth1"),
+        rule("SNAT", "10.240.0.0/16", 2, 20, to_source=snat, out_interface="wl*"),
+        rule("SNAT", None, 4, 40, to_source=snat, source=ipaddress.ip_network("10.8.0.0/16")),
+    ]
+    m.traffic(traffic_of(observed("ipv4", *copies)))
+    pk = "ip_masq_agent_packets_total"
+    assert value(m, pk, family="ipv4", cidr="10.240.0.0/16", action="MASQUERADE") == 3
+    assert value(m, pk, family="ipv4", cidr="0.0.0.0/0", action="MASQUERADE") == 4
 
 
 def test_desired_ruleset_rules_map_to_labels() -> None:

@@ -22,6 +22,7 @@ from pyrsistent import pmap, pvector
 from masq.core.addresses import IPNetwork
 from masq.core.config import MasqConfig
 from masq.core.decision import decide
+from masq.core.nat import parse_to_ports
 from masq.core.nftables.codec import state_of
 from masq.core.nftables.model import NftState
 from masq.core.nftables.netlink import RuleCounter
@@ -544,3 +545,31 @@ def test_a_scrape_reads_only_the_counters_it_shows() -> None:
     )
     plane.traffic(config)
     assert fake.nft_calls()[-1] == "-j list"
+
+
+@pytest.mark.parametrize("enable_ipv6", [False, True])
+def test_an_egress_config_converges_and_then_writes_nothing(
+    tmp_path: Path, enable_ipv6: bool
+) -> None:
+    """A config with every egress key (a wildcard interface beside a name it covers, sources of
+    both families, SNAT addresses, --to-ports) is written in one batch the strict fake accepts
+    (it refuses what nft refuses: overlapping interval elements, ports without a protocol)
+    and lists back as the desired table; the next sync changes nothing."""
+    text = "outputInterfaces: [eth0, 'eth*', wl0]\nsourceCIDRs: [10.244.0.0/16]\n"
+    text += "outputAddress: 192.0.2.10\n"
+    if enable_ipv6:
+        text += "sourceCIDRs: [10.244.0.0/16, 'fd00:244::/64']\noutputAddressIPv6: '2001:db8::10'\n"
+        text = text.replace("sourceCIDRs: [10.244.0.0/16]\n", "")
+    (tmp_path / "ip-masq-egress").write_text(text)
+    fake = FakeNft()
+    opts = options(
+        tmp_path, enable_ipv6=enable_ipv6, to_ports=parse_to_ports("1024-29999").unwrap()
+    )
+    agent = Agent(opts, Metrics(), fake, kernel=fake.kernel())
+    assert agent.sync().wrote is True
+    written = fake.batches[-1]
+    assert 'oifname != { "eth*", "wl0" } return' in written
+    assert "snat" in written and "192.0.2.10" in written
+    wanted = desired_table(agent.load().merged.config, dataplane_options(agent.opts))
+    assert fake.state == state_of([wanted])
+    assert agent.sync().wrote is False

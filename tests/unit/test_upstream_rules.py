@@ -47,11 +47,18 @@ MASQ = (
 )
 
 
-def config(non: Sequence[str], masq: Sequence[str] = (), **flags: bool) -> MasqConfig:
+def config(
+    non: Sequence[str],
+    masq: Sequence[str] = (),
+    *,
+    masq_link_local: bool = False,
+    masq_link_local_ipv6: bool = False,
+) -> MasqConfig:
     return MasqConfig(
         non_masquerade_cidrs=sorted_cidrs(ipaddress.ip_network(c) for c in non),
         masquerade_cidrs=sorted_cidrs(ipaddress.ip_network(c) for c in masq),
-        **flags,
+        masq_link_local=masq_link_local,
+        masq_link_local_ipv6=masq_link_local_ipv6,
     )
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pyrsistent import pmap, pvector
 from returns.result import Failure, Result, Success
 
-from masq.core.addresses import Family, IPNetwork
+from masq.core.addresses import Family, IPAddress, IPNetwork
+from masq.core.egress import WILDCARD, is_pattern, parse_interface
 from masq.core.errors import ConfigError, invalid
 from masq.core.iptables.model import (
     Action,
@@ -33,7 +34,7 @@ from masq.core.iptables.model import (
 )
 from masq.core.iptables.rules import role_of
 from masq.core.names import POSTROUTING, RESERVED_TARGETS
-from masq.core.nat import TO_PORTS_PROTOCOLS, kernel_probability, parse_port_range
+from masq.core.nat import TO_PORTS_PROTOCOLS, PortRange, kernel_probability, parse_port_range
 from masq.core.traffic import Counters
 
 _NO_QUOTE = re.compile(r"[A-Za-z0-9_-]+")
@@ -41,7 +42,7 @@ _ESCAPE = re.compile(r"([\"'\\])")
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]")
 _DIGITS = re.compile(r"\d+")
 _STRING_OPTIONS = frozenset({"--comment", "--log-prefix", "--nflog-prefix", "--string"})
-_VERDICTS: dict[str, Action] = {"RETURN": "RETURN", "MASQUERADE": "MASQUERADE"}
+_VERDICTS: dict[str, Action] = {"RETURN": "RETURN", "MASQUERADE": "MASQUERADE", "SNAT": "SNAT"}
 
 
 def quote(value: str) -> str:
@@ -76,8 +77,12 @@ def render_spec(rule: Rule) -> str:
             raise ValueError("an OTHER rule needs its spec")
         return rule.spec
     words: list[str] = []
+    if rule.source is not None and rule.source.prefixlen > 0:
+        words += ["-s", render_network(rule.source)]
     if rule.destination is not None and rule.destination.prefixlen > 0:
         words += ["-d", render_network(rule.destination)]
+    if rule.out_interface is not None:
+        words += ["-o", render_interface(rule.out_interface)]
     if rule.protocol is not None:
         words += ["-p", rule.protocol]
     if rule.comment:
@@ -99,11 +104,27 @@ def render_spec(rule: Rule) -> str:
         words += ["-j", rule.jump_chain]
     else:
         words += ["-j", rule.action]
-    if rule.to_ports is not None:
+    if rule.action == "SNAT":
+        if rule.to_source is None:
+            raise ValueError("an SNAT rule needs its to_source")
+        words += ["--to-source", _to_source(rule.to_source, rule.to_ports)]
+    elif rule.to_ports is not None:
         words += ["--to-ports", str(rule.to_ports)]
     if rule.random_fully:
         words.append("--random-fully")
     return " ".join(words)
+
+
+def render_interface(interface: str) -> str:
+    """The config's trailing ``*`` is iptables' ``+`` (names hold neither otherwise)."""
+    return interface.removesuffix(WILDCARD) + "+" if is_pattern(interface) else interface
+
+
+def _to_source(address: IPAddress, ports: PortRange | None) -> str:
+    text = _ntop6(address) if isinstance(address, ipaddress.IPv6Address) else str(address)
+    if ports is None:
+        return text
+    return f"[{text}]:{ports}" if address.version == 6 else f"{text}:{ports}"
 
 
 def render_rule(chain: str, rule: Rule) -> str:
@@ -210,16 +231,28 @@ class _Words:
 
 @dataclass(frozen=True, slots=True)
 class _Matches:
+    source: IPNetwork | None
     destination: IPNetwork | None
+    out_interface: str | None
     protocol: str | None
     comment: str
     not_local: bool
     probability: float | None
 
 
+def _interface(text: str) -> str | None:
+    """An ``-o`` value the agent writes, in the config's spelling (None: not one of ours)."""
+    name = text.removesuffix("+") + WILDCARD if text.endswith("+") else text
+    return parse_interface(name).value_or(None)
+
+
 def _read_matches(words: _Words, family: Family) -> _Matches | None:
+    source_text = words.option("-s")
+    source = None if source_text is None else _network(source_text, family)
     destination_text = words.option("-d")
     destination = None if destination_text is None else _network(destination_text, family)
+    interface_text = words.option("-o")
+    out_interface = None if interface_text is None else _interface(interface_text)
     protocol = words.option("-p")
     comment = words.option("-m", "comment", "--comment")
     not_local = words.take("-m", "addrtype", "!", "--dst-type", "LOCAL")
@@ -227,17 +260,45 @@ def _read_matches(words: _Words, family: Family) -> _Matches | None:
     probability = None if probability_text is None else _probability(probability_text)
     if (
         (destination_text is not None and destination is None)
+        or (source_text is not None and source is None)
+        or (interface_text is not None and out_interface is None)
         or (protocol is not None and protocol not in TO_PORTS_PROTOCOLS)
         or (probability_text is not None and probability is None)
     ):
         return None
     return _Matches(
+        source=source,
         destination=destination,
+        out_interface=out_interface,
         protocol=protocol,
         comment=comment or "",
         not_local=not_local,
         probability=probability,
     )
+
+
+_TO_SOURCE = re.compile(r"\[([0-9a-fA-F:.]+)\]:(.+)|([0-9a-fA-F:.]+?)(?::(\d+-?\d*))?")
+
+
+def _read_to_source(text: str | None, family: Family) -> tuple[IPAddress, str | None] | None:
+    """``--to-source ADDR``, ``A.B.C.D:PORTS`` or ``[V6]:PORTS``: the address and port text
+    (None: not a single address of ``family`` as the agent writes it)."""
+    if text is None:
+        return None
+    m = _TO_SOURCE.fullmatch(text)
+    if m is None:
+        return None
+    bracketed, bracket_ports, bare, bare_ports = m.groups()
+    address_text, ports = (bracketed, bracket_ports) if bracketed else (bare, bare_ports)
+    if family == "ipv6" and bare is not None:
+        address_text, ports = text, None  # a bare IPv6 address carries no ports
+    try:
+        address = ipaddress.ip_address(address_text)
+    except ValueError:
+        return None
+    if (address.version == 4) != (family == "ipv4"):
+        return None
+    return address, ports
 
 
 def _probability(text: str) -> float | None:
@@ -258,9 +319,17 @@ def _model_rule(tokens: list[str], family: Family) -> Rule | None:
     if target not in _VERDICTS and target in RESERVED_TARGETS:
         return None  # ACCEPT, SNAT, ...: a target the model does not express
     action: Action = _VERDICTS.get(target, "JUMP")
-    ports_text = words.option("--to-ports") if action == "MASQUERADE" else None
+    to_source: IPAddress | None = None
+    ports_text: str | None = None
+    if action == "SNAT":
+        snat = _read_to_source(words.option("--to-source"), family)
+        if snat is None:
+            return None
+        to_source, ports_text = snat
+    elif action == "MASQUERADE":
+        ports_text = words.option("--to-ports")
     to_ports = None if ports_text is None else parse_port_range(ports_text).value_or(None)
-    random_fully = action == "MASQUERADE" and words.take("--random-fully")
+    random_fully = action in ("MASQUERADE", "SNAT") and words.take("--random-fully")
     if not words.done or (ports_text is not None and to_ports is None):
         return None
     jump_chain = target if action == "JUMP" else None
@@ -268,12 +337,15 @@ def _model_rule(tokens: list[str], family: Family) -> Rule | None:
         action=action,
         comment=matches.comment,
         destination=matches.destination,
+        source=matches.source,
+        out_interface=matches.out_interface,
         not_local=matches.not_local,
         jump_chain=jump_chain,
         protocol=matches.protocol,
         probability=matches.probability,
         to_ports=to_ports,
         random_fully=random_fully,
+        to_source=to_source,
         role=role_of(action, matches.comment, jump_chain, matches.destination),
     )
 

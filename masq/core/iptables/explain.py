@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from masq.core.addresses import IPAddress
-from masq.core.explain import Decided, Explanation, no_rule, origins, outcome, undecided
+from masq.core.egress import ANY_PACKET, Packet
+from masq.core.explain import (
+    Decided,
+    Explanation,
+    no_rule,
+    origins,
+    outcome,
+    selection_step,
+    undecided,
+)
 from masq.core.fragment import Fragment
 from masq.core.iptables.codec import render_rule
 from masq.core.iptables.evaluate import agent_chain, chain_match
@@ -26,7 +35,7 @@ def _step(rule: Rule | None) -> Decided:
         return "foreign"
     if rule.role == "default":
         return "default"
-    if rule.action == "MASQUERADE":
+    if rule.action in ("MASQUERADE", "SNAT"):
         return "masquerade"
     return "link-local" if rule.role == "link-local" else "non-masquerade"
 
@@ -45,12 +54,19 @@ def _shadowed(chain: Chain, position: int | None, ip: IPAddress) -> tuple[str, .
 
 
 def _decided(
-    base: Explanation, chain: Chain, fragments: Sequence[Fragment], merged: Merged | None
+    base: Explanation,
+    chain: Chain,
+    fragments: Sequence[Fragment],
+    merged: Merged | None,
+    packet: Packet,
 ) -> Explanation:
-    """The explanation when ``chain`` exists: its first matching rule decides."""
-    rule = chain_match(chain, base.ip)
+    """The explanation when ``chain`` exists: its first matching rule decides.
+
+    Egress selection has no rule of its own here (it rides on the masquerading rules), so
+    when none matches, the config says whether selection left the packet alone."""
+    rule = chain_match(chain, base.ip, packet=packet)
     position = next((i + 1 for i, r in enumerate(chain.rules) if r is rule), None)
-    step = _step(rule)
+    step = _step(rule) if rule is not None else selection_step(merged, base.ip, packet)
     return replace(
         base,
         verdict=outcome(step),
@@ -70,6 +86,7 @@ def explain(
     merged: Merged | None = None,
     chain: str | None = None,
     local: bool = False,
+    packet: Packet = ANY_PACKET,
 ) -> Explanation:
     """Explain the fate of a packet to ``ip`` under ``ruleset`` (its own family's).
 
@@ -79,7 +96,7 @@ def explain(
     nor the config masquerade it.  ``chain`` defaults to the chain POSTROUTING jumps
     to.  ``ruleset`` of the other family is a caller's bug (ValueError).
     """
-    base = undecided(ip, merged, chain, local)
+    base = undecided(ip, merged, chain, local, packet)
     if local:
         return no_rule(base, "a LOCAL address of this node: the POSTROUTING jump skips it")
     if ruleset is None:
@@ -92,4 +109,4 @@ def explain(
     if found is None:
         what = f"chain {name} does not exist" if name else "POSTROUTING does not jump to the chain"
         return replace(no_rule(base, f"{what}: nothing is masqueraded by the agent"), chain=name)
-    return _decided(base, found, fragments, merged)
+    return _decided(base, found, fragments, merged, packet)

@@ -14,12 +14,12 @@ from typing import Literal
 from pyrsistent import pmap, pvector
 from pyrsistent.typing import PMap, PVector
 
-from masq.core.addresses import Family, IPNetwork
+from masq.core.addresses import Family, IPAddress, IPNetwork
 from masq.core.decision import Step
 from masq.core.nat import PortRange
 from masq.core.traffic import Counters
 
-Action = Literal["RETURN", "MASQUERADE", "JUMP", "OTHER"]
+Action = Literal["RETURN", "MASQUERADE", "SNAT", "JUMP", "OTHER"]
 Role = Step | Literal["jump", "foreign"]
 """Why a rule exists: the decision step it carries out (``decision.Step``: a
 masqueradeCIDRs exception, the link-local or a nonMasqueradeCIDRs RETURN, the final
@@ -37,6 +37,10 @@ class Rule:
     ``probability`` is kept in the kernel's own resolution (``nat.kernel_probability``)
     so what we ask for equals what we read back.
 
+    Egress selection adds ``source`` (``-s``) and ``out_interface`` (``-o``, spelled as
+    in the config: a trailing ``*`` is iptables' ``+``), and ``action`` SNAT sends to
+    ``to_source`` (``-j SNAT --to-source ADDR[:PORTS]``, ``to_ports`` its port range).
+
     ``action`` OTHER is a rule read from the kernel that the model cannot express
     (someone added ``-s 1.2.3.4 -j ACCEPT`` to our chain, or a jump with extra
     matches): ``spec`` holds its text verbatim so a plan can delete it, and
@@ -51,12 +55,15 @@ class Rule:
     action: Action
     comment: str
     destination: IPNetwork | None = None
+    source: IPNetwork | None = None
+    out_interface: str | None = None
     not_local: bool = False
     jump_chain: str | None = None
     protocol: str | None = None
     probability: float | None = None
     to_ports: PortRange | None = None
     random_fully: bool = False
+    to_source: IPAddress | None = None
     spec: str | None = None
     role: Role = field(default="foreign", compare=False)
     counters: Counters | None = field(default=None, compare=False)

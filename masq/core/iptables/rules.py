@@ -7,11 +7,14 @@ kernel is recognised as the agent's: ``role_of`` maps them back to roles.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pyrsistent import pmap, pvector
 
-from masq.core.addresses import Family, IPNetwork
+from masq.core.addresses import Family, IPNetwork, uncovered
 from masq.core.config import MasqConfig
 from masq.core.decision import LINK_LOCAL, FamilyDecision, decide
+from masq.core.egress import uncovered_interfaces
 from masq.core.iptables.model import Action, Chain, Role, Rule, Ruleset
 from masq.core.names import POSTROUTING
 from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
@@ -22,8 +25,10 @@ RETURN_COMMENT = "ip-masq-agent: local traffic is not subject to MASQUERADE"
 MASQ_COMMENT = "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)"
 _ROLES: dict[tuple[Action, str], Role] = {
     ("MASQUERADE", EXCEPTION_COMMENT): "masquerade",
+    ("SNAT", EXCEPTION_COMMENT): "masquerade",
     ("RETURN", RETURN_COMMENT): "non-masquerade",
     ("MASQUERADE", MASQ_COMMENT): "default",
+    ("SNAT", MASQ_COMMENT): "default",
 }
 
 
@@ -58,39 +63,69 @@ def jump_rule(chain: str) -> Rule:
     )
 
 
+def _selections(
+    decision: FamilyDecision,
+) -> list[tuple[IPNetwork | None, str | None]]:
+    """The (source, output interface) pairs a masquerading rule is written for.
+
+    iptables has one ``-s`` and one ``-o`` per rule and no sets, so egress selection
+    (any of these sources, leaving through any of these interfaces) is written out as
+    one copy of each masquerading rule per pair, in place: a selected flow meets the
+    copy for its pair exactly where the unselected rule stood, so first-match order is
+    kept, and an unselected flow meets no masquerading rule at all (left alone).  RETURN
+    rules need no copies (keeping the source is what "left alone" does anyway).  Without
+    selection this is one pair of "any", and the chain is upstream's rule for rule.
+    Entries another one covers are left out (they would only repeat its copies).
+    """
+    sources: list[IPNetwork | None] = (
+        list(uncovered(decision.sources)) if decision.sources is not None else [None]
+    )
+    interfaces: list[str | None] = list(uncovered_interfaces(decision.interfaces)) or [None]
+    return [(_dest_or_any(s), i) for s in sources for i in interfaces]
+
+
 def _masquerade(
-    role: Role, comment: str, destination: IPNetwork | None, nat: NatOptions
+    role: Role,
+    comment: str,
+    destination: IPNetwork | None,
+    nat: NatOptions,
+    decision: FamilyDecision,
 ) -> list[Rule]:
-    """A MASQUERADE as v1 spreads it: per protocol, each range its share, then the plain rule."""
-    rules = [
-        Rule(
-            action="MASQUERADE",
-            comment=comment,
-            destination=destination,
+    """A MASQUERADE as v1 spreads it: per protocol, each range its share, then the plain rule;
+    SNAT to the decision's address instead where the config sets one; once per selection."""
+    snat = decision.snat_to
+    base = Rule(
+        action="MASQUERADE" if snat is None else "SNAT",
+        comment=comment,
+        destination=destination,
+        random_fully=nat.random_fully,
+        to_source=snat,
+        role=role,
+    )
+    spread_rules = [
+        replace(
+            base,
             protocol=protocol,
             probability=None if share.unconditional else share.probability,
             to_ports=share.ports,
-            random_fully=nat.random_fully,
-            role=role,
         )
         for protocol in (TO_PORTS_PROTOCOLS if nat.to_ports else ())
         for share in spread(nat.to_ports)
     ]
-    rules.append(
-        Rule(
-            action="MASQUERADE",
-            comment=comment,
-            destination=destination,
-            random_fully=nat.random_fully,
-            role=role,
-        )
-    )
-    return rules
+    return [
+        replace(rule, source=source, out_interface=interface)
+        for source, interface in _selections(decision)
+        for rule in (*spread_rules, base)
+    ]
 
 
 def _dest(net: IPNetwork) -> IPNetwork | None:
     """iptables prints no ``-d`` for a /0, so the model says "any" for it too."""
     return None if net.prefixlen == 0 else net
+
+
+def _dest_or_any(net: IPNetwork | None) -> IPNetwork | None:
+    return None if net is None else _dest(net)
 
 
 def chain_rules(decision: FamilyDecision, nat: NatOptions) -> list[Rule]:
@@ -101,7 +136,7 @@ def chain_rules(decision: FamilyDecision, nat: NatOptions) -> list[Rule]:
     """
     rules: list[Rule] = []
     for net in decision.masquerade:
-        rules += _masquerade("masquerade", EXCEPTION_COMMENT, _dest(net), nat)
+        rules += _masquerade("masquerade", EXCEPTION_COMMENT, _dest(net), nat, decision)
     keeps: list[tuple[Role, IPNetwork]] = (
         [("link-local", decision.link_local)] if decision.link_local is not None else []
     )
@@ -110,7 +145,7 @@ def chain_rules(decision: FamilyDecision, nat: NatOptions) -> list[Rule]:
         Rule(action="RETURN", comment=RETURN_COMMENT, destination=_dest(n), role=role)
         for role, n in keeps
     ]
-    rules += _masquerade("default", MASQ_COMMENT, None, nat)
+    rules += _masquerade("default", MASQ_COMMENT, None, nat, decision)
     return rules
 
 

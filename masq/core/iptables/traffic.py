@@ -15,7 +15,7 @@ def _counted(ruleset: Ruleset) -> Iterator[Counted]:
         if name == POSTROUTING:
             continue
         for rule in ruleset.chains[name].rules:
-            if rule.counters is None or rule.action not in ("RETURN", "MASQUERADE"):
+            if rule.counters is None or rule.action not in ("RETURN", "MASQUERADE", "SNAT"):
                 continue
             net = rule.destination
             cidr = str(every_destination(ruleset.family) if net is None else net)
@@ -27,7 +27,9 @@ def traffic_of(ruleset: Ruleset) -> dict[Family, tuple[CidrTraffic, ...]]:
     """Per (cidr, action) counters of our chain(s), in chain order, for the ruleset's family.
 
     Every chain but POSTROUTING is ours (the sync lists only what it owns).  Rules
-    sharing labels (v1's --to-ports rules are all catch-all MASQUERADEs) are summed.
+    sharing labels (v1's --to-ports rules are all catch-all MASQUERADEs; egress selection
+    writes a masquerading rule once per source and interface) are summed; an SNAT to
+    ``outputAddress*`` counts as MASQUERADE, the action the labels know.
     Rules without counters are skipped.
     """
     return summed(_counted(ruleset))

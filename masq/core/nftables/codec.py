@@ -9,6 +9,7 @@ then differs from every desired rule, so the plan replaces its chain).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,8 @@ from typing import Any, NamedTuple, cast
 from pyrsistent import pmap, pvector
 from returns.result import Failure, Result, Success
 
-from masq.core.addresses import Family, IPNetwork, cidr_key, parse_cidr
+from masq.core.addresses import Family, IPNetwork, cidr_key, family_of, parse_cidr
+from masq.core.egress import parse_interface
 from masq.core.errors import ConfigError, invalid
 from masq.core.nat import PortRange
 from masq.core.nftables.model import (
@@ -67,8 +69,14 @@ def render_rule(rule: NftRule) -> str:
     words: list[str] = []
     if rule.local:
         words.append("fib daddr type local")
+    if rule.not_oifname:
+        words.append(f"oifname != {_anonymous(_quoted(i) for i in rule.not_oifname)}")
     if rule.nfproto is not None:
         words.append(f"meta nfproto {rule.nfproto}")
+    if rule.not_saddr:
+        payload = PAYLOAD[family_of(rule.not_saddr[0])]
+        ordered = sorted(rule.not_saddr, key=cidr_key)
+        words.append(f"{payload} saddr != {_anonymous(render_element(n) for n in ordered)}")
     if rule.family is not None and (rule.daddr is not None or rule.daddr_set is not None):
         target = f"@{rule.daddr_set}" if rule.daddr_set is not None else str(rule.daddr)
         words.append(f"{PAYLOAD[rule.family]} daddr {target}")
@@ -82,14 +90,46 @@ def render_rule(rule: NftRule) -> str:
         words.append(f"jump {rule.target}")
     elif rule.verdict == "return":
         words.append("return")
+    elif rule.verdict == "snat":
+        words += _snat_words(rule)
     else:
         words.append("masquerade")
         if rule.to_ports is not None:
-            ports = rule.to_ports
-            words.append(f"to :{ports.first}" if ports.size == 1 else f"to :{ports}")
-        if rule.fully_random:
-            words.append("fully-random")
+            words.append(f"to :{_ports(rule.to_ports)}")
+    if rule.verdict in ("masquerade", "snat") and rule.fully_random:
+        words.append("fully-random")
     return " ".join(words)
+
+
+def _ports(ports: PortRange) -> str:
+    return str(ports.first) if ports.size == 1 else str(ports)
+
+
+def _snat_words(rule: NftRule) -> list[str]:
+    """``snat [ip|ip6] to ADDR[:PORTS]``: the family word only in an inet table's rules,
+    which carry ``meta nfproto`` (an ip table's rules need none)."""
+    address = rule.to_address
+    if address is None:
+        raise ValueError("an snat rule needs its to_address")
+    words = ["snat"]
+    if rule.nfproto is not None:
+        words.append(PAYLOAD[family_of(address)])
+    text = str(address)
+    if rule.to_ports is not None:
+        ports = _ports(rule.to_ports)
+        text = f"[{text}]:{ports}" if address.version == 6 else f"{text}:{ports}"
+    return [*words, "to", text]
+
+
+def _quoted(interface: str) -> str:
+    """An interface name or trailing-* pattern as an nft string (names hold no quotes)."""
+    return f'"{interface}"'
+
+
+def _anonymous(values: Iterable[str]) -> str:
+    """An anonymous set, or the one value alone (as nft lists a set of one)."""
+    items = list(values)
+    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
 
 
 def _render_set(s: NftSet) -> list[str]:
@@ -302,6 +342,36 @@ def _daddr(expr: Mapping[str, Any]) -> tuple[Family, str | IPNetwork] | None:
     return (family, net) if net is not None else None
 
 
+def _not_oifname(expr: Mapping[str, Any]) -> tuple[str, ...] | None:
+    m = _match(expr, "!=")
+    if not m or m[0].get("meta") != {"key": "oifname"}:
+        return None
+    values = _set_values(m[1])
+    names = [parse_interface(v).value_or(None) if isinstance(v, str) else None for v in values]
+    if not names or any(n is None for n in names):
+        return None
+    return tuple(sorted(n for n in names if n is not None))
+
+
+def _not_saddr(expr: Mapping[str, Any]) -> tuple[IPNetwork, ...] | None:
+    m = _match(expr, "!=")
+    payload = m[0].get("payload") if m else None
+    if not m or not isinstance(payload, Mapping) or payload.get("field") != "saddr":
+        return None
+    family = _FAMILY_OF_PAYLOAD.get(payload.get("protocol", ""))
+    nets = [_network(v) for v in _set_values(m[1])]
+    if family is None or not nets or any(n is None or family_of(n) != family for n in nets):
+        return None
+    return tuple(sorted((n for n in nets if n is not None), key=cidr_key))
+
+
+def _set_values(right: Any) -> list[Any]:
+    """An anonymous set's values, or the one value nft lists for a set of one."""
+    if isinstance(right, Mapping) and isinstance(right.get("set"), list):
+        return list(right["set"])
+    return [right]
+
+
 def _numgen(expr: Mapping[str, Any]) -> tuple[int, int] | None:
     m = _match(expr, "<")
     gen = m[0].get("numgen") if m else None
@@ -323,6 +393,8 @@ def _verdict(expr: Mapping[str, Any]) -> dict[str, Any] | None:
     jump = expr.get("jump")
     if isinstance(jump, Mapping) and isinstance(jump.get("target"), str):
         return {"verdict": "jump", "target": jump["target"]}
+    if "snat" in expr:
+        return _snat(expr["snat"])
     if "masquerade" not in expr:
         return None
     spec = expr["masquerade"] or {}
@@ -331,34 +403,74 @@ def _verdict(expr: Mapping[str, Any]) -> dict[str, Any] | None:
     flags = [flags] if isinstance(flags, str) else list(flags)
     if set(spec) - {"port", "flags"} or set(flags) - {"fully-random"}:
         return None
-    ports = None
-    if isinstance(port, int):
-        ports = PortRange(port, port)
-    elif isinstance(port, Mapping) and isinstance(port.get("range"), list):
-        ports = PortRange(*port["range"])
-    elif port is not None:
+    ports = _port_range(port)
+    if ports is False:
         return None
     return {"verdict": "masquerade", "to_ports": ports, "fully_random": bool(flags)}
+
+
+def _port_range(port: Any) -> PortRange | bool | None:
+    """A NAT statement's port or range (None: none; False: not one the agent writes)."""
+    if isinstance(port, int):
+        return PortRange(port, port)
+    if isinstance(port, Mapping) and isinstance(port.get("range"), list):
+        return PortRange(*port["range"])
+    return None if port is None else False
+
+
+def _snat(spec: Any) -> dict[str, Any] | None:
+    if not isinstance(spec, Mapping) or set(spec) - {"family", "addr", "port", "flags"}:
+        return None
+    flags = spec.get("flags", [])
+    flags = [flags] if isinstance(flags, str) else list(flags)
+    ports = _port_range(spec.get("port"))
+    try:
+        address = ipaddress.ip_address(str(spec.get("addr")))
+    except ValueError:
+        return None
+    family = spec.get("family")
+    if set(flags) - {"fully-random"} or ports is False or family not in (None, "ip", "ip6"):
+        return None
+    if family is not None and family != PAYLOAD[family_of(address)]:
+        return None
+    return {
+        "verdict": "snat",
+        "to_address": address,
+        "to_ports": ports,
+        "fully_random": bool(flags),
+        "_snat_family": family,
+    }
 
 
 def parse_rule(exprs: list[Mapping[str, Any]]) -> NftRule:
     """The rule the expressions spell in ``render_rule``'s grammar, else an opaque rule."""
     r = _RuleReader(exprs)
     r.take("local", _local)
+    r.take("not_oifname", _not_oifname)
     r.take("nfproto", _meta("nfproto"))
+    r.take("not_saddr", _not_saddr)
     r.take("daddr", _daddr)
     r.take("protocol", _meta("l4proto"))
     r.take("numgen", _numgen)
     r.take("counters", _counter)
     r.take("verdict", _verdict)
-    verdict = r.fields.get("verdict")
+    verdict = dict(r.fields.get("verdict") or {})
     nfproto = r.fields.get("nfproto")
-    if r.at != len(exprs) or verdict is None or nfproto not in (None, "ipv4", "ipv6"):
+    # "snat ip to" names its family exactly when the rule says nfproto (render_rule's way)
+    snat_family = verdict.pop("_snat_family", None)
+    if (
+        r.at != len(exprs)
+        or not verdict
+        or nfproto not in (None, "ipv4", "ipv6")
+        or (verdict["verdict"] == "snat" and (snat_family is None) != (nfproto is None))
+    ):
         return NftRule(verdict=None, text=json.dumps(exprs, sort_keys=True))
     family, target = r.fields.get("daddr", (None, None))
     return NftRule(
         local=bool(r.fields.get("local")),
+        not_oifname=r.fields.get("not_oifname", ()),
         nfproto=nfproto,
+        not_saddr=r.fields.get("not_saddr", ()),
         family=family,
         daddr=target if not isinstance(target, str) else None,
         daddr_set=target if isinstance(target, str) else None,

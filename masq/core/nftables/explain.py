@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from masq.core.addresses import Family, IPAddress, IPNetwork, family_of
+from masq.core.egress import ANY_PACKET, Packet
 from masq.core.explain import Decided, Explanation, no_rule, origins, outcome, undecided
 from masq.core.fragment import Fragment
 from masq.core.merge import Merged
@@ -27,6 +28,10 @@ def _step(table: NftTable, match: Match | None) -> Decided:
     rule = match.rule
     if rule.verdict is None:
         return "foreign"
+    if rule.verdict == "return" and rule.not_oifname:
+        return "other-interface"
+    if rule.verdict == "return" and (rule.not_saddr or (rule.daddr is None and not rule.daddr_set)):
+        return "other-source"  # ip saddr != {...}, or a family none of whose sources is listed
     if rule.verdict == "return":
         return "link-local" if rule.daddr is not None else "non-masquerade"
     if rule.daddr_set is not None:
@@ -41,15 +46,16 @@ def explain(
     fragments: Sequence[Fragment] = (),
     merged: Merged | None = None,
     local: bool = False,
+    packet: Packet = ANY_PACKET,
 ) -> Explanation:
     """Explain the fate of a packet to ``ip`` under the agent's ``table`` (None: no table)."""
     family = family_of(ip)
-    base = undecided(ip, merged, POSTROUTING_CHAIN, local)
+    base = undecided(ip, merged, POSTROUTING_CHAIN, local, packet)
     if local:
         return no_rule(base, "a LOCAL address of this node: the first rule returns for it")
     if table is None or POSTROUTING_CHAIN not in table.chains:
         return no_rule(base, "the agent's nft table is absent: nothing is masqueraded by it")
-    match = first_match(table, ip)
+    match = first_match(table, ip, packet)
     step = _step(table, match)
     net = None
     text = None

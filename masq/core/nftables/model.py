@@ -16,13 +16,10 @@ from typing import Final, Literal
 from pyrsistent import pmap, pvector
 from pyrsistent.typing import PMap, PVector
 
-from masq.core.addresses import FAMILIES, Family, IPNetwork, family_of
+from masq.core.addresses import FAMILIES, Family, IPAddress, IPNetwork, family_of
 from masq.core.decision import KINDS, Kind
-from masq.core.names import DEFAULT_TABLE
 from masq.core.nat import PortRange
 from masq.core.traffic import Counters
-
-__all__ = ["DEFAULT_TABLE"]  # re-exported: the table's home is names.py
 
 NftFamily = Literal["ip", "inet"]
 POSTROUTING_CHAIN: Final = "postrouting"
@@ -110,7 +107,7 @@ class NftSet:
         return index.removed, index.added
 
 
-NftVerdict = Literal["return", "jump", "masquerade"]
+NftVerdict = Literal["return", "jump", "masquerade", "snat"]
 """The statement that ends a rule the agent writes (nft's own word: verdict)."""
 
 
@@ -119,15 +116,22 @@ class NftRule:
     """One rule in the grammar the agent writes; ``verdict`` None is an opaque rule.
 
     Matches, in the order they are written: ``local`` (``fib daddr type local``),
-    ``nfproto`` (``meta nfproto ipv4``), the destination (``ip daddr CIDR`` or
+    ``not_oifname`` (egress selection: ``oifname != { "eth0", "wl*" }``, an anonymous set,
+    one lookup whatever its size; config spelling, nft's too), ``nfproto``
+    (``meta nfproto ipv4``), ``not_saddr`` (egress selection: ``ip saddr != { CIDR, ... }``,
+    its family the elements'), the destination (``ip daddr CIDR`` or
     ``ip daddr @set``, of ``family``), ``protocol`` (``meta l4proto tcp``), ``numgen``
-    (``numgen random mod M < N``); then ``counter``; then the verdict.  An opaque
+    (``numgen random mod M < N``); then ``counter``; then the verdict (``snat`` goes to
+    ``to_address``: ``snat to ADDR``, ``snat ip to ADDR`` in an inet table, where the
+    rule carries ``nfproto``).  An opaque
     rule keeps its listing's text in ``text`` so it can never equal a desired rule.
     """
 
     verdict: NftVerdict | None
     local: bool = False
+    not_oifname: tuple[str, ...] = ()
     nfproto: Family | None = None
+    not_saddr: tuple[IPNetwork, ...] = ()
     family: Family | None = None
     daddr: IPNetwork | None = None
     daddr_set: str | None = None
@@ -137,6 +141,7 @@ class NftRule:
     target: str | None = None
     to_ports: PortRange | None = None
     fully_random: bool = False
+    to_address: IPAddress | None = None
     text: str | None = None
     counters: Counters | None = field(default=None, compare=False)
 

@@ -25,7 +25,7 @@ import ipaddress
 import re
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple
 
 from masq.core.addresses import Family, IPNetwork, cidr_key
@@ -638,6 +638,8 @@ class ObjectChanged:
 
     ``name`` is the chain, set, object or flowtable; for a rule its chain, for elements
     their set; None for a table.  ``portid`` is the sending socket's netlink port id.
+    ``body`` is an element message's body (``raw_elements`` reads it; empty otherwise),
+    so a watcher can follow a foreign element change without listing the set.
     """
 
     kind: ObjectKind
@@ -646,6 +648,7 @@ class ObjectChanged:
     table: str
     name: str | None
     portid: int
+    body: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -696,6 +699,7 @@ def notification(reply: Reply) -> Event | None:
         table=text(found.get(1)) or "",
         name=None if name_attr is None else text(found.get(name_attr)),
         portid=reply.portid,
+        body=reply.body if what == "element" else b"",
     )
 
 

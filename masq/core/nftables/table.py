@@ -28,12 +28,11 @@ from masq.core.addresses import (
 from masq.core.config import ListChange, MasqConfig
 from masq.core.decision import (
     KINDS,
-    LINK_LOCAL,
     FamilyDecision,
     Kind,
     decide,
-    masq_link_local,
 )
+from masq.core.egress import uncovered_interfaces
 from masq.core.fragment import MASQUERADE_CIDRS, NON_MASQUERADE_CIDRS
 from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
 from masq.core.nftables.model import (
@@ -140,6 +139,30 @@ def _previous_sets(
     return [_next_set(table.sets[name], changes[_LIST_OF_KIND[kind]]) for kind, name in names]
 
 
+def _selection(decisions: list[FamilyDecision], nft_family: NftFamily) -> list[NftRule]:
+    """Egress selection as early returns: a packet leaving through another interface, or
+    from another source, is left alone before any step decides.  Each is one rule with an
+    anonymous set (one lookup per new connection, whatever the number of entries; the
+    interfaces' trailing-* patterns are interval elements an ifname set holds); entries
+    another one covers are left out, since an interval set refuses overlapping ones.  A
+    family whose sources the config does not list at all is returned whole.  Without
+    selection there are none of these rules and the table is as before."""
+    rules: list[NftRule] = []
+    interfaces = decisions[0].interfaces if decisions else ()
+    if interfaces:
+        rules.append(NftRule(verdict="return", not_oifname=tuple(uncovered_interfaces(interfaces))))
+    for d in decisions:
+        if d.sources is None:
+            continue
+        if d.sources:
+            rules.append(NftRule(verdict="return", not_saddr=tuple(uncovered(d.sources))))
+        else:
+            rules.append(
+                NftRule(verdict="return", nfproto=d.family if nft_family == "inet" else None)
+            )
+    return rules
+
+
 def _postrouting(decisions: list[FamilyDecision], nft_family: NftFamily) -> NftChain:
     """The base chain: one step of the decision per rule, in first-match order (the sets
     hold the CIDR lists: only each decision's family and link-local range are read).
@@ -147,6 +170,7 @@ def _postrouting(decisions: list[FamilyDecision], nft_family: NftFamily) -> NftC
     Each set lookup counts what it matched (the sum of its elements' counters), so a
     scrape reads the elements it shows and takes the rest as that total minus those."""
     rules = [NftRule(verdict="return", local=True)]
+    rules += _selection(decisions, nft_family)
     rules += [
         NftRule(
             verdict="jump",
@@ -184,20 +208,37 @@ def _postrouting(decisions: list[FamilyDecision], nft_family: NftFamily) -> NftC
     return NftChain(POSTROUTING_CHAIN, BaseChain(), pvector(rules))
 
 
-def _snat(nat: NatOptions) -> NftChain:
+def _nat_rules(nat: NatOptions, base: NftRule) -> list[NftRule]:
     """v1's --to-ports spreading (per protocol, each range its share), then the plain rule."""
     rules = [
-        NftRule(
-            verdict="masquerade",
+        replace(
+            base,
             protocol=protocol,
             numgen=None if share.unconditional else (share.remaining, share.size),
             to_ports=share.ports,
-            fully_random=nat.random_fully,
         )
         for protocol in (TO_PORTS_PROTOCOLS if nat.to_ports else ())
         for share in spread(nat.to_ports)
     ]
-    rules.append(NftRule(verdict="masquerade", fully_random=nat.random_fully))
+    rules.append(base)
+    return rules
+
+
+def _snat(nat: NatOptions, decisions: list[FamilyDecision], nft_family: NftFamily) -> NftChain:
+    """The masquerade action: MASQUERADE for every family, or, where the config sets an
+    ``outputAddress*``, per family (``meta nfproto`` in an inet table) SNAT to it."""
+    plain = NftRule(verdict="masquerade", fully_random=nat.random_fully)
+    if all(d.snat_to is None for d in decisions):
+        return NftChain(SNAT_CHAIN, None, pvector(_nat_rules(nat, plain)))
+    rules: list[NftRule] = []
+    for d in decisions:
+        family = d.family if nft_family == "inet" else None
+        action = (
+            replace(plain, nfproto=family)
+            if d.snat_to is None
+            else replace(plain, verdict="snat", nfproto=family, to_address=d.snat_to)
+        )
+        rules += _nat_rules(nat, action)
     return NftChain(SNAT_CHAIN, None, pvector(rules))
 
 
@@ -218,13 +259,11 @@ def desired_table(
     if sets is None:
         decisions = [decide(config, family) for family in options.families]
         sets = [s for d in decisions for s in _sets(d)]
-    steps = [
-        FamilyDecision(
-            f, pvector(), None if masq_link_local(config, f) else LINK_LOCAL[f], pvector()
-        )
-        for f in options.families
-    ]
-    chains = [_postrouting(steps, table_family(options)), _snat(options.nat)]
+    # The chains read each decision's steps but not its lists (those are in the sets).
+    bare = replace(config, non_masquerade_cidrs=pvector(), masquerade_cidrs=pvector())
+    steps = [decide(bare, family) for family in options.families]
+    nft_family = table_family(options)
+    chains = [_postrouting(steps, nft_family), _snat(options.nat, steps, nft_family)]
     return NftTable(
         family=table_family(options),
         name=options.table,

@@ -1,0 +1,306 @@
+"""Knowing without looking, against a real kernel (issue 17, items 1-3).
+
+The daemon in nftables mode watches nf_tables' notifications: each kind of foreign change
+to its table is repaired within a second at ``--resync-interval=60`` (judged by packets);
+lost notifications (a tiny receive buffer and a burst of commits) make it list and repair;
+a foreign writer committing to its own table makes it list nothing and write nothing; a
+one-CIDR change to a 20,000-element set beside that writer reaches the kernel within a
+second; two agents that disagree back off; iptables-nft lists nothing beside kube-proxy.
+A SIGKILL during a netlink batch: tests/integration/test_nft_netlink.py (the batch alone)
+and test_nftables_atomicity.py (the agent, whose big change now goes over netlink).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integration import nft
+from integration.agent import background, daemon, wait_for, write_config
+from integration.nft import NFTABLES, TABLE
+from integration.packets import verdicts
+from integration.planes import NftablesPlane
+from integration.topology import DEST_DOC_A, DEST_UPLINK, Topology, run
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+HEALTHY = {DEST_DOC_A: "masq", DEST_UPLINK: "kept"}
+WATCHED = (*NFTABLES, "--resync-interval=60", "--v=2")
+HEAL_SECONDS = 1.0
+
+
+@pytest.fixture
+def nftables(nft_topo: Topology) -> NftablesPlane:
+    return NftablesPlane(nft_topo)
+
+
+def _last_rule_handle(topo: Topology) -> str:
+    listed = nft.nft(topo, "-a", "list", "chain", "ip", TABLE, "postrouting")
+    handles = re.findall(r"jump snat-to-node # handle (\d+)", listed)
+    assert handles, listed
+    return str(handles[-1])
+
+
+FOREIGN: dict[str, tuple[tuple[str, ...], str]] = {
+    "element-deleted": (
+        ("delete", "element", "ip", TABLE, "non-masquerade-v4", "{ 192.168.0.0/16 }"),
+        DEST_UPLINK,
+    ),
+    "set-flushed": (("flush", "set", "ip", TABLE, "non-masquerade-v4"), DEST_UPLINK),
+    "chain-flushed": (("flush", "chain", "ip", TABLE, "postrouting"), DEST_DOC_A),
+    "rule-deleted": (("delete", "rule", "ip", TABLE, "postrouting", "handle", "LAST"), DEST_DOC_A),
+    "table-deleted": (("delete", "table", "ip", TABLE), DEST_DOC_A),
+}
+"""A foreign change, and the destination whose new flows it decides wrong until healed."""
+
+
+def healthy(topo: Topology, *dests: str) -> bool:
+    return verdicts(topo, *dests) == {d: HEALTHY[d] for d in dests}
+
+
+def log_count(log: Path, needle: str, start: int = 0) -> int:
+    return log.read_text()[start:].count(needle)
+
+
+@contextlib.contextmanager
+def watched_daemon(
+    nftables: NftablesPlane, config_dir: Path, log: Path, *flags: str
+) -> Iterator[subprocess.Popen[str]]:
+    topo = nftables.topo
+    with daemon(topo, config_dir, *WATCHED, *flags, log=log) as proc:
+        ready = wait_for(lambda: "nftables: elements over netlink" in log.read_text(), 20)
+        assert ready is not None, log.read_text()
+        assert "notifications=watched" in log.read_text(), log.read_text()
+        assert wait_for(lambda: nft.our_tables(topo) == ["ip"], 20) is not None, log.read_text()
+        yield proc
+        assert proc.poll() is None, log.read_text()
+
+
+@pytest.mark.parametrize("change", sorted(FOREIGN))
+def test_each_kind_of_foreign_change_is_healed_within_a_second(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path, change: str
+) -> None:
+    topo = nftables.topo
+    log = tmp_path / "agent.log"
+    with watched_daemon(nftables, config_dir, log):
+        assert wait_for(lambda: healthy(topo, DEST_DOC_A, DEST_UPLINK), 10) is not None
+        pristine = nftables.installed()
+        command, dest = FOREIGN[change]
+        if "LAST" in command:
+            command = tuple(_last_rule_handle(topo) if w == "LAST" else w for w in command)
+        start = len(log.read_text())
+        nft.nft(topo, *command)
+        changed = time.monotonic()
+        took = wait_for(lambda: healthy(topo, dest), 5, 0.02)
+        assert took is not None, log.read_text()
+        healed = time.monotonic() - changed
+        assert healed < HEAL_SECONDS, (change, healed, log.read_text())
+        assert wait_for(lambda: nftables.installed() == pristine, 2) is not None
+        text = log.read_text()
+        assert text.count("foreign change, repairing") == 1, text
+        assert re.search(r"foreign change, repairing.*by=\"?pid \d+ \(nft\)", text), text
+        # element changes are followed from the notifications; the rest is listed
+        elements_only = change in ("element-deleted", "set-flushed")
+        assert log_count(log, "msg=followed", start) == int(elements_only), text[start:]
+        assert log_count(log, "msg=listed", start) == int(not elements_only), text[start:]
+        assert healthy(topo, DEST_DOC_A, DEST_UPLINK)
+
+
+@contextlib.contextmanager
+def foreign_writer(topo: Topology, every: float = 0.5) -> Iterator[subprocess.Popen[str]]:
+    """A program committing to its own table every ``every`` seconds (kube-proxy-like)."""
+    nft.nft(topo, "add", "table", "ip", "writer")
+    nft.nft(topo, "add", "chain", "ip", "writer", "c")
+    script = (
+        "import subprocess, sys, time\n"
+        "i = 0\n"
+        "while True:\n"
+        "    i += 1\n"
+        "    subprocess.run(['nft', 'add', 'rule', 'ip', 'writer', 'c', 'ip', 'daddr',\n"
+        "                    f'10.{i // 256 % 256}.{i % 256}.1', 'counter'], check=True)\n"
+        "    if i % 50 == 0:\n"
+        "        subprocess.run(['nft', 'flush', 'chain', 'ip', 'writer', 'c'], check=True)\n"
+        f"    time.sleep({every})\n"
+    )
+    with open("/dev/null", "w") as sink:
+        proc = background(topo.in_ns(topo.node, [sys.executable, "-c", script]), stdout=sink)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL  # it ran all along
+
+
+def test_a_foreign_writer_makes_the_daemon_list_nothing_and_write_nothing(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path
+) -> None:
+    """Beside a program committing to its own table every 0.5 s for 20 s, the periodic
+    resyncs (every second here) list nothing and write nothing: the notifications prove
+    nobody touched the agent's table."""
+    topo = nftables.topo
+    log = tmp_path / "agent.log"
+    with watched_daemon(nftables, config_dir, log, "--resync-interval=1"):
+        assert wait_for(lambda: healthy(topo, DEST_DOC_A), 10) is not None
+        time.sleep(1.5)  # the first sync and its own notifications have settled
+        start = len(log.read_text())
+        with foreign_writer(topo):
+            time.sleep(20)
+            rules = nft.nft(topo, "list", "chain", "ip", "writer", "c").count("counter")
+        assert rules > 0  # the writer committed
+        assert log_count(log, "reason=timeout", start) >= 10, log.read_text()[start:]
+        for quiet in ("msg=listed", "table updated", "table replaced", "foreign change"):
+            assert log_count(log, quiet, start) == 0, (quiet, log.read_text()[start:])
+        assert healthy(topo, DEST_DOC_A, DEST_UPLINK)
+
+
+def test_lost_notifications_make_the_daemon_list_and_repair(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receive buffer too small for a burst of foreign commits: the kernel drops the
+    notifications, the agent is told so (ENOBUFS), lists, and repairs what the burst did.
+    Whether a given flood overflows the buffer depends on how fast the agent drains it on
+    the other CPU, so the flood is repeated (each time with a new table) until one did."""
+    topo = nftables.topo
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("IP_MASQ_AGENT_NOTIFY_RCVBUF", "1")  # the kernel's minimum
+    many = ", ".join(f"11.{i // 256}.{i % 256}.0/24" for i in range(20_000))
+    with watched_daemon(nftables, config_dir, log):
+        assert wait_for(lambda: healthy(topo, DEST_DOC_A, DEST_UPLINK), 10) is not None
+        time.sleep(1.0)
+        start = len(log.read_text())
+        heals = []
+        for attempt in range(5):
+            flood = [f"table ip flood{attempt} {{", " set s { type ipv4_addr; flags interval; }"]
+            flood += ["}", f"add element ip flood{attempt} s {{ {many} }}"]
+            flood.append(f"delete element ip {TABLE} non-masquerade-v4 {{ 192.168.0.0/16 }}")
+            run(topo.in_ns(topo.node, ["nft", "-f", "-"]), stdin="\n".join(flood) + "\n")
+            changed = time.monotonic()
+            assert wait_for(lambda: healthy(topo, DEST_UPLINK), 10, 0.02) is not None
+            heals.append(time.monotonic() - changed)
+            if wait_for(lambda: log_count(log, "notifications lost", start) > 0, 1) is not None:
+                break
+        text = log.read_text()[start:]
+        assert "notifications lost" in text, text
+        assert "msg=listed" in text.split("notifications lost", 1)[1], text
+        assert heals[0] < HEAL_SECONDS, (heals, text)  # later ones may be backed off
+        assert healthy(topo, DEST_DOC_A, DEST_UPLINK)
+
+
+def cidrs(first: int, count: int) -> list[str]:
+    base = int(ipaddress.IPv4Address("11.0.0.0"))
+    return [f"{ipaddress.IPv4Address(base + (first + i) * 512)}/24" for i in range(count)]
+
+
+def big_config(nets: list[str]) -> str:
+    return json.dumps({"cidrLimit": 100_000, "nonMasqueradeCIDRs": nets})
+
+
+def test_one_cidr_reaches_a_large_set_within_a_second_beside_a_writer(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path
+) -> None:
+    """nft downloads a whole interval set to add one element and restarts whenever the
+    generation moves: beside a busy writer it may never finish.  Over netlink the element
+    is one small batch: a new flow to the added CIDR keeps the pod's address within 1 s.
+    The CIDRs are in ten files, so only the changed one is parsed again (one file of
+    20,000 takes the Python side ~1 s on a loaded CI machine: issue 17 item 5)."""
+    topo = nftables.topo
+    log = tmp_path / "agent.log"
+    nets = cidrs(0, 20_000)
+    parts = [nets[i : i + 2_000] for i in range(0, len(nets), 2_000)]  # ten files, as on a node
+    for i, part in enumerate(parts):
+        write_config(config_dir, f"ip-masq-agent-{i}", big_config(part))
+    with watched_daemon(nftables, config_dir, log):
+        loaded = wait_for(lambda: "table updated" in log.read_text(), 60)
+        assert loaded is not None, log.read_text()
+        assert healthy(topo, DEST_DOC_A)
+        with foreign_writer(topo):
+            time.sleep(2)
+            start = len(log.read_text())
+            write_config(config_dir, "ip-masq-agent-9", big_config([*parts[9], "203.0.113.0/24"]))
+            changed = time.monotonic()
+            kept = wait_for(lambda: verdicts(topo, DEST_DOC_A) == {DEST_DOC_A: "kept"}, 10, 0.02)
+            assert kept is not None, log.read_text()[start:]
+            took = time.monotonic() - changed
+        assert took < HEAL_SECONDS, (took, log.read_text()[start:])
+        assert log_count(log, "msg=listed", start) == 0, log.read_text()[start:]
+
+
+def test_two_agents_that_disagree_back_off_instead_of_fighting_in_a_loop(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path
+) -> None:
+    """An old pod and a new one in a rolling update, with different configs: each repairs
+    what the other wrote, but the same objects repaired again soon wait longer each time,
+    so in 12 s each repairs a handful of times, not hundreds, and says it backs off."""
+    topo = nftables.topo
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    write_config(other_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 192.168.0.0/16]\n")
+    write_config(config_dir, "ip-masq-agent", "nonMasqueradeCIDRs: [10.0.0.0/8, 203.0.113.0/24]\n")
+    one, two = tmp_path / "one.log", tmp_path / "two.log"
+    with (
+        daemon(topo, config_dir, *WATCHED, log=one) as first,
+        daemon(topo, other_dir, *WATCHED, log=two) as second,
+    ):
+        time.sleep(12)
+        assert first.poll() is None and second.poll() is None
+    repairs = [log_count(log, "foreign change") for log in (one, two)]
+    assert sum(repairs) >= 2, (one.read_text(), two.read_text())  # they did disagree
+    assert max(repairs) <= 10, repairs
+    assert any(log_count(log, "repair backed off") for log in (one, two)), repairs
+
+
+# --- item 6: iptables on the nft backend ------------------------------------------------------
+
+
+def test_iptables_nft_lists_nothing_beside_kube_proxy_and_heals_its_chain_at_once(
+    nft_topo: Topology, config_dir: Path, tmp_path: Path
+) -> None:
+    """iptables-nft also writes nf_tables, and its notifications name table nat and the
+    chain: a kube-proxy-like writer rewriting its own nat chain every 0.5 s makes the
+    daemon list nothing; a rule deleted from our chain is put back within a second."""
+    topo = nft_topo
+    log = tmp_path / "agent.log"
+    topo.ipt("-t", "nat", "-N", "KUBE-SERVICES")
+    script = (
+        "import subprocess, time\n"
+        "while True:\n"
+        "    subprocess.run(['iptables-nft-restore', '--noflush'], check=True,\n"
+        "                   input=b'*nat\\n:KUBE-SERVICES - [0:0]\\n'\n"
+        "                         b'-A KUBE-SERVICES -d 10.96.0.1/32 -j RETURN\\nCOMMIT\\n')\n"
+        "    time.sleep(0.5)\n"
+    )
+    with daemon(topo, config_dir, "--resync-interval=1", "--v=2", log=log) as proc:
+        assert wait_for(lambda: healthy(topo, DEST_DOC_A, DEST_UPLINK), 10) is not None
+        time.sleep(1.5)
+        start = len(log.read_text())
+        with open("/dev/null", "w") as sink:
+            writer = background(topo.in_ns(topo.node, [sys.executable, "-c", script]), stdout=sink)
+        try:
+            time.sleep(8)
+            assert writer.poll() is None  # it kept committing
+        finally:
+            writer.kill()
+            writer.wait(timeout=10)
+        assert log_count(log, "reason=timeout", start) >= 4, log.read_text()[start:]
+        assert log_count(log, "msg=listed", start) == 0, log.read_text()[start:]
+        rules = topo.rules(family=4)
+        masq = [r for r in rules if "192.168.0.0/16" in r]
+        assert masq, rules
+        topo.ipt("-t", "nat", "-D", *shlex.split(masq[0])[1:])
+        changed = time.monotonic()
+        assert wait_for(lambda: healthy(topo, DEST_UPLINK), 5, 0.02) is not None
+        assert time.monotonic() - changed < HEAL_SECONDS, log.read_text()[start:]
+        assert log_count(log, "foreign change, repairing", start) == 1, log.read_text()[start:]
+        assert proc.poll() is None
