@@ -2,7 +2,8 @@
 """What a /metrics scrape costs the agent, with and without the per-CIDR counter refresh.
 
 For each dataplane (iptables-nft, iptables-legacy, nftables) and 64, 10,000 and 50,000
-non-masquerade CIDRs (IPv4 /24s; ``--enable-ipv6`` as in bench_scale.py), the daemon at
+(nftables also 100,000) non-masquerade CIDRs (IPv4 /24s; ``--enable-ipv6`` as in
+bench_scale.py), the daemon at
 ``--resync-interval=60`` with /metrics on its default address, in a fresh namespace:
 
 - a scrape that refreshes the per-CIDR counters (the first one more than 5 s after the
@@ -36,6 +37,7 @@ from typing import Any
 from agentproc import AgentRunner
 from benchlib import (
     PYTHON,
+    REPO,
     RESULTS,
     env,
     header,
@@ -54,6 +56,7 @@ PLANES: dict[str, list[str]] = {
     "nftables": ["--dataplane=nftables"],
 }
 SIZES = (64, 10_000, 50_000)
+LARGE = 100_000  # nftables only (iptables at this size takes minutes per case)
 ROUNDS = 5
 QUICK = 10
 FRESH_SECONDS = 5.0  # masq.shell.metrics.TRAFFIC_MAX_AGE_SECONDS
@@ -86,8 +89,10 @@ def client() -> None:
 class Scraper:
     def __init__(self, ns: str) -> None:
         argv = ["ip", "netns", "exec", ns, PYTHON, __file__, "--client"]
+        client_env = env()  # the module imports the tests' harness: tests/ on the path too
+        client_env["PYTHONPATH"] += f":{REPO / 'tests'}"
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env()
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=client_env
         )
 
     def get(self) -> dict[str, Any]:
@@ -114,6 +119,7 @@ class Figures:
     exposition: dict[str, Any]
     refresh_procs: list[str]
     quick_procs: list[str]
+    peak_rss_mb: float = 0.0  # the daemon's VmHWM: first sync and every scrape included
 
 
 def scrapes(runner: AgentRunner, rounds: int, quick: int, wrap: bool = False) -> Figures:
@@ -144,7 +150,15 @@ def scrapes(runner: AgentRunner, rounds: int, quick: int, wrap: bool = False) ->
                 figures.quick_procs = lines2[lines1:]
         finally:
             scraper.stop()
+        figures.peak_rss_mb = _peak_rss_mb(d.pid)
     return figures
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def bench_case(plane: str, n: int, tmp: Path) -> tuple[Figures, Figures]:
@@ -183,12 +197,19 @@ def row(plane: str, n: int, timed: Figures, counted: Figures) -> list[str]:
         f"{e['bytes'] / 1000:.1f}",
         str(e["samples"]),
         f"{e['cidr_series']} ({e['other']} other)",
+        f"{timed.peak_rss_mb:.0f}",
     ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated PLANE:N cases (e.g. nftables:50000,nftables:100000); their"
+        " figures go to results/scrape-only.txt, the full table stays as it is",
+    )
     args = parser.parse_args()
     if args.client:
         client()
@@ -202,14 +223,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mqscrape-") as d:
         tmp = Path(d)
         make_wrappers(tmp, tmp / "exec.log")
-        for plane in PLANES:
-            for n in SIZES:
-                print(f"== {plane} {n:,}", flush=True)
-                timed, counted = bench_case(plane, n, tmp)
-                rows.append(row(plane, n, timed, counted))
-                print("  " + "  ".join(rows[-1]), flush=True)
-                procs = "; ".join(counted.refresh_procs) or "none"
-                notes.append(f"  {plane} {n:,}: a refreshing scrape started: {procs}")
+        cases = [(p, n) for p in PLANES for n in SIZES] + [("nftables", LARGE)]
+        if args.only:
+            cases = [(p, int(n)) for p, n in (c.split(":") for c in args.only.split(","))]
+        for plane, n in cases:
+            print(f"== {plane} {n:,}", flush=True)
+            timed, counted = bench_case(plane, n, tmp)
+            rows.append(row(plane, n, timed, counted))
+            print("  " + "  ".join(rows[-1]), flush=True)
+            procs = "; ".join(counted.refresh_procs) or "none"
+            notes.append(f"  {plane} {n:,}: a refreshing scrape started: {procs}")
     columns = [
         "dataplane",
         "N",
@@ -222,6 +245,7 @@ def main() -> int:
         "kB",
         "samples",
         "per-CIDR series",
+        "peak RSS MB",
     ]
     widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
     out = header("/metrics scrape cost (benchmarks/bench_scrape.py)", "bench_scrape.py")
@@ -231,14 +255,16 @@ def main() -> int:
         " the last listing; wall = the scraper's HTTP request (median),",
         f"# CPU = the agent and its children per scrape, mean of {ROUNDS} refreshing scrapes"
         f" and of {ROUNDS} x {QUICK} others (/proc/PID/stat, 10 ms ticks);",
-        "# procs = processes the agent started for one scrape of each kind (wrapper run)",
+        "# procs = processes the agent started for one scrape of each kind (wrapper run);",
+        "# peak RSS = the daemon's VmHWM after its first sync and the timed scrapes",
         "",
         *("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [columns, *rows]),
         "",
         *notes,
     ]
-    OUT.write_text("\n".join(out) + "\n")
-    print(OUT.read_text())
+    target = OUT.with_name("scrape-only.txt") if args.only else OUT
+    target.write_text("\n".join(out) + "\n")
+    print(target.read_text())
     return 0
 
 

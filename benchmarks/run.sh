@@ -7,6 +7,9 @@
 #   benchmarks/run.sh core      only the pure-core benchmark (both codecs at 10,000 and 50,000)
 #   benchmarks/run.sh rebuild   iptables chain edits vs whole-chain rebuild (root)
 #   benchmarks/run.sh nft-edits nft set element edits vs set reload (root)
+#   benchmarks/run.sh incremental
+#                               a one-CIDR config edit at 50,000 and 100,000 CIDRs in the
+#                               pure core (merge, desired table, plan) and its peak RSS
 #   benchmarks/run.sh netlink   set elements over netlink vs nft: dump, one add (root)
 #   benchmarks/run.sh connections [ARGS]
 #                               only the per-new-connection cost of each dataplane at 0 to
@@ -43,6 +46,9 @@ case "$what" in
         exit 0 ;;
     rebuild) PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_rebuild.py; exit 0 ;;
     nft-edits) PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_nft_edits.py; exit 0 ;;
+    incremental)
+        flock "$LOCK" env PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_incremental.py
+        exit 0 ;;
     netlink) needs_root netlink; PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_netlink.py; exit 0 ;;
     scale|steady|scrape)
         needs_root "$what"

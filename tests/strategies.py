@@ -4,12 +4,14 @@ touch, cover link-local or are /0, in both families, and the addresses worth pro
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from hypothesis import strategies as st
 
 from masq.core.addresses import Family, IPAddress, IPNetwork, sorted_cidrs
 from masq.core.config import MasqConfig
 from masq.core.decision import LINK_LOCAL
+from masq.core.fragment import Fragment
 from masq.core.nat import NatOptions, PortRange
 from masq.core.nftables.table import TableOptions
 
@@ -85,6 +87,64 @@ def probe_addresses(config: MasqConfig, data: st.DataObject) -> list[IPAddress]:
     picked = data.draw(st.lists(st.sampled_from(points), max_size=16)) if points else []
     randoms = data.draw(st.lists(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)), max_size=6))
     return [*picked, *randoms]
+
+
+SOURCES = ("a.yaml", "b.yaml", "c.json", "d")
+LIST_FIELDS = ("non_masquerade_cidrs", "masquerade_cidrs", "source_cidrs")
+"""The fragment fields of the CIDR list keys a history step edits."""
+
+
+def _cidr_list(draw: st.DrawFn, nets: st.SearchStrategy[IPNetwork], size: int) -> object:
+    return draw(st.none() | st.lists(nets, max_size=size).map(sorted_cidrs))
+
+
+@st.composite
+def fragment_histories(draw: st.DrawFn, ipv6: bool = True) -> list[list[Fragment]]:
+    """A config directory over time, as the shell's loader passes it to merge: each step
+    adds, removes or edits one file (one CIDR in or out of a list, sourceCIDRs included, a
+    list set or unset, a flag or limit changed, or the file rewritten); files not touched
+    stay the same objects."""
+    families: list[Family] = ["ipv4", "ipv6"] if ipv6 else ["ipv4"]
+    nets = st.one_of(*(cidrs(f) for f in families))
+
+    def fresh(source: str) -> Fragment:
+        return Fragment(
+            source=source,
+            non_masquerade_cidrs=_cidr_list(draw, nets, 6),  # type: ignore[arg-type]
+            masquerade_cidrs=_cidr_list(draw, nets, 3),  # type: ignore[arg-type]
+            source_cidrs=_cidr_list(draw, nets, 2),  # type: ignore[arg-type]
+            masq_link_local=draw(st.none() | st.booleans()),
+            cidr_limit=draw(st.sampled_from([None, None, None, 4, 64])),
+        )
+
+    files = {s: fresh(s) for s in draw(st.lists(st.sampled_from(SOURCES), unique=True))}
+    history = [sorted(files.values(), key=lambda f: f.source)]
+    for _ in range(draw(st.integers(1, 6))):
+        source = draw(st.sampled_from(SOURCES))
+        before = files.get(source)
+        step = draw(st.sampled_from(["add", "remove", "rewrite", "edit", "edit", "edit"]))
+        if before is None or step == "rewrite":
+            files[source] = fresh(source)
+        elif step == "remove":
+            del files[source]
+        else:
+            key = draw(st.sampled_from(LIST_FIELDS))
+            listed = list(getattr(before, key) or ())
+            drop: bool = draw(st.booleans())
+            if listed and drop:
+                listed.pop(draw(st.integers(0, len(listed) - 1)))
+            else:
+                listed.append(draw(nets))
+            unset = draw(st.integers(0, 9)) == 0
+            edited = None if unset else sorted_cidrs(listed)
+            if key == "non_masquerade_cidrs":
+                files[source] = replace(before, non_masquerade_cidrs=edited)
+            elif key == "masquerade_cidrs":
+                files[source] = replace(before, masquerade_cidrs=edited)
+            else:
+                files[source] = replace(before, source_cidrs=edited)
+        history.append(sorted(files.values(), key=lambda f: f.source))
+    return history
 
 
 INTERFACES = ("eth0", "eth1", "eth10", "eth", "ens5", "wlan0", "bond0.100")

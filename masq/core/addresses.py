@@ -7,9 +7,10 @@ first, so whitespace, quotes or iptables words can never slip through into a rul
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Literal
 
@@ -68,6 +69,49 @@ def of_family(nets: Iterable[IPNetwork], family: Family) -> PVector[IPNetwork]:
     return sorted_cidrs(n for n in nets if family_of(n) == family)
 
 
+def holds(nets: Sequence[IPNetwork], net: IPNetwork) -> bool:
+    """Whether the canonically ordered ``nets`` hold ``net`` (one bisect)."""
+    key = cidr_key(net)
+    i = bisect.bisect_left(nets, key, key=cidr_key)
+    return i < len(nets) and cidr_key(nets[i]) == key
+
+
+def inside(nets: Sequence[IPNetwork], net: IPNetwork) -> Sequence[IPNetwork]:
+    """The CIDRs of the canonically ordered ``nets`` within ``net`` (``net`` included), and
+    ``net``'s supernets that start where it starts: one bisect range."""
+    version, first, last = span(net)
+    lo = bisect.bisect_left(nets, (version, first, 0), key=cidr_key)
+    hi = bisect.bisect_right(nets, (version, last, 255), key=cidr_key)
+    return nets[lo:hi]
+
+
+def supernets(nets: Sequence[IPNetwork], net: IPNetwork) -> list[IPNetwork]:
+    """The CIDRs of the canonically ordered ``nets`` that cover ``net`` strictly (a bisect
+    per shorter prefix)."""
+    version, first, _ = span(net)
+    found: list[IPNetwork] = []
+    for prefix in range(net.prefixlen):
+        size = 1 << (net.max_prefixlen - prefix)
+        key = (version, first - first % size, prefix)
+        i = bisect.bisect_left(nets, key, key=cidr_key)
+        if i < len(nets) and cidr_key(nets[i]) == key:
+            found.append(nets[i])
+    return found
+
+
+def edited_cidrs(
+    before: Sequence[IPNetwork], added: Iterable[IPNetwork], removed: Iterable[IPNetwork]
+) -> PVector[IPNetwork]:
+    """The canonically ordered ``before`` without ``removed`` (each present) and with
+    ``added`` (each absent): a bisect per CIDR, and one copy of the vector."""
+    out = list(before)
+    for net in removed:
+        del out[bisect.bisect_left(out, cidr_key(net), key=cidr_key)]
+    for net in added:
+        out.insert(bisect.bisect_left(out, cidr_key(net), key=cidr_key), net)
+    return pvector(out)
+
+
 def span(net: IPNetwork) -> Span:
     first = int(net.network_address)
     return (net.version, first, first + (1 << (net.max_prefixlen - net.prefixlen)) - 1)
@@ -80,9 +124,14 @@ def uncovered(nets: Iterable[IPNetwork]) -> PVector[IPNetwork]:
     the one covering it: one pass keeping the last kept span decides.  Adjacent
     CIDRs are not merged (each stays its own element with its own counter).
     """
+    return uncovered_of_ordered(sorted_cidrs(nets))
+
+
+def uncovered_of_ordered(nets: Iterable[IPNetwork]) -> PVector[IPNetwork]:
+    """``uncovered`` of CIDRs already deduplicated and in canonical order (no sort)."""
     kept: list[IPNetwork] = []
     end: tuple[int, int] = (0, -1)  # (version, last address) of the last kept CIDR
-    for net in sorted_cidrs(nets):
+    for net in nets:
         version, _, last = span(net)
         if version == end[0] and last <= end[1]:
             continue

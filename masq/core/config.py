@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from pyrsistent import pvector
-from pyrsistent.typing import PVector
+from pyrsistent import pmap, pvector
+from pyrsistent.typing import PMap, PVector
 
 from masq.core.addresses import IPNetwork
 
@@ -36,11 +36,39 @@ RESERVED_RANGES: tuple[IPNetwork, ...] = RFC1918 + tuple(
 
 
 @dataclass(frozen=True, slots=True)
+class ListChange:
+    """How one CIDR list of a config follows from the list ``before`` of an earlier one:
+    ``after`` is ``before`` without ``removed``, with ``added`` (both in canonical order).
+
+    ``before`` and ``after`` are compared by identity: a list rebuilt or replaced since
+    is not the one this change speaks of, and a consumer then starts from scratch.
+    """
+
+    before: PVector[IPNetwork]
+    after: PVector[IPNetwork]
+    added: tuple[IPNetwork, ...]
+    removed: tuple[IPNetwork, ...]
+
+    def follows(self, before: PVector[IPNetwork], after: PVector[IPNetwork]) -> bool:
+        return self.before is before and self.after is after
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """The CIDR lists' changes from the config an incremental merge started from, by key
+    (``nonMasqueradeCIDRs``, ``masqueradeCIDRs``): what lets the desired dataplane state
+    be derived from the earlier one at the cost of the change."""
+
+    lists: PMap[str, ListChange] = field(default_factory=pmap)
+
+
+@dataclass(frozen=True, slots=True)
 class MasqConfig:
     """The effective configuration after merge and defaults.
 
     CIDR vectors are deduplicated and in canonical order (``addresses.cidr_key``),
-    so two configs that mean the same are equal and render the same.
+    so two configs that mean the same are equal and render the same.  ``change``
+    (never compared) is what an incremental merge knows of the config before.
     """
 
     non_masquerade_cidrs: PVector[IPNetwork] = field(default_factory=pvector)
@@ -57,6 +85,7 @@ class MasqConfig:
     output_address: ipaddress.IPv4Address | None = None
     """SNAT to this address instead of MASQUERADE (IPv4); None: MASQUERADE."""
     output_address_ipv6: ipaddress.IPv6Address | None = None
+    change: ConfigChange | None = field(default=None, compare=False, repr=False)
 
 
 def effective_resync(flag_seconds: float, config: MasqConfig) -> float:

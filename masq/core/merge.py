@@ -10,19 +10,31 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Final, Generic, TypeVar
 
-from pyrsistent import pvector
-from pyrsistent.typing import PVector
+from pyrsistent import pmap, pvector
+from pyrsistent.typing import PMap, PVector
 from returns.result import Failure, Result, Success
 
-from masq.core.addresses import IPNetwork, Span, cidr_key, sorted_cidrs, span
+from masq.core.addresses import (
+    IPNetwork,
+    Span,
+    cidr_key,
+    edited_cidrs,
+    holds,
+    inside,
+    sorted_cidrs,
+    span,
+    supernets,
+)
 from masq.core.config import (
     DEFAULT_CIDR_LIMIT,
     DEFAULT_RESYNC_SECONDS,
     RESERVED_RANGES,
     RFC1918,
+    ConfigChange,
+    ListChange,
     MasqConfig,
 )
 from masq.core.duration import format_duration
@@ -67,8 +79,12 @@ class Conflict:
 
 @dataclass(frozen=True, slots=True)
 class Merged:
+    """The effective config and every conflict; ``index`` (never compared) is what a later
+    ``merge(..., previous=this)`` starts from."""
+
     config: MasqConfig
     conflicts: PVector[Conflict]
+    index: MergeIndex | None = field(default=None, compare=False, repr=False)
 
 
 def provenance(
@@ -205,14 +221,7 @@ def _covered_conflicts(fragments: Sequence[Fragment]) -> list[Conflict]:
         given = {(s, f"{NON_MASQUERADE_CIDRS} {net}") for s in non_sources[net]}
         for masq in _overlapping(net, spans, masq_by_span, by_span):
             given |= {(s, f"{MASQUERADE_CIDRS} {masq}") for s in masq_sources[masq]}
-        conflicts.append(
-            _conflict(
-                NON_MASQUERADE_CIDRS,
-                given,
-                f"{net} has no effect: {MASQUERADE_CIDRS} cover it whole (masquerade wins)",
-                net,
-            )
-        )
+        conflicts.append(_covered_conflict(net, given))
     return conflicts
 
 
@@ -313,12 +322,255 @@ def _within_limit(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _ListKey:
+    """One CIDR list key, merged by union over the fragments that set it: how a file
+    gives it, and where the effective config holds it."""
+
+    key: str
+    get: Callable[[Fragment], PVector[IPNetwork] | None]
+    merged: Callable[[MasqConfig], PVector[IPNetwork]]
+
+
+_NON: Final = _ListKey(
+    NON_MASQUERADE_CIDRS, lambda f: f.non_masquerade_cidrs, lambda c: c.non_masquerade_cidrs
+)
+_MASQ: Final = _ListKey(
+    MASQUERADE_CIDRS, lambda f: f.masquerade_cidrs, lambda c: c.masquerade_cidrs
+)
+_SRC: Final = _ListKey(SOURCE_CIDRS, lambda f: f.source_cidrs, lambda c: c.source_cidrs)
+_LISTS: Final = (_NON, _MASQ, _SRC)
+"""The CIDR list keys: a new one is an entry here, its field in ``MasqConfig`` and its
+value in ``merge``'s ``lists`` (a union needs nothing else; defaults as ``_defaults``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergeIndex:
+    """What a merge leaves for the next one (``merge(..., previous=)``): the fragments it
+    merged, the flags, each list key's union (explicit values only, canonical order), how
+    many CIDRs both unions hold, and the covered-CIDR conflicts by CIDR.  Opaque."""
+
+    fragments: tuple[Fragment, ...]
+    flags: tuple[bool, bool, float]
+    unions: PMap[str, PVector[IPNetwork]]
+    shared: int
+    covered: PMap[tuple[int, int, int], Conflict]
+
+
+@dataclass(frozen=True, slots=True)
+class _Unions:
+    """Each union after an edit, with what changed in each (for conflicts and the table)."""
+
+    unions: dict[str, PVector[IPNetwork]]
+    added: dict[str, tuple[IPNetwork, ...]]
+    removed: dict[str, tuple[IPNetwork, ...]]
+    touched: dict[str, list[IPNetwork]]  # listed or unlisted by some file: provenance moved
+
+
+def _by_source(frags: Sequence[Fragment]) -> dict[str, Fragment] | None:
+    by = {f.source: f for f in frags}
+    return by if len(by) == len(frags) else None
+
+
+def _apart(
+    before: Sequence[IPNetwork], after: Sequence[IPNetwork]
+) -> tuple[set[IPNetwork], set[IPNetwork]]:
+    """The parts of two canonically ordered lists between their common head and tail: a
+    one-line edit of a file is then compared, not hashed, CIDR by CIDR (strictly sorted
+    lists share no CIDR between a middle and the other's head or tail)."""
+    n, m = len(before), len(after)
+    head = 0
+    while head < n and head < m and before[head] == after[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and tail < m - head and before[n - 1 - tail] == after[m - 1 - tail]:
+        tail += 1
+    return set(before[head : n - tail]), set(after[head : m - tail])
+
+
+def _union_edit(index: MergeIndex, frags: Sequence[Fragment]) -> _Unions | None:
+    """Each union edited by the files that changed (by source, compared by identity); None
+    when the fragments cannot be matched one to one by source."""
+    old, new = _by_source(index.fragments), _by_source(frags)
+    if old is None or new is None:
+        return None
+    changed = [s for s in sorted(old.keys() | new.keys()) if old.get(s) is not new.get(s)]
+    out = _Unions({}, {}, {}, {})
+    for lk in _LISTS:
+        union = index.unions[lk.key]
+        gone: dict[tuple[int, int, int], IPNetwork] = {}
+        came: dict[tuple[int, int, int], IPNetwork] = {}
+        touched: list[IPNetwork] = []
+        for source in changed:
+            before = (lk.get(old[source]) if source in old else None) or pvector()
+            after = (lk.get(new[source]) if source in new else None) or pvector()
+            if before is after:
+                continue
+            was, now = _apart(before, after)
+            for net in was - now:
+                touched.append(net)
+                gone[cidr_key(net)] = net
+            for net in now - was:
+                touched.append(net)
+                came[cidr_key(net)] = net
+        setters = [v for f in frags if (v := lk.get(f)) is not None]
+        removed = [
+            n for k, n in gone.items() if k not in came and not any(holds(v, n) for v in setters)
+        ]
+        added = [n for k, n in came.items() if k not in gone and not holds(union, n)]
+        removed.sort(key=cidr_key)
+        added.sort(key=cidr_key)
+        if len(added) + len(removed) > len(union) // 8 + 64:
+            union = sorted_cidrs(n for v in setters for n in v)  # a large edit: one sort
+        elif added or removed:
+            union = edited_cidrs(union, added, removed)
+        out.unions[lk.key] = union
+        out.added[lk.key], out.removed[lk.key] = tuple(added), tuple(removed)
+        out.touched[lk.key] = touched
+    return out
+
+
+def _shared_after(index: MergeIndex, u: _Unions) -> int:
+    """|non-masquerade union & masquerade union| after the edit, from the one before."""
+    shared = index.shared
+    masq_before = index.unions[MASQUERADE_CIDRS]
+    shared -= sum(holds(masq_before, n) for n in u.removed[NON_MASQUERADE_CIDRS])
+    shared += sum(holds(masq_before, n) for n in u.added[NON_MASQUERADE_CIDRS])
+    non_after = u.unions[NON_MASQUERADE_CIDRS]
+    shared -= sum(holds(non_after, n) for n in u.removed[MASQUERADE_CIDRS])
+    shared += sum(holds(non_after, n) for n in u.added[MASQUERADE_CIDRS])
+    return shared
+
+
+def _sources(frags: Sequence[Fragment], lk: _ListKey, net: IPNetwork) -> set[str]:
+    return {f.source for f in frags if (v := lk.get(f)) is not None and holds(v, net)}
+
+
+def _covered_one(
+    frags: Sequence[Fragment], net: IPNetwork, masq: Sequence[IPNetwork]
+) -> Conflict | None:
+    """``net``'s covered-CIDR conflict, from lookups around it in the masquerade union."""
+    supers = supernets(masq, net)
+    within = list(inside(masq, net))
+    covered = bool(supers) or any(m == net for m in within)
+    if not covered and within:
+        _, first, last = span(net)
+        reach = first - 1
+        for _, lo, hi in sorted(span(m) for m in within):
+            if lo > reach + 1:
+                break
+            reach = max(reach, hi)
+        covered = reach >= last
+    if not covered:
+        return None
+    given = {(s, f"{NON_MASQUERADE_CIDRS} {net}") for s in _sources(frags, _NON, net)}
+    for m in supers + within:
+        given |= {(s, f"{MASQUERADE_CIDRS} {m}") for s in _sources(frags, _MASQ, m)}
+    return _covered_conflict(net, given)
+
+
+def _covered_conflict(net: IPNetwork, given: set[tuple[str, str]]) -> Conflict:
+    return _conflict(
+        NON_MASQUERADE_CIDRS,
+        given,
+        f"{net} has no effect: {MASQUERADE_CIDRS} cover it whole (masquerade wins)",
+        net,
+    )
+
+
+def _covered_after(
+    index: MergeIndex, frags: Sequence[Fragment], u: _Unions
+) -> PMap[tuple[int, int, int], Conflict]:
+    """The covered-CIDR conflicts, recomputed for the non-masquerade CIDRs an edit can
+    concern: those listed or unlisted, and those overlapping a masquerade CIDR that was."""
+    non, masq = u.unions[NON_MASQUERADE_CIDRS], u.unions[MASQUERADE_CIDRS]
+    affected = {cidr_key(n): n for n in u.touched[NON_MASQUERADE_CIDRS]}
+    for m in u.touched[MASQUERADE_CIDRS]:
+        for n in [*inside(non, m), *supernets(non, m)]:
+            affected[cidr_key(n)] = n
+    covered = index.covered.evolver()
+    for key, net in affected.items():
+        found = _covered_one(frags, net, masq) if masq and holds(non, net) else None
+        if found is not None:
+            covered[key] = found
+        elif key in index.covered:  # each key once: only an earlier conflict can go
+            covered.remove(key)
+    return covered.persistent()
+
+
+def _full_index(frags: Sequence[Fragment], flags: tuple[bool, bool, float]) -> MergeIndex:
+    unions = {lk.key: sorted_cidrs(n for f in frags for n in lk.get(f) or ()) for lk in _LISTS}
+    non, masq = unions[NON_MASQUERADE_CIDRS], unions[MASQUERADE_CIDRS]
+    shared = len(set(non) & set(masq)) if non and masq else 0
+    covered = {cidr_key(c.cidr): c for c in _covered_conflicts(frags) if c.cidr is not None}
+    return MergeIndex(tuple(frags), flags, pmap(unions), shared, pmap(covered))
+
+
+def _incremental_index(
+    previous: Merged | None, frags: Sequence[Fragment], flags: tuple[bool, bool, float]
+) -> tuple[MergeIndex, _Unions | None]:
+    index = previous.index if previous is not None else None
+    if index is None or index.flags != flags:
+        return _full_index(frags, flags), None
+    u = _union_edit(index, frags)
+    if u is None:
+        return _full_index(frags, flags), None
+    shared = _shared_after(index, u)
+    covered = _covered_after(index, frags, u)
+    return MergeIndex(tuple(frags), flags, pmap(u.unions), shared, covered), u
+
+
+def _has_ipv6(frags: Sequence[Fragment]) -> bool:
+    """In canonical order IPv6 comes last: one look at each list's end (and at
+    ``outputAddressIPv6``)."""
+    return any(f.output_address_ipv6 is not None for f in frags) or any(
+        (v := lk.get(f)) and v[-1].version == 6 for f in frags for lk in _LISTS
+    )
+
+
+def _change(
+    previous: Merged | None, u: _Unions | None, lists: dict[str, PVector[IPNetwork]]
+) -> ConfigChange | None:
+    if previous is None or u is None:
+        return None
+    olds = {lk.key: lk.merged(previous.config) for lk in _LISTS}
+    changes: dict[str, ListChange] = {}
+    for key, after in lists.items():
+        if after is olds[key]:
+            changes[key] = ListChange(after, after, (), ())
+        elif (
+            after is u.unions[key]
+            and previous.index is not None
+            and olds[key] is previous.index.unions[key]
+        ):
+            changes[key] = ListChange(olds[key], after, u.added[key], u.removed[key])
+        else:
+            return None  # the defaults came or went: no edit to speak of
+    return ConfigChange(pmap(changes))
+
+
+def _defaults(
+    previous: Merged | None, flags: tuple[bool, bool, float], default: Iterable[IPNetwork]
+) -> PVector[IPNetwork]:
+    """The default list, the previous config's object when that held the same defaults."""
+    index = previous.index if previous is not None else None
+    if (
+        previous is not None
+        and index is not None
+        and index.flags == flags
+        and all(f.non_masquerade_cidrs is None for f in index.fragments)
+    ):
+        return previous.config.non_masquerade_cidrs
+    return sorted_cidrs(default)
+
+
 def merge(
     fragments: Iterable[Fragment],
     *,
     reserved_ranges: bool = False,
     enable_ipv6: bool = False,
     default_resync_interval: float = DEFAULT_RESYNC_SECONDS,
+    previous: Merged | None = None,
 ) -> Result[Merged, ConfigError]:
     """Order-independent merge with per-key defaults.
 
@@ -330,29 +582,38 @@ def merge(
     Disagreements are resolved and returned as
     ``conflicts``; only IPv6 without ``enable_ipv6`` and a CIDR count over
     ``cidrLimit`` fail.
+
+    ``previous``, the result of an earlier merge with the same flags, makes the CIDR
+    lists' work follow what changed: the fragments are matched to its fragments by
+    source, only those that are not the same objects are compared, and each union is
+    edited with a bisect per changed CIDR.  The result is equal to a merge from
+    scratch; its config's ``change`` says how its lists follow from the previous ones.
     """
     frags = list(fragments)
-    setters = [f.non_masquerade_cidrs for f in frags if f.non_masquerade_cidrs is not None]
+    flags = (reserved_ranges, enable_ipv6, default_resync_interval)
+    index, edit = _incremental_index(previous, frags, flags)
+    has_setters = any(f.non_masquerade_cidrs is not None for f in frags)
     default = RESERVED_RANGES if reserved_ranges else RFC1918
-    non_masq = (
-        sorted_cidrs(n for nets in setters for n in nets) if setters else sorted_cidrs(default)
-    )
-    masq = sorted_cidrs(n for f in frags for n in f.masquerade_cidrs or ())
-    sources = sorted_cidrs(n for f in frags for n in f.source_cidrs or ())
+    masq = index.unions[MASQUERADE_CIDRS]
+    sources = index.unions[SOURCE_CIDRS]
+    if has_setters:
+        non_masq = index.unions[NON_MASQUERADE_CIDRS]
+        count = len(non_masq) + len(masq) - index.shared
+    else:
+        non_masq = _defaults(previous, flags, default)
+        count = len(non_masq) + len(masq) - sum(holds(masq, n) for n in non_masq)
+    count += sum(not holds(non_masq, n) and not holds(masq, n) for n in sources)
     output_address, address_conflicts = _OUTPUT_ADDRESS.resolve_optional(frags)
     output_address_ipv6, address_ipv6_conflicts = _OUTPUT_ADDRESS_IPV6.resolve_optional(frags)
     link_local = _MASQ_LINK_LOCAL.resolve(frags, False)
     link_local_ipv6 = _MASQ_LINK_LOCAL_IPV6.resolve(frags, False)
     resync = _RESYNC_INTERVAL.resolve(frags, default_resync_interval)
     limit = _CIDR_LIMIT.resolve(frags, DEFAULT_CIDR_LIMIT)
-    checked = (Success(None) if enable_ipv6 else _ipv6_refused(frags)).bind(
-        lambda _: _within_limit(
-            frags,
-            len(set(non_masq) | set(masq) | set(sources)),
-            _CIDR_LIMIT.given(frags),
-            limit.value,
-        )
+    refused = _ipv6_refused(frags) if not enable_ipv6 and _has_ipv6(frags) else Success(None)
+    checked = refused.bind(
+        lambda _: _within_limit(frags, count, _CIDR_LIMIT.given(frags), limit.value)
     )
+    lists = {NON_MASQUERADE_CIDRS: non_masq, MASQUERADE_CIDRS: masq, SOURCE_CIDRS: sources}
     config = MasqConfig(
         non_masquerade_cidrs=non_masq,
         masquerade_cidrs=masq,
@@ -364,6 +625,7 @@ def merge(
         source_cidrs=sources,
         output_address=output_address,
         output_address_ipv6=output_address_ipv6,
+        change=_change(previous, edit, lists),
     )
     conflicts = [
         *link_local.conflicts,
@@ -373,9 +635,9 @@ def merge(
         *address_conflicts,
         *address_ipv6_conflicts,
     ]
-    conflicts += _covered_conflicts(frags)
+    conflicts += index.covered.values()
     conflicts.sort(key=_conflict_order)
-    return checked.map(lambda _: Merged(config, pvector(conflicts)))
+    return checked.map(lambda _: Merged(config, pvector(conflicts), index))
 
 
 def _conflict_order(c: Conflict) -> tuple[str, tuple[int, int, int], tuple[tuple[str, str], ...]]:

@@ -13,6 +13,8 @@ from typing import Literal
 
 from masq.core.addresses import Family
 
+OTHER_CIDRS = "other"
+"""The ``cidr`` label of the series that sums a family's CIDRs past the series cap."""
 TrafficAction = Literal["RETURN", "MASQUERADE"]
 """What traffic counted under a CIDR got: kept its source (RETURN) or masqueraded."""
 

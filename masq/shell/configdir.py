@@ -92,19 +92,23 @@ def load(
     or the merge's one error, so ``--validate`` can show them all while the agent
     reports the first.  A file whose name and bytes are those of one in ``before``
     keeps its fragment: a one-line edit of one file of a 50,000-CIDR config parses
-    that file only.
+    that file only, and the merge starts from ``before``'s, so its cost follows the
+    CIDRs that changed.
     """
     known = dict(zip(before.sources, before.fragments, strict=True)) if before else {}
     parsed = [_parse(name, data, known) for name, data in files]
     return (
         collect(parsed)
         .alt(lambda _: tuple(p.failure() for p in parsed if isinstance(p, Failure)))
-        .bind(lambda fragments: _merged(files, pvector(fragments), opts))
+        .bind(lambda fragments: _merged(files, pvector(fragments), opts, before))
     )
 
 
 def _merged(
-    files: ConfigFiles, fragments: PVector[Fragment], opts: Options
+    files: ConfigFiles,
+    fragments: PVector[Fragment],
+    opts: Options,
+    before: LoadedConfig | None,
 ) -> Result[LoadedConfig, tuple[ConfigError, ...]]:
     return (
         merge(
@@ -112,6 +116,7 @@ def _merged(
             reserved_ranges=opts.nomasq_all_reserved_ranges,
             enable_ipv6=opts.enable_ipv6,
             default_resync_interval=opts.resync_interval,
+            previous=before.merged if before is not None else None,
         )
         .map(lambda merged: LoadedConfig(sources=files, fragments=fragments, merged=merged))
         .alt(lambda error: (error,))

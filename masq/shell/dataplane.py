@@ -154,7 +154,13 @@ def build(
 
         # The real kernel's elements go over netlink; a test's fake kernel keeps to nft.
         elements = NetlinkElements() if kernel is netlink.SYSTEM else None
-        return NftablesDataplane(dataplane_options(opts), runner, kernel, elements)
+        return NftablesDataplane(
+            dataplane_options(opts),
+            runner,
+            kernel,
+            elements,
+            max_series=opts.metrics_max_cidr_series,
+        )
     from masq.shell.iptables_backend import resolve_backend
     from masq.shell.iptables_runner import IptablesDataplane
 

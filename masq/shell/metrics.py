@@ -36,7 +36,7 @@ from masq.core.config import MasqConfig, effective_resync
 from masq.core.decision import Kind
 from masq.core.fragment import OUTPUT_ADDRESS, OUTPUT_ADDRESS_IPV6, OUTPUT_INTERFACES, SOURCE_CIDRS
 from masq.core.merge import Merged
-from masq.core.traffic import CidrTraffic, Counters, Traffic, summed
+from masq.core.traffic import OTHER_CIDRS, CidrTraffic, Counters, Traffic, summed
 
 Refresher = Callable[[], Traffic]
 
@@ -45,7 +45,6 @@ PREFIX = "ip_masq_agent"
 HEALTH_INTERVALS = 3  # /healthz tolerates this many resync intervals without a success
 TRAFFIC_MAX_AGE_SECONDS = 5.0  # per-CIDR counters are never older than this at a scrape
 DEFAULT_MAX_CIDR_SERIES = 300  # per family; the rest are summed under cidr="other"
-OTHER_CIDRS = "other"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 KIND_LABELS: dict[Kind, str] = {"non-masquerade": "non_masquerade", "masquerade": "masquerade"}
 """The ``kind`` label of each CIDR list, as the metric has always spelled it."""

@@ -44,6 +44,7 @@ from masq.core.nftables.netlink import (
     ObjectChanged,
     RawElement,
     Reply,
+    RuleCounter,
     SetContents,
     SetEdit,
     be32,
@@ -56,6 +57,8 @@ from masq.core.nftables.netlink import (
     notification,
     raw_elements,
     replies,
+    rule_counter,
+    rule_dump_request,
 )
 from masq.core.traffic import Counters
 from masq.shell.errors import AgentError, TransientError
@@ -386,3 +389,33 @@ class Listener:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def read_rule_counters(
+    proto: NftProto, table: str, chain: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> list[RuleCounter]:
+    """Each rule of one chain, in order: the set it looks up and its counter (one dump of
+    the chain's rules, retried if a commit interrupted it; no set element is read)."""
+    what = f"list rules of {proto} {table} {chain}"
+    kind = msg_type("NEWRULE")
+    with open_socket() as sock:
+        exchange = _Exchange(sock, what, timeout)
+        for seq in range(1, _DUMP_ATTEMPTS + 1):
+            exchange.send(rule_dump_request(proto, table, chain, seq))
+            found: list[RuleCounter] = []
+            interrupted = False
+            done = False
+            while not done:
+                for reply in exchange.receive():
+                    if reply.seq != seq:
+                        continue
+                    interrupted |= bool(reply.flags & NLM_F_DUMP_INTR)
+                    if reply.kind == NLMSG_ERROR and reply.error:
+                        raise _error(what, reply.error)
+                    if reply.kind == NLMSG_DONE:
+                        done = True
+                    elif reply.kind == kind:
+                        found.append(rule_counter(reply.body))
+            if not interrupted:
+                return found
+    raise _error(f"{what}: interrupted by commits {_DUMP_ATTEMPTS} times", errno.EINTR)

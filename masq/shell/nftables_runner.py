@@ -25,12 +25,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from pyrsistent import pmap
 from returns.result import Failure, Result, Success
 
-from masq.core.addresses import Family, IPAddress, cidr_key, family_of
+from masq.core.addresses import Family, IPAddress, IPNetwork, cidr_key, family_of
 from masq.core.config import MasqConfig
 from masq.core.decision import decide
 from masq.core.egress import ANY_PACKET, Packet
@@ -39,6 +39,7 @@ from masq.core.fragment import Fragment
 from masq.core.merge import Merged
 from masq.core.nftables.codec import parse_listing, render_batch, render_ops_readable, state_of
 from masq.core.nftables.model import (
+    POSTROUTING_CHAIN,
     AddElements,
     DeleteElements,
     NftFamily,
@@ -50,12 +51,12 @@ from masq.core.nftables.model import (
     op_families,
     op_labels,
 )
-from masq.core.nftables.netlink import SetEdit
-from masq.core.nftables.plan import apply_ops, cleanup_ops, plan, replace_ops
+from masq.core.nftables.netlink import NftProto, RuleCounter, SetEdit
+from masq.core.nftables.plan import cleanup_ops, plan, replace_ops
 from masq.core.nftables.table import desired_table, table_family
-from masq.core.nftables.traffic import traffic_of
+from masq.core.nftables.traffic import scrape_plan, scraped, traffic_of
 from masq.core.options import DataplaneOptions
-from masq.core.traffic import CidrTraffic
+from masq.core.traffic import CidrTraffic, Counters
 from masq.shell import netlink
 from masq.shell.dataplane import Explained, Writes
 from masq.shell.errors import AgentError, TransientError, value_or_raise
@@ -267,6 +268,42 @@ class NftPlan:
         return {} if self.counted is None else self.counted()
 
 
+DEFAULT_MAX_CIDR_SERIES = 300
+"""``--metrics-max-cidr-series``' default: per-CIDR series per family a scrape shows."""
+
+
+class CounterReader(Protocol):
+    """Reads counters without listing the table: a chain's rules, a few set elements."""
+
+    def rules(self, proto: NftProto, table: str, chain: str) -> list[RuleCounter]: ...
+
+    def elements(
+        self, proto: NftProto, table: str, set_name: str, nets: Sequence[IPNetwork]
+    ) -> Mapping[IPNetwork, Counters | None]: ...
+
+
+ElementReader = Callable[
+    [NftProto, str, str, Sequence[IPNetwork]], Mapping[IPNetwork, Counters | None]
+]
+"""(table family, table, set, CIDRs) -> the counters of the elements starting there."""
+
+
+class NetlinkCounters:
+    """``CounterReader`` over netlink (``masq.shell.nft_elements``), imported on first use."""
+
+    def rules(self, proto: NftProto, table: str, chain: str) -> list[RuleCounter]:
+        from masq.shell.nft_elements import read_rule_counters
+
+        return read_rule_counters(proto, table, chain)
+
+    def elements(
+        self, proto: NftProto, table: str, set_name: str, nets: Sequence[IPNetwork]
+    ) -> Mapping[IPNetwork, Counters | None]:
+        from masq.shell.nft_elements import read_counters
+
+        return read_counters(proto, table, set_name, nets)
+
+
 def next_generation(generation: int) -> int:
     """The generation after one commit (a u32 that skips 0 when it wraps)."""
     return (generation + 1) & 0xFFFFFFFF or 1
@@ -282,8 +319,15 @@ class NftablesDataplane:
         runner: Runner = run_command,
         kernel: netlink.Kernel = netlink.SYSTEM,
         elements: Elements | None = None,
+        *,
+        max_series: int = DEFAULT_MAX_CIDR_SERIES,
+        counters: CounterReader | None = None,
     ) -> None:
         self.options = options
+        self.max_series = max_series
+        # Scrapes read counters over netlink from the real kernel only (a fake kernel
+        # in tests has none to offer unless it passes its own reader).
+        self._counters = counters or (NetlinkCounters() if kernel is netlink.SYSTEM else None)
         self.family = table_family(options)
         self.nft = Nft(options.table, runner, kernel)
         self._kernel = kernel
@@ -347,7 +391,7 @@ class NftablesDataplane:
             return
         # The table's shape without its elements: every feature is exercised (fib, nat in
         # this family, masquerade, element counters) at a fraction of 50,000 elements' cost.
-        table = desired_table(config, self.options)
+        table = self._desired_for(config)
         shape = replace(
             table, sets=pmap({n: replace(s, elements=frozenset()) for n, s in table.sets.items()})
         )
@@ -364,7 +408,7 @@ class NftablesDataplane:
         """The desired table, built once per config (the loader keeps the object while
         the files are unchanged): 50,000 CIDRs take 0.2 s to build."""
         if self._desired is None or self._desired[0] is not config:
-            self._desired = (config, desired_table(config, self.options))
+            self._desired = (config, desired_table(config, self.options, self._desired))
         return self._desired[1]
 
     def plan(self, config: MasqConfig) -> NftPlan:
@@ -511,8 +555,31 @@ class NftablesDataplane:
     def _traffic_of(
         self, config: MasqConfig, table: NftTable | None
     ) -> dict[Family, tuple[CidrTraffic, ...]]:
+        """The capped series from a listed table: the same reads as a netlink scrape
+        (shown elements, rule totals), so ``other`` means one thing whichever path read
+        it; the listing turned into every series only when its chain is not the desired."""
         if table is None:
             return {}
+        built = self._desired
+        chain = table.chains.get(POSTROUTING_CHAIN)
+        if built is not None and built[0] is config and chain is not None:
+            rules = [
+                RuleCounter(r.daddr_set, r.counters if r.counter else None) for r in chain.rules
+            ]
+
+            def listed(
+                proto: str, name: str, set_name: str, nets: Sequence[IPNetwork]
+            ) -> Mapping[IPNetwork, Counters | None]:
+                s = table.sets.get(set_name)
+                if s is None:
+                    return {}
+                return {
+                    n: s.counters.get(n, Counters(0, 0)) if n in s.elements else None for n in nets
+                }
+
+            found = self._capped(config, built[1], rules, listed)
+            if found is not None:
+                return found
         return traffic_of(table, [decide(config, f) for f in self.options.families])
 
     def apply(self, plan: NftPlan) -> Writes:
@@ -571,19 +638,21 @@ class NftablesDataplane:
 
     def _remember(self, p: NftPlan, desired: NftTable) -> None:
         if self._watch is not None:  # anyone else's change to the table will be told
-            self._model(p, desired, 0)
+            self._model(desired, 0)
             return
         after = self._kernel.generation()
         if p.generation is None or after is None or after != next_generation(p.generation):
             return
-        self._model(p, desired, after)
+        self._model(desired, after)
 
-    def _model(self, p: NftPlan, desired: NftTable, generation: int) -> None:
-        """Know the table as the plan's ops leave it (the kernel holds exactly that)."""
-        modeled = apply_ops(p.observed, p.ops).tables.get(desired.family)
-        if modeled is not None:
-            in_sync = self._desired[0] if self._desired and self._desired[1] is desired else None
-            self._known = _Known(generation, modeled, in_sync)
+    def _model(self, desired: NftTable, generation: int) -> None:
+        """Know the table as our commit left it: ``desired`` itself.  The ops are
+        ``plan(desired, observed)`` (element edits over netlink make the same sets), and
+        the plan's property is ``apply_ops(observed, plan(d, observed)) == d``; keeping that
+        very object lets the next plan diff only what changes next (its sets' recorded
+        delta), without modelling (sorting) 100,000 elements."""
+        in_sync = self._desired[0] if self._desired and self._desired[1] is desired else None
+        self._known = _Known(generation, desired, in_sync)
 
     def describe(self, plan: NftPlan, out: TextIO) -> None:
         if plan.desired is None:
@@ -599,8 +668,50 @@ class NftablesDataplane:
         out.write(render_ops_readable(plan.ops))
 
     def traffic(self, config: MasqConfig) -> dict[Family, tuple[CidrTraffic, ...]]:
-        """Per-CIDR counters from one listing of our table (read-only, for a scrape)."""
+        """Per-CIDR counters for a scrape (read-only, any thread): over netlink, the
+        counters of the series the scrape shows and the base chain's rule counters (the
+        rest is ``other``); else, or when the kernel's chain is not the desired one, one
+        listing of the whole table."""
+        built = self._desired  # the sync thread's last desired table, read once
+        if self._counters is not None and built is not None and built[0] is config:
+            try:
+                found = self._scraped(config, built[1], self._counters)
+            except (AgentError, OSError) as error:
+                LOG.debug("netlink counters unreadable", extra={"kv": {"error": str(error)}})
+            else:
+                if found is not None:
+                    return found
         return self._traffic_of(config, self.nft.list(self.family))
+
+    def _scraped(
+        self, config: MasqConfig, desired: NftTable, counters: CounterReader
+    ) -> dict[Family, tuple[CidrTraffic, ...]] | None:
+        """What a scrape shows, reading only that (None: the chain is not ours as desired)."""
+        rules = counters.rules(self.family, desired.name, POSTROUTING_CHAIN)
+        return self._capped(config, desired, rules, counters.elements)
+
+    def _capped(
+        self,
+        config: MasqConfig,
+        desired: NftTable,
+        rules: Sequence[RuleCounter],
+        elements: ElementReader,
+    ) -> dict[Family, tuple[CidrTraffic, ...]] | None:
+        """The capped series from the base chain's rules (None: not the desired chain) and
+        the shown elements' counters, read through ``elements``."""
+        chain = desired.chains[POSTROUTING_CHAIN]
+        if len(rules) != len(chain.rules) or any(
+            (r.lookup, r.counters is not None) != (want.daddr_set, want.counter)
+            for r, want in zip(rules, chain.rules, strict=True)
+        ):
+            return None
+        plan = scrape_plan(desired, config, self.options.families, self.max_series)
+        read = {
+            name: elements(self.family, desired.name, name, nets)
+            for name, nets in plan.reads.items()
+            if nets
+        }
+        return scraped(plan, desired, read, [r.counters for r in rules])
 
     def explain(
         self,

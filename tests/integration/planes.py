@@ -175,9 +175,11 @@ class NftablesPlane(Plane):
                 out[f"{family} set {kind}-v{v}"] = lines
         chain = ["type nat hook postrouting priority srcnat + 10; policy accept;"]
         chain.append("fib daddr type local return")
-        chain += [f"{payload[v]} daddr @masquerade-v{v} jump snat-to-node" for v in versions]
+        chain += [
+            f"{payload[v]} daddr @masquerade-v{v} counter jump snat-to-node" for v in versions
+        ]
         chain += [f"{payload[v]} daddr {link_local[v]} counter return" for v in versions if keep[v]]
-        chain += [f"{payload[v]} daddr @non-masquerade-v{v} return" for v in versions]
+        chain += [f"{payload[v]} daddr @non-masquerade-v{v} counter return" for v in versions]
         if want.ipv6:
             chain += [f"meta nfproto ipv{v} counter jump snat-to-node" for v in versions]
         else:

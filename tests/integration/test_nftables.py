@@ -81,7 +81,8 @@ def test_each_new_flow_counts_once_where_it_was_decided_and_syncs_never_reset_it
     nftables: NftablesPlane, config_dir: Path
 ) -> None:
     """N new flows to a CIDR raise its set element's counter by exactly N (the nat chain sees a
-    flow's first packet only); the link-local and catch-all rules count the same way.  A sync
+    flow's first packet only); the link-local and catch-all rules count the same way, and
+    each set lookup rule counts the sum of its set's elements.  A sync
     that finds the table right writes nothing: every handle and counter stays as it was."""
     topo = nftables.topo
     write_config(
@@ -105,7 +106,13 @@ def test_each_new_flow_counts_once_where_it_was_decided_and_syncs_never_reset_it
     assert counters == {
         "masquerade": {"198.51.100.0/24": 13, "172.20.0.10/32": 11},
         "non-masquerade": {"10.0.0.0/8": 0, "172.16.0.0/12": 0, "192.168.0.0/16": 7},
-        "rules": {"ip daddr 169.254.0.0/16 counter return": 3, "counter jump snat-to-node": 5},
+        "rules": {
+            # each set lookup counts what its elements count, summed
+            "ip daddr @masquerade-v4 counter jump snat-to-node": 24,
+            "ip daddr 169.254.0.0/16 counter return": 3,
+            "ip daddr @non-masquerade-v4 counter return": 7,
+            "counter jump snat-to-node": 5,
+        },
     }
     listed = nft.nft(topo, "-a", "list", "table", "ip", TABLE)
     proc = nftables.run_agent(config_dir)
@@ -461,10 +468,10 @@ def test_explain_in_nftables_mode_reads_the_live_table_and_agrees_with_the_packe
     }
     deciding = {
         DEST_DOC_A: "counter jump snat-to-node",
-        DEST_UPLINK: "ip daddr @non-masquerade-v4 return (element 192.168.0.0/16, counter 1 "
-        "packets",
-        DEST_PRIVATE: "ip daddr @masquerade-v4 jump snat-to-node (element 172.20.0.0/16, "
-        "counter 1 packets",
+        DEST_UPLINK: "ip daddr @non-masquerade-v4 counter return (element 192.168.0.0/16,"
+        " counter 1 packets",
+        DEST_PRIVATE: "ip daddr @masquerade-v4 counter jump snat-to-node (element"
+        " 172.20.0.0/16, counter 1 packets",
         DEST_LINK_LOCAL: "ip daddr 169.254.0.0/16 counter return",
     }
     before = kernel_snapshot(topo)
@@ -641,5 +648,46 @@ def test_metrics_are_the_kernel_counters_per_cidr_also_in_steady_state(
         time.sleep(1.5)  # a resync that finds the table right
         send(topo)
         counted = wait_for(lambda: packets(topo) == expected_packets(2), 10, 0.2)
+        assert counted is not None, packets(topo)
+        assert proc.poll() is None, log.read_text()
+
+
+def capped_packets(factor: int) -> dict[tuple[str, str], float]:
+    """``expected_packets`` with 3 series: the first three in CIDR order, the rest summed
+    per action under ``other`` (192.168.0.0/16 and link-local kept, 198.51.100.0/24
+    masqueraded)."""
+    return {
+        ("0.0.0.0/0", "MASQUERADE"): 5.0 * factor,
+        ("10.0.0.0/8", "RETURN"): 0.0,
+        ("10.240.0.0/16", "RETURN"): 0.0,
+        ("other", "MASQUERADE"): 7.0 * factor,
+        ("other", "RETURN"): 7.0 * factor,
+    }
+
+
+def test_a_capped_scrape_reads_the_shown_counters_and_the_rule_totals(
+    nftables: NftablesPlane, config_dir: Path, tmp_path: Path
+) -> None:
+    """With --metrics-max-cidr-series=3, a refreshing scrape (over netlink: the chain's rule
+    counters and the three shown series' elements) shows the kernel's counters for those,
+    and per action ``other`` = the set lookup and rule totals minus them, as a capped full
+    listing would; flows sent while the daemon runs show at the next refresh."""
+    topo = nftables.topo
+    write_config(config_dir, "ip-masq-agent", METRICS_CONFIG)
+    assert_ok(nftables.run_agent(config_dir))
+    send(topo)
+    log = tmp_path / "agent.log"
+    flags = (
+        *NFTABLES,
+        f"--metrics-bind-address=127.0.0.1:{METRICS_PORT}",
+        "--metrics-max-cidr-series=3",
+        "--resync-interval=60",
+    )
+    with daemon(topo, config_dir, *flags, log=log) as proc:
+        listed = wait_for(lambda: proc.poll() is not None or packets(topo) != {}, 10, 0.1)
+        assert listed is not None and proc.poll() is None, log.read_text()
+        assert packets(topo) == capped_packets(1)
+        send(topo)
+        counted = wait_for(lambda: packets(topo) == capped_packets(2), 12, 0.5)
         assert counted is not None, packets(topo)
         assert proc.poll() is None, log.read_text()

@@ -8,8 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from returns.result import Failure, Success
+from strategies import cidrs
 
-from masq.core.addresses import IPNetwork, parse_cidr, parse_ip
+from masq.core.addresses import (
+    IPNetwork,
+    edited_cidrs,
+    holds,
+    inside,
+    parse_cidr,
+    parse_ip,
+    sorted_cidrs,
+    supernets,
+)
 
 PLAIN = (
     "not a plain CIDR (only an address and a prefix length, like 10.0.0.0/8 or fd00::/8;"
@@ -98,3 +108,35 @@ def test_parse_ip_refusals(text: str, message: str) -> None:
     assert isinstance(result, Failure)
     assert result.failure().value == text
     assert str(result.failure()) == message
+
+
+# Fails if a bisect uses another order than cidr_key, if ``inside`` misses a CIDR that
+# starts at the last address or takes one just past it, or if an edit loses the order.
+@given(
+    st.lists(st.one_of(cidrs("ipv4"), cidrs("ipv6")), max_size=12),
+    st.lists(st.one_of(cidrs("ipv4"), cidrs("ipv6")), max_size=6),
+    st.one_of(cidrs("ipv4"), cidrs("ipv6")),
+)
+def test_ordered_lookups_and_edits_agree_with_brute_force(
+    listed: list[IPNetwork], others: list[IPNetwork], probe: IPNetwork
+) -> None:
+    """On a canonically ordered list: ``holds`` is membership, ``inside`` is every listed
+    CIDR that starts within the probe's range (so its subnets, itself, and its supernets
+    starting where it starts), ``supernets`` every listed CIDR that covers the probe
+    strictly (shortest first), and ``edited_cidrs`` equals sorting the edited set."""
+    nets = sorted_cidrs(listed)
+    assert holds(nets, probe) == (probe in set(nets))
+    first, last = int(probe.network_address), int(probe.broadcast_address)
+    expected = [
+        n for n in nets if n.version == probe.version and first <= int(n.network_address) <= last
+    ]
+    assert list(inside(nets, probe)) == expected
+    assert supernets(nets, probe) == [
+        n
+        for n in nets
+        if n.version == probe.version and n != probe and probe.subnet_of(n)  # type: ignore[arg-type]
+    ]
+    removed = [n for n in nets if n in set(others) or n == probe]
+    added = sorted_cidrs(n for n in others if n not in set(nets))
+    result = edited_cidrs(nets, added, removed)
+    assert result == sorted_cidrs((set(nets) - set(removed)) | set(added))

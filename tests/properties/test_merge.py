@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 from integration.expected import RESERVED, RFC1918
 from pyrsistent import pvector
 from returns.result import Failure, Success
+from strategies import fragment_histories
 
 from masq.core.addresses import IPNetwork, cidr_key, sorted_cidrs
 from masq.core.config import MasqConfig
 from masq.core.duration import format_duration
 from masq.core.fragment import Fragment
-from masq.core.merge import merge, provenance
+from masq.core.merge import Merged, merge, provenance
 
 # A small pool so that fragments overlap, repeat and cover each other often.
 POOL_V4 = [
@@ -302,6 +303,64 @@ def test_provenance_names_exactly_the_listing_sources(
     )
     assert provenance(frags, net) == tuple(expected)
     assert provenance(reversed(frags), net) == tuple(expected)
+
+
+# Fails if the incremental merge misses a CIDR still listed by another file, keeps a conflict
+# whose cause went away, miscounts CIDRs in several lists (sourceCIDRs too) against cidrLimit,
+# or loses the defaults' switch when the last file listing nonMasqueradeCIDRs goes.
+@given(st.data(), st.booleans(), st.booleans())
+def test_incremental_merge_equals_merge_from_scratch(
+    data: st.DataObject, v6: bool, reserved: bool
+) -> None:
+    """For any sequence of config directories where each step adds, removes or edits one
+    file, merging each step with ``previous=`` the last successful merge gives exactly what
+    merging it from scratch gives (config, conflicts, or the same error), and the config's
+    ``change`` names exactly the CIDRs each list gained and lost."""
+    history = data.draw(fragment_histories(ipv6=v6 or data.draw(st.integers(0, 3)) == 0))
+    previous: Merged | None = None
+    for frags in history:
+        scratch = merge(frags, enable_ipv6=v6, reserved_ranges=reserved)
+        stepped = merge(frags, enable_ipv6=v6, reserved_ranges=reserved, previous=previous)
+        assert stepped == scratch
+        if isinstance(stepped, Failure):
+            continue
+        config = stepped.unwrap().config
+        if previous is not None and config.change is not None:
+            before = previous.config
+            for key, old, new in (
+                ("nonMasqueradeCIDRs", before.non_masquerade_cidrs, config.non_masquerade_cidrs),
+                ("masqueradeCIDRs", before.masquerade_cidrs, config.masquerade_cidrs),
+                ("sourceCIDRs", before.source_cidrs, config.source_cidrs),
+            ):
+                change = config.change.lists[key]
+                assert change.follows(old, new)
+                assert set(change.added) == set(new) - set(old)
+                assert set(change.removed) == set(old) - set(new)
+        previous = stepped.unwrap()
+
+
+def test_an_edit_of_one_file_records_its_change() -> None:
+    """Editing one CIDR of one file out of two merges incrementally: the config's change
+    names that CIDR alone, and the untouched list is the previous object itself."""
+    a = Fragment(
+        "a", non_masquerade_cidrs=sorted_cidrs(net(c) for c in ("10.0.0.0/8", "11.0.0.0/8"))
+    )
+    b = Fragment("b", masquerade_cidrs=sorted_cidrs([net("10.1.0.0/16")]))
+    first = merge([a, b]).unwrap()
+    edited = Fragment(
+        "a", non_masquerade_cidrs=sorted_cidrs([net("10.0.0.0/8"), net("12.0.0.0/8")])
+    )
+    second = merge([edited, b], previous=first).unwrap()
+    assert second == merge([edited, b]).unwrap()
+    change = second.config.change
+    assert change is not None
+    assert change.lists["nonMasqueradeCIDRs"].added == (net("12.0.0.0/8"),)
+    assert change.lists["nonMasqueradeCIDRs"].removed == (net("11.0.0.0/8"),)
+    assert second.config.masquerade_cidrs is first.config.masquerade_cidrs
+
+
+def net(text: str) -> IPNetwork:
+    return ipaddress.ip_network(text)
 
 
 ADDRESSES_V4 = [ipaddress.IPv4Address(a) for a in ("192.0.2.10", "192.0.2.11", "198.51.100.1")]

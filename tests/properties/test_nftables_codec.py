@@ -198,9 +198,9 @@ table ip ip-masq-agent {
     chain postrouting {
         type nat hook postrouting priority srcnat + 10; policy accept;
         fib daddr type local return
-        ip daddr @masquerade-v4 jump snat-to-node
+        ip daddr @masquerade-v4 counter jump snat-to-node
         ip daddr 169.254.0.0/16 counter return
-        ip daddr @non-masquerade-v4 return
+        ip daddr @non-masquerade-v4 counter return
         counter jump snat-to-node
     }
 }
@@ -238,11 +238,11 @@ table inet ip-masq-agent {
     chain postrouting {
         type nat hook postrouting priority srcnat + 10; policy accept;
         fib daddr type local return
-        ip daddr @masquerade-v4 jump snat-to-node
-        ip6 daddr @masquerade-v6 jump snat-to-node
+        ip daddr @masquerade-v4 counter jump snat-to-node
+        ip6 daddr @masquerade-v6 counter jump snat-to-node
         ip daddr 169.254.0.0/16 counter return
-        ip daddr @non-masquerade-v4 return
-        ip6 daddr @non-masquerade-v6 return
+        ip daddr @non-masquerade-v4 counter return
+        ip6 daddr @non-masquerade-v6 counter return
         meta nfproto ipv4 counter jump snat-to-node
         meta nfproto ipv6 counter jump snat-to-node
     }

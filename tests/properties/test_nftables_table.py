@@ -8,14 +8,16 @@ import netaddr
 from hypothesis import given
 from hypothesis import strategies as st
 from nft_text import masquerades, parse_text
-from strategies import configs, probe_addresses, table_options
+from returns.result import Success
+from strategies import configs, fragment_histories, probe_addresses, table_options
 
 from masq.core.addresses import family_of
 from masq.core.config import MasqConfig
 from masq.core.decision import should_masquerade
-from masq.core.fragment import parse_fragment
+from masq.core.fragment import Fragment, parse_fragment
 from masq.core.merge import merge
 from masq.core.nftables.codec import render_table
+from masq.core.nftables.model import NftTable
 from masq.core.nftables.table import TableOptions, desired_table
 
 
@@ -83,3 +85,39 @@ def test_zero_prefix_and_link_local_overlap_render_and_decide() -> None:
         address = ipaddress.ip_address(ip)
         assert masquerades(text, ip) is should_masquerade(config, address), ip
     assert text.sets["non-masquerade-v4"][2] == ["0.0.0.0/0"]
+
+
+def _configs_over_time(history: list[list[Fragment]], v6: bool) -> list[MasqConfig]:
+    """Each step's config, merged incrementally from the last good one (as the agent does)."""
+    configs_seen: list[MasqConfig] = []
+    previous = None
+    for frags in history:
+        merged = merge(frags, enable_ipv6=v6, previous=previous)
+        if isinstance(merged, Success):
+            previous = merged.unwrap()
+            configs_seen.append(previous.config)
+    return configs_seen
+
+
+# Fails if a removed covering CIDR does not bring back the CIDRs it covered, if an added one
+# does not push out those it covers, if a set of the other family is touched, or if the
+# recorded delta or order disagree with the elements.
+@given(data=st.data(), options=table_options())
+def test_derived_table_equals_table_from_scratch(
+    data: st.DataObject, options: TableOptions
+) -> None:
+    """For any sequence of configs from incremental merges, the table derived from the
+    previous config's table equals the one built from scratch, and each derived set knows
+    exactly which elements it gained and lost."""
+    history = data.draw(fragment_histories(ipv6=options.enable_ipv6))
+    previous: tuple[MasqConfig, NftTable] | None = None
+    for config in _configs_over_time(history, options.enable_ipv6):
+        table = desired_table(config, options, previous)
+        assert table == desired_table(config, options)
+        for name, s in table.sets.items():
+            assert s.index is not None and s.index.of is s.elements
+            if previous is not None and config.change is not None:
+                before = previous[1].sets[name].elements
+                if s.elements is not before:
+                    assert s.delta_from(before) == (before - s.elements, s.elements - before)
+        previous = (config, table)

@@ -105,11 +105,11 @@ def expected_table(config: MasqConfig) -> TableView:
     postrouting = [
         "type nat hook postrouting priority srcnat + 10; policy accept;",
         "fib daddr type local return",
-        "ip daddr @masquerade-v4 jump snat-to-node",
+        "ip daddr @masquerade-v4 counter jump snat-to-node",
     ]
     if not config.masq_link_local:
         postrouting.append("ip daddr 169.254.0.0/16 counter return")
-    postrouting += ["ip daddr @non-masquerade-v4 return", "counter jump snat-to-node"]
+    postrouting += ["ip daddr @non-masquerade-v4 counter return", "counter jump snat-to-node"]
     return TableView(
         *NFT_TABLE,
         chains={"snat-to-node": ("masquerade fully-random",), "postrouting": tuple(postrouting)},

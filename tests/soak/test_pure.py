@@ -268,9 +268,9 @@ table ip ip-masq-agent {
 \tchain postrouting {
 \t\ttype nat hook postrouting priority srcnat + 10; policy accept;
 \t\tfib daddr type local return
-\t\tip daddr @masquerade-v4 jump snat-to-node
+\t\tip daddr @masquerade-v4 counter packets 3 bytes 252 jump snat-to-node
 \t\tip daddr 169.254.0.0/16 counter packets 12 bytes 1008 return
-\t\tip daddr @non-masquerade-v4 return
+\t\tip daddr @non-masquerade-v4 counter packets 5 bytes 420 return
 \t\tcounter packets 0 bytes 0 jump snat-to-node
 \t}
 }

@@ -13,9 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from masq.core.config import MIN_RESYNC_SECONDS, MasqConfig, effective_resync
-from masq.core.traffic import CidrTraffic
+from masq.core.traffic import OTHER_CIDRS, CidrTraffic
 from masq.shell import http, logs
-from masq.shell.metrics import OTHER_CIDRS, TRAFFIC_MAX_AGE_SECONDS, Metrics, capped
+from masq.shell.metrics import TRAFFIC_MAX_AGE_SECONDS, Metrics, capped
 from masq.shell.options import BindAddress
 
 

@@ -10,24 +10,30 @@ itself: the namespace tests and tests/properties/test_nftables_codec.py run the 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from fake_iptables import FakeIptables, FakeKernel
 from fake_nft import FakeNft
-from pyrsistent import pvector
+from pyrsistent import pmap, pvector
 
+from masq.core.addresses import IPNetwork
 from masq.core.config import MasqConfig
+from masq.core.decision import decide
 from masq.core.nat import parse_to_ports
 from masq.core.nftables.codec import state_of
 from masq.core.nftables.model import NftState
+from masq.core.nftables.netlink import RuleCounter
 from masq.core.nftables.table import desired_table
+from masq.core.nftables.traffic import traffic_of
 from masq.core.options import DataplaneOptions
+from masq.core.traffic import Counters
 from masq.shell.agent import Agent
 from masq.shell.dataplane import dataplane_options
 from masq.shell.errors import AgentError, TransientError
-from masq.shell.metrics import Metrics
+from masq.shell.metrics import Metrics, capped
 from masq.shell.nftables_runner import Nft, NftablesDataplane, failure, feature_missing
 from masq.shell.options import Options
 from masq.shell.process import Completed, Stdin
@@ -388,7 +394,7 @@ def test_an_idle_resync_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
     built: list[int] = []
 
-    def counting(config: MasqConfig, options: DataplaneOptions) -> object:
+    def counting(config: MasqConfig, options: DataplaneOptions, previous: object = None) -> object:
         built.append(1)
         return desired_table(config, options)
 
@@ -420,6 +426,125 @@ def test_a_refused_probe_exits_with_the_missing_feature_named(tmp_path: Path) ->
         agent.sync()
     assert [c[1] for c in fake.calls] == ["-c"]  # the probe only: nothing was written
     assert fake.state == NftState()
+
+
+def test_a_config_edit_is_planned_from_the_change_alone(tmp_path: Path) -> None:
+    """After the agent's own write, a one-CIDR edit of one file is merged from the last
+    merge, its table derived from the last desired table (which the kernel is known to
+    hold, same elements object) and planned from the recorded change: one element op,
+    nothing listed, and the kernel ends up with exactly the table built from scratch."""
+    from masq.shell.configdir import load
+
+    opts = Options(dataplane="nftables", config_dir=str(tmp_path))
+    files = [
+        ("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8]\n"),
+        ("ip-masq-b", b"masqueradeCIDRs: [10.1.0.0/16]\n"),
+    ]
+    first = load(tuple(files), opts).unwrap()
+    fake = FakeNft(generation=3)
+    plane = NftablesDataplane(DataplaneOptions(), fake, fake.kernel())
+    plane.apply(plane.plan(first.merged.config))
+    files[0] = ("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8, 11.0.0.0/8, 12.0.0.0/8]\n")
+    second = load(tuple(files), opts, first).unwrap()
+    assert second.merged.config.change is not None
+    step = plane.plan(second.merged.config)
+    assert step.listed is False
+    assert step.desired is not None
+    known = step.observed.tables["ip"].sets["non-masquerade-v4"].elements
+    assert step.desired.sets["non-masquerade-v4"].delta_from(known) == (
+        frozenset(),
+        frozenset([ip("12.0.0.0/8")]),
+    )
+    assert len(step.ops) == 1
+    plane.apply(step)
+    assert fake.state.tables["ip"] == desired_table(second.merged.config, DataplaneOptions())
+
+
+class _StateCounters:
+    """A ``CounterReader`` over a FakeNft's kernel state, counting what it is asked."""
+
+    def __init__(self, fake: FakeNft) -> None:
+        self.fake = fake
+        self.elements_read = 0
+
+    def rules(self, proto: str, table: str, chain: str) -> list[RuleCounter]:
+        rules = self.fake.state.tables[proto].chains[chain].rules  # type: ignore[index]
+        return [RuleCounter(r.daddr_set, r.counters if r.counter else None) for r in rules]
+
+    def elements(
+        self, proto: str, table: str, set_name: str, nets: Sequence[IPNetwork]
+    ) -> dict[IPNetwork, Counters | None]:
+        self.elements_read += len(nets)
+        s = self.fake.state.tables[proto].sets[set_name]  # type: ignore[index]
+        return {n: s.counters.get(n, Counters(0, 0)) if n in s.elements else None for n in nets}
+
+
+def _counted(fake: FakeNft) -> None:
+    """Traffic in the fake kernel: each element and counted rule some packets, each set
+    lookup rule the sum of its set's elements (as the kernel counts them)."""
+    table = fake.state.tables["ip"]
+    sets = {
+        n: replace(
+            s, counters={e: Counters(i + 1, 100 * (i + 1)) for i, e in enumerate(s.elements)}
+        )
+        for n, s in table.sets.items()
+    }
+    chain = table.chains["postrouting"]
+    rules = []
+    for r in chain.rules:
+        if r.counter and r.daddr_set is not None:
+            values = sets[r.daddr_set].counters.values()
+            rules.append(
+                replace(
+                    r,
+                    counters=Counters(sum(c.packets for c in values), sum(c.bytes for c in values)),
+                )
+            )
+        else:
+            rules.append(replace(r, counters=Counters(5, 500)) if r.counter else r)
+    chains = table.chains.set("postrouting", replace(chain, rules=pvector(rules)))
+    fake.state = replace(
+        fake.state,
+        tables=fake.state.tables.set("ip", replace(table, sets=pmap(sets), chains=chains)),
+    )
+
+
+def test_a_scrape_reads_only_the_counters_it_shows() -> None:
+    """With 1,000 CIDRs and a cap of 10 series, a refreshing scrape reads the base chain's
+    rule counters and at most 10 elements, lists nothing, and shows exactly what the capped
+    full listing shows (``other`` from the lookup rules' totals); a chain that is not the
+    desired one is listed whole instead."""
+    nets = pvector(ipaddress.ip_network(f"11.{i // 250}.{i % 250}.0/24") for i in range(1000))
+    config = MasqConfig(non_masquerade_cidrs=nets, cidr_limit=5000)
+    fake = FakeNft(generation=2)
+    reader = _StateCounters(fake)
+    plane = NftablesDataplane(
+        DataplaneOptions(), fake, fake.kernel(), max_series=10, counters=reader
+    )
+    plane.apply(plane.plan(config))
+    _counted(fake)
+    calls = len(fake.nft_calls())
+    shown = capped([t for rows in plane.traffic(config).values() for t in rows], 10)
+    assert len(fake.nft_calls()) == calls  # no nft started, nothing listed
+    assert 0 < reader.elements_read <= 10
+    every = traffic_of(fake.state.tables["ip"], [decide(config, "ipv4")])
+    listed = capped([t for rows in every.values() for t in rows], 10)
+    assert shown == listed
+    assert any(t.cidr == "other" and t.packets > 0 for t in shown)
+    table = fake.state.tables["ip"]
+    chain = table.chains["postrouting"]
+    fake.state = replace(
+        fake.state,
+        tables=fake.state.tables.set(
+            "ip",
+            replace(
+                table,
+                chains=table.chains.set("postrouting", replace(chain, rules=chain.rules[:-1])),
+            ),
+        ),
+    )
+    plane.traffic(config)
+    assert fake.nft_calls()[-1] == "-j list"
 
 
 @pytest.mark.parametrize("enable_ipv6", [False, True])

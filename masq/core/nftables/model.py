@@ -58,6 +58,20 @@ def no_counters() -> Mapping[IPNetwork, Counters]:
 
 
 @dataclass(frozen=True, slots=True)
+class SetIndex:
+    """What makes a set's next version cheap to derive and to diff, valid for the
+    elements object ``of`` only (compared by identity, so a set rebuilt with other
+    elements simply has no index): ``of`` was built by ``desired_table``; ``before``,
+    when set, is the elements object ``of`` was derived from by removing ``removed``
+    and adding ``added``."""
+
+    of: frozenset[IPNetwork]
+    before: frozenset[IPNetwork] | None = None
+    added: frozenset[IPNetwork] = frozenset()
+    removed: frozenset[IPNetwork] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class NftSet:
     """An interval set of one address family.
 
@@ -80,6 +94,17 @@ class NftSet:
     opaque: tuple[str, ...] = ()
     kind: Kind | None = None
     counters: Mapping[IPNetwork, Counters] = field(default_factory=no_counters, compare=False)
+    index: SetIndex | None = field(default=None, compare=False, repr=False)
+
+    def delta_from(
+        self, before: frozenset[IPNetwork]
+    ) -> tuple[frozenset[IPNetwork], frozenset[IPNetwork]] | None:
+        """(removed, added) turning the elements object ``before`` into ours, when this
+        set was derived from exactly that object (else None: compare the elements)."""
+        index = self.index
+        if index is None or index.of is not self.elements or index.before is not before:
+            return None
+        return index.removed, index.added
 
 
 NftVerdict = Literal["return", "jump", "masquerade", "snat"]

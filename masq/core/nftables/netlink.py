@@ -782,3 +782,42 @@ class Watch:
                 pending = []
         watch = Watch(self.tables, self.own_pids, self.own_portids, tuple(pending))
         return watch, Seen(tuple(foreign), lost, generation)
+
+
+# --- reading a chain's rule counters ---
+
+NFTA_RULE_TABLE: Final = 1
+NFTA_RULE_CHAIN: Final = 2
+NFTA_RULE_EXPRESSIONS: Final = 4
+NFTA_LOOKUP_SET: Final = 1
+
+
+def rule_dump_request(family: NftProto, table: str, chain: str, seq: int) -> bytes:
+    """A dump of one chain's rules (the kernel filters by table and chain)."""
+    body = strz(NFTA_RULE_TABLE, table) + strz(NFTA_RULE_CHAIN, chain)
+    return message(msg_type("GETRULE"), NLM_F_REQUEST | NLM_F_DUMP, seq, family, body)
+
+
+class RuleCounter(NamedTuple):
+    """What a scrape needs of one rule: the set its lookup names (None: no lookup) and its
+    counter statement's values (None: no counter)."""
+
+    lookup: str | None
+    counters: Counters | None
+
+
+def rule_counter(body: bytes) -> RuleCounter:
+    """The lookup set and counter of the rule in one NEWRULE message body."""
+    lookup: str | None = None
+    counters: Counters | None = None
+    for kind, a, b in attrs(body, GENMSG.size):
+        if kind != NFTA_RULE_EXPRESSIONS:
+            continue
+        for k, ea, eb in attrs(body, a, b):
+            if k != NFTA_LIST_ELEM:
+                continue
+            counters = _counter(body, ea, eb) or counters
+            expr = attr_map(body, ea, eb)
+            if text(expr.get(NFTA_EXPR_NAME)) == "lookup" and NFTA_EXPR_DATA in expr:
+                lookup = text(attr_map(expr[NFTA_EXPR_DATA]).get(NFTA_LOOKUP_SET))
+    return RuleCounter(lookup, counters)

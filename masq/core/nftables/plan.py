@@ -63,12 +63,23 @@ element's counter.
 """
 
 
+def _element_diff(want: NftSet, have: NftSet) -> tuple[frozenset[IPNetwork], frozenset[IPNetwork]]:
+    """(stale, missing): the same elements object differs in nothing, a set derived from
+    the observed elements object by what it records (``desired_table(previous=)``) in
+    that; anything else is compared element by element."""
+    if want.elements is have.elements:
+        return frozenset(), frozenset()
+    delta = want.delta_from(have.elements)
+    if delta is not None:
+        return delta
+    return have.elements - want.elements, want.elements - have.elements
+
+
 def _edits(desired: NftTable, observed: NftTable) -> list[NftOp]:
     deletes: list[NftOp] = []
     adds: list[NftOp] = []
     for name in sorted(desired.sets):
-        want, have = desired.sets[name].elements, observed.sets[name].elements
-        stale, missing = have - want, want - have
+        stale, missing = _element_diff(desired.sets[name], observed.sets[name])
         if len(stale) + len(missing) > SET_RELOAD_AFTER_EDITS:
             deletes.append(ReplaceSet(desired.family, desired.name, desired.sets[name]))
             continue

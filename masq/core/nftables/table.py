@@ -10,14 +10,30 @@ elements, and under first match the covered one could never decide anyway.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Final
 
 from pyrsistent import pmap, pvector
 from pyrsistent.typing import PVector
 
-from masq.core.addresses import IPNetwork, uncovered
-from masq.core.config import MasqConfig
-from masq.core.decision import FamilyDecision, Kind, decide
+from masq.core.addresses import (
+    Family,
+    IPNetwork,
+    cidr_key,
+    family_of,
+    inside,
+    supernets,
+    uncovered,
+    uncovered_of_ordered,
+)
+from masq.core.config import ListChange, MasqConfig
+from masq.core.decision import (
+    KINDS,
+    FamilyDecision,
+    Kind,
+    decide,
+)
 from masq.core.egress import uncovered_interfaces
+from masq.core.fragment import MASQUERADE_CIDRS, NON_MASQUERADE_CIDRS
 from masq.core.nat import TO_PORTS_PROTOCOLS, NatOptions, spread
 from masq.core.nftables.model import (
     POSTROUTING_CHAIN,
@@ -28,6 +44,8 @@ from masq.core.nftables.model import (
     NftRule,
     NftSet,
     NftTable,
+    SetIndex,
+    no_counters,
     set_name,
 )
 from masq.core.options import DataplaneOptions
@@ -41,20 +59,84 @@ def table_family(options: DataplaneOptions) -> NftFamily:
     return "inet" if options.enable_ipv6 else "ip"
 
 
+def _set(kind: Kind, family: Family, elements: PVector[IPNetwork]) -> NftSet:
+    of = frozenset(elements)
+    return NftSet(
+        name=set_name(kind, family), family=family, elements=of, kind=kind, index=SetIndex(of)
+    )
+
+
 def _sets(decision: FamilyDecision) -> list[NftSet]:
     lists: tuple[tuple[Kind, PVector[IPNetwork]], ...] = (
         ("masquerade", decision.masquerade),
         ("non-masquerade", decision.non_masquerade),
     )
-    return [
-        NftSet(
-            name=set_name(kind, decision.family),
-            family=decision.family,
-            elements=frozenset(uncovered(nets)),
-            kind=kind,
-        )
-        for kind, nets in lists
-    ]
+    # A decision's lists are of one family and in canonical order already.
+    return [_set(kind, decision.family, uncovered_of_ordered(nets)) for kind, nets in lists]
+
+
+_LIST_OF_KIND: Final[dict[Kind, str]] = {
+    "masquerade": MASQUERADE_CIDRS,
+    "non-masquerade": NON_MASQUERADE_CIDRS,
+}
+
+
+def _next_set(before: NftSet, change: ListChange) -> NftSet:
+    """``before``'s successor after its list changed as ``change`` says, at the cost of the
+    change: the regions whose elements can differ are the changed CIDRs that no CIDR of
+    the old list covers; inside each, the old and the new elements are the uncovered CIDRs
+    of the old and the new list there (bisect ranges)."""
+    family = before.family
+    changed = [n for n in (*change.added, *change.removed) if family_of(n) == family]
+    if not changed or before.index is None or before.index.of is not before.elements:
+        return before  # unchanged, or not a set this module built: nothing to derive from
+    # A CIDR inside another of the old list changes no element by itself: if the element
+    # covering it goes, that is a changed CIDR too, and its region takes this one in.
+    regions = [n for n in changed if not supernets(change.before, n)]
+    gone: list[IPNetwork] = []
+    came: list[IPNetwork] = []
+    for region in uncovered(regions):
+        old = {cidr_key(n): n for n in uncovered_of_ordered(inside(change.before, region))}
+        new = {cidr_key(n): n for n in uncovered_of_ordered(inside(change.after, region))}
+        gone += [n for k, n in old.items() if k not in new]
+        came += [n for k, n in new.items() if k not in old]
+    if not gone and not came:
+        return before
+    removed, added = frozenset(gone), frozenset(came)
+    elements = before.elements  # one copy of the hash table per kind of change
+    elements = elements.difference(removed) if removed else elements
+    elements = elements.union(added) if added else elements
+    index = SetIndex(elements, before.elements, added, removed)
+    return replace(before, elements=elements, counters=no_counters(), index=index)
+
+
+def _previous_sets(
+    previous: tuple[MasqConfig, NftTable] | None, config: MasqConfig, options: DataplaneOptions
+) -> list[NftSet] | None:
+    """The sets of ``config``'s table derived from ``previous`` (an earlier config and the
+    table this function made for it with the same options), or None: build them whole."""
+    if previous is None or config.change is None:
+        return None
+    before, table = previous
+    lists = {
+        NON_MASQUERADE_CIDRS: config.non_masquerade_cidrs,
+        MASQUERADE_CIDRS: config.masquerade_cidrs,
+    }
+    olds = {
+        NON_MASQUERADE_CIDRS: before.non_masquerade_cidrs,
+        MASQUERADE_CIDRS: before.masquerade_cidrs,
+    }
+    changes = config.change.lists
+    for key, after in lists.items():
+        change = changes.get(key)
+        if change is None or not change.follows(olds[key], after):
+            return None
+    names = [(kind, set_name(kind, f)) for f in options.families for kind in KINDS]
+    if (table.family, table.name) != (table_family(options), options.table) or set(table.sets) != {
+        name for _, name in names
+    }:
+        return None
+    return [_next_set(table.sets[name], changes[_LIST_OF_KIND[kind]]) for kind, name in names]
 
 
 def _selection(decisions: list[FamilyDecision], nft_family: NftFamily) -> list[NftRule]:
@@ -82,7 +164,11 @@ def _selection(decisions: list[FamilyDecision], nft_family: NftFamily) -> list[N
 
 
 def _postrouting(decisions: list[FamilyDecision], nft_family: NftFamily) -> NftChain:
-    """The base chain: one step of the decision per rule, in first-match order."""
+    """The base chain: one step of the decision per rule, in first-match order (the sets
+    hold the CIDR lists: only each decision's family and link-local range are read).
+
+    Each set lookup counts what it matched (the sum of its elements' counters), so a
+    scrape reads the elements it shows and takes the rest as that total minus those."""
     rules = [NftRule(verdict="return", local=True)]
     rules += _selection(decisions, nft_family)
     rules += [
@@ -90,6 +176,7 @@ def _postrouting(decisions: list[FamilyDecision], nft_family: NftFamily) -> NftC
             verdict="jump",
             family=d.family,
             daddr_set=set_name("masquerade", d.family),
+            counter=True,
             target=SNAT_CHAIN,
         )
         for d in decisions
@@ -100,7 +187,12 @@ def _postrouting(decisions: list[FamilyDecision], nft_family: NftFamily) -> NftC
         if d.link_local is not None
     ]
     rules += [
-        NftRule(verdict="return", family=d.family, daddr_set=set_name("non-masquerade", d.family))
+        NftRule(
+            verdict="return",
+            family=d.family,
+            daddr_set=set_name("non-masquerade", d.family),
+            counter=True,
+        )
         for d in decisions
     ]
     # One catch-all per family in an inet table, so each family has its own counter.
@@ -150,12 +242,28 @@ def _snat(nat: NatOptions, decisions: list[FamilyDecision], nft_family: NftFamil
     return NftChain(SNAT_CHAIN, None, pvector(rules))
 
 
-def desired_table(config: MasqConfig, options: DataplaneOptions) -> NftTable:
-    """The whole table the agent wants, for every enabled family."""
-    decisions = [decide(config, family) for family in options.families]
-    sets = [s for d in decisions for s in _sets(d)]
+def desired_table(
+    config: MasqConfig,
+    options: DataplaneOptions,
+    previous: tuple[MasqConfig, NftTable] | None = None,
+) -> NftTable:
+    """The whole table the agent wants, for every enabled family.
+
+    ``previous``: an earlier config and the table this function returned for it with
+    the same options.  When ``config`` came from ``merge(..., previous=)`` of that
+    config, each set is derived from the earlier one at the cost of the CIDRs that
+    changed (and records the change, so that ``plan`` need not compare elements); the
+    table is equal to the one built from scratch.
+    """
+    sets = _previous_sets(previous, config, options)
+    if sets is None:
+        decisions = [decide(config, family) for family in options.families]
+        sets = [s for d in decisions for s in _sets(d)]
+    # The chains read each decision's steps but not its lists (those are in the sets).
+    bare = replace(config, non_masquerade_cidrs=pvector(), masquerade_cidrs=pvector())
+    steps = [decide(bare, family) for family in options.families]
     nft_family = table_family(options)
-    chains = [_postrouting(decisions, nft_family), _snat(options.nat, decisions, nft_family)]
+    chains = [_postrouting(steps, nft_family), _snat(options.nat, steps, nft_family)]
     return NftTable(
         family=table_family(options),
         name=options.table,

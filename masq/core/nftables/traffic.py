@@ -8,19 +8,31 @@ not stored; it reads 0, as its never-reached rule does in the iptables chain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import bisect
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
-from masq.core.addresses import Family, every_destination
-from masq.core.decision import FamilyDecision
-from masq.core.nftables.model import POSTROUTING_CHAIN, NftTable
-from masq.core.traffic import CidrTraffic, Counted, TrafficAction, summed
+from masq.core.addresses import Family, IPNetwork, cidr_key, every_destination, holds
+from masq.core.config import MasqConfig
+from masq.core.decision import FamilyDecision, Kind
+from masq.core.nftables.model import POSTROUTING_CHAIN, NftTable, set_name
+from masq.core.traffic import (
+    OTHER_CIDRS,
+    CidrTraffic,
+    Counted,
+    Counters,
+    TrafficAction,
+    summed,
+)
 
 
 def _counted(table: NftTable, decisions: Iterable[FamilyDecision]) -> Iterator[Counted]:
     for s in table.sets.values():
         if s.kind is None:
             continue  # not a set the agent writes: no CIDR of its config
-        action: TrafficAction = "MASQUERADE" if s.kind == "masquerade" else "RETURN"
+        action = dict(_KIND_ACTIONS)[s.kind]
         for net in s.elements:
             yield s.family, str(net), action, s.counters.get(net)
     chain = table.chains.get(POSTROUTING_CHAIN)
@@ -42,3 +54,151 @@ def traffic_of(
 ) -> dict[Family, tuple[CidrTraffic, ...]]:
     """Per family: (cidr, action) counters, stored ones first, then zeros for covered CIDRs."""
     return summed(_counted(table, decisions))
+
+
+# --- a scrape that reads what it shows ---------------------------------------------
+
+Series = tuple[IPNetwork, TrafficAction]
+"""One per-CIDR series of a family: its CIDR and what its traffic got."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapePlan:
+    """What a refreshing scrape shows and reads, decided from the desired table alone.
+
+    ``shown``: per family, the first ``max_series`` series in the order the metrics cap
+    them (canonical CIDR order, then action), as ``traffic_of`` and the cap would pick
+    them; ``reads``: per set, the shown CIDRs that are its elements (the only element
+    counters read); ``hidden``: per family, the actions with series past the cap (each
+    gets one ``cidr="other"`` series: its lookup rules' totals minus what is shown).
+    """
+
+    shown: Mapping[Family, tuple[Series, ...]]
+    reads: Mapping[str, tuple[IPNetwork, ...]]
+    hidden: Mapping[Family, tuple[TrafficAction, ...]]
+
+
+def _of_family(nets: Sequence[IPNetwork], family: Family) -> range:
+    """The index range of ``family``'s CIDRs in a canonically ordered list (two bisects)."""
+    version = 4 if family == "ipv4" else 6
+    lo = bisect.bisect_left(nets, (version, 0, 0), key=cidr_key)
+    return range(lo, bisect.bisect_left(nets, (version + 1, 0, 0), key=cidr_key))
+
+
+def _rule_series(table: NftTable) -> list[tuple[int, Family, Series]]:
+    """The counted rules that are series of their own, by position in the base chain: the
+    link-local return and each family's catch-all (as ``traffic_of`` reads them)."""
+    chain = table.chains.get(POSTROUTING_CHAIN)
+    out: list[tuple[int, Family, Series]] = []
+    for i, rule in enumerate(chain.rules if chain else ()):
+        if not rule.counter:
+            continue
+        if rule.verdict == "return" and rule.family is not None and rule.daddr is not None:
+            out.append((i, rule.family, (rule.daddr, "RETURN")))
+        elif rule.verdict == "jump" and rule.daddr is None and rule.daddr_set is None:
+            family: Family = rule.nfproto or "ipv4"
+            out.append((i, family, (every_destination(family), "MASQUERADE")))
+    return out
+
+
+_KIND_ACTIONS: tuple[tuple[Kind, TrafficAction], ...] = (
+    ("masquerade", "MASQUERADE"),
+    ("non-masquerade", "RETURN"),
+)
+"""What traffic counted in each set got."""
+
+
+def _series_order(series: Series) -> tuple[tuple[int, int, int], str]:
+    return cidr_key(series[0]), series[1]
+
+
+def scrape_plan(
+    table: NftTable, config: MasqConfig, families: Iterable[Family], max_series: int
+) -> ScrapePlan:
+    """The series a capped scrape shows, found by merging the config's ordered lists
+    lazily (a bisect for each family's part, then ``max_series`` steps), and the elements
+    it must read for them."""
+    rules = _rule_series(table)
+    shown: dict[Family, tuple[Series, ...]] = {}
+    reads: dict[str, list[IPNetwork]] = {}
+    hidden: dict[Family, tuple[TrafficAction, ...]] = {}
+    lists = {"MASQUERADE": config.masquerade_cidrs, "RETURN": config.non_masquerade_cidrs}
+    for f in families:
+        masq, non = _of_family(lists["MASQUERADE"], f), _of_family(lists["RETURN"], f)
+        extra = sorted((s for _, fam, s in rules if fam == f), key=_series_order)
+        streams: list[Iterator[Series]] = [
+            ((lists["MASQUERADE"][i], "MASQUERADE") for i in masq),
+            ((lists["RETURN"][i], "RETURN") for i in non),
+            iter(extra),
+        ]
+        picked: list[Series] = []
+        for series in heapq.merge(*streams, key=_series_order):
+            if len(picked) == max_series:
+                break
+            if not picked or _series_order(picked[-1]) != _series_order(series):
+                picked.append(series)
+        shown[f] = tuple(picked)
+        totals: dict[TrafficAction, int] = {"MASQUERADE": len(masq), "RETURN": len(non)}
+        for net, action in extra:
+            totals[action] += not holds(lists[action], net)
+        counts = Counter(action for _, action in picked)
+        hidden[f] = tuple(a for a in ("MASQUERADE", "RETURN") if totals[a] > counts[a])
+        for kind, action in _KIND_ACTIONS:
+            s = table.sets.get(set_name(kind, f))
+            if s is not None:
+                reads[s.name] = [n for n, a in picked if a == action and n in s.elements]
+    return ScrapePlan(shown, {n: tuple(v) for n, v in reads.items()}, hidden)
+
+
+def _add(a: Counters | None, b: Counters | None) -> Counters | None:
+    if a is None or b is None:
+        return a or b
+    return Counters(a.packets + b.packets, a.bytes + b.bytes)
+
+
+def scraped(
+    plan: ScrapePlan,
+    table: NftTable,
+    elements: Mapping[str, Mapping[IPNetwork, Counters | None]],
+    rules: Sequence[Counters | None],
+) -> dict[Family, tuple[CidrTraffic, ...]]:
+    """The capped series from the counters a scrape read: ``elements`` per set (the
+    plan's ``reads``), ``rules`` by position in the desired base chain.  ``other`` is,
+    per action, the lookup rules' and the counted rules' total minus the shown series
+    (never below 0: an element re-added restarts its counter, the rule's does not)."""
+    chain = table.chains.get(POSTROUTING_CHAIN)
+    own = {(f, s): rules[i] for i, f, s in _rule_series(table) if i < len(rules)}
+    totals: dict[tuple[Family, TrafficAction], Counters | None] = {}
+    for i, rule in enumerate(chain.rules if chain else ()):
+        if rule.daddr_set is None or i >= len(rules) or rule.family is None:
+            continue
+        kind = table.sets[rule.daddr_set].kind if rule.daddr_set in table.sets else None
+        if kind is not None:
+            key = (rule.family, dict(_KIND_ACTIONS)[kind])
+            totals[key] = _add(totals.get(key), rules[i])
+    for (f, (_, action)), counters in own.items():
+        totals[(f, action)] = _add(totals.get((f, action)), counters)
+    out: dict[Family, tuple[CidrTraffic, ...]] = {}
+    for f, shown in plan.shown.items():
+        rows: list[CidrTraffic] = []
+        seen: dict[TrafficAction, Counters] = {}
+        for net, action in shown:
+            of_kind = next(k for k, a in _KIND_ACTIONS if a == action)
+            read = elements.get(set_name(of_kind, f), {}).get(net)
+            counters = _add(read, own.get((f, (net, action)))) or Counters(0, 0)
+            seen[action] = _add(seen.get(action), counters) or counters
+            rows.append(CidrTraffic(f, str(net), action, counters.packets, counters.bytes))
+        for action in plan.hidden.get(f, ()):
+            total = totals.get((f, action)) or Counters(0, 0)
+            part = seen.get(action) or Counters(0, 0)
+            rows.append(
+                CidrTraffic(
+                    f,
+                    OTHER_CIDRS,
+                    action,
+                    max(0, total.packets - part.packets),
+                    max(0, total.bytes - part.bytes),
+                )
+            )
+        out[f] = tuple(rows)
+    return out
