@@ -45,7 +45,6 @@ from benchlib import (
     stat_cpu,
     write_config,
 )
-from integration.topology import namespace
 
 OUT = RESULTS / "scrape.txt"
 PLANES: dict[str, list[str]] = {
@@ -148,6 +147,9 @@ def scrapes(runner: AgentRunner, rounds: int, quick: int, wrap: bool = False) ->
 
 
 def bench_case(plane: str, n: int, tmp: Path) -> tuple[Figures, Figures]:
+    # here, not at the top: the scraper re-runs this file in the namespace without tests/
+    from integration.topology import namespace
+
     cfg = tmp / f"cfg-{plane}-{n}"
     cfg.mkdir()
     write_config(cfg, n)
