@@ -22,6 +22,7 @@ from pathlib import Path
 from benchlib import PYTHON, env, ns_run, stat_cpu, vm_hwm_mb
 
 IN_SYNC = 'msg="in sync"'
+LISTED = "msg=listed "  # nftables at --v=2: one line per listing of our table (logfmt)
 WRITES = ("updated", "replaced", "removed")  # what the agent logs when it wrote
 # ``python -m masq`` as runpy runs it, plus a report of its own CPU and peak RSS at exit.
 # getrusage, not os.times: its clock ticks (10 ms) round a 5 ms listing's CPU to 0.
@@ -58,6 +59,7 @@ class Idle:
     processes: float = float("nan")  # per resync, from the wrapper run
     writes: int = 0
     commands: list[str] = field(default_factory=list)
+    listings: int = 0  # in the measured window, from the "listed" lines (verbosity >= 2)
     # per resync, from schedstat: the main thread, and the other threads alive at the end
     main_thread_ms: float = float("nan")
     other_threads_ms: float = float("nan")
@@ -84,12 +86,14 @@ def live_threads_cpu(pid: int) -> tuple[float, float]:
 class Daemon:
     """The agent as a daemon (``ip netns exec`` execs in place: the pid is the agent's)."""
 
-    def __init__(self, argv: list[str], log: Path, in_sync_lines: int, wrap: Path | None) -> None:
+    def __init__(
+        self, argv: list[str], log: Path, in_sync_lines: int, wrap: Path | None, verbosity: int = 1
+    ) -> None:
         self.log = log
         self.in_sync_lines = in_sync_lines
         with log.open("w") as err:
             self.proc = subprocess.Popen(
-                [*argv, "--v=1"], stdout=subprocess.DEVNULL, stderr=err, env=env(wrap)
+                [*argv, f"--v={verbosity}"], stdout=subprocess.DEVNULL, stderr=err, env=env(wrap)
             )
 
     @property
@@ -134,6 +138,8 @@ class AgentRunner:
     flags: list[str]
     tmp: Path
     in_sync_lines: int = 1
+    verbosity: int = 1  # the daemon's --v (2 logs each nftables listing)
+    resync: float = 1.0  # the idle daemon's --resync-interval
 
     @property
     def exec_log(self) -> Path:
@@ -163,7 +169,9 @@ class AgentRunner:
     def daemon(self, resync: float, *extra: str, wrap: bool = False) -> Iterator[Daemon]:
         argv = ["ip", "netns", "exec", self.ns, *self.argv(f"--resync-interval={resync:g}")]
         wrap_dir = self.tmp / "wrap" if wrap else None
-        d = Daemon([*argv, *extra], self.tmp / "daemon.log", self.in_sync_lines, wrap_dir)
+        d = Daemon(
+            [*argv, *extra], self.tmp / "daemon.log", self.in_sync_lines, wrap_dir, self.verbosity
+        )
         try:
             d.wait_sync_end(0)
             yield d
@@ -172,9 +180,10 @@ class AgentRunner:
 
     def idle(self, seconds: float, wrap: bool = False) -> Idle:
         """CPU between the end of one resync and the end of the first one ``seconds`` later."""
-        with self.daemon(1.0, wrap=wrap) as d:
+        with self.daemon(self.resync, wrap=wrap) as d:
             n0 = d.wait_sync_end(d.syncs())
             c0, live0, t0 = stat_cpu(d.pid), live_threads_cpu(d.pid), time.monotonic()
+            listed0 = d.text().count(LISTED)
             lines0 = len(self.exec_log.read_text().splitlines())
             time.sleep(seconds)
             n1 = d.wait_sync_end(d.syncs())
@@ -182,6 +191,7 @@ class AgentRunner:
             commands = self.exec_log.read_text().splitlines()[lines0:]
             hwm = vm_hwm_mb(d.pid)
             writes = d.writes()
+            listings = d.text().count(LISTED) - listed0
         count = n1 - n0
         return Idle(
             resyncs=count,
@@ -194,6 +204,7 @@ class AgentRunner:
             commands=sorted(set(commands)),
             main_thread_ms=1000 * (live1[0] - live0[0]) / count,
             other_threads_ms=1000 * (live1[1] - live0[1]) / count,
+            listings=listings,
         )
 
     def idle_figures(self, seconds: float, count_seconds: float) -> Idle:
@@ -204,4 +215,5 @@ class AgentRunner:
         figures.processes = counted.processes
         figures.commands = counted.commands
         figures.writes += counted.writes
+        figures.listings += counted.listings
         return figures

@@ -353,8 +353,8 @@ class Watcher:
 
 
 @contextmanager
-def foreign_writer(ns: str) -> Iterator[None]:
-    """Another program committing its own small table every second (kube-proxy-like)."""
+def foreign_writer(ns: str, interval: float = 1.0) -> Iterator[None]:
+    """Another program committing its own small table every ``interval`` s (kube-proxy-like)."""
     stop = threading.Event()
     failures: list[str] = []
 
@@ -365,7 +365,7 @@ def foreign_writer(ns: str) -> Iterator[None]:
             if done.returncode != 0:
                 failures.append(done.stderr)
             round_ += 1
-            next_at += 1.0
+            next_at += interval
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()

@@ -47,7 +47,6 @@ from benchlib import (
     stat_cpu,
     write_config,
 )
-from integration.topology import namespace
 
 OUT = RESULTS / "scrape.txt"
 PLANES: dict[str, list[str]] = {
@@ -162,6 +161,9 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def bench_case(plane: str, n: int, tmp: Path) -> tuple[Figures, Figures]:
+    # here, not at the top: the scraper re-runs this file in the namespace without tests/
+    from integration.topology import namespace
+
     cfg = tmp / f"cfg-{plane}-{n}"
     cfg.mkdir()
     write_config(cfg, n)

@@ -23,6 +23,13 @@
 #                               bench_scale.py, e.g. --only nftables:50000)
 #   benchmarks/run.sh steady    the idle cost on an empty node, default config (root)
 #   benchmarks/run.sh scrape    /metrics scrape cost at 64 to 50,000 CIDRs (root)
+#   benchmarks/run.sh controlplane [ARGS]
+#                               issue 17's target table: nftables at 50,000 and 100,000
+#                               CIDRs, with and without IPv6: idle resyncs quiet and beside
+#                               a foreign writer, a refreshing scrape, one-CIDR changes and
+#                               a foreign element deletion judged by packets, first sync,
+#                               peak RSS (root; about 15 minutes; ARGS go to
+#                               bench_controlplane.py, e.g. --cases 2000 for a quick check)
 # Heavy phases hold /tmp/masq-heavy.lock (flock), so other jobs' benchmarks do not overlap.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,7 +57,7 @@ case "$what" in
         flock "$LOCK" env PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_incremental.py
         exit 0 ;;
     netlink) needs_root netlink; PYTHONPATH="$ROOT:$ROOT/tests" "$PY" benchmarks/bench_netlink.py; exit 0 ;;
-    scale|steady|scrape)
+    scale|steady|scrape|controlplane)
         needs_root "$what"
         shift
         # each takes the lock itself around every measuring phase
