@@ -235,6 +235,25 @@ def test_snapshots_must_hold_exactly_what_each_writer_wrote() -> None:
     assert kinds(log) == ["table (storm)"]  # at rest: no window open at t=5
 
 
+def test_a_snapshot_racing_a_foreign_write_is_not_judged_on_the_chains_content() -> None:
+    """A listing is a netlink dump, which can skip rules when a commit lands during it: a
+    foreign chain short of a rule is a problem in a snapshot no foreign write overlapped,
+    and no problem in one taken while the writer committed (its marker is still checked)."""
+    log = run_log()
+    log.foreign = [ForeignWrite(1, 0.0, 0.05, 0, 0), ForeignWrite(2, 16.0, 16.05, 0, 0)]
+    good = Snapshot(5, 5.01, nat_text(DEFAULTS), "storm")
+    dropped = "\n".join(
+        line
+        for i, line in enumerate(good.text.splitlines())
+        if not (line.startswith(f"-A {kubeproxy.SERVICES} -d ") and i % 2)
+    )
+    assert dropped != good.text
+    short = dataclasses.replace(good, text=dropped + "\n")
+    assert checker.snapshot_problems(short, SEED, log, None)
+    racing = dataclasses.replace(short, start=0.01, end=0.04)  # inside gen 1's write
+    assert checker.snapshot_problems(racing, SEED, log, None) == []
+
+
 # -- the nftables dataplane ---------------------------------------------------------------
 
 AGENT_LISTING = """\
