@@ -26,6 +26,7 @@ from masq.core.addresses import Family
 from masq.core.nftables.netlink import (
     GENMSG,
     NETLINK_NETFILTER,
+    NFTA_GEN_ID,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
@@ -37,7 +38,6 @@ from masq.core.nftables.netlink import (
     strz,
 )
 
-NFTA_GEN_ID: Final = 1
 NFTA_TABLE_NAME: Final = 1
 NFTA_CHAIN_TABLE: Final = 1
 NFTA_CHAIN_NAME: Final = 3
