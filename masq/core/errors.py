@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TypeVar, cast
+from typing import TypeVar
 
-from returns.iterables import Fold
-from returns.result import Result, Success
+from returns.result import Failure, Result, Success
 
 _T = TypeVar("_T")
 _E = TypeVar("_E")
@@ -62,10 +61,15 @@ def invalid(message: str, value: str | None = None) -> ConfigError:
 
 
 def collect(results: Iterable[Result[_T, _E]]) -> Result[tuple[_T, ...], _E]:
-    """Every value in order, or the first failure: ``returns``' ``Fold.collect``.
+    """Every value in order, or the first failure (the rest are not looked at).
 
-    Only typed here: without the library's mypy plugin (the project uses none), its
-    higher-kinded signature does not come back as a ``Result``.
+    ``returns``' ``Fold.collect`` gives the same answer but builds the tuple by
+    concatenation, one copy per item: quadratic, 0.4 s for a 10,000-entry list
+    (this loop: under 5 ms; see README, "Libraries and their cost").
     """
-    empty: Result[tuple[_T, ...], _E] = Success(())
-    return cast(Result[tuple[_T, ...], _E], Fold.collect(results, empty))
+    values: list[_T] = []
+    for result in results:
+        if isinstance(result, Failure):
+            return result
+        values.append(result.unwrap())
+    return Success(tuple(values))
