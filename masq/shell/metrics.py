@@ -31,7 +31,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from masq import __version__
-from masq.core.addresses import FAMILIES, Family, IPNetwork, cidr_key, family_of
+from masq.core.addresses import FAMILIES, Family, IPNetwork, cidr_key, family_range
 from masq.core.config import MasqConfig, effective_resync
 from masq.core.decision import Kind
 from masq.core.fragment import OUTPUT_ADDRESS, OUTPUT_ADDRESS_IPV6, OUTPUT_INTERFACES, SOURCE_CIDRS
@@ -289,9 +289,9 @@ class Metrics:
                 ("non-masquerade", config.non_masquerade_cidrs),
                 ("masquerade", config.masquerade_cidrs),
             )
-            for kind, nets in lists:
+            for kind, nets in lists:  # canonical order: a family's CIDRs are one range
                 for family in FAMILIES:
-                    count = sum(1 for n in nets if family_of(n) == family)
+                    count = len(family_range(nets, family))
                     self.registry.cidrs.labels(family=family, kind=KIND_LABELS[kind]).set(count)
             for key, count in egress_counts(config).items():
                 self.registry.egress.labels(key=key).set(count)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -11,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pyrsistent import pmap, pvector
 
 from masq import __version__
-from masq.core.addresses import Family
+from masq.core.addresses import Family, IPNetwork
+from masq.core.config import MasqConfig
 from masq.core.fragment import Fragment
 from masq.core.iptables.model import (
     AppendRule,
@@ -27,7 +29,7 @@ from masq.core.iptables.model import (
 )
 from masq.core.iptables.rules import desired_ruleset, jump_rule
 from masq.core.iptables.traffic import traffic_of
-from masq.core.merge import merge
+from masq.core.merge import Merged, merge
 from masq.core.names import POSTROUTING
 from masq.core.options import DataplaneOptions
 from masq.core.traffic import Counters
@@ -170,6 +172,37 @@ def test_config_gauges_follow_the_last_merge() -> None:
     m.config_loaded(0, merge([]).unwrap())
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="non_masquerade") == 3  # RFC 1918
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 0
+
+
+class _Touched(list[IPNetwork]):
+    """A list that counts how many of its items were looked at (by index or iteration)."""
+
+    touched = 0
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        self.touched += 1
+        return super().__getitem__(i)
+
+    def __iter__(self) -> Iterator[IPNetwork]:
+        for net in super().__iter__():
+            self.touched += 1
+            yield net
+
+
+def test_cidr_gauges_cost_a_few_lookups_not_a_walk_of_every_cidr() -> None:
+    """A config change at 100,000 CIDRs costs the gauges a bisect per family and list
+    (the lists are in canonical order, IPv4 first), not a look at each CIDR."""
+    v4 = [ipaddress.ip_network((i << 8, 24)) for i in range(1, 5001)]
+    v6 = [ipaddress.ip_network((i << 64, 64)) for i in range(1, 1001)]
+    non, masq = _Touched(v4 + v6), _Touched(v6[:7])
+    config = MasqConfig(non_masquerade_cidrs=non, masquerade_cidrs=masq)  # type: ignore[arg-type]
+    m = Metrics()
+    m.config_loaded(1, Merged(config, pvector()))
+    assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="non_masquerade") == 5000
+    assert value(m, "ip_masq_agent_cidrs", family="ipv6", kind="non_masquerade") == 1000
+    assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 0
+    assert value(m, "ip_masq_agent_cidrs", family="ipv6", kind="masquerade") == 7
+    assert non.touched + masq.touched < 100
 
 
 def test_egress_gauge_counts_each_new_key() -> None:

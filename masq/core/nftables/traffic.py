@@ -8,13 +8,19 @@ not stored; it reads 0, as its never-reached rule does in the iptables chain.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from masq.core.addresses import Family, IPNetwork, cidr_key, every_destination, holds
+from masq.core.addresses import (
+    Family,
+    IPNetwork,
+    cidr_key,
+    every_destination,
+    family_range,
+    holds,
+)
 from masq.core.config import MasqConfig
 from masq.core.decision import FamilyDecision, Kind
 from masq.core.nftables.model import POSTROUTING_CHAIN, NftTable, set_name
@@ -78,13 +84,6 @@ class ScrapePlan:
     hidden: Mapping[Family, tuple[TrafficAction, ...]]
 
 
-def _of_family(nets: Sequence[IPNetwork], family: Family) -> range:
-    """The index range of ``family``'s CIDRs in a canonically ordered list (two bisects)."""
-    version = 4 if family == "ipv4" else 6
-    lo = bisect.bisect_left(nets, (version, 0, 0), key=cidr_key)
-    return range(lo, bisect.bisect_left(nets, (version + 1, 0, 0), key=cidr_key))
-
-
 def _rule_series(table: NftTable) -> list[tuple[int, Family, Series]]:
     """The counted rules that are series of their own, by position in the base chain: the
     link-local return and each family's catch-all (as ``traffic_of`` reads them)."""
@@ -124,7 +123,7 @@ def scrape_plan(
     hidden: dict[Family, tuple[TrafficAction, ...]] = {}
     lists = {"MASQUERADE": config.masquerade_cidrs, "RETURN": config.non_masquerade_cidrs}
     for f in families:
-        masq, non = _of_family(lists["MASQUERADE"], f), _of_family(lists["RETURN"], f)
+        masq, non = family_range(lists["MASQUERADE"], f), family_range(lists["RETURN"], f)
         extra = sorted((s for _, fam, s in rules if fam == f), key=_series_order)
         streams: list[Iterator[Series]] = [
             ((lists["MASQUERADE"][i], "MASQUERADE") for i in masq),
