@@ -162,6 +162,20 @@ class _Exchange:
             raise _error(self.what, exc.errno or errno.EIO) from None
         return replies(bytes(self.buffer[:size]))
 
+    def receive_queued(self) -> Iterator[Reply]:
+        """``receive``, without the poll and timeout calls when a reply is queued already
+        (the kernel answers a request inside ``send``): three syscalls down to one for
+        each of a scrape's few hundred small answers."""
+        try:
+            size = self.sock.recv_into(self.buffer, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            found = self.receive()
+            self.sock.settimeout(None)  # blocking again: a queued reply is one recv
+            return found
+        except OSError as exc:
+            raise _error(self.what, exc.errno or errno.EIO) from None
+        return replies(bytes(self.buffer[:size]))
+
 
 def _dump_once(exchange: _Exchange, request: bytes, seq: int) -> list[RawElement] | None:
     """The dump's elements, decoded message by message as they arrive (no reply is
@@ -258,7 +272,7 @@ def read_counters(
                 )
             )
             while chunk:
-                for reply in exchange.receive():
+                for reply in exchange.receive_queued():
                     net = chunk.pop(reply.seq, None)
                     if net is None:
                         continue
