@@ -26,13 +26,14 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from masq.core.addresses import Family, IPNetwork
 from masq.core.nftables.netlink import (
     NETLINK_NETFILTER,
+    NFNL_SUBSYS_NFTABLES,
     NFNLGRP_NFTABLES,
     NFTA_GEN_ID,
     NLM_F_REQUEST,
@@ -343,6 +344,16 @@ def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT
     return Written(generation, portid)
 
 
+_NEWGEN: Final = msg_type("NEWGEN")
+
+
+def _skippable(reply: Reply, ports: Container[int]) -> bool:
+    """An nf_tables notification of a commit sent from one of ``ports``, but not its NEWGEN."""
+    return (
+        reply.portid in ports and reply.kind >> 8 == NFNL_SUBSYS_NFTABLES and reply.kind != _NEWGEN
+    )
+
+
 class Listener:
     """Notifications of every nf_tables commit in this namespace, non-blocking.
 
@@ -368,9 +379,15 @@ class Listener:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def read(self, limit: int = 10_000) -> list[Event]:
+    def read(self, limit: int = 10_000, *, skip: Container[int] = frozenset()) -> list[Event]:
         """Events queued now (at most about ``limit``); [] when none.  ``Lost`` when the
-        kernel dropped some since the last read."""
+        kernel dropped some since the last read.
+
+        Object notifications sent from a port in ``skip`` (the agent's own commits) are
+        passed over unparsed; their commit's NEWGEN still comes.  The agent's first load of
+        100,000 CIDRs notifies 200,000 elements: parsed, and held until that NEWGEN proved
+        them ours, they cost 2.3 s of CPU and 70 MB of peak memory.
+        """
         events: list[Event] = []
         while len(events) < limit:
             try:
@@ -383,6 +400,8 @@ class Listener:
                     continue
                 raise _error("read nf_tables notifications", exc.errno or errno.EIO) from None
             for reply in replies(bytes(self._buffer[:size])):
+                if skip and _skippable(reply, skip):
+                    continue
                 event = notification(reply)
                 if event is not None:
                     events.append(event)
