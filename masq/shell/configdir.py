@@ -122,6 +122,7 @@ def read_files(
     try:
         entries = list(os.scandir(config_dir))
     except FileNotFoundError:
+        cache.keep(())
         return Success(())
     except OSError as e:
         return Failure(ConfigError(config_dir, f"cannot read: {e.strerror or e}"))

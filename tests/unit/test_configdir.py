@@ -298,3 +298,19 @@ def test_a_kubelet_swap_with_the_same_size_and_times_is_seen(tmp_path: Path) -> 
     os.rename(tmp_path / "..data_tmp", tmp_path / "..data")
     assert read_files(str(tmp_path), "ip-masq", cache).unwrap() == (("ip-masq-agent", b"a: 2"),)
     assert opener.reads == {"ip-masq-agent": 2}
+
+
+def test_a_config_dir_removed_and_made_again_is_read_again(tmp_path: Path) -> None:
+    """What was read from a directory that went away is forgotten with it, even if the
+    new directory's file has the old one's signature."""
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "ip-masq-a").write_text("a: 1")
+    opener = Counting()
+    cache = FileCache(opener=opener, clock=later(10), stat=same_times(time.time_ns()))
+    read_files(str(cfg), "ip-masq", cache)
+    cfg.rename(tmp_path / "away")
+    assert read_files(str(cfg), "ip-masq", cache).unwrap() == ()
+    (tmp_path / "away").rename(cfg)  # the same inode, size and (here) times
+    assert read_files(str(cfg), "ip-masq", cache).unwrap() == (("ip-masq-a", b"a: 1"),)
+    assert opener.reads == {"ip-masq-a": 2}
