@@ -4,9 +4,8 @@ The daemon in nftables mode watches nf_tables' notifications: each kind of forei
 to its table is repaired within a second at ``--resync-interval=60`` (judged by packets);
 lost notifications (a tiny receive buffer and a burst of commits) make it list and repair;
 a foreign writer committing to its own table for a minute makes it list nothing and write
-nothing (counted); a
-one-CIDR change to a 20,000-element set beside that writer reaches the kernel within a
-second; two agents that disagree back off; iptables-nft lists nothing beside kube-proxy.
+nothing (counted); a one-CIDR change to a 20,000-element set beside that writer reaches the
+kernel within a second; two agents that disagree back off; iptables-nft lists nothing beside kube-proxy.
 A SIGKILL during a netlink batch: tests/integration/test_nft_netlink.py (the batch alone)
 and test_nftables_atomicity.py (the agent, whose big change now goes over netlink).
 """
