@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from netlink_strategies import counters, disjoint_cidrs
 
@@ -130,7 +130,33 @@ def nft_elements(nets: dict[IPNetwork, Counters]) -> str:
     return ", ".join(f"{n} counter packets {c.packets} bytes {c.bytes}" for n, c in nets.items())
 
 
+def nets(*texts: str) -> list[IPNetwork]:
+    return [ipaddress.ip_network(t) for t in texts]
+
+
+EDGES = (
+    (nets("0.0.0.0/0"), nets("::/0")),
+    (nets("255.255.255.255/32"), nets("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")),
+    (
+        nets(
+            *("0.0.0.0/32", "10.0.0.0/25", "10.0.0.128/25", "10.0.1.0/24", "192.168.1.1/32"),
+            *("255.255.255.0/25", "255.255.255.128/26", "255.255.255.254/31"),
+        ),
+        nets(
+            *("::/128", "fd00::/64", "fd00:0:0:1::/64", "2001:db8::1/128"),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120",
+        ),
+    ),
+)
+"""The shapes the encoding treats specially, tried on every run whatever hypothesis draws:
+``/0``; a host route at the top of the range; host routes at the bottom, adjacent ranges, a
+range ending at the top (whose interval end would lie past the last address)."""
+
+
 @KERNEL
+@example(v4=EDGES[0][0], v6=EDGES[0][1])
+@example(v4=EDGES[1][0], v6=EDGES[1][1])
+@example(v4=EDGES[2][0], v6=EDGES[2][1])
 @given(v4=disjoint_cidrs("ipv4"), v6=disjoint_cidrs("ipv6"))
 def test_netlink_writes_list_through_nft_as_exactly_those_elements(
     module_ns: str, v4: list[IPNetwork], v6: list[IPNetwork]
