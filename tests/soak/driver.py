@@ -47,6 +47,7 @@ from soak.events import (
     Role,
     RunLog,
     Snapshot,
+    Tamper,
 )
 from soak.model import RESYNC_SECONDS, read
 from soak.schedule import Op, Scenario, Schedule, counts, scenario
@@ -406,6 +407,9 @@ class Soak:
             self.locks.append((now, self.procs.spawn(argv, stdout=subprocess.PIPE)))
         elif op.kind == "restore-fail":
             self._arm(now, op.count)
+        elif op.kind == "tamper":
+            rc, command = self.plane.tamper(self.topo, op.label)
+            self.log.tampers.append(Tamper(now, time.monotonic(), op.label, rc, command))
 
     def _after(self, seconds: float, action: Callable[[float], None]) -> None:
         heapq.heappush(self.timers, (time.monotonic() + seconds, len(self.timers), action))

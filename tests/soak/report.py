@@ -127,6 +127,12 @@ def _what_was_seen(log: RunLog, verdict: Judgement) -> list[str]:
             f" lives; repairs on notifications {sum(t.count('foreign change') for t in logs)},"
             f" of them after lost notifications {sum(t.count('notifications lost') for t in logs)}"
         )
+        kinds = Counter(t.kind for t in log.tampers if t.rc == 0)
+        out.append(
+            f"tampers with our table: {sum(kinds.values())} of {len(log.tampers)} applied ("
+            + (", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none")
+            + "), each judged by the probes after its window"
+        )
     wins = verdict.windows
     plain = [w for w in wins if not w.extended_by]
     restarts = [w.end - w.start for w in wins if w.extended_by == {"restart"}]
@@ -214,6 +220,9 @@ def timeline(log: RunLog, verdict: Judgement, first: Violation) -> list[str]:
     for call in log.restore_calls:
         if lo <= call.at <= hi:
             rows.append((call.at, f"{write} {'FAILED (injected)' if call.failed else 'ran'}"))
+    for tamper in log.tampers:
+        if lo <= tamper.start <= hi:
+            rows.append((tamper.start, f"tamper {tamper.kind} (nft exit {tamper.rc})"))
     for w in verdict.windows:
         if w.start <= first.at <= w.end:
             rows.append(
