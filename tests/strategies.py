@@ -215,9 +215,11 @@ NEAR_MISSES = (
     "prefix with a leading zero",
     "not a CIDR",
     "IPv6",
+    "IPv6 misaligned",
     "not text",
 )
-"""Kinds of entry one step away from a canonical IPv4 CIDR (``none``: no such entry)."""
+"""Kinds of entry other than a canonical IPv4 CIDR, most of them one step away from one
+(``none``: no such entry; ``IPv6``: a valid IPv6 CIDR)."""
 
 
 @st.composite
@@ -243,7 +245,9 @@ def near_miss(draw: st.DrawFn, kind: str) -> object:
             st.sampled_from([f"{address}/", address, f" {aligned}", f"{aligned}\n", "", "pods"])
         )
     if kind == "IPv6":
-        return draw(st.sampled_from(["fd00::/8", "::/0", f"::ffff:{address}/128"]))
+        return draw(st.sampled_from(["fd00::/8", "::/0", f"::ffff:{address}/128", "fd00::/128"]))
+    if kind == "IPv6 misaligned":
+        return draw(st.sampled_from(["fd00::1/8", "fe80::%eth0/64", "fd00::/129", "fd00::/08"]))
     assert kind == "not text", kind
     return draw(st.sampled_from([None, 7, True, 1.5, [aligned]]))
 
@@ -251,9 +255,10 @@ def near_miss(draw: st.DrawFn, kind: str) -> object:
 @st.composite
 def ipv4_lists(draw: st.DrawFn, kind: str = "none") -> list[object]:
     """A CIDR list as a file holds it: canonical IPv4 entries (repeats and any order), with
-    one entry of ``kind`` among them unless ``kind`` is ``none``, so that entry alone
-    decides which path the list takes."""
+    one to three entries of ``kind`` among them unless ``kind`` is ``none``, so those alone
+    decide which path the list takes."""
     texts: list[object] = draw(st.lists(canonical_ipv4_cidrs(), max_size=10))
     if kind != "none":
-        texts.insert(draw(st.integers(0, len(texts))), draw(near_miss(kind)))
+        for _ in range(draw(st.integers(1, 3))):
+            texts.insert(draw(st.integers(0, len(texts))), draw(near_miss(kind)))
     return texts

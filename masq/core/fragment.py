@@ -23,7 +23,7 @@ from masq.core.addresses import (
     IPAddress,
     IPNetwork,
     parse_cidr,
-    parse_ipv4_cidrs_sorted,
+    parse_cidrs_sorted,
     sorted_cidrs,
 )
 from masq.core.config import DEFAULT_CIDR_LIMIT
@@ -156,11 +156,11 @@ _interfaces = _entries("an interface name", "interface names", parse_interface)
 
 
 def _cidr_list(value: object) -> Result[_Parsed, ConfigError]:
-    """A CIDR list key's value: the batch path for a list of canonical IPv4 CIDRs (nearly
-    every long list), else the entry-by-entry path, which gives the same vector or names
-    the first bad entry."""
+    """A CIDR list key's value: the batch path for a list of valid CIDRs, else the
+    entry-by-entry path, which names the first bad entry (and gives the same vector for
+    a valid list: see the properties)."""
     if isinstance(value, list):
-        batch = parse_ipv4_cidrs_sorted(value)
+        batch = parse_cidrs_sorted(value)
         if batch is not None:
             return Success(batch)
     return _cidrs(value).map(sorted_cidrs)
