@@ -246,6 +246,12 @@ _OPEN_UDATA = attr(
     bytes([NFTNL_UDATA_SET_ELEM_FLAGS, 4]) + NFTNL_SET_ELEM_F_INTERVAL_OPEN.to_bytes(4, "little"),
 )
 _END_FLAG = attr(NFTA_SET_ELEM_FLAGS, _BE32.pack(NFT_SET_ELEM_INTERVAL_END))
+_START: Final[dict[int, bytes]] = {width: _list_elem(_key(0, width))[:-width] for width in (4, 16)}
+_END: Final[dict[int, bytes]] = {
+    width: _list_elem(_END_FLAG + _key(0, width))[:-width] for width in (4, 16)
+}
+"""What precedes the address in a start element and in an interval-end element without
+counters, for 4- and 16-byte addresses: ``interval_elements`` appends the address alone."""
 
 
 def interval_elements(net: IPNetwork, counters: Counters | None = None) -> list[bytes]:
@@ -258,6 +264,11 @@ def interval_elements(net: IPNetwork, counters: Counters | None = None) -> list[
     width = bits // 8
     first = int(net.network_address)
     after = first + (1 << (bits - net.prefixlen))
+    if counters is None and not after >> bits:  # nearly every element: constant heads
+        return [
+            _START[width] + first.to_bytes(width, "big"),
+            _END[width] + after.to_bytes(width, "big"),
+        ]
     start = _key(first, width)
     if counters is not None:
         start += counter_expr(counters)
@@ -325,9 +336,11 @@ def _element_messages(
     edit: SetEdit, verb: Literal["delete", "add"], seq: int
 ) -> Iterator[tuple[bytes, Part]]:
     nets = sorted(edit.delete if verb == "delete" else edit.add, key=cidr_key)
-    seed = edit.seed or {}
+    seed = edit.seed if verb == "add" else None
     elements = (
-        e for n in nets for e in interval_elements(n, seed.get(n) if verb == "add" else None)
+        e
+        for n in nets
+        for e in (interval_elements(n, seed.get(n)) if seed else interval_elements(n))
     )
     kind, flags = (
         (msg_type("DELSETELEM"), NLM_F_REQUEST | NLM_F_ACK)
