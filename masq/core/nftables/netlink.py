@@ -784,7 +784,12 @@ class Watch:
             if isinstance(event, Lost):
                 lost, pending = True, []
             elif isinstance(event, ObjectChanged):
-                if (event.family, event.table) in self.tables:
+                # A change from one of our ports is our commit's (its NEWGEN comes from the
+                # same port): not kept, so a first load's 200,000 element notifications
+                # never pile up (~70 MB at 100,000 elements).
+                if (event.family, event.table) in self.tables and (
+                    event.portid not in self.own_portids
+                ):
                     pending.append(event)
             else:
                 generation = event.generation
