@@ -651,18 +651,20 @@ class NftablesDataplane:
     def _load(self, table: NftTable, elements: Elements) -> int:
         """The whole table on a node that holds none of ours, its elements over netlink.
 
-        At 100,000 elements ``nft -f`` of the table takes 1.0-1.4 s (nft parses and
-        encodes every element, then the kernel inserts them), and rendering its text
-        0.2 s more; the same elements as one netlink batch take ~0.5 s, encoding
-        included, and the structure's two small ``nft -f`` batches ~30 ms each.  So
-        the table comes in the three commits of ``load_stages``: the structure with
-        empty sets and a base chain without rules, the elements, the base chain's
-        rules.  Only here, where no table of ours exists: until the rules come, the
-        table decides nothing, so no destination is masqueraded that must not be (and
-        none was before).  A failure in between removes the table again, so nothing
-        is left half made; an agent killed in between leaves a table that decides
-        nothing, which the next sync completes as any observed table.  A table of ours
-        already present is replaced in one ``nft -f`` batch, as before.
+        Measured (the write alone, median of 6, no listener): at 100,000 elements the
+        table in one ``nft -f`` batch takes 1.36 s (0.18 s rendering its text, 1.18 s of
+        nft parsing and encoding every element before the kernel inserts them), the
+        stages below 0.90 s (the element batch: ~0.2 s encoding, the rest the kernel
+        inserting; the two small ``nft -f`` batches ~20 ms each); at 50,000, 0.81 s
+        against 0.48 s.  So the table comes in the three commits of ``load_stages``: the
+        structure with empty sets and a base chain without rules, the elements, the
+        base chain's rules.  Only here, where no table of ours exists: until the rules
+        come, the table decides nothing, so no destination is masqueraded that must not
+        be (and none was before).  A failure in between removes the table again, so
+        nothing is left half made; an agent killed in between leaves a table that
+        decides nothing, with all its elements or none, which the next sync completes
+        as any observed table.  A table of ours already present is replaced in one
+        ``nft -f`` batch, as before (all or nothing: it decides at every instant).
         """
         structure, adds, rules = load_stages(table)
         self._own(self.nft.run_batch(render_batch(structure)))
