@@ -19,11 +19,12 @@ netlink access, ``nft`` does everything; one start-up line says which path is in
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Protocol, TextIO
 
@@ -670,7 +671,8 @@ class NftablesDataplane:
         self._own(self.nft.run_batch(render_batch(structure)))
         try:
             edits = _set_edits(adds) or []
-            self._own_written(elements.write(edits) if edits else None)
+            with _cyclic_gc_paused():
+                self._own_written(elements.write(edits) if edits else None)
             self._own(self.nft.run_batch(render_batch(rules)))
         except BaseException:
             self._drop(table)
@@ -812,6 +814,21 @@ class NftablesDataplane:
         if merged is None:
             return None, why
         return desired_table(merged.config, self.options), f"desired, from the config ({why})"
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: encoding 100,000 elements allocates some
+    400,000 short-lived containers beside the config's 200,000 address objects, and the
+    collector would walk them all several times (~0.2 s of a 0.6 s batch); the batch
+    makes no reference cycles, and reference counting frees it as before."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _first_load(ops: Sequence[NftOp], observed: NftState | None) -> NftTable | None:
