@@ -684,25 +684,31 @@ def first_sync_rows(sizes: list[int], runs: int, code: Path, label: str, tmp: Pa
     return rows
 
 
-def first_sync_main(sizes: list[int], runs: int, code: Path, label: str) -> int:
-    """Append this run's rows to firstsync.txt (a run per code version: before, after)."""
+def first_sync_main(sizes: list[int], runs: int, code: Path, label: str, note: str) -> int:
+    """Replace this label's rows in firstsync.txt (a run per code version: before, after),
+    with ``note`` saying what the label's code is."""
     precompile()
     subprocess.run([PYTHON, "-m", "compileall", "-q", str(code / "masq")], check=True)
     with tempfile.TemporaryDirectory(prefix="mqfirst-") as d:
         rows = first_sync_rows(sizes, runs, code, label, Path(d))
-    head = [
+    old = FIRST_OUT.read_text().splitlines() if FIRST_OUT.exists() else []
+    notes = [ln for ln in old if ln.startswith("# code ") and ln.split()[2] != f"{label}:"]
+    kept = [
+        ln for ln in old if ln and not ln.startswith(("#", "   code")) and ln.split()[0] != label
+    ]
+    lines = [
         *header("the first sync alone: --once on an empty node, nftables", "bench_scale.py"),
         f"# N non-adjacent IPv4 /24s in files of 10,000; {runs} runs per row, each in a fresh"
         " namespace; wall and best wall, CPU = agent + children (RUSAGE_CHILDREN), agent and"
         " children from getrusage at its exit, peak RSS = the agent's VmHWM (largest run)",
+        *notes,
+        f"# code {label}: {note or code}",
         "",
         "   code table        N  wall s  best  CPU s agent s children s  peak RSS MB",
+        *kept,
+        *rows,
     ]
-    old = FIRST_OUT.read_text().splitlines() if FIRST_OUT.exists() else []
-    kept = [
-        ln for ln in old if ln and not ln.startswith(("#", "   code")) and ln.split()[0] != label
-    ]
-    FIRST_OUT.write_text("\n".join([*head, *kept, *rows]) + "\n")
+    FIRST_OUT.write_text("\n".join(lines) + "\n")
     print(FIRST_OUT.read_text())
     return 0
 
@@ -721,6 +727,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=FIRST_RUNS, help="first syncs per row")
     parser.add_argument("--code", type=Path, default=REPO, help="the agent's code (a checkout)")
     parser.add_argument("--label", default="now", help="the rows' code label, e.g. before")
+    parser.add_argument("--note", default="", help="what the label's code is (a commit)")
     args = parser.parse_args()
     if args.watch_legacy:
         watch_legacy()
@@ -733,7 +740,7 @@ def main() -> int:
         return 2
     if args.first_sync:
         sizes = [int(n) for n in args.first_sync.split(",")]
-        return first_sync_main(sizes, args.runs, args.code, args.label)
+        return first_sync_main(sizes, args.runs, args.code, args.label, args.note)
     if args.smoke:
         global IDLE_SECONDS, COUNT_SECONDS, STEADY_RUNS, CHANGE_TRIALS, CACHE, OUT
         IDLE_SECONDS, COUNT_SECONDS, STEADY_RUNS, CHANGE_TRIALS = 3.0, 2.0, 1, 2
