@@ -12,7 +12,6 @@ disagrees).
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import select
@@ -26,7 +25,8 @@ from inotify_simple import flags as F
 
 from masq.core.config import MIN_RESYNC_SECONDS, effective_resync
 from masq.shell import http
-from masq.shell.agent import Agent, Backoff, SyncReport
+from masq.shell.agent import Agent, Backoff
+from masq.shell.collector import ConfigFreezer
 from masq.shell.dataplane import Watching, write_ops
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.metrics import Metrics
@@ -277,30 +277,6 @@ def _loop(
                 wait_for_change(watcher, stopper, delay)
     LOG.info("stopping, rules left in place", extra={"kv": {"signal": stopper.signum}})
     return 0
-
-
-class ConfigFreezer:
-    """Keeps the garbage collector off the config's objects between config changes.
-
-    At 100,000 CIDRs the loaded config, its merge and the desired table are ~220,000
-    objects the cyclic collector would walk on each full collection (~25 ms, at random
-    moments: in a scrape, an idle resync, the parse of an edit). They live until the
-    config changes, so after a sync that loaded a new config they are collected once and
-    frozen (``gc.freeze``); unfreezing first lets the last config's cycles, if any, go.
-    """
-
-    def __init__(self) -> None:
-        self._last: object = None
-
-    def after(self, report: SyncReport) -> bool:
-        """Freeze what a new config brought (True when it did)."""
-        if report.loaded is self._last:
-            return False
-        self._last = report.loaded
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
-        return True
 
 
 def _repair(burst: Burst, repairs: RepairBackoff, metrics: Metrics) -> float:

@@ -19,12 +19,11 @@ netlink access, ``nft`` does everything; one start-up line says which path is in
 from __future__ import annotations
 
 import errno
-import gc
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Protocol, TextIO
 
@@ -59,7 +58,7 @@ from masq.core.nftables.table import desired_table, table_family
 from masq.core.nftables.traffic import scrape_plan, scraped, traffic_of
 from masq.core.options import DataplaneOptions
 from masq.core.traffic import CidrTraffic, Counters
-from masq.shell import netlink
+from masq.shell import collector, netlink
 from masq.shell.dataplane import Explained, Writes
 from masq.shell.errors import AgentError, TransientError, value_or_raise
 from masq.shell.nft_elements import NetlinkError, Written
@@ -671,7 +670,7 @@ class NftablesDataplane:
         self._own(self.nft.run_batch(render_batch(structure)))
         try:
             edits = _set_edits(adds) or []
-            with _cyclic_gc_paused():
+            with collector.paused():
                 self._own_written(elements.write(edits) if edits else None)
             self._own(self.nft.run_batch(render_batch(rules)))
         except BaseException:
@@ -814,21 +813,6 @@ class NftablesDataplane:
         if merged is None:
             return None, why
         return desired_table(merged.config, self.options), f"desired, from the config ({why})"
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside: encoding 100,000 elements allocates some
-    400,000 short-lived containers beside the config's 200,000 address objects, and the
-    collector would walk them all several times (~0.2 s of a 0.6 s batch); the batch
-    makes no reference cycles, and reference counting frees it as before."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _first_load(ops: Sequence[NftOp], observed: NftState | None) -> NftTable | None:

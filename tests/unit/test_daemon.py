@@ -352,10 +352,11 @@ def test_a_new_config_is_frozen_out_of_the_collectors_walks_once() -> None:
     import weakref
 
     from masq.shell.agent import SyncReport
+    from masq.shell.collector import ConfigFreezer
 
     first = load((("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8]\n"),), Options()).unwrap()
     second = load((("ip-masq-a", b"nonMasqueradeCIDRs: [10.1.0.0/16]\n"),), Options()).unwrap()
-    freezer = daemon.ConfigFreezer()
+    freezer = ConfigFreezer()
     try:
         held = _Cycle()  # alive at the first freeze, garbage by the second
         old = weakref.ref(held)
@@ -373,3 +374,28 @@ def test_a_new_config_is_frozen_out_of_the_collectors_walks_once() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_no_cyclic_collection_runs_while_paused() -> None:
+    import gc
+
+    from masq.shell.collector import paused
+
+    runs: list[str] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            runs.append(phase)
+
+    gc.callbacks.append(seen)
+    try:
+        with paused():
+            assert not gc.isenabled()
+            keep = [[i] for i in range(50_000)]  # far past the first generation's threshold
+            inside = list(runs)
+        assert gc.isenabled()
+        assert inside == []
+        keep += [[i] for i in range(50_000)]
+        assert runs  # enabled again: the same allocations collect
+    finally:
+        gc.callbacks.remove(seen)
