@@ -140,6 +140,7 @@ class AgentRunner:
     in_sync_lines: int = 1
     verbosity: int = 1  # the daemon's --v (2 logs each nftables listing)
     resync: float = 1.0  # the idle daemon's --resync-interval
+    code: Path | None = None  # --once runs the agent from this checkout (None: this one)
 
     @property
     def exec_log(self) -> Path:
@@ -153,6 +154,8 @@ class AgentRunner:
         self.exec_log.write_text("")
         environ = env(self.tmp / "wrap" if wrap else None)
         environ["MASQ_BENCH_REPORT"] = str(report)
+        if self.code is not None:  # and not the working directory's (PYTHONSAFEPATH)
+            environ["PYTHONPATH"], environ["PYTHONSAFEPATH"] = str(self.code), "1"
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = ns_run(self.ns, [PYTHON, "-c", BOOT, *self.flags, "--once"], environ, check=False)

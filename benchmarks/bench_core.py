@@ -10,7 +10,8 @@ as a real config must be: a file is at most 1 MiB):
   (``masq.core.nftables.plan``) for the same cases, ``render_batch`` of the whole table
   and ``parse_listing`` of the table's ``nft -j list table`` JSON (every element with a
   counter, as nft 1.0.6 prints it);
-- ``parse_fragment`` of one config file of 10,000 and of 50,000 entries.
+- ``parse_fragment`` of one config file of 10,000 and of 50,000 entries, YAML and JSON,
+  and of ten YAML files of 10,000 (100,000 CIDRs, the control-plane benchmark's config).
 
 Writes figures to benchmarks/results/core.txt (target: merge + desired + plan of 10,000
 CIDRs under 100 ms).  Run: benchmarks/run.sh core
@@ -43,6 +44,7 @@ from masq.core.nftables.table import TableOptions, desired_table
 
 SIZES = (10_000, 50_000)
 PER_FILE = 10_000
+CIDR_LIMIT = 200_000  # as the control-plane benchmark's files raise it
 RUNS = 7
 OUT = Path(__file__).resolve().parent / "results" / "core.txt"
 # The chains of the agent's ``ip`` table as ``nft -j list table ip ip-masq-agent`` prints
@@ -58,14 +60,16 @@ _CHAINS_JSON = """[
   "right": "local"}}, {"return": null}]}},
 {"rule": {"family": "ip", "table": "ip-masq-agent", "chain": "postrouting", "handle": 7,
   "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
-  "right": "@masquerade-v4"}}, {"jump": {"target": "snat-to-node"}}]}},
+  "right": "@masquerade-v4"}}, {"counter": {"packets": 0, "bytes": 0}},
+  {"jump": {"target": "snat-to-node"}}]}},
 {"rule": {"family": "ip", "table": "ip-masq-agent", "chain": "postrouting", "handle": 8,
   "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
   "right": {"prefix": {"addr": "169.254.0.0", "len": 16}}}},
   {"counter": {"packets": 0, "bytes": 0}}, {"return": null}]}},
 {"rule": {"family": "ip", "table": "ip-masq-agent", "chain": "postrouting", "handle": 9,
   "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
-  "right": "@non-masquerade-v4"}}, {"return": null}]}},
+  "right": "@non-masquerade-v4"}}, {"counter": {"packets": 0, "bytes": 0}},
+  {"return": null}]}},
 {"rule": {"family": "ip", "table": "ip-masq-agent", "chain": "postrouting", "handle": 10,
   "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"jump": {"target": "snat-to-node"}}]}}
 ]"""
@@ -131,8 +135,15 @@ def nft_listing(table: NftTable) -> str:
     return json.dumps({"nftables": objects})
 
 
-def fragment_text(n: int) -> str:
-    return f"cidrLimit: {n}\nnonMasqueradeCIDRs:\n" + "".join(f"  - {c}\n" for c in cidrs(0, n))
+def fragment_text(n: int, start: int = 0) -> str:
+    nets = cidrs(start, n)
+    return f"cidrLimit: {CIDR_LIMIT}\nnonMasqueradeCIDRs:\n" + "".join(f"  - {c}\n" for c in nets)
+
+
+def fragment_json(n: int, start: int = 0) -> str:
+    return json.dumps(
+        {"cidrLimit": CIDR_LIMIT, "nonMasqueradeCIDRs": [str(c) for c in cidrs(start, n)]}
+    )
 
 
 def median_ms(fn: Callable[[], object]) -> float:
@@ -229,12 +240,21 @@ def nftables_figures(n: int) -> list[str]:
 
 
 def fragment_figures() -> list[str]:
-    out = ["parse_fragment of one config file"]
+    out = ["parse_fragment of one config file (canonical IPv4 entries, as a file lists them)"]
     for n in SIZES:
-        data = fragment_text(n).encode()
-        assert parse_fragment(data, "ip-masq-big").unwrap().cidr_limit == n
-        ms = median_ms(partial(parse_fragment, data, "ip-masq-big"))
-        out.append(f"  {n:,} entries ({len(data) / 1e3:.0f} kB of YAML): {ms:.1f} ms")
+        for kind, text in (("YAML", fragment_text(n)), ("JSON", fragment_json(n))):
+            data = text.encode()
+            assert len(parse_fragment(data, "ip-masq-big").unwrap().non_masquerade_cidrs or ()) == n
+            ms = median_ms(partial(parse_fragment, data, "ip-masq-big"))
+            out.append(f"  {n:,} entries ({len(data) / 1e3:.0f} kB of {kind}): {ms:.1f} ms")
+    files = [fragment_text(PER_FILE, i).encode() for i in range(0, 100_000, PER_FILE)]
+
+    def every_file() -> object:
+        return [parse_fragment(data, f"ip-masq-{i:02d}") for i, data in enumerate(files)]
+
+    out.append(
+        f"  ten YAML files of 10,000 (100,000 CIDRs), all parsed: {median_ms(every_file):.1f} ms"
+    )
     return out
 
 

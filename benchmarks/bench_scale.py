@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import ipaddress
 import json
 import math
 import os
@@ -55,7 +56,9 @@ from typing import Any
 
 from agentproc import AgentRunner, Idle, OnceRun
 from benchlib import (
+    PER_FILE,
     PYTHON,
+    REPO,
     RESULTS,
     env,
     file_text,
@@ -631,6 +634,85 @@ def targets(cases: dict[str, Case]) -> list[str]:
     return out
 
 
+# --- the first sync alone (--first-sync) ---------------------------------------------
+
+FIRST_OUT = RESULTS / "firstsync.txt"
+FIRST_RUNS = 5
+
+
+def first_sync_config(cfg: Path, n: int) -> None:
+    """N non-adjacent /24s (one /24 in every /23 from 11.0.0.0) in files of 10,000: no two
+    elements can merge into one interval, as issue 17 measures."""
+    base = int(ipaddress.IPv4Address("11.0.0.0"))
+    nets = [str(ipaddress.IPv4Network((base + 512 * i, 24))) for i in range(n)]
+    for old in cfg.glob("ip-masq*"):
+        old.unlink()
+    for i in range(0, n, PER_FILE):
+        write_file(cfg, f"ip-masq-{i // PER_FILE:02d}", file_text(nets[i : i + PER_FILE]))
+
+
+def first_sync_rows(sizes: list[int], runs: int, code: Path, label: str, tmp: Path) -> list[str]:
+    """Median and best of ``runs`` first syncs per size and table family, each in a fresh
+    namespace, the kernel's element count checked after the first of each."""
+    from integration.topology import namespace  # see switch_case
+
+    rows = []
+    for n in sizes:
+        cfg = tmp / f"cfg-first-{n}"
+        cfg.mkdir(exist_ok=True)
+        first_sync_config(cfg, n)
+        for family, extra in (("ip", []), ("inet", ["--enable-ipv6"])):
+            flags = [f"--config-dir={cfg}", *DATAPLANES["nftables"], *extra]
+            done: list[OnceRun] = []
+            for i in range(runs):
+                with namespace("first") as ns, heavy_lock():
+                    done.append(AgentRunner(ns, flags, tmp, code=code).once())
+                    if i == 0:
+                        listing = ns_run(ns, ["nft", "-j", "list", "set", family, TABLE, NFT_SET])
+                        objects = json.loads(listing.stdout)["nftables"]
+                        held = sum(len(o["set"].get("elem", ())) for o in objects if "set" in o)
+                        if held != n:
+                            raise RuntimeError(f"kernel holds {held} CIDRs, not {n}")
+            walls = sorted(r.wall for r in done)
+            print(f"  {label} {family} {n:,}: {walls}", flush=True)
+            rows.append(
+                f"{label:>7} {family:>5} {n:>8,} {med([r.wall for r in done]):>7.2f}"
+                f" {walls[0]:>5.2f} {med([r.cpu for r in done]):>6.2f}"
+                f" {med([r.own for r in done]):>6.2f} {med([r.children for r in done]):>9.2f}"
+                f" {max(r.hwm_mb for r in done):>9.0f}"
+            )
+    return rows
+
+
+def first_sync_main(sizes: list[int], runs: int, code: Path, label: str, note: str) -> int:
+    """Replace this label's rows in firstsync.txt (a run per code version: before, after),
+    with ``note`` saying what the label's code is."""
+    precompile()
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(code / "masq")], check=True)
+    with tempfile.TemporaryDirectory(prefix="mqfirst-") as d:
+        rows = first_sync_rows(sizes, runs, code, label, Path(d))
+    old = FIRST_OUT.read_text().splitlines() if FIRST_OUT.exists() else []
+    notes = [ln for ln in old if ln.startswith("# code ") and ln.split()[2] != f"{label}:"]
+    kept = [
+        ln for ln in old if ln and not ln.startswith(("#", "   code")) and ln.split()[0] != label
+    ]
+    lines = [
+        *header("the first sync alone: --once on an empty node, nftables", "bench_scale.py"),
+        f"# N non-adjacent IPv4 /24s in files of 10,000; {runs} runs per row, each in a fresh"
+        " namespace; wall and best wall, CPU = agent + children (RUSAGE_CHILDREN), agent and"
+        " children from getrusage at its exit, peak RSS = the agent's VmHWM (largest run)",
+        *notes,
+        f"# code {label}: {note or code}",
+        "",
+        "   code table        N  wall s  best  CPU s agent s children s  peak RSS MB",
+        *kept,
+        *rows,
+    ]
+    FIRST_OUT.write_text("\n".join(lines) + "\n")
+    print(FIRST_OUT.read_text())
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--watch-legacy", action="store_true", help=argparse.SUPPRESS)
@@ -639,6 +721,13 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true", help="forget cases measured before")
     parser.add_argument("--render", action="store_true", help="only rewrite scale.txt")
     parser.add_argument("--smoke", action="store_true", help="short runs, results not kept")
+    parser.add_argument(
+        "--first-sync", default="", help="only the first sync at these sizes, e.g. 50000,100000"
+    )
+    parser.add_argument("--runs", type=int, default=FIRST_RUNS, help="first syncs per row")
+    parser.add_argument("--code", type=Path, default=REPO, help="the agent's code (a checkout)")
+    parser.add_argument("--label", default="now", help="the rows' code label, e.g. before")
+    parser.add_argument("--note", default="", help="what the label's code is (a commit)")
     args = parser.parse_args()
     if args.watch_legacy:
         watch_legacy()
@@ -649,6 +738,9 @@ def main() -> int:
     if os.geteuid() != 0:
         print("run as root (it creates network namespaces)", file=sys.stderr)
         return 2
+    if args.first_sync:
+        sizes = [int(n) for n in args.first_sync.split(",")]
+        return first_sync_main(sizes, args.runs, args.code, args.label, args.note)
     if args.smoke:
         global IDLE_SECONDS, COUNT_SECONDS, STEADY_RUNS, CHANGE_TRIALS, CACHE, OUT
         IDLE_SECONDS, COUNT_SECONDS, STEADY_RUNS, CHANGE_TRIALS = 3.0, 2.0, 1, 2

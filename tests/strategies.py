@@ -193,3 +193,72 @@ def probe_sources(config: MasqConfig, data: st.DataObject, family: Family) -> li
     ]
     picked = data.draw(st.lists(st.sampled_from(points), max_size=4)) if points else []
     return [*picked, data.draw(st.ip_addresses(v=4 if family == "ipv4" else 6))]
+
+
+def canonical_ipv4_cidrs() -> st.SearchStrategy[str]:
+    """Aligned IPv4 CIDRs as ``ip_network`` prints them; /0, /31, /32 and repeats likely."""
+    return st.builds(
+        lambda value, prefix: str(
+            ipaddress.IPv4Network((value >> (32 - prefix) << (32 - prefix), prefix))
+        ),
+        st.sampled_from((0x0A000000, 0xC0A80100, 0xFFFFFFFF)) | st.integers(0, 2**32 - 1),
+        st.sampled_from((0, 8, 24, 30, 31, 32)) | st.integers(0, 32),
+    )
+
+
+NEAR_MISSES = (
+    "none",
+    "host bits set",
+    "octet over 255",
+    "octet with a leading zero",
+    "prefix over 32",
+    "prefix with a leading zero",
+    "not a CIDR",
+    "IPv6",
+    "IPv6 misaligned",
+    "not text",
+)
+"""Kinds of entry other than a canonical IPv4 CIDR, most of them one step away from one
+(``none``: no such entry; ``IPv6``: a valid IPv6 CIDR)."""
+
+
+@st.composite
+def near_miss(draw: st.DrawFn, kind: str) -> object:
+    """An entry of ``kind`` (one of ``NEAR_MISSES`` but ``none``)."""
+    prefix = draw(st.integers(0, 31))
+    value = draw(st.integers(0, 2**32 - 1)) | 1 << draw(st.integers(0, 31 - prefix))
+    octets = [str(value >> shift & 255) for shift in (24, 16, 8, 0)]
+    aligned = str(ipaddress.IPv4Network((value, prefix), strict=False))
+    address = aligned.split("/", maxsplit=1)[0]
+    i = draw(st.integers(0, 3))
+    if kind == "host bits set":
+        return f"{ipaddress.IPv4Address(value)}/{prefix}"
+    if kind in ("octet over 255", "octet with a leading zero"):
+        wrong = str(draw(st.integers(256, 999))) if kind == "octet over 255" else "0" + octets[i]
+        return ".".join([*octets[:i], wrong, *octets[i + 1 :]]) + f"/{prefix}"
+    if kind == "prefix over 32":
+        return f"{address}/{draw(st.integers(33, 99))}"
+    if kind == "prefix with a leading zero":
+        return f"{address}/0{prefix}"
+    if kind == "not a CIDR":
+        return draw(
+            st.sampled_from([f"{address}/", address, f" {aligned}", f"{aligned}\n", "", "pods"])
+        )
+    if kind == "IPv6":
+        return draw(st.sampled_from(["fd00::/8", "::/0", f"::ffff:{address}/128", "fd00::/128"]))
+    if kind == "IPv6 misaligned":
+        return draw(st.sampled_from(["fd00::1/8", "fe80::%eth0/64", "fd00::/129", "fd00::/08"]))
+    assert kind == "not text", kind
+    return draw(st.sampled_from([None, 7, True, 1.5, [aligned]]))
+
+
+@st.composite
+def ipv4_lists(draw: st.DrawFn, kind: str = "none") -> list[object]:
+    """A CIDR list as a file holds it: canonical IPv4 entries (repeats and any order), with
+    one to three entries of ``kind`` among them unless ``kind`` is ``none``, so those alone
+    decide which path the list takes."""
+    texts: list[object] = draw(st.lists(canonical_ipv4_cidrs(), max_size=10))
+    if kind != "none":
+        for _ in range(draw(st.integers(1, 3))):
+            texts.insert(draw(st.integers(0, len(texts))), draw(near_miss(kind)))
+    return texts

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
-from typing import Literal
+from typing import Any, Literal, cast
 
 from pyrsistent import pvector
 from pyrsistent.typing import PVector
@@ -201,6 +201,126 @@ def _parse_cidr_checked(text: str) -> Result[IPNetwork, ConfigError]:
     except ValueError:
         aligned = ipaddress.ip_network(text, strict=False)
         return Failure(invalid(f"host bits set (misaligned); did you mean {aligned}?", text))
+
+
+_BYTE = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_CANONICAL = re.compile(rf"{_BYTE}\.{_BYTE}\.{_BYTE}\.{_BYTE}/(?:3[0-2]|[12]?[0-9])", re.ASCII)
+"""An IPv4 CIDR exactly as ``ip_network`` prints one: octets 0-255 and a prefix of 0-32,
+all without leading zeros (alignment is checked on the numbers)."""
+
+_NETMASKS = tuple(ipaddress.IPv4Network((0, prefix)).netmask for prefix in range(33))
+_NUMBERS = {str(number): number for number in range(256)}
+_HOST_BITS = tuple((1 << (32 - prefix)) - 1 for prefix in range(33))
+
+
+def _assemble_ipv4_network(value: int, prefix: int) -> ipaddress.IPv4Network:
+    """The network ``IPv4Network((value, prefix))`` gives, for an aligned ``value`` and a
+    ``prefix`` of 0-30, built without its constructor's parsing and checks.
+
+    The constructor leaves exactly three attributes (and a ``hosts`` override for /31 and
+    /32, which therefore always take the constructor); assembling them directly costs a
+    fifth as much.  ``_LAYOUT_HOLDS`` checks the layout once at import, so another Python
+    whose ``ipaddress`` stores networks otherwise only loses the speed.
+    """
+    address: Any = object.__new__(ipaddress.IPv4Address)
+    address._ip = value
+    net: Any = object.__new__(ipaddress.IPv4Network)
+    net.network_address = address
+    net.netmask = _NETMASKS[prefix]
+    net._prefixlen = prefix
+    built: ipaddress.IPv4Network = net
+    return built
+
+
+def _layout_holds() -> bool:
+    try:
+        probes = [(0, 0), (0x0A000000, 8), (0xC0A80100, 24), (0xFFFFFFFC, 30)]
+        return all(
+            vars(_assemble_ipv4_network(v, p)) == vars(ipaddress.IPv4Network((v, p)))
+            for v, p in probes
+        )
+    except (AttributeError, TypeError):
+        return False
+
+
+_LAYOUT_HOLDS = _layout_holds()
+
+
+def parse_cidrs_sorted(texts: Sequence[object]) -> PVector[IPNetwork] | None:
+    """``sorted_cidrs`` of every text's ``parse_cidr`` network when every item is a ``str``
+    that ``parse_cidr`` accepts; ``None`` when one is not, and the caller takes the general
+    path, which names the first error.
+
+    A long list from a file is read as one batch: the IPv4 entries (every IPv4 text
+    ``parse_cidr`` accepts is spelt as ``_IPV4_CANONICAL`` matches) by ``_ipv4_batch``, the
+    few others (IPv6) one by one; IPv4 sorts before IPv6, so the two orders concatenate.
+    No ``Result`` per IPv4 entry: those and the constructor were most of the cost of a
+    10,000-entry file (90 ms; this batch: about 13 ms).
+    """
+    shape = _IPV4_CANONICAL.fullmatch
+    others = [text for text in texts if type(text) is not str or shape(text) is None]
+    if not others:
+        return _ipv4_batch(texts)
+    parsed: list[IPNetwork] = []
+    for text in others:
+        if not isinstance(text, str):
+            return None
+        match parse_cidr(text):
+            case Success(net) if net.version == 6:
+                parsed.append(net)
+            case _:
+                return None
+    ipv4 = _ipv4_batch([text for text in texts if type(text) is str and shape(text)])
+    return None if ipv4 is None else ipv4 + sorted_cidrs(parsed)
+
+
+def _ipv4_batch(texts: Sequence[object]) -> PVector[IPNetwork] | None:
+    """``parse_cidrs_sorted`` of texts that each match ``_IPV4_CANONICAL`` (``None`` if one
+    has host bits set): every number converted in one pass, the networks assembled without
+    their constructor, and an integer sort key (within IPv4: address, then prefix), so a
+    list already in canonical order is not sorted again."""
+    if not texts:
+        return pvector()
+    # Every number is an octet or a prefix (0-255, spelt canonically): a lookup, not int().
+    joined = ".".join(cast("Sequence[str]", texts)).replace("/", ".")
+    numbers = iter(map(_NUMBERS.__getitem__, joined.split(".")))
+    nets: list[IPNetwork] = []
+    keys: list[int] = []
+    append, append_key = nets.append, keys.append
+    in_order = True
+    last_key = -1
+    host_bits, netmasks = _HOST_BITS, _NETMASKS
+    new, address_class, network_class = object.__new__, ipaddress.IPv4Address, ipaddress.IPv4Network
+    address: Any
+    net: Any
+    for a, b, c, d, prefix in zip(numbers, numbers, numbers, numbers, numbers, strict=True):
+        value = a << 24 | b << 16 | c << 8 | d
+        if value & host_bits[prefix]:
+            return None
+        key = value << 6 | prefix  # canonical order within IPv4: address, then prefix
+        in_order = in_order and last_key < key
+        last_key = key
+        append_key(key)
+        if prefix > 30 or not _LAYOUT_HOLDS:
+            append(network_class((value, prefix)))
+            continue
+        # _assemble_ipv4_network, inlined: a call per entry is a fifth of this loop.
+        address = new(address_class)
+        address._ip = value
+        net = new(network_class)
+        net.network_address = address
+        net.netmask = netmasks[prefix]
+        net._prefixlen = prefix
+        append(net)
+    if in_order:  # strictly increasing: sorted, and no duplicates
+        return pvector(nets)
+    out: list[IPNetwork] = []
+    last_key = -1
+    for key, net in sorted(zip(keys, nets, strict=True), key=itemgetter(0)):
+        if key != last_key:
+            out.append(net)
+            last_key = key
+    return pvector(out)
 
 
 def parse_ip(text: str) -> Result[IPAddress, ConfigError]:

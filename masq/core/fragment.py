@@ -18,7 +18,14 @@ from typing import Final, TypeVar
 from pyrsistent.typing import PVector
 from returns.result import Failure, Result, Success
 
-from masq.core.addresses import Family, IPAddress, IPNetwork, parse_cidr, sorted_cidrs
+from masq.core.addresses import (
+    Family,
+    IPAddress,
+    IPNetwork,
+    parse_cidr,
+    parse_cidrs_sorted,
+    sorted_cidrs,
+)
 from masq.core.config import DEFAULT_CIDR_LIMIT
 from masq.core.duration import parse_duration_ns
 from masq.core.egress import parse_interface, parse_output_address, sorted_interfaces
@@ -149,6 +156,13 @@ _interfaces = _entries("an interface name", "interface names", parse_interface)
 
 
 def _cidr_list(value: object) -> Result[_Parsed, ConfigError]:
+    """A CIDR list key's value: the batch path for a list of valid CIDRs, else the
+    entry-by-entry path, which names the first bad entry (and gives the same vector for
+    a valid list: see the properties)."""
+    if isinstance(value, list):
+        batch = parse_cidrs_sorted(value)
+        if batch is not None:
+            return Success(batch)
     return _cidrs(value).map(sorted_cidrs)
 
 
@@ -244,12 +258,15 @@ def _fragment(source: str, document: object) -> Result[Fragment, ConfigError]:
 
 
 def fragment_cidr_count(fragment: Fragment) -> int:
-    """Distinct CIDRs the file lists, over all its CIDR lists (duplicates count once)."""
-    return len(
-        set(fragment.non_masquerade_cidrs or ())
-        | set(fragment.masquerade_cidrs or ())
-        | set(fragment.source_cidrs or ())
-    )
+    """Distinct CIDRs the file lists, over all its CIDR lists (duplicates count once).
+
+    Each list is already deduplicated, so one list alone counts by its length, without
+    hashing every network; only a file with several lists pays for the union."""
+    every = (fragment.non_masquerade_cidrs, fragment.masquerade_cidrs, fragment.source_cidrs)
+    lists = [nets for nets in every if nets]
+    if len(lists) <= 1:
+        return sum(map(len, lists))
+    return len(set().union(*lists))
 
 
 def counted_keys(with_sources: bool) -> str:

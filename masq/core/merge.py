@@ -498,8 +498,45 @@ def _covered_after(
     return covered.persistent()
 
 
+def _union_of_ordered(lists: Iterable[Sequence[IPNetwork] | None]) -> PVector[IPNetwork]:
+    """The union of canonically ordered, deduplicated lists (as a fragment holds them).
+
+    Lists whose key ranges (first to last CIDR) overlap no other list's are already in
+    place: they are laid end to end, and only lists whose ranges overlap are merged by a
+    sort; so ten files of distinct ranges (say one per region) cost a look at each
+    list's ends, not a sort key for each of 100,000 CIDRs (0.1 s).
+    """
+    runs = sorted(((cidr_key(v[0]), cidr_key(v[-1]), v) for v in lists if v), key=_ends)
+    out: list[IPNetwork] = []
+    group: list[Sequence[IPNetwork]] = []
+    reach = (0, 0, 0)  # the greatest last key of the group
+    for first, last, run in runs:
+        if group and first > reach:
+            out += _group_union(group)
+            group = []
+        reach = max(reach, last) if group else last
+        group.append(run)
+    out += _group_union(group)
+    return pvector(out)
+
+
+_Key = tuple[int, int, int]
+"""A CIDR's sort key (``cidr_key``)."""
+
+
+def _ends(run: tuple[_Key, _Key, Sequence[IPNetwork]]) -> tuple[_Key, _Key]:
+    return run[0], run[1]
+
+
+def _group_union(group: list[Sequence[IPNetwork]]) -> Sequence[IPNetwork]:
+    """Lists whose ranges overlap, merged (one list: itself)."""
+    if len(group) == 1:
+        return group[0]
+    return sorted_cidrs(n for run in group for n in run)
+
+
 def _full_index(frags: Sequence[Fragment], flags: tuple[bool, bool, float]) -> MergeIndex:
-    unions = {lk.key: sorted_cidrs(n for f in frags for n in lk.get(f) or ()) for lk in _LISTS}
+    unions = {lk.key: _union_of_ordered([lk.get(f) for f in frags]) for lk in _LISTS}
     non, masq = unions[NON_MASQUERADE_CIDRS], unions[MASQUERADE_CIDRS]
     shared = len(set(non) & set(masq)) if non and masq else 0
     covered = {cidr_key(c.cidr): c for c in _covered_conflicts(frags) if c.cidr is not None}

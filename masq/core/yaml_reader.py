@@ -8,6 +8,9 @@ is YAML.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import yaml
 from returns.result import Failure, Success
 
@@ -96,16 +99,44 @@ class _Builder:
             self.add(list(done) if isinstance(done, list) else Pairs(tuple(done[0])))
         return Success(None)
 
+    def strings(self, get_event: Callable[[], object]) -> object:
+        """Append to the list just opened the run of events that can only be strings
+        (quoted scalars, and plain ones with a "/": see ``_scalar``) carrying no anchor or
+        tag, and return the first event that is not one, for ``event`` to take.
+
+        A long CIDR list is one such run: no ``Result``, no type tests and no method
+        calls per entry beyond reading the event.
+        """
+        items = self._stack[-1]
+        assert isinstance(items, list)  # called right after a SequenceStartEvent
+        append, scalar_event = items.append, yaml.ScalarEvent
+        while True:
+            event: Any = get_event()
+            if (
+                type(event) is not scalar_event
+                or event.anchor is not None
+                or event.tag is not None
+                or (event.implicit[0] and "/" not in event.value)
+            ):
+                return event
+            append(event.value)
+
 
 def load_yaml(text: str) -> Loaded:
     """The single document's value (``None`` for an empty stream)."""
     loader = _Loader(text)
     builder = _Builder()
+    get_event = loader.get_event
     try:
-        while loader.check_event():
-            taken = builder.event(loader, loader.get_event())
+        event = get_event()
+        while event is not None:
+            taken = builder.event(loader, event)
             if isinstance(taken, Failure):
                 return taken
+            if type(event) is yaml.SequenceStartEvent:
+                event = builder.strings(get_event)
+            else:
+                event = get_event()
     except yaml.YAMLError as error:
         return Failure(invalid("not valid YAML or JSON: " + _yaml_problem(error)))
     finally:

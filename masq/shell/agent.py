@@ -32,7 +32,7 @@ from masq.core.fragment import (
 )
 from masq.core.merge import Merged
 from masq.core.traffic import Traffic
-from masq.shell import netlink
+from masq.shell import collector, netlink
 from masq.shell.configdir import FileCache, LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.dataplane import Dataplane, Dataplanes, P, Watching, Writes
 from masq.shell.errors import AgentError, ConfigInvalid, TransientError, value_or_raise
@@ -140,7 +140,8 @@ class Agent:
             self._warned_missing = False
         if self._last is not None and self._last.sources == files:
             return self._last
-        loaded = value_or_raise(load(files, opts, self._last), lambda es: ConfigInvalid(es[0]))
+        with collector.paused():  # 100,000 CIDRs: ~0.24 s of collections that free nothing
+            loaded = value_or_raise(load(files, opts, self._last), lambda es: ConfigInvalid(es[0]))
         self._report_config(loaded)
         self._last = loaded
         return loaded

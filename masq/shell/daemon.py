@@ -26,6 +26,7 @@ from inotify_simple import flags as F
 from masq.core.config import MIN_RESYNC_SECONDS, effective_resync
 from masq.shell import http
 from masq.shell.agent import Agent, Backoff
+from masq.shell.collector import ConfigFreezer
 from masq.shell.dataplane import Watching, write_ops
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.metrics import Metrics
@@ -249,6 +250,7 @@ def _loop(
     floor = max(MIN_RESYNC_SECONDS, opts.resync_interval)
     backoff = Backoff(floor)  # the floor caps retries too
     repairs = RepairBackoff(cap=floor)
+    frozen = ConfigFreezer()
     while not stopper.stopped:
         metrics.loop_alive()
         started = time.monotonic()
@@ -263,6 +265,7 @@ def _loop(
         else:
             backoff.succeeded()
             metrics.sync_finished(True, time.monotonic() - started)
+            frozen.after(report)
             backoff.cap = wait = effective_resync(opts.resync_interval, report.loaded.merged.config)
         if stopper.stopped:
             break

@@ -4,6 +4,10 @@ nft commits whatever it parsed before EOF when it reads a pipe, so an agent kill
 writing one could commit half a batch.  The agent hands nft the whole batch in a memfd;
 these tests kill it at random instants during a big first load and during a big change,
 and check after every kill that the kernel holds the old table or the new one, exactly.
+A first load on an empty node comes in stages (the structure with a base chain without
+rules, the elements in one netlink batch, the rules): killed between them, the kernel
+holds a table that decides nothing, as no table does, with all its elements or none,
+and the next sync completes it.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ def elements(topo: Topology) -> set[str] | None:
     rules = [o["rule"] for o in objects if "rule" in o]
     assert len([r for r in rules if r["chain"] == "postrouting"]) == 5, rules
     assert len([r for r in rules if r["chain"] == "snat-to-node"]) == 1, rules
+    return elements_of(listed.stdout)
+
+
+def elements_of(listing: str) -> set[str]:
+    """The non-masquerade elements of a ``nft -j list table`` listing."""
+    objects = json.loads(listing)["nftables"]
     (s,) = [o["set"] for o in objects if "set" in o and o["set"]["name"] == "non-masquerade-v4"]
     out = set()
     for item in s.get("elem", []):
@@ -152,11 +162,52 @@ def timed_once(topo: Topology, config_dir: Path) -> float:
     return time.monotonic() - start
 
 
+def first_load_outcome(topo: Topology, want: set[str]) -> str:
+    """After a kill during a first load: "old" (no table of ours), "between" (the table whose
+    base chain holds no rule yet, so it decides nothing, with none of its elements or all of
+    them) or "new" (the whole table); anything else fails."""
+    listed = run(
+        topo.in_ns(topo.node, ["nft", "-j", "list", "table", *TABLE]), check=False, timeout=60
+    )
+    if listed.returncode != 0:
+        assert "No such file or directory" in listed.stderr, listed.stderr
+        return "old"
+    rules = [o["rule"] for o in json.loads(listed.stdout)["nftables"] if "rule" in o]
+    if any(r["chain"] == "postrouting" for r in rules):
+        assert elements(topo) == want
+        return "new"
+    assert len([r for r in rules if r["chain"] == "snat-to-node"]) == 1, rules
+    held = elements_of(listed.stdout)
+    assert held in (set(), want), len(held)
+    return "between"
+
+
+def killed_at_batch(topo: Topology, config_dir: Path, nth: int) -> None:
+    """Start ``--once`` and SIGKILL it while its ``nth`` committing nft runs (a first load:
+    1 is the structure, 2 the rules after the elements), or after it ended."""
+    proc = start_agent(topo, config_dir)
+    for i in range(nth):
+        if i:
+            wait_for(
+                lambda: not nft_running(topo, committing=True) or proc.poll() is not None,
+                timeout=60,
+                interval=0.001,
+            )
+        wait_for(
+            lambda: nft_running(topo, committing=True) or proc.poll() is not None,
+            timeout=60,
+            interval=0.001,
+        )
+    kill(topo, proc)
+
+
 def test_a_kill_during_the_first_load_leaves_no_table_or_the_whole_one(
     nft_topo: Topology, config_dir: Path
 ) -> None:
-    """Killed at random while loading 20,000 elements: after each kill the kernel holds
-    no table of ours, or the whole table with every element."""
+    """Killed at random while loading 20,000 elements: after each kill the kernel holds no
+    table of ours, the whole table with every element, or (killed between the stages of
+    the load) a table that decides nothing, with every element or none, which the next
+    sync completes."""
     want = set(cidrs(0, 20_000))
     write_config(config_dir, "ip-masq-agent", config(sorted(want)))
     full = timed_once(nft_topo, config_dir)
@@ -169,11 +220,18 @@ def test_a_kill_during_the_first_load_leaves_no_table_or_the_whole_one(
     for _ in range(12):
         no_table()
         killed_after(nft_topo, config_dir, rng.uniform(0.0, full))
-        got = elements(nft_topo)
-        assert got is None or got == want, None if got is None else len(got)
-        outcomes.append("old" if got is None else "new")
-    aim_at_missed_sides(nft_topo, config_dir, outcomes, no_table, old=None, new=want)
-    assert elements_after_sync(nft_topo, config_dir) == want
+        outcomes.append(first_load_outcome(nft_topo, want))
+    # Each outcome is also aimed at: before any batch, between the stages, at the last one.
+    aims: list[tuple[str, Callable[[], None]]] = [
+        ("old", lambda: killed_after(nft_topo, config_dir, 0.0)),
+        ("between", lambda: killed_at_batch(nft_topo, config_dir, 1)),
+        ("new", lambda: killed_at_batch(nft_topo, config_dir, 2)),
+    ]
+    for outcome, aim in aims:
+        no_table()
+        aim()
+        assert first_load_outcome(nft_topo, want) == outcome
+        assert elements_after_sync(nft_topo, config_dir) == want
 
 
 def test_a_kill_during_a_big_change_leaves_the_old_table_or_the_new_one(

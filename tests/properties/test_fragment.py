@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -11,10 +12,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyrsistent import pvector
 from returns.result import Failure, Success
+from strategies import NEAR_MISSES, ipv4_lists
 
 from masq.core.addresses import IPNetwork, sorted_cidrs
 from masq.core.duration import format_duration
-from masq.core.fragment import KNOWN_KEYS, Fragment, parse_fragment
+from masq.core.fragment import (
+    KNOWN_KEYS,
+    Fragment,
+    _cidr_list,
+    _cidrs,
+    fragment_cidr_count,
+    parse_fragment,
+)
 
 SOURCE = "conf/ip-masq-agent.yaml"
 
@@ -321,3 +330,58 @@ def test_json_nan_and_infinity_are_not_numbers(key: str, constant: str) -> None:
     result = parse_fragment(f'{{"{key}": {constant}}}', SOURCE)
     assert isinstance(result, Failure)
     assert str(result.failure()) == f"{SOURCE}: {key}: '{constant}': {READ_AS_TEXT[key]}"
+
+
+# Fails if the batch path of a CIDR list accepts what the entry-by-entry path refuses, or
+# gives another order or other networks (see test_addresses for its own mutants), if a list
+# with a bad entry no longer reaches the entry-by-entry path (its error would be lost or
+# change), or if the YAML reader's run of string scalars reads an entry otherwise than
+# the event-by-event path (e.g. a quoted or tagged entry).
+@pytest.mark.parametrize("kind", NEAR_MISSES)
+@given(data=st.data(), as_json=st.booleans())
+def test_a_cidr_list_reads_the_same_on_the_batch_and_the_entry_by_entry_paths(
+    kind: str, data: st.DataObject, as_json: bool
+) -> None:
+    """For any CIDR list (canonical IPv4 entries in any order, with repeats, and one entry of
+    each kind of near miss in turn: misaligned, an octet or prefix out of range or with a
+    leading zero, IPv6, not a CIDR, not text), the list check gives exactly what checking
+    each entry with ``parse_cidr`` and sorting gives: the same vector, or the same error
+    (index, value and message).  Written into a file, as YAML or as JSON, the file parses to
+    that vector or fails with that error, placed at the file and key."""
+    texts = data.draw(ipv4_lists(kind))
+    general = _cidrs(texts).map(sorted_cidrs)
+    assert _cidr_list(texts) == general
+    document = {"cidrLimit": 100, "nonMasqueradeCIDRs": texts}
+    text = json.dumps(document) if as_json else yaml.safe_dump(document)
+    expected = general.map(
+        lambda nets: Fragment(SOURCE, non_masquerade_cidrs=nets, cidr_limit=100)
+    ).alt(lambda error: replace(error, key="nonMasqueradeCIDRs").at(SOURCE))
+    result = parse_fragment(text, SOURCE)
+    assert result == expected
+    assert str(result.failure() if isinstance(result, Failure) else "") == str(
+        expected.failure() if isinstance(expected, Failure) else ""
+    )
+
+
+# Fails if the count of a file's distinct CIDRs adds the lengths of several lists (a CIDR
+# in two lists would count twice), or counts a single list otherwise than by its length.
+@given(
+    st.lists(st.lists(networks(), max_size=4), min_size=3, max_size=3),
+    st.lists(st.booleans(), min_size=3, max_size=3),
+)
+def test_a_files_cidr_count_is_its_distinct_cidrs(
+    lists: list[list[IPNetwork]], present: list[bool]
+) -> None:
+    """Over any fragment with any of its three CIDR lists set (overlapping, empty or
+    absent), ``fragment_cidr_count`` is the number of distinct CIDRs in their union."""
+    given_lists = [
+        sorted_cidrs(nets) if there else None for nets, there in zip(lists, present, strict=True)
+    ]
+    fragment = Fragment(
+        SOURCE,
+        non_masquerade_cidrs=given_lists[0],
+        masquerade_cidrs=given_lists[1],
+        source_cidrs=given_lists[2],
+    )
+    union = {net for nets in given_lists for net in nets or ()}
+    assert fragment_cidr_count(fragment) == len(union)

@@ -467,3 +467,24 @@ def test_egress_ipv6_without_enable_and_limit(frags: list[Fragment]) -> None:
     assert isinstance(outcome, Failure) == (count > 0)
     if count:
         assert f"{count} distinct CIDRs" in str(outcome.failure())
+
+
+# /24s of one /20 and what covers them: files of these hold ranges that are disjoint,
+# nested, interleaved or touch at one CIDR.
+RUN_POOL: list[IPNetwork] = [
+    *(ipaddress.IPv4Network(f"10.0.{k}.0/24") for k in range(16)),
+    *(ipaddress.IPv4Network(c) for c in ("10.0.0.0/20", "10.0.8.0/21", "10.0.4.0/22")),
+    *(ipaddress.IPv6Network(f"fd00:0:0:{k}::/64") for k in range(4)),
+]
+
+
+@given(st.lists(st.lists(st.sampled_from(RUN_POOL), max_size=6).map(sorted_cidrs), max_size=6))
+def test_union_is_every_files_cidrs_in_canonical_order(lists: list[list[IPNetwork]]) -> None:
+    """The merged list is every file's CIDRs, deduplicated and in canonical order, whether
+    the files' ranges (first to last CIDR) are disjoint (laid end to end without a sort),
+    nested, interleaved, or share a CIDR."""
+    frags = [Fragment(f"f{i}", non_masquerade_cidrs=pvector(v)) for i, v in enumerate(lists)]
+    merged = merge(frags, enable_ipv6=True, default_resync_interval=60.0).unwrap()
+    everything = [n for v in lists for n in v]
+    if lists:
+        assert list(merged.config.non_masquerade_cidrs) == list(sorted_cidrs(everything))

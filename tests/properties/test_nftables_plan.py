@@ -13,7 +13,7 @@ from pyrsistent import pmap, pvector
 from returns.result import Success
 from strategies import cidrs, configs, egress_configs, fragment_histories, table_options
 
-from masq.core.addresses import IPNetwork, family_of, uncovered
+from masq.core.addresses import IPNetwork, cidr_key, family_of, uncovered
 from masq.core.config import MasqConfig
 from masq.core.fragment import Fragment
 from masq.core.merge import merge
@@ -36,6 +36,7 @@ from masq.core.nftables.plan import (
     SET_RELOAD_AFTER_EDITS,
     apply_ops,
     cleanup_ops,
+    load_stages,
     plan,
     replace_ops,
 )
@@ -436,3 +437,24 @@ def test_a_moved_base_chain_hook_replaces_the_table(moved: BaseChain | None) -> 
     )
     assert plan(desired, observed) == (ReplaceTable(desired),)
     assert apply_ops(observed, plan(desired, observed)) == state_of([desired])
+
+
+@given(config=configs() | egress_configs(), options=table_options())
+def test_a_load_in_stages_makes_the_table_and_decides_nothing_before_its_rules(
+    config: MasqConfig, options: TableOptions
+) -> None:
+    """On a node without a table of ours, the three stages of ``load_stages`` applied in turn
+    make exactly what ``ReplaceTable(desired)`` makes; until the last stage every base chain
+    has no rule (the table decides nothing), and the elements go in canonical order."""
+    desired = desired_table(config, options)
+    structure, elements, rules = load_stages(desired)
+    state = apply_ops(NftState(), structure)
+    for step in ((), elements):
+        state = apply_ops(state, step)
+        table = state.tables[desired.family]
+        assert all(not c.rules for c in table.chains.values() if c.base is not None)
+        assert table.chains.keys() == desired.chains.keys()
+    state = apply_ops(state, rules)
+    assert state == apply_ops(NftState(), (ReplaceTable(desired),))
+    for op in elements:
+        assert list(op.elements) == sorted(op.elements, key=cidr_key)

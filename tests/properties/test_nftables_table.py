@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import random
+from collections.abc import Sequence
+from dataclasses import replace
 
 import netaddr
 from hypothesis import given
 from hypothesis import strategies as st
 from nft_text import masquerades, parse_text
+from pyrsistent import pvector
+from pyrsistent.typing import PVector
 from returns.result import Success
 from strategies import configs, fragment_histories, probe_addresses, table_options
 
-from masq.core.addresses import family_of
+from masq.core.addresses import IPNetwork, cidr_key, family_of
 from masq.core.config import MasqConfig
 from masq.core.decision import should_masquerade
 from masq.core.fragment import Fragment, parse_fragment
@@ -121,3 +126,27 @@ def test_derived_table_equals_table_from_scratch(
                 if s.elements is not before:
                     assert s.delta_from(before) == (before - s.elements, s.elements - before)
         previous = (config, table)
+
+
+@given(config=configs(), options=table_options(), rnd=st.randoms(use_true_random=False))
+def test_a_config_out_of_canonical_order_makes_the_same_table(
+    config: MasqConfig, options: TableOptions, rnd: random.Random
+) -> None:
+    """A config built by hand with its lists in any order, duplicates included, makes the
+    table of the same config in canonical order; and every set's ``ordered()`` is its
+    elements in canonical order, each once."""
+
+    def shuffled(nets: Sequence[IPNetwork]) -> PVector[IPNetwork]:
+        out = [*nets, *nets[: rnd.randint(0, len(nets))]]
+        rnd.shuffle(out)
+        return pvector(out)
+
+    table = desired_table(config, options)
+    by_hand = replace(
+        config,
+        non_masquerade_cidrs=shuffled(config.non_masquerade_cidrs),
+        masquerade_cidrs=shuffled(config.masquerade_cidrs),
+    )
+    assert desired_table(by_hand, options) == table
+    for s in table.sets.values():
+        assert list(s.ordered()) == sorted(s.elements, key=cidr_key)

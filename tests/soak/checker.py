@@ -18,8 +18,12 @@ Invariants, each a ``Violation`` when broken:
 - iptables dataplane: at rest (no window open) our chain differs from the desired one, or
   there is not exactly one POSTROUTING jump to it;
 - nftables dataplane: at any time, a table of ours in another family than ``ip``, none in
-  ``ip``, or our chain or a jump to it in the iptables nat table; at rest, our table
-  differs from the desired one;
+  ``ip`` (unless a foreign nft deleted it and the repair's window is open), or our chain or
+  a jump to it in the iptables nat table; at rest, our table differs from the desired one;
+- nftables dataplane: a foreign nft tampers with the agent's table (an element deleted, a
+  set or the chain flushed, a rule or the table deleted): the probes must be right again
+  ``BUDGET`` after it (the repair comes from the notifications, within a second), unless
+  something kept the agent from repairing, as for a change;
 - an agent exits with a traceback or other than as documented: -9 only when SIGKILLed,
   0 only when SIGTERMed (within ``TERM_WITHIN``, start-up included; -15 only when the
   TERM beat the interpreter to the agent's first line, so nothing was logged), 1 only with the
@@ -45,7 +49,7 @@ from integration.topology import NODE_UPLINK, POD_IP
 from masq import MasqConfig
 from soak import kubeproxy, kubeproxy_nft
 from soak.catalogue import DESTINATIONS
-from soak.events import Probe, Push, RunLog, Snapshot, WriterName
+from soak.events import Probe, Push, RunLog, Snapshot, Tamper, WriterName
 from soak.model import (
     EXPECTED_JUMP,
     NFT_TABLE,
@@ -220,6 +224,15 @@ def windows(log: RunLog, blocked: Sequence[Interval]) -> list[Window]:
     return out
 
 
+def tamper_windows(log: RunLog) -> list[tuple[Tamper, float]]:
+    """Each tamper that changed the agent's table, and when its window closes: ``BUDGET``
+    after it (a repair within a second, and the probes' own latency), pushed back past
+    whatever kept the agent from repairing (a restart, a broken config, failing nft
+    batches).  Inside, any verdict goes for every destination; after, the repair is whole."""
+    blocked = obstructions(log)
+    return [(t, window_end(t.end, blocked)[0]) for t in log.tampers if t.rc == 0]
+
+
 def _merged(intervals: Iterable[tuple[float, float]]) -> tuple[list[float], list[float]]:
     starts: list[float] = []
     ends: list[float] = []
@@ -252,12 +265,13 @@ def judge_probes(
     node serialise their writes, so a second one never excuses a wrong packet)."""
     times, configs = _effective(log.pushes)
     stats = ProbeStats(sent=log.probes_sent, received=len(log.probes))
+    tampered = [(t.start, end) for t, end in tamper_windows(log)]
     lenient = {
-        (d, v): _merged((w.start, w.end) for w in wins if v in w.accept[d])
+        (d, v): _merged([*((w.start, w.end) for w in wins if v in w.accept[d]), *tampered])
         for d in range(len(DESTINATIONS))
         for v in (False, True)
     }
-    any_window = _merged((w.start, w.end) for w in wins)
+    any_window = _merged([*((w.start, w.end) for w in wins), *tampered])
     broken = _merged(
         (p.start, log.pushes[i + 1].start if i + 1 < len(log.pushes) else log.finished)
         for i, p in enumerate(log.pushes)
@@ -541,7 +555,11 @@ def snapshot_problems(
         tables = parse_ruleset(snap.nft)
         problems += foreign_table_problems(tables, seed, log, snap.start, snap.end)
         problems += [f"stray table: {t}" for t in stray_tables(tables)]
-        if _ours(tables) != [NFT_TABLE]:
+        deleted = any(  # a foreign nft deleted it, and the repair's window is open
+            t.kind == "table" and t.start <= snap.end and snap.start <= end
+            for t, end in tamper_windows(log)
+        )
+        if _ours(tables) != [NFT_TABLE] and not (deleted and _ours(tables) == []):
             problems.append(f"tables of ours: {_ours(tables)}, only {NFT_TABLE} allowed")
     if desired is not None:
         problems += ours_problems(log.dataplane, snap.text, snap.nft, desired)
@@ -550,7 +568,8 @@ def snapshot_problems(
 
 def judge_snapshots(log: RunLog, wins: Sequence[Window], out: list[Violation]) -> SnapshotStats:
     times, configs = _effective(log.pushes)
-    open_windows = _merged((w.start, w.end) for w in wins)
+    tampered = [(t.start, end) for t, end in tamper_windows(log)]
+    open_windows = _merged([*((w.start, w.end) for w in wins), *tampered])
     starts, ends = open_windows
     stats = SnapshotStats()
     for snap in log.snapshots:

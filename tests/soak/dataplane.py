@@ -10,12 +10,16 @@ chains (``kubeproxy.py``); a snapshot is ``iptables-save -t nat``.
 committing its own table every second (``kubeproxy_nft.py``) and the iptables one above
 (kube-proxy's nat chains in the chosen iptables backend, which the agent must leave alone
 while it removes its own chain there); a snapshot is ``iptables-save -t nat`` and
-``nft list ruleset``.  No xtables lock fault: nft does not take that lock.  The schedule,
-prober, model and kubelet role are the same for every dataplane.
+``nft list ruleset``.  No xtables lock fault: nft does not take that lock.  A foreign
+``nft`` tampers with the agent's table (an element deleted, a set or the chain flushed, a
+rule or the table deleted), which the agent repairs from the notifications it watches.
+The schedule, prober, model and kubelet role are the same for every dataplane.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,6 +28,7 @@ from integration.agent import AGENT_PYTHON
 from integration.topology import Backend, Topology, run
 
 from soak.events import WriterName
+from soak.model import NFT_TABLE
 from soak.nft_view import strip_counters
 from soak.schedule import Fault
 
@@ -49,10 +54,14 @@ class Dataplane:
 
     @property
     def faults(self) -> frozenset[Fault]:
-        """The faults that exist here (only iptables-legacy takes the xtables lock)."""
+        """The faults that exist here (only iptables-legacy takes the xtables lock; only the
+        nftables dataplane is repaired from notifications, so only its table is tampered
+        with)."""
         faults: set[Fault] = {"kill", "second-agent", "restore-fail"}
         if self.name == "iptables" and self.backend == "legacy":
             faults.add("lock")
+        if self.name == "nftables":
+            faults.add("tamper")
         return frozenset(faults)
 
     @property
@@ -98,6 +107,49 @@ class Dataplane:
         if self.name != "nftables":
             return nat, ""
         return nat, _stable_ruleset(topo)
+
+    def tamper(self, topo: Topology, kind: str) -> tuple[int, str]:
+        """A foreign ``nft`` changes the agent's table (nftables only): ``kind`` is one of
+        ``schedule.TAMPERS``.  (nft's exit code, the command); a change that found nothing
+        to change (no element, no rule, no table) fails and changes nothing."""
+        family, table = NFT_TABLE
+        nft = topo.in_ns(topo.node, ["nft"])
+        command: list[str]
+        if kind == "element":
+            sets = ("non-masquerade-v4", "masquerade-v4")
+            found = [(name, e) for name in sets for e in _elements(topo, family, table, name)]
+            name, element = found[0] if found else (sets[0], "255.255.255.255")
+            command = ["delete", "element", family, table, name, f"{{ {element} }}"]
+        elif kind == "set-flush":
+            command = ["flush", "set", family, table, "non-masquerade-v4"]
+        elif kind == "chain-flush":
+            command = ["flush", "chain", family, table, "postrouting"]
+        elif kind == "rule":
+            listed = run([*nft, "-a", "list", "chain", family, table, "postrouting"], check=False)
+            handles = re.findall(r"# handle (\d+)$", listed.stdout, flags=re.MULTILINE)
+            command = ["delete", "rule", family, table, "postrouting", "handle"]
+            command.append(handles[-1] if handles else "0")
+        else:
+            command = ["delete", "table", family, table]
+        done = run([*nft, *command], check=False, timeout=10)
+        return done.returncode, " ".join(command)
+
+
+def _elements(topo: Topology, family: str, table: str, name: str) -> list[str]:
+    """The elements of one set of the agent's table, as nft prints them ([] if none)."""
+    argv = topo.in_ns(topo.node, ["nft", "-j", "list", "set", family, table, name])
+    listed = run(argv, check=False, timeout=10)
+    if listed.returncode != 0:
+        return []
+    out = []
+    for item in json.loads(listed.stdout)["nftables"]:
+        for elem in item.get("set", {}).get("elem", []):
+            value = elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
+            if isinstance(value, str):
+                out.append(value)
+            elif isinstance(value, dict) and "prefix" in value:
+                out.append(f"{value['prefix']['addr']}/{value['prefix']['len']}")
+    return out
 
 
 LISTING_TRIES = 5

@@ -47,6 +47,7 @@ from soak.events import (
     Role,
     RunLog,
     Snapshot,
+    Tamper,
 )
 from soak.model import RESYNC_SECONDS, read
 from soak.schedule import Op, Scenario, Schedule, counts, scenario
@@ -58,8 +59,10 @@ PROBE_INTERVAL = 0.005
 PROBE_PORT = 33333
 RESTART_BACKOFF = (0.2, 1.0)  # the kubelet role: first delay, cap (doubling in between)
 NOTIFY_RCVBUF = 16384
-"""The nftables agents' notification buffer: small enough that the storm's commits overflow
-it now and then, so the agents' "notifications lost" path (list and repair) is exercised."""
+"""The nftables agents' notification buffer (every other life's): small enough that the
+storm's commits overflow it now and then, so the agents' "notifications lost" path (list
+and repair) is exercised."""
+NOTIFY_RCVBUF_ENV = "IP_MASQ_AGENT_NOTIFY_RCVBUF"
 BACKOFF_RESET_AFTER = 3.0  # an agent that ran this long restarts at the first delay again
 RECOVERY_TIMEOUT = 30.0
 PROGRESS_EVERY = 15.0
@@ -171,9 +174,18 @@ class Pod:
         self.index += 1
         self.signal, self.signalled_at, self.in_flight = None, None, False
         with self.log_path.open("w") as out:
-            self.proc = self.procs.spawn(self.argv, stdout=out, env=self.env)
+            self.proc = self.procs.spawn(self.argv, stdout=out, env=self._env())
         self.spawned = self.alive_until = now
         self.restart_at = None
+
+    def _env(self) -> dict[str, str]:
+        """Every other life keeps the kernel's default notification buffer, so a foreign
+        change is repaired from its own notification (naming who) as well as after lost
+        notifications (the small buffer) over a run."""
+        env = dict(self.env)
+        if self.index % 2 == 0:
+            env.pop(NOTIFY_RCVBUF_ENV, None)
+        return env
 
     def poll(self, now: float) -> None:
         if self.proc is not None:
@@ -310,7 +322,7 @@ class Soak:
         env["PATH"] = f"{wrappers}{os.pathsep}{env.get('PATH', '')}"
         env["XTABLES_LOCKFILE"] = str(self.lockfile)
         if self.plane.name == "nftables":  # notifications overflow now and then: "lost"
-            env["IP_MASQ_AGENT_NOTIFY_RCVBUF"] = str(NOTIFY_RCVBUF)
+            env[NOTIFY_RCVBUF_ENV] = str(NOTIFY_RCVBUF)
         return env
 
     def prepare(self) -> None:
@@ -406,6 +418,9 @@ class Soak:
             self.locks.append((now, self.procs.spawn(argv, stdout=subprocess.PIPE)))
         elif op.kind == "restore-fail":
             self._arm(now, op.count)
+        elif op.kind == "tamper":
+            rc, command = self.plane.tamper(self.topo, op.label)
+            self.log.tampers.append(Tamper(now, time.monotonic(), op.label, rc, command))
 
     def _after(self, seconds: float, action: Callable[[float], None]) -> None:
         heapq.heappush(self.timers, (time.monotonic() + seconds, len(self.timers), action))

@@ -66,6 +66,18 @@ class RestoreFaults:
 
 
 @dataclass(frozen=True, slots=True)
+class Tamper:
+    """A foreign nft changed the agent's table (``kind``: ``schedule.TAMPERS``) between
+    ``start`` and ``end``; ``rc`` 0 when it did (nft commits all of a command or none)."""
+
+    start: float
+    end: float
+    kind: str
+    rc: int
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
 class RestoreCall:
     at: float
     failed: bool
@@ -117,6 +129,7 @@ class RunLog:
     locks: list[LockHold] = field(default_factory=list)
     restore_faults: list[RestoreFaults] = field(default_factory=list)
     restore_calls: list[RestoreCall] = field(default_factory=list)
+    tampers: list[Tamper] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     foreign: list[ForeignWrite] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)

@@ -5,6 +5,7 @@ Times in the summary are seconds after the storm started (``+12.345``).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 
@@ -16,6 +17,8 @@ from soak.schedule import Schedule
 
 TIMELINE_BEFORE = 4.0
 TIMELINE_AFTER = 1.0
+NAMED_REPAIR = re.compile(r'msg="foreign change[^"]*" by="?pid ')
+"""A repair line naming the process whose commit it repairs (not "notifications lost")."""
 
 
 def _pct(values: Sequence[float], q: float) -> float:
@@ -125,7 +128,14 @@ def _what_was_seen(log: RunLog, verdict: Judgement) -> list[str]:
         out.append(
             f"netlink: {sum('elements over netlink' in t for t in logs)} of {len(logs)} agent"
             f" lives; repairs on notifications {sum(t.count('foreign change') for t in logs)},"
-            f" of them after lost notifications {sum(t.count('notifications lost') for t in logs)}"
+            f" of them after lost notifications {sum(t.count('notifications lost') for t in logs)},"
+            f" naming who {sum(len(NAMED_REPAIR.findall(t)) for t in logs)}"
+        )
+        kinds = Counter(t.kind for t in log.tampers if t.rc == 0)
+        out.append(
+            f"tampers with our table: {sum(kinds.values())} of {len(log.tampers)} applied ("
+            + (", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none")
+            + "), each judged by the probes after its window"
         )
     wins = verdict.windows
     plain = [w for w in wins if not w.extended_by]
@@ -214,6 +224,9 @@ def timeline(log: RunLog, verdict: Judgement, first: Violation) -> list[str]:
     for call in log.restore_calls:
         if lo <= call.at <= hi:
             rows.append((call.at, f"{write} {'FAILED (injected)' if call.failed else 'ran'}"))
+    for tamper in log.tampers:
+        if lo <= tamper.start <= hi:
+            rows.append((tamper.start, f"tamper {tamper.kind} (nft exit {tamper.rc})"))
     for w in verdict.windows:
         if w.start <= first.at <= w.end:
             rows.append(

@@ -31,8 +31,10 @@ from soak.catalogue import (
 )
 from soak.model import read
 
-OpKind = Literal["config", "broken", "fix", "kill", "second-agent", "lock", "restore-fail"]
-Fault = Literal["kill", "second-agent", "lock", "restore-fail"]
+OpKind = Literal[
+    "config", "broken", "fix", "kill", "second-agent", "lock", "restore-fail", "tamper"
+]
+Fault = Literal["kill", "second-agent", "lock", "restore-fail", "tamper"]
 Target = Literal["primary", "second"]
 Scenario = Literal["storm", "rolling-update"]
 SCENARIOS: tuple[Scenario, ...] = ("storm", "rolling-update")
@@ -45,6 +47,7 @@ RATES: dict[str, float] = {  # per second; 57-81% of probes then fall inside som
     "second-agent": 1 / 40,
     "lock": 1 / 20,
     "restore-fail": 1 / 20,
+    "tamper": 1 / 8,
 }
 NEEDS_FAULT: dict[str, Fault] = {
     "kill-after-change": "kill",
@@ -52,6 +55,7 @@ NEEDS_FAULT: dict[str, Fault] = {
     "second-agent": "second-agent",
     "lock": "lock",
     "restore-fail": "restore-fail",
+    "tamper": "tamper",
 }
 FIX_AFTER = (1.0, 5.0)
 NO_BREAKAGE_IN_LAST = 8.0  # seconds: a broken config is always fixed before the storm ends
@@ -61,6 +65,12 @@ LOCK_SECONDS = (1.0, 8.0)
 RESTORE_FAILURES = (1, 3)
 SECOND_AGENT_SECONDS = (3.0, 15.0)
 EPISODE_GAP = 3.0  # between two lock / restore-fail episodes
+TAMPERS = ("element", "set-flush", "chain-flush", "rule", "table")
+"""What a foreign program does to the agent's own nftables table (``tamper``)."""
+TAMPER_GAP = 11.0
+"""Seconds between tampers, and after a second agent stops before the next: more than the
+agent's repair back-off window (10 s), so each tamper is repaired at once, never backed
+off as a repeat of the last repair (the two agents' writes are repairs for each other)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +225,7 @@ class _Builder:
         self.episodes_free_at = 0.0  # lock / restore-fail episodes never overlap
         self.second_free_at = 0.0
         self.second_until = 0.0
+        self.tamper_free_at = 0.0
 
     def change(self, t: float) -> None:
         self.files, changes = _valid_files(self.rng, self.files)
@@ -254,6 +265,9 @@ class _Builder:
             self.ops.append(Op(t, "second-agent", seconds=length))
             self.second_until = t + length
             self.second_free_at = self.second_until + 1.0
+        elif kind == "tamper" and t >= max(self.tamper_free_at, self.second_until + TAMPER_GAP):
+            self.ops.append(Op(t, "tamper", label=rng.choice(TAMPERS)))
+            self.tamper_free_at = t + TAMPER_GAP
         elif kind == "lock" and t >= self.episodes_free_at:
             length = rng.uniform(*LOCK_SECONDS)
             self.ops.append(Op(t, "lock", seconds=length))

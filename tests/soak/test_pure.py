@@ -5,6 +5,7 @@ violation it exists for (a checker that cannot fail proves nothing)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from integration.topology import DEST_DOC_A, DEST_DOC_B, NODE_UPLINK, POD_IP
 
 from soak import checker, faults, kubeproxy, kubeproxy_nft
 from soak.catalogue import DESTINATIONS, MAIN_FILE, bad_inputs
-from soak.events import ForeignWrite, Life, Probe, Push, RunLog, Snapshot
+from soak.dataplane import Dataplane
+from soak.events import ForeignWrite, Life, Probe, Push, RunLog, Snapshot, Tamper
 from soak.model import (
     EXPECTED_JUMP,
     NFT_TABLE,
@@ -26,7 +28,7 @@ from soak.model import (
     verdicts,
 )
 from soak.nft_view import TableView, parse_ruleset
-from soak.schedule import NO_BREAKAGE_IN_LAST, Fault, build, scenario
+from soak.schedule import NO_BREAKAGE_IN_LAST, TAMPER_GAP, TAMPERS, Fault, build, scenario
 
 ALL_FAULTS: tuple[Fault, ...] = ("kill", "second-agent", "lock", "restore-fail")
 
@@ -406,6 +408,57 @@ def test_nftables_snapshots_hold_one_table_of_ours_and_what_each_writer_wrote() 
     assert problems(dataclasses.replace(good, nft=extra), at_rest=True)
     log.snapshots = [dataclasses.replace(good, nft=extra)]
     assert kinds(log) == ["table (storm)"]  # at rest: no window open at t=5
+
+
+def test_tampers_come_with_the_nftables_dataplane_only_and_never_meet_a_repair_back_off() -> None:
+    """A foreign nft tampers with the agent's table only in nftables runs, in every kind over
+    a long run, never twice within the agent's repair back-off window, nor while a second
+    agent (whose writes the agent repairs too) runs or has just stopped."""
+    assert "tamper" in Dataplane("nftables", "nft").faults
+    assert "tamper" not in Dataplane("iptables", "nft").faults
+    assert not any(op.kind == "tamper" for op in build(3, 300, ALL_FAULTS).ops)
+    kinds_seen: set[str] = set()
+    for seed in range(8):
+        ops = build(seed, 300, (*ALL_FAULTS, "tamper")).ops
+        tampers = [op for op in ops if op.kind == "tamper"]
+        assert tampers, seed
+        kinds_seen |= {op.label for op in tampers}
+        assert all(b.at - a.at >= TAMPER_GAP for a, b in itertools.pairwise(tampers))
+        seconds = [(op.at, op.at + op.seconds) for op in ops if op.kind == "second-agent"]
+        for op in tampers:
+            assert all(op.at >= end + TAMPER_GAP for start, end in seconds if start <= op.at)
+    assert kinds_seen == set(TAMPERS)
+
+
+def test_a_tamper_excuses_wrong_probes_for_its_window_only() -> None:
+    """nftables: after a foreign nft changed the agent's table, probes may be wrong for
+    BUDGET after it (longer while the agent is down), then must be right again; a tamper
+    nft refused opens no window."""
+    log = run_log((5.5, False), (7.5, False))  # DOC_A kept while the model masquerades
+    log.dataplane = "nftables"
+    assert kinds(log) == ["leak", "leak"]
+    log.tampers = [Tamper(5.0, 5.01, "set-flush", 0, "flush set ip ip-masq-agent x")]
+    assert kinds(log) == ["leak"]  # the window closed at 7.01
+    log.lives = [
+        Life("primary", 1, -4, 5.2, 5.2, -9, "KILL", 5.2, False, ""),
+        Life("primary", 2, 6.5, 30, 30.1, 0, "TERM", 30, False, ""),
+    ]
+    assert kinds(log) == []  # down from 5.2 to 6.5: the window closes at 8.5
+    log.tampers = [dataclasses.replace(log.tampers[0], rc=1)]
+    assert kinds(log) == ["leak", "leak"]
+
+
+def test_a_snapshot_without_our_table_is_allowed_only_while_a_deletion_is_repaired() -> None:
+    log, good = nft_run_log()
+    ruleset = AGENT_LISTING.partition("table ip ip-masq-agent")[0] + nft_text(foreign_table(1))
+    gone = dataclasses.replace(good, nft=ruleset)
+    assert checker.snapshot_problems(gone, SEED, log, None)
+    log.tampers = [Tamper(4.9, 4.95, "table", 0, "delete table ip ip-masq-agent")]
+    assert checker.snapshot_problems(gone, SEED, log, None) == []
+    later = dataclasses.replace(gone, start=8.0, end=8.01)  # its window closed at 6.95
+    assert checker.snapshot_problems(later, SEED, log, None)
+    log.tampers = [dataclasses.replace(log.tampers[0], kind="chain-flush")]
+    assert checker.snapshot_problems(gone, SEED, log, None)
 
 
 def test_the_nft_fault_fails_batches_only_and_as_nft_does(tmp_path: Path) -> None:

@@ -337,3 +337,65 @@ def test_an_interval_at_the_floor_does_not_warn(
         assert cli.main(argv) == 0
     assert run.waits == [1.0, 1.0]
     assert floor_warnings(caplog) == []
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_new_config_is_frozen_out_of_the_collectors_walks_once() -> None:
+    """After a sync that loaded a new config its objects are frozen; an unchanged config
+    is not collected again; the next new one unfreezes (so that what the last one left in
+    cycles can go) and collects before freezing."""
+    import gc
+    import weakref
+
+    from masq.shell.agent import SyncReport
+    from masq.shell.collector import ConfigFreezer
+
+    first = load((("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8]\n"),), Options()).unwrap()
+    second = load((("ip-masq-a", b"nonMasqueradeCIDRs: [10.1.0.0/16]\n"),), Options()).unwrap()
+    freezer = ConfigFreezer()
+    try:
+        held = _Cycle()  # alive at the first freeze, garbage by the second
+        old = weakref.ref(held)
+        assert freezer.after(SyncReport(first, wrote=True))
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        del held
+        assert not freezer.after(SyncReport(first, wrote=False))  # nothing new
+        assert gc.get_freeze_count() == frozen
+        assert old() is not None  # frozen: no collection freed it
+        fresh = weakref.ref(_Cycle())  # garbage in a cycle made after the freeze
+        assert freezer.after(SyncReport(second, wrote=True))
+        assert fresh() is None  # collected before the freeze
+        assert old() is None  # unfrozen first, so the last config's garbage went too
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_no_cyclic_collection_runs_while_paused() -> None:
+    import gc
+
+    from masq.shell.collector import paused
+
+    runs: list[str] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            runs.append(phase)
+
+    gc.callbacks.append(seen)
+    try:
+        with paused():
+            assert not gc.isenabled()
+            keep = [[i] for i in range(50_000)]  # far past the first generation's threshold
+            inside = list(runs)
+        assert gc.isenabled()
+        assert inside == []
+        keep += [[i] for i in range(50_000)]
+        assert runs  # enabled again: the same allocations collect
+    finally:
+        gc.callbacks.remove(seen)

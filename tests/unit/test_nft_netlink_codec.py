@@ -188,8 +188,8 @@ def test_an_overrun_is_lost_and_other_messages_are_no_event() -> None:
 TABLE = ("inet", "ip-masq-agent")
 
 
-def _changed(table: str = "ip-masq-agent", kind: str = "element") -> ObjectChanged:
-    return ObjectChanged(kind, False, "inet", table, "masquerade-v4", 7)  # type: ignore[arg-type]
+def _changed(table: str = "ip-masq-agent", kind: str = "element", port: int = 7) -> ObjectChanged:
+    return ObjectChanged(kind, False, "inet", table, "masquerade-v4", port)  # type: ignore[arg-type]
 
 
 def test_a_watch_reports_foreign_commits_to_its_table_only() -> None:
@@ -221,7 +221,17 @@ def test_a_watch_knows_its_commits_by_port_whatever_pid_the_kernel_names() -> No
     ours whatever pid it carries, and a pid of ours does not make another port's ours."""
     watch = Watch(frozenset({TABLE})).owning(portid=7)
     assert not watch.feed([_changed(), Committed(5, 4242, "nft", 7)])[1].dirty
-    assert watch.feed([_changed(), Committed(6, 4242, "nft", 8)])[1].dirty
+    assert watch.feed([_changed(port=8), Committed(6, 4242, "nft", 8)])[1].dirty
+
+
+def test_a_watch_keeps_none_of_its_own_ports_changes_while_their_commit_is_pending() -> None:
+    """The changes of a commit from our port (a first load notifies every element) are not
+    held until its NEWGEN: the kernel sends a commit's changes and its NEWGEN from one port,
+    so they are ours; another port's changes are held, and make their commit foreign."""
+    watch = Watch(frozenset({TABLE})).owning(portid=7)
+    watch, seen = watch.feed([_changed() for _ in range(1000)] + [_changed(port=8)])
+    assert not seen.dirty and watch.pending == (_changed(port=8),)
+    assert watch.feed([Committed(6, None, None, 8)])[1].dirty
 
 
 def test_a_get_asks_for_the_element_that_starts_the_cidr() -> None:

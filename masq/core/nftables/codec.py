@@ -139,8 +139,7 @@ def _render_set(s: NftSet) -> list[str]:
     if s.counter:
         lines.append("\t\tcounter")
     if s.elements:
-        ordered = sorted(s.elements, key=cidr_key)
-        lines.append(f"\t\telements = {{ {', '.join(render_element(e) for e in ordered)} }}")
+        lines.append(f"\t\telements = {{ {_in_order(s.ordered())} }}")
     lines.append("\t}")
     return lines
 
@@ -174,7 +173,12 @@ def _chain_order(table: NftTable) -> list[str]:
 
 
 def _elements(elements: Iterable[IPNetwork]) -> str:
-    return ", ".join(render_element(e) for e in sorted(elements, key=cidr_key))
+    return _in_order(sorted(elements, key=cidr_key))
+
+
+def _in_order(ordered: Iterable[IPNetwork]) -> str:
+    """Elements already in canonical order (a set's ``ordered()``: no second sort)."""
+    return ", ".join(map(render_element, ordered))
 
 
 def render_op(op: NftOp) -> str:
@@ -191,7 +195,7 @@ def render_op(op: NftOp) -> str:
         case DeleteElements(family=f, table=t, set=s, elements=e):
             return f"delete element {f} {t} {s} {{ {_elements(e)} }}\n"
         case ReplaceSet(family=f, table=t, set=s):
-            fill = f"add element {f} {t} {s.name} {{ {_elements(s.elements)} }}\n"
+            fill = f"add element {f} {t} {s.name} {{ {_in_order(s.ordered())} }}\n"
             return f"flush set {f} {t} {s.name}\n" + (fill if s.elements else "")
         case ReplaceChain(family=f, table=t, chain=c):
             rules = "".join(f"add rule {f} {t} {c.name} {render_rule(r)}\n" for r in c.rules)

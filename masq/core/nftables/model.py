@@ -8,7 +8,7 @@ counters, so an unchanged config compares equal whatever traffic has flowed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
@@ -16,7 +16,7 @@ from typing import Final, Literal
 from pyrsistent import pmap, pvector
 from pyrsistent.typing import PMap, PVector
 
-from masq.core.addresses import FAMILIES, Family, IPAddress, IPNetwork, family_of
+from masq.core.addresses import FAMILIES, Family, IPAddress, IPNetwork, cidr_key, family_of
 from masq.core.decision import KINDS, Kind
 from masq.core.nat import PortRange
 from masq.core.traffic import Counters
@@ -63,12 +63,14 @@ class SetIndex:
     elements object ``of`` only (compared by identity, so a set rebuilt with other
     elements simply has no index): ``of`` was built by ``desired_table``; ``before``,
     when set, is the elements object ``of`` was derived from by removing ``removed``
-    and adding ``added``."""
+    and adding ``added``; ``ordered``, when set, is ``of`` in canonical order, as the
+    builder had it (a table rendered or written whole then needs no sort)."""
 
     of: frozenset[IPNetwork]
     before: frozenset[IPNetwork] | None = None
     added: frozenset[IPNetwork] = frozenset()
     removed: frozenset[IPNetwork] = frozenset()
+    ordered: Sequence[IPNetwork] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,14 @@ class NftSet:
         if index is None or index.of is not self.elements or index.before is not before:
             return None
         return index.removed, index.added
+
+    def ordered(self) -> Sequence[IPNetwork]:
+        """The elements in canonical order (the order every batch writes them in): the
+        builder's own when it recorded one for these very elements, else sorted."""
+        index = self.index
+        if index is not None and index.of is self.elements and index.ordered is not None:
+            return index.ordered
+        return sorted(self.elements, key=cidr_key)
 
 
 NftVerdict = Literal["return", "jump", "masquerade", "snat"]

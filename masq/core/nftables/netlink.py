@@ -26,6 +26,7 @@ import re
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Final, Literal, NamedTuple
 
 from masq.core.addresses import Family, IPNetwork, cidr_key
@@ -246,18 +247,32 @@ _OPEN_UDATA = attr(
     bytes([NFTNL_UDATA_SET_ELEM_FLAGS, 4]) + NFTNL_SET_ELEM_F_INTERVAL_OPEN.to_bytes(4, "little"),
 )
 _END_FLAG = attr(NFTA_SET_ELEM_FLAGS, _BE32.pack(NFT_SET_ELEM_INTERVAL_END))
+_START: Final[dict[int, bytes]] = {width: _list_elem(_key(0, width))[:-width] for width in (4, 16)}
+_END: Final[dict[int, bytes]] = {
+    width: _list_elem(_END_FLAG + _key(0, width))[:-width] for width in (4, 16)
+}
+"""What precedes the address in a start element and in an interval-end element without
+counters, for 4- and 16-byte addresses: ``interval_elements`` appends the address alone."""
 
 
 def interval_elements(net: IPNetwork, counters: Counters | None = None) -> list[bytes]:
-    """The element nests of one CIDR: its start and, unless it reaches the top, its end.
+    """The element nests of one CIDR: its start and, unless it reaches the top, its end."""
+    return _interval_elements(cidr_key(net), counters)
 
-    The size comes from the prefix length, not ``num_addresses``: that goes through
-    cached properties which would leave two address objects on every network passed in.
-    """
-    bits = net.max_prefixlen
-    width = bits // 8
-    first = int(net.network_address)
-    after = first + (1 << (bits - net.prefixlen))
+
+def _interval_elements(key: tuple[int, int, int], counters: Counters | None) -> list[bytes]:
+    """``interval_elements`` of the CIDR whose ``cidr_key`` is ``key``: the size comes from
+    the prefix length, not ``num_addresses``, whose cached properties would leave two
+    address objects on every network passed in."""
+    version, first, prefix = key
+    width = 4 if version == 4 else 16
+    bits = width * 8
+    after = first + (1 << (bits - prefix))
+    if counters is None and not after >> bits:  # nearly every element: constant heads
+        return [
+            _START[width] + first.to_bytes(width, "big"),
+            _END[width] + after.to_bytes(width, "big"),
+        ]
     start = _key(first, width)
     if counters is not None:
         start += counter_expr(counters)
@@ -321,14 +336,17 @@ def _chunks(elements: Iterable[bytes]) -> Iterator[bytes]:
         yield bytes(chunk)
 
 
+_FIRST: Final = itemgetter(0)
+
+
 def _element_messages(
     edit: SetEdit, verb: Literal["delete", "add"], seq: int
 ) -> Iterator[tuple[bytes, Part]]:
-    nets = sorted(edit.delete if verb == "delete" else edit.add, key=cidr_key)
-    seed = edit.seed or {}
-    elements = (
-        e for n in nets for e in interval_elements(n, seed.get(n) if verb == "add" else None)
-    )
+    given = edit.delete if verb == "delete" else edit.add
+    # Each CIDR's key once: it orders the elements and is all that encodes them.
+    keyed = sorted(zip(map(cidr_key, given), given, strict=True), key=_FIRST)
+    seed = edit.seed if verb == "add" else None
+    elements = (e for k, n in keyed for e in _interval_elements(k, seed.get(n) if seed else None))
     kind, flags = (
         (msg_type("DELSETELEM"), NLM_F_REQUEST | NLM_F_ACK)
         if verb == "delete"
@@ -340,8 +358,8 @@ def _element_messages(
         return
     for chunk in _chunks(elements):
         body = head + nest(NFTA_SET_ELEM_LIST_ELEMENTS, chunk)
-        what = f"{verb} elements of {edit.describe()} ({', '.join(str(n) for n in nets[:3])}"
-        what += ", ...)" if len(nets) > 3 else ")"
+        what = f"{verb} elements of {edit.describe()} ({', '.join(str(n) for _, n in keyed[:3])}"
+        what += ", ...)" if len(keyed) > 3 else ")"
         yield message(kind, flags, seq, edit.family, body), Part(seq, what)
         seq += 1
 
@@ -771,7 +789,12 @@ class Watch:
             if isinstance(event, Lost):
                 lost, pending = True, []
             elif isinstance(event, ObjectChanged):
-                if (event.family, event.table) in self.tables:
+                # A change from one of our ports is our commit's (its NEWGEN comes from the
+                # same port): not kept, so a first load's 200,000 element notifications
+                # never pile up (~70 MB at 100,000 elements).
+                if (event.family, event.table) in self.tables and (
+                    event.portid not in self.own_portids
+                ):
                     pending.append(event)
             else:
                 generation = event.generation

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
+from pyrsistent import pmap, pvector
+
 from masq.core.addresses import IPNetwork, cidr_key, span
 from masq.core.nftables.model import (
     AddElements,
@@ -31,6 +33,7 @@ from masq.core.nftables.model import (
     ReplaceChain,
     ReplaceSet,
     ReplaceTable,
+    no_counters,
 )
 from masq.core.traffic import Counters
 
@@ -118,6 +121,43 @@ def replace_ops(desired: NftTable, observed: NftState) -> tuple[NftOp, ...]:
         if family != desired.family
     ]
     return (ReplaceTable(desired), *others)
+
+
+def load_stages(
+    desired: NftTable,
+) -> tuple[tuple[ReplaceTable], tuple[AddElements, ...], tuple[ReplaceChain, ...]]:
+    """``ReplaceTable(desired)`` on a node that holds no table of ours, as three commits
+    of which none decides a packet wrongly: (1) the table with its sets empty and its base
+    chain without rules (hooked, it lets every packet pass as if the agent were absent:
+    nothing is masqueraded yet, nothing that must not be), (2) every element, (3) the
+    base chain's rules, which find every element in place.  Applied in turn they make
+    what ``ReplaceTable(desired)`` makes; the elements go in canonical order."""
+    bare = replace(
+        desired,
+        sets=pmap(
+            {
+                name: replace(s, elements=frozenset(), counters=no_counters(), index=None)
+                for name, s in desired.sets.items()
+            }
+        ),
+        chains=pmap(
+            {
+                name: c if c.base is None else replace(c, rules=pvector())
+                for name, c in desired.chains.items()
+            }
+        ),
+    )
+    elements = tuple(
+        AddElements(desired.family, desired.name, name, tuple(s.ordered()))
+        for name, s in sorted(desired.sets.items())
+        if s.elements
+    )
+    rules = tuple(
+        ReplaceChain(desired.family, desired.name, c)
+        for _, c in sorted(desired.chains.items())
+        if c.base is not None
+    )
+    return (ReplaceTable(bare),), elements, rules
 
 
 def cleanup_ops(observed: NftState) -> tuple[NftOp, ...]:

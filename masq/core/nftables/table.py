@@ -9,6 +9,7 @@ elements, and under first match the covered one could never decide anyway.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
@@ -21,6 +22,7 @@ from masq.core.addresses import (
     cidr_key,
     family_of,
     inside,
+    of_family,
     supernets,
     uncovered,
     uncovered_of_ordered,
@@ -60,19 +62,63 @@ def table_family(options: DataplaneOptions) -> NftFamily:
 
 
 def _set(kind: Kind, family: Family, elements: PVector[IPNetwork]) -> NftSet:
+    """``elements``: uncovered CIDRs of ``family`` in canonical order, an order the set
+    keeps (``NftSet.ordered``) so that a batch written whole does not sort them again."""
     of = frozenset(elements)
     return NftSet(
-        name=set_name(kind, family), family=family, elements=of, kind=kind, index=SetIndex(of)
+        name=set_name(kind, family),
+        family=family,
+        elements=of,
+        kind=kind,
+        index=SetIndex(of, ordered=elements),
     )
 
 
-def _sets(decision: FamilyDecision) -> list[NftSet]:
+_FAMILY_OF_VERSION: Final[dict[int, Family]] = {4: "ipv4", 6: "ipv6"}
+
+
+def _uncovered_in_order(nets: Sequence[IPNetwork]) -> dict[Family, list[IPNetwork]] | None:
+    """``uncovered_of_ordered`` of each family's CIDRs of ``nets``, checking on the way that
+    ``nets`` are strictly in canonical order, as a ``MasqConfig`` holds its lists (None:
+    they are not, and the caller filters and sorts them).
+
+    One pass reading each CIDR's version, address and prefix length once: ``decide``
+    would filter and sort every CIDR again, and ``cidr_key`` and ``span`` build tuples
+    per call (100,000 CIDRs: 0.35 s against 0.05 s).  CIDRs nest or are disjoint, so in
+    canonical order a CIDR that starts inside the last kept one lies inside it.
+    """
+    kept: dict[Family, list[IPNetwork]] = {"ipv4": [], "ipv6": []}
+    last = (0, -1, -1)  # (version, first address, prefix length) of the CIDR before
+    end = (0, -1)  # (version, last address) of the last kept CIDR
+    for net in nets:
+        key = (net.version, int(net.network_address), net.prefixlen)
+        if key <= last:
+            return None
+        last = key
+        if key[0] == end[0] and key[1] <= end[1]:
+            continue
+        kept[_FAMILY_OF_VERSION[key[0]]].append(net)
+        end = (key[0], key[1] + (1 << (net.max_prefixlen - key[2])) - 1)
+    return kept
+
+
+def _sets(config: MasqConfig, families: Sequence[Family]) -> list[NftSet]:
+    """Every set, built whole from the config's lists (the decision's lists, without
+    building the decision)."""
     lists: tuple[tuple[Kind, PVector[IPNetwork]], ...] = (
-        ("masquerade", decision.masquerade),
-        ("non-masquerade", decision.non_masquerade),
+        ("masquerade", config.masquerade_cidrs),
+        ("non-masquerade", config.non_masquerade_cidrs),
     )
-    # A decision's lists are of one family and in canonical order already.
-    return [_set(kind, decision.family, uncovered_of_ordered(nets)) for kind, nets in lists]
+    sets: list[NftSet] = []
+    for kind, nets in lists:
+        split = _uncovered_in_order(nets)
+        for family in families:
+            if split is None:  # a config built by hand, not in canonical order
+                elements = uncovered_of_ordered(of_family(nets, family))
+            else:
+                elements = pvector(split[family])
+            sets.append(_set(kind, family, elements))
+    return sets
 
 
 _LIST_OF_KIND: Final[dict[Kind, str]] = {
@@ -257,8 +303,7 @@ def desired_table(
     """
     sets = _previous_sets(previous, config, options)
     if sets is None:
-        decisions = [decide(config, family) for family in options.families]
-        sets = [s for d in decisions for s in _sets(d)]
+        sets = _sets(config, options.families)
     # The chains read each decision's steps but not its lists (those are in the sets).
     bare = replace(config, non_masquerade_cidrs=pvector(), masquerade_cidrs=pvector())
     steps = [decide(bare, family) for family in options.families]
