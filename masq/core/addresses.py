@@ -69,6 +69,14 @@ def of_family(nets: Iterable[IPNetwork], family: Family) -> PVector[IPNetwork]:
     return sorted_cidrs(n for n in nets if family_of(n) == family)
 
 
+def family_range(nets: Sequence[IPNetwork], family: Family) -> range:
+    """The index range of ``family``'s CIDRs in the canonically ordered ``nets`` (IPv4
+    first): two bisects, so counting or walking one family never visits the other's."""
+    version = 4 if family == "ipv4" else 6
+    lo = bisect.bisect_left(nets, (version, 0, 0), key=cidr_key)
+    return range(lo, bisect.bisect_left(nets, (version + 1, 0, 0), key=cidr_key))
+
+
 def holds(nets: Sequence[IPNetwork], net: IPNetwork) -> bool:
     """Whether the canonically ordered ``nets`` hold ``net`` (one bisect)."""
     key = cidr_key(net)

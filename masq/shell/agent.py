@@ -33,7 +33,7 @@ from masq.core.fragment import (
 from masq.core.merge import Merged
 from masq.core.traffic import Traffic
 from masq.shell import collector, netlink
-from masq.shell.configdir import LoadedConfig, config_dir_exists, load, read_files
+from masq.shell.configdir import FileCache, LoadedConfig, config_dir_exists, load, read_files
 from masq.shell.dataplane import Dataplane, Dataplanes, P, Watching, Writes
 from masq.shell.errors import AgentError, ConfigInvalid, TransientError, value_or_raise
 from masq.shell.local import local_address
@@ -104,6 +104,8 @@ class Agent:
         runner: Runner = run_command,
         out: TextIO | None = None,
         kernel: Kernel = netlink.SYSTEM,
+        *,
+        files: FileCache | None = None,
     ) -> None:
         self.opts = opts
         self.metrics = metrics
@@ -116,13 +118,18 @@ class Agent:
                 extra={"kv": {"why": "one table lookup per new connection at any CIDR count"}},
             )
         self._last: LoadedConfig | None = None
+        # a resync reads only the config files that changed
+        self._files = files if files is not None else FileCache()
         self._warned_missing = False
         self._checked_addresses: tuple[IPAddress, ...] = ()
 
     def load(self) -> LoadedConfig:
-        """Read the config dir; parse and merge only when the bytes changed."""
+        """Read the config dir (the files that changed); parse and merge only when the
+        bytes changed."""
         opts = self.opts
-        files = value_or_raise(read_files(opts.config_dir, opts.config_prefix), ConfigInvalid)
+        files = value_or_raise(
+            read_files(opts.config_dir, opts.config_prefix, self._files), ConfigInvalid
+        )
         if not files and not config_dir_exists(opts.config_dir):
             if not self._warned_missing:
                 LOG.warning(

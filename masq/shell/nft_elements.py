@@ -26,13 +26,14 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from masq.core.addresses import Family, IPNetwork
 from masq.core.nftables.netlink import (
     NETLINK_NETFILTER,
+    NFNL_SUBSYS_NFTABLES,
     NFNLGRP_NFTABLES,
     NFTA_GEN_ID,
     NLM_F_REQUEST,
@@ -162,6 +163,20 @@ class _Exchange:
             raise _error(self.what, exc.errno or errno.EIO) from None
         return replies(bytes(self.buffer[:size]))
 
+    def receive_queued(self) -> Iterator[Reply]:
+        """``receive``, without the poll and timeout calls when a reply is queued already
+        (the kernel answers a request inside ``send``): three syscalls down to one for
+        each of a scrape's few hundred small answers."""
+        try:
+            size = self.sock.recv_into(self.buffer, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            found = self.receive()
+            self.sock.settimeout(None)  # blocking again: a queued reply is one recv
+            return found
+        except OSError as exc:
+            raise _error(self.what, exc.errno or errno.EIO) from None
+        return replies(bytes(self.buffer[:size]))
+
 
 def _dump_once(exchange: _Exchange, request: bytes, seq: int) -> list[RawElement] | None:
     """The dump's elements, decoded message by message as they arrive (no reply is
@@ -258,7 +273,7 @@ def read_counters(
                 )
             )
             while chunk:
-                for reply in exchange.receive():
+                for reply in exchange.receive_queued():
                     net = chunk.pop(reply.seq, None)
                     if net is None:
                         continue
@@ -329,6 +344,16 @@ def write_elements(edits: Sequence[SetEdit], *, timeout: float = DEFAULT_TIMEOUT
     return Written(generation, portid)
 
 
+_NEWGEN: Final = msg_type("NEWGEN")
+
+
+def _skippable(reply: Reply, ports: Container[int]) -> bool:
+    """An nf_tables notification of a commit sent from one of ``ports``, but not its NEWGEN."""
+    return (
+        reply.portid in ports and reply.kind >> 8 == NFNL_SUBSYS_NFTABLES and reply.kind != _NEWGEN
+    )
+
+
 class Listener:
     """Notifications of every nf_tables commit in this namespace, non-blocking.
 
@@ -354,9 +379,15 @@ class Listener:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def read(self, limit: int = 10_000) -> list[Event]:
+    def read(self, limit: int = 10_000, *, skip: Container[int] = frozenset()) -> list[Event]:
         """Events queued now (at most about ``limit``); [] when none.  ``Lost`` when the
-        kernel dropped some since the last read."""
+        kernel dropped some since the last read.
+
+        Object notifications sent from a port in ``skip`` (the agent's own commits) are
+        passed over unparsed; their commit's NEWGEN still comes.  The agent's first load of
+        100,000 CIDRs notifies 200,000 elements: parsed, and held until that NEWGEN proved
+        them ours, they cost 2.3 s of CPU and 70 MB of peak memory.
+        """
         events: list[Event] = []
         while len(events) < limit:
             try:
@@ -369,6 +400,8 @@ class Listener:
                     continue
                 raise _error("read nf_tables notifications", exc.errno or errno.EIO) from None
             for reply in replies(bytes(self._buffer[:size])):
+                if skip and _skippable(reply, skip):
+                    continue
                 event = notification(reply)
                 if event is not None:
                     events.append(event)

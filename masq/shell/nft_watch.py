@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Final, Protocol
@@ -78,7 +78,11 @@ class Source(Protocol):
     """Notifications as they arrive: ``nft_elements.Listener`` or a fake."""
 
     def fileno(self) -> int: ...
-    def read(self) -> list[Event]: ...
+    def read(self, *, skip: Container[int] = ...) -> list[Event]:
+        """What is queued; object notifications sent from a port in ``skip`` (the
+        agent's own) may be left out, never a NEWGEN."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -226,7 +230,7 @@ class TableWatch:
 
     def poll(self) -> Burst:
         """Read what is queued; the foreign changes it holds (they make the watch dirty)."""
-        events = self._source.read()
+        events = self._source.read(skip=self._watch.own_portids)
         if not events:
             return Burst()
         self._watch, seen = self._watch.feed(events)

@@ -55,7 +55,7 @@ from masq.core.nftables.model import (
 from masq.core.nftables.netlink import NftProto, RuleCounter, SetEdit
 from masq.core.nftables.plan import cleanup_ops, load_stages, plan, replace_ops
 from masq.core.nftables.table import desired_table, table_family
-from masq.core.nftables.traffic import scrape_plan, scraped, traffic_of
+from masq.core.nftables.traffic import ScrapePlan, scrape_plan, scraped, traffic_of
 from masq.core.options import DataplaneOptions
 from masq.core.traffic import CidrTraffic, Counters
 from masq.shell import collector, netlink
@@ -337,6 +337,7 @@ class NftablesDataplane:
         self._path_said = False
         self._known: _Known | None = None
         self._desired: tuple[MasqConfig, NftTable] | None = None
+        self._scrape_plans: tuple[MasqConfig, NftTable, ScrapePlan] | None = None
         self._probed = False
         self._warned_no_nft = False
 
@@ -760,13 +761,22 @@ class NftablesDataplane:
             for r, want in zip(rules, chain.rules, strict=True)
         ):
             return None
-        plan = scrape_plan(desired, config, self.options.families, self.max_series)
+        plan = self._scrape_plan(config, desired)
         read = {
             name: elements(self.family, desired.name, name, nets)
             for name, nets in plan.reads.items()
             if nets
         }
         return scraped(plan, desired, read, [r.counters for r in rules])
+
+    def _scrape_plan(self, config: MasqConfig, desired: NftTable) -> ScrapePlan:
+        """The scrape plan of this config's desired table, made once per config (it merges
+        the config's lists up to the cap: ~2 ms a scrape at 300 series per family)."""
+        known = self._scrape_plans
+        if known is None or known[0] is not config or known[1] is not desired:
+            plan = scrape_plan(desired, config, self.options.families, self.max_series)
+            known = self._scrape_plans = (config, desired, plan)
+        return known[2]
 
     def explain(
         self,

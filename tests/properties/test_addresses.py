@@ -15,10 +15,13 @@ from strategies import NEAR_MISSES, cidrs, ipv4_lists
 
 from masq.core.addresses import (
     _LAYOUT_HOLDS,
+    FAMILIES,
     IPNetwork,
     _assemble_ipv4_network,
     cidr_key,
     edited_cidrs,
+    family_of,
+    family_range,
     holds,
     inside,
     parse_cidr,
@@ -131,8 +134,13 @@ def test_ordered_lookups_and_edits_agree_with_brute_force(
     """On a canonically ordered list: ``holds`` is membership, ``inside`` is every listed
     CIDR that starts within the probe's range (so its subnets, itself, and its supernets
     starting where it starts), ``supernets`` every listed CIDR that covers the probe
-    strictly (shortest first), and ``edited_cidrs`` equals sorting the edited set."""
+    strictly (shortest first), ``family_range`` indexes exactly one family's CIDRs, and
+    ``edited_cidrs`` equals sorting the edited set."""
     nets = sorted_cidrs(listed)
+    for family in FAMILIES:
+        assert [nets[i] for i in family_range(nets, family)] == [
+            n for n in nets if family_of(n) == family
+        ]
     assert holds(nets, probe) == (probe in set(nets))
     first, last = int(probe.network_address), int(probe.broadcast_address)
     expected = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
 from fake_nft import FakeNft, Refused, run_batch
@@ -45,9 +45,9 @@ class FakeSource:
     def fileno(self) -> int:
         return -1
 
-    def read(self) -> list[Event]:
+    def read(self, *, skip: Container[int] = frozenset()) -> list[Event]:
         events, self.queued = self.queued, []
-        return events
+        return [e for e in events if not (isinstance(e, ObjectChanged) and e.portid in skip)]
 
     def close(self) -> None:
         self.closed = True

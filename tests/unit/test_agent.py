@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from fake_iptables import FakeIptables, FakeKernel, empty_nat
@@ -16,6 +19,7 @@ from masq.core.iptables.rules import RulesetOptions, desired_ruleset
 from masq.shell import agent as agent_module
 from masq.shell import process
 from masq.shell.agent import KUBE_PROXY_TABLE, Agent, backoff_seconds, with_retries
+from masq.shell.configdir import FileCache
 from masq.shell.errors import AgentError, TransientError
 from masq.shell.metrics import Metrics
 from masq.shell.options import Options
@@ -176,6 +180,32 @@ def test_config_is_reparsed_only_when_bytes_change(tmp_path: Path) -> None:
     assert agent.load() is first
     (tmp_path / "ip-masq-a").write_text("masqLinkLocal: false\n")
     assert agent.load() is not first
+
+
+def test_idle_loads_read_no_file_and_an_edit_reads_that_file(tmp_path: Path) -> None:
+    """The daemon's loads read a config file again only when it changed (or changed so
+    recently that its timestamps cannot be trusted yet), and still see every change."""
+    (tmp_path / "ip-masq-a").write_text("nonMasqueradeCIDRs: [10.0.0.0/8]\n")
+    (tmp_path / "ip-masq-b").write_text("nonMasqueradeCIDRs: [10.1.0.0/16]\n")
+    reads: list[str] = []
+
+    def opener(path: str) -> BinaryIO:
+        reads.append(os.path.basename(path))
+        return open(path, "rb")
+
+    files = FileCache(opener=opener, clock=lambda: time.time_ns() + 10**10)
+    agent = Agent(options(tmp_path), Metrics(), FakeIptables(), kernel=FakeKernel(), files=files)
+    first = agent.load()
+    for _ in range(3):
+        assert agent.load() is first
+    assert sorted(reads) == ["ip-masq-a", "ip-masq-b"]
+    (tmp_path / "ip-masq-b").write_text("nonMasqueradeCIDRs: [10.2.0.0/16]\n")
+    os.utime(tmp_path / "ip-masq-b", ns=(0, time.time_ns() + 10**9))  # a tick later
+    assert [str(n) for n in agent.load().merged.config.non_masquerade_cidrs] == [
+        "10.0.0.0/8",
+        "10.2.0.0/16",
+    ]
+    assert sorted(reads) == ["ip-masq-a", "ip-masq-b", "ip-masq-b"]
 
 
 def test_cleanup_removes_jump_and_chain(tmp_path: Path) -> None:

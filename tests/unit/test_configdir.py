@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from integration.expected import RESERVED, canonical
 from returns.result import Failure, Result, Success
 
 from masq.core.errors import ConfigError
 from masq.core.fragment import MAX_FRAGMENT_BYTES
-from masq.shell.configdir import LoadedConfig, load, read_files
+from masq.shell.configdir import RACY_NS, FileCache, LoadedConfig, load, read_files
 from masq.shell.options import Options
 
 
@@ -179,3 +182,135 @@ def test_a_reload_parses_only_the_files_that_changed() -> None:
     assert again.fragments[0].source == "ip-masq-c"
     # and a reload gives what a fresh load gives
     assert load(edited, opts).unwrap().merged == after.merged
+
+
+# --- a resync reads only the files that changed (FileCache) --------------------------
+
+SECOND = 1_000_000_000
+
+
+class Counting:
+    """An opener that counts the reads of each file name."""
+
+    def __init__(self) -> None:
+        self.reads: dict[str, int] = {}
+
+    def __call__(self, path: str) -> BinaryIO:
+        name = os.path.basename(path)
+        self.reads[name] = self.reads.get(name, 0) + 1
+        return open(path, "rb")
+
+
+def later(seconds: float) -> Callable[[], int]:
+    """A wall clock ``seconds`` ahead of the real one (files look that much older)."""
+    return lambda: time.time_ns() + int(seconds * SECOND)
+
+
+class FrozenStat:
+    """``os.stat`` whose answer for a path never changes after the first: timestamps that
+    did not move (a rewrite within one tick of the kernel's coarse clock)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, os.stat_result] = {}
+
+    def __call__(self, path: str) -> os.stat_result:
+        return self.seen.setdefault(path, os.stat(path))
+
+
+def same_times(ns: int) -> Callable[[str], os.stat_result]:
+    """``os.stat`` with every mtime and ctime ``ns``: only device, inode and size tell."""
+
+    def stat(path: str) -> os.stat_result:
+        st = os.stat(path)
+        seconds = ns / SECOND
+        return os.stat_result((*st[:10], st.st_atime, seconds, seconds, st.st_atime_ns, ns, ns))
+
+    return stat
+
+
+def test_a_file_unchanged_since_it_was_read_is_not_read_again(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("a: 1")
+    (tmp_path / "ip-masq-b").write_text("b: 1")
+    opener = Counting()
+    cache = FileCache(opener=opener, clock=later(10))
+    first = read_files(str(tmp_path), "ip-masq", cache).unwrap()
+    second = read_files(str(tmp_path), "ip-masq", cache).unwrap()
+    assert second == first == (("ip-masq-a", b"a: 1"), ("ip-masq-b", b"b: 1"))
+    assert opener.reads == {"ip-masq-a": 1, "ip-masq-b": 1}
+
+
+def test_only_the_changed_file_is_read_again(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("a: 1")
+    (tmp_path / "ip-masq-b").write_text("b: 1")
+    opener = Counting()
+    cache = FileCache(opener=opener, clock=later(10))
+    read_files(str(tmp_path), "ip-masq", cache)
+    (tmp_path / "ip-masq-b").write_text("b: 2")  # same size: the timestamps tell
+    os.utime(tmp_path / "ip-masq-b", ns=(0, time.time_ns() + SECOND))
+    assert read_files(str(tmp_path), "ip-masq", cache).unwrap() == (
+        ("ip-masq-a", b"a: 1"),
+        ("ip-masq-b", b"b: 2"),
+    )
+    assert opener.reads == {"ip-masq-a": 1, "ip-masq-b": 2}
+
+
+def test_a_same_size_rewrite_in_the_racy_window_is_seen(tmp_path: Path) -> None:
+    """A file read within RACY_NS of its last change is read again next time, even when
+    its stat has not moved at all (a rewrite in the same tick of the coarse clock)."""
+    (tmp_path / "ip-masq-a").write_text("a: 1")
+    opener = Counting()
+    cache = FileCache(opener=opener, stat=FrozenStat())
+    assert read_files(str(tmp_path), "ip-masq", cache).unwrap() == (("ip-masq-a", b"a: 1"),)
+    (tmp_path / "ip-masq-a").write_text("a: 2")
+    assert read_files(str(tmp_path), "ip-masq", cache).unwrap() == (("ip-masq-a", b"a: 2"),)
+    assert opener.reads == {"ip-masq-a": 2}
+
+
+def test_a_racy_file_is_trusted_once_its_change_is_old(tmp_path: Path) -> None:
+    (tmp_path / "ip-masq-a").write_text("a: 1")
+    opener = Counting()
+    ahead = [0.0]
+
+    def clock() -> int:
+        return time.time_ns() + int(ahead[0] * SECOND)
+
+    cache = FileCache(opener=opener, clock=clock)
+    for _ in range(2):  # within the window: read each time
+        read_files(str(tmp_path), "ip-masq", cache)
+    assert opener.reads == {"ip-masq-a": 2}
+    ahead[0] = RACY_NS / SECOND + 1
+    for _ in range(3):  # read once more, well after the change: trusted from then on
+        read_files(str(tmp_path), "ip-masq", cache)
+    assert opener.reads == {"ip-masq-a": 3}
+
+
+def test_a_kubelet_swap_with_the_same_size_and_times_is_seen(tmp_path: Path) -> None:
+    """A ConfigMap update points the names at a new directory's files: a new inode tells,
+    even when size and timestamps are the old file's."""
+    kubelet_layout(tmp_path, {"ip-masq-agent": "a: 1"})
+    opener = Counting()
+    cache = FileCache(opener=opener, clock=later(10), stat=same_times(time.time_ns()))
+    read_files(str(tmp_path), "ip-masq", cache)
+    new = tmp_path / "..2026_11_26_14_00_00.000000002"
+    new.mkdir()
+    (new / "ip-masq-agent").write_text("a: 2")
+    (tmp_path / "..data_tmp").symlink_to(new.name)
+    os.rename(tmp_path / "..data_tmp", tmp_path / "..data")
+    assert read_files(str(tmp_path), "ip-masq", cache).unwrap() == (("ip-masq-agent", b"a: 2"),)
+    assert opener.reads == {"ip-masq-agent": 2}
+
+
+def test_a_config_dir_removed_and_made_again_is_read_again(tmp_path: Path) -> None:
+    """What was read from a directory that went away is forgotten with it, even if the
+    new directory's file has the old one's signature."""
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "ip-masq-a").write_text("a: 1")
+    opener = Counting()
+    cache = FileCache(opener=opener, clock=later(10), stat=same_times(time.time_ns()))
+    read_files(str(cfg), "ip-masq", cache)
+    cfg.rename(tmp_path / "away")
+    assert read_files(str(cfg), "ip-masq", cache).unwrap() == ()
+    (tmp_path / "away").rename(cfg)  # the same inode, size and (here) times
+    assert read_files(str(cfg), "ip-masq", cache).unwrap() == (("ip-masq-a", b"a: 1"),)
+    assert opener.reads == {"ip-masq-a": 2}

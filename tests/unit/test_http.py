@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -69,3 +71,33 @@ def test_http_port_in_use_is_one_line_error(served: tuple[Metrics, int]) -> None
     _, port = served
     with pytest.raises(ServerError, match=f"127.0.0.1:{port}"):
         http.start_server(BindAddress("127.0.0.1", port), Metrics())
+
+
+def _wakeups(native_id: int) -> int:
+    """How often the thread went to sleep and woke (voluntary context switches)."""
+    with open(f"/proc/self/task/{native_id}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+def test_an_idle_server_thread_sleeps_until_a_request_or_shutdown() -> None:
+    """Between requests the server thread never wakes (socketserver's serve_forever polls
+    for shutdown five times a second at poll_interval=0.2); a request and a shutdown
+    still wake it at once."""
+    server = http.start_server(BindAddress("127.0.0.1", 0), Metrics())
+    assert server is not None
+    try:
+        (thread,) = [t for t in threading.enumerate() if t.name == "masq-http"]
+        assert thread.native_id is not None
+        time.sleep(0.1)  # asleep in its select by now
+        before = _wakeups(thread.native_id)
+        time.sleep(0.8)
+        assert _wakeups(thread.native_id) - before <= 1
+        assert get(server.port, "/healthz")[0] == 200
+    finally:
+        started = time.monotonic()
+        server.shutdown()
+    assert time.monotonic() - started < 0.5
+    assert not thread.is_alive()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import pytest
 from fake_clock import FakeClock
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from pyrsistent import pmap, pvector
 
 from masq import __version__
-from masq.core.addresses import Family
+from masq.core.addresses import Family, IPNetwork
+from masq.core.config import MasqConfig
 from masq.core.fragment import Fragment
 from masq.core.iptables.model import (
     AppendRule,
@@ -27,11 +31,11 @@ from masq.core.iptables.model import (
 )
 from masq.core.iptables.rules import desired_ruleset, jump_rule
 from masq.core.iptables.traffic import traffic_of
-from masq.core.merge import merge
+from masq.core.merge import Merged, merge
 from masq.core.names import POSTROUTING
 from masq.core.options import DataplaneOptions
-from masq.core.traffic import Counters
-from masq.shell.metrics import HEALTH_INTERVALS, Metrics
+from masq.core.traffic import OTHER_CIDRS, CidrTraffic, Counters
+from masq.shell.metrics import HEALTH_INTERVALS, TRAFFIC_FAMILIES, Metrics, capped, traffic_text
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -170,6 +174,37 @@ def test_config_gauges_follow_the_last_merge() -> None:
     m.config_loaded(0, merge([]).unwrap())
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="non_masquerade") == 3  # RFC 1918
     assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 0
+
+
+class _Touched(list[IPNetwork]):
+    """A list that counts how many of its items were looked at (by index or iteration)."""
+
+    touched = 0
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        self.touched += 1
+        return super().__getitem__(i)
+
+    def __iter__(self) -> Iterator[IPNetwork]:
+        for net in super().__iter__():
+            self.touched += 1
+            yield net
+
+
+def test_cidr_gauges_cost_a_few_lookups_not_a_walk_of_every_cidr() -> None:
+    """A config change at 100,000 CIDRs costs the gauges a bisect per family and list
+    (the lists are in canonical order, IPv4 first), not a look at each CIDR."""
+    v4 = [ipaddress.ip_network((i << 8, 24)) for i in range(1, 5001)]
+    v6 = [ipaddress.ip_network((i << 64, 64)) for i in range(1, 1001)]
+    non, masq = _Touched(v4 + v6), _Touched(v6[:7])
+    config = MasqConfig(non_masquerade_cidrs=non, masquerade_cidrs=masq)  # type: ignore[arg-type]
+    m = Metrics()
+    m.config_loaded(1, Merged(config, pvector()))
+    assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="non_masquerade") == 5000
+    assert value(m, "ip_masq_agent_cidrs", family="ipv6", kind="non_masquerade") == 1000
+    assert value(m, "ip_masq_agent_cidrs", family="ipv4", kind="masquerade") == 0
+    assert value(m, "ip_masq_agent_cidrs", family="ipv6", kind="masquerade") == 7
+    assert non.touched + masq.touched < 100
 
 
 def test_egress_gauge_counts_each_new_key() -> None:
@@ -426,3 +461,47 @@ def test_series_are_capped_once_per_listing_not_per_scrape(monkeypatch: pytest.M
         (("action", "RETURN"), ("cidr", "10.0.0.0/8"), ("family", "ipv4")),
     )
     assert first[0].get(key) == 1 and after.get(key) == 5
+
+
+class _Oracle(CollectorRegistry):
+    """prometheus_client's own rendering of the per-CIDR families: two CounterMetricFamily
+    with labels family, cidr and action, as the agent exposed them through a collector."""
+
+    def __init__(self, rows: Sequence[CidrTraffic]) -> None:
+        super().__init__(auto_describe=False)
+        self.rows = rows
+        self.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        for what, documentation in TRAFFIC_FAMILIES:
+            family = CounterMetricFamily(
+                f"ip_masq_agent_{what}", documentation, labels=["family", "cidr", "action"]
+            )
+            for t in self.rows:
+                family.add_metric([t.family, t.cidr, t.action], getattr(t, what))
+            yield family
+
+
+def test_traffic_text_is_what_prometheus_client_writes() -> None:
+    """The per-CIDR families, rendered by the agent for speed, are byte for byte what
+    generate_latest writes for the same samples: counts small and large (Go's exponent
+    form), both families, ``other``, and label values that need escaping."""
+    rows = [
+        CidrTraffic("ipv4", "0.0.0.0/0", "MASQUERADE", 0, 0),
+        CidrTraffic("ipv4", "10.0.0.0/8", "RETURN", 1, 60),
+        CidrTraffic("ipv4", "11.0.2.0/24", "RETURN", 1234567, 98765432109),
+        CidrTraffic("ipv4", OTHER_CIDRS, "RETURN", 2**53 + 1, 10**20),
+        CidrTraffic("ipv6", "fd00::/8", "MASQUERADE", 999999, 1000000),
+        CidrTraffic("ipv6", 'odd "label"\\ with\nnewline', "RETURN", 7, 8),
+    ]
+    assert traffic_text(rows) == generate_latest(_Oracle(rows))
+    assert traffic_text([]) == generate_latest(_Oracle([]))
+
+
+def test_an_exposition_is_the_registry_then_the_capped_traffic() -> None:
+    m = Metrics(max_cidr_series=1)
+    kept, past_the_cap = rule("RETURN", "10.0.0.0/8", 1, 2), rule("RETURN", "192.168.0.0/16", 3, 4)
+    m.traffic(traffic_of(observed("ipv4", kept, past_the_cap, rule("MASQUERADE", None, 5, 6))))
+    rows = capped(m._traffic_snapshot(), 1)
+    assert [t.cidr for t in rows] == ["0.0.0.0/0", OTHER_CIDRS]
+    assert m.exposition() == generate_latest(m.registry) + generate_latest(_Oracle(rows))

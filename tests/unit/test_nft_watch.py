@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+from collections.abc import Container
 
 import pytest
 from fake_elements import FakeElements, FakeSource
@@ -21,6 +22,7 @@ from pyrsistent import pvector
 from masq.core.config import MasqConfig
 from masq.core.nftables.netlink import (
     Committed,
+    Event,
     Lost,
     ObjectChanged,
     SetEdit,
@@ -80,6 +82,31 @@ def test_the_agents_own_commits_and_its_nfts_are_not_news() -> None:
     source.queued = [change("chain", "postrouting"), Committed(3, 31337, "nft", 0)]
     assert not watch.poll() and not watch.dirty
     source.queued = [change("chain", "postrouting"), Committed(4, 31338, "nft", 0)]
+    assert watch.poll() and watch.dirty
+
+
+def test_the_source_is_told_the_agents_ports_so_their_changes_need_no_parsing() -> None:
+    """Each poll hands the source the ports the agent wrote from (and its nfts' ports):
+    what the source leaves out of those commits is never news; a commit from any other
+    port still is."""
+    asked: list[Container[int]] = []
+
+    class Recording(FakeSource):
+        def read(self, *, skip: Container[int] = frozenset()) -> list[Event]:
+            asked.append(skip)
+            return super().read(skip=skip)
+
+    source = Recording()
+    watch = TableWatch(source, {OURS})
+    watch.settle()
+    watch.own(portid=777)
+    watch.own(pid=31337, portid=31337)
+    ours = ObjectChanged("element", True, "ip", TABLE, "non-masquerade-v4", 777)
+    source.queued = [ours, Committed(5, None, None, 777)]
+    assert not watch.poll() and not watch.dirty
+    assert asked == [frozenset({777, 31337})]
+    theirs = ObjectChanged("element", True, "ip", TABLE, "non-masquerade-v4", 778)
+    source.queued = [theirs, Committed(6, None, None, 778)]
     assert watch.poll() and watch.dirty
 
 

@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_iptables import FakeIptables, FakeKernel
@@ -24,12 +25,13 @@ from masq.core.config import MasqConfig
 from masq.core.decision import decide
 from masq.core.nat import parse_to_ports
 from masq.core.nftables.codec import state_of
-from masq.core.nftables.model import NftState
+from masq.core.nftables.model import NftState, NftTable
 from masq.core.nftables.netlink import RuleCounter
 from masq.core.nftables.table import desired_table
-from masq.core.nftables.traffic import traffic_of
+from masq.core.nftables.traffic import ScrapePlan, scrape_plan, traffic_of
 from masq.core.options import DataplaneOptions
 from masq.core.traffic import Counters
+from masq.shell import nftables_runner
 from masq.shell.agent import Agent
 from masq.shell.dataplane import dataplane_options
 from masq.shell.errors import AgentError, TransientError
@@ -545,6 +547,32 @@ def test_a_scrape_reads_only_the_counters_it_shows() -> None:
     )
     plane.traffic(config)
     assert fake.nft_calls()[-1] == "-j list"
+
+
+def test_the_scrape_plan_is_made_once_per_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which series a scrape shows and which elements it reads follow from the config and
+    its desired table alone: scrapes reuse the plan until the config changes."""
+    made: list[MasqConfig] = []
+
+    def counting(table: NftTable, config: MasqConfig, *rest: Any) -> ScrapePlan:
+        made.append(config)
+        return scrape_plan(table, config, *rest)
+
+    monkeypatch.setattr(nftables_runner, "scrape_plan", counting)
+    nets = pvector(ipaddress.ip_network(f"11.0.{i}.0/24") for i in range(20))
+    fake = FakeNft(generation=2)
+    plane = NftablesDataplane(
+        DataplaneOptions(), fake, fake.kernel(), max_series=5, counters=_StateCounters(fake)
+    )
+    first = MasqConfig(non_masquerade_cidrs=nets)
+    plane.apply(plane.plan(first))
+    shown = [plane.traffic(first) for _ in range(3)]
+    assert made == [first]
+    assert shown[0] == shown[2]
+    second = MasqConfig(non_masquerade_cidrs=nets[1:])
+    plane.apply(plane.plan(second))
+    plane.traffic(second)
+    assert made == [first, second]
 
 
 @pytest.mark.parametrize("enable_ipv6", [False, True])

@@ -8,13 +8,19 @@ not stored; it reads 0, as its never-reached rule does in the iptables chain.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from masq.core.addresses import Family, IPNetwork, cidr_key, every_destination, holds
+from masq.core.addresses import (
+    Family,
+    IPNetwork,
+    cidr_key,
+    every_destination,
+    family_range,
+    holds,
+)
 from masq.core.config import MasqConfig
 from masq.core.decision import FamilyDecision, Kind
 from masq.core.nftables.model import POSTROUTING_CHAIN, NftTable, set_name
@@ -70,19 +76,15 @@ class ScrapePlan:
     them (canonical CIDR order, then action), as ``traffic_of`` and the cap would pick
     them; ``reads``: per set, the shown CIDRs that are its elements (the only element
     counters read); ``hidden``: per family, the actions with series past the cap (each
-    gets one ``cidr="other"`` series: its lookup rules' totals minus what is shown).
+    gets one ``cidr="other"`` series: its lookup rules' totals minus what is shown);
+    ``labels``: per family, each shown series' ``cidr`` label.  A plan depends on the
+    desired table and the config only, so the dataplane keeps it while they stay.
     """
 
     shown: Mapping[Family, tuple[Series, ...]]
     reads: Mapping[str, tuple[IPNetwork, ...]]
     hidden: Mapping[Family, tuple[TrafficAction, ...]]
-
-
-def _of_family(nets: Sequence[IPNetwork], family: Family) -> range:
-    """The index range of ``family``'s CIDRs in a canonically ordered list (two bisects)."""
-    version = 4 if family == "ipv4" else 6
-    lo = bisect.bisect_left(nets, (version, 0, 0), key=cidr_key)
-    return range(lo, bisect.bisect_left(nets, (version + 1, 0, 0), key=cidr_key))
+    labels: Mapping[Family, tuple[str, ...]]
 
 
 def _rule_series(table: NftTable) -> list[tuple[int, Family, Series]]:
@@ -124,7 +126,7 @@ def scrape_plan(
     hidden: dict[Family, tuple[TrafficAction, ...]] = {}
     lists = {"MASQUERADE": config.masquerade_cidrs, "RETURN": config.non_masquerade_cidrs}
     for f in families:
-        masq, non = _of_family(lists["MASQUERADE"], f), _of_family(lists["RETURN"], f)
+        masq, non = family_range(lists["MASQUERADE"], f), family_range(lists["RETURN"], f)
         extra = sorted((s for _, fam, s in rules if fam == f), key=_series_order)
         streams: list[Iterator[Series]] = [
             ((lists["MASQUERADE"][i], "MASQUERADE") for i in masq),
@@ -147,7 +149,11 @@ def scrape_plan(
             s = table.sets.get(set_name(kind, f))
             if s is not None:
                 reads[s.name] = [n for n, a in picked if a == action and n in s.elements]
-    return ScrapePlan(shown, {n: tuple(v) for n, v in reads.items()}, hidden)
+    labels = {f: tuple(str(net) for net, _ in series) for f, series in shown.items()}
+    return ScrapePlan(shown, {n: tuple(v) for n, v in reads.items()}, hidden, labels)
+
+
+_ZERO = Counters(0, 0)
 
 
 def _add(a: Counters | None, b: Counters | None) -> Counters | None:
@@ -179,18 +185,22 @@ def scraped(
     for (f, (_, action)), counters in own.items():
         totals[(f, action)] = _add(totals.get((f, action)), counters)
     out: dict[Family, tuple[CidrTraffic, ...]] = {}
+    nothing: Mapping[IPNetwork, Counters | None] = {}
     for f, shown in plan.shown.items():
         rows: list[CidrTraffic] = []
         seen: dict[TrafficAction, Counters] = {}
-        for net, action in shown:
-            of_kind = next(k for k, a in _KIND_ACTIONS if a == action)
-            read = elements.get(set_name(of_kind, f), {}).get(net)
-            counters = _add(read, own.get((f, (net, action)))) or Counters(0, 0)
+        read = {a: elements.get(set_name(k, f), nothing) for k, a in _KIND_ACTIONS}
+        of_family = {s: c for (fam, s), c in own.items() if fam == f}
+        for (net, action), label in zip(shown, plan.labels[f], strict=True):
+            counted = read[action].get(net)
+            if of_family:
+                counted = _add(counted, of_family.get((net, action)))
+            counters = counted or _ZERO
             seen[action] = _add(seen.get(action), counters) or counters
-            rows.append(CidrTraffic(f, str(net), action, counters.packets, counters.bytes))
+            rows.append(CidrTraffic(f, label, action, counters.packets, counters.bytes))
         for action in plan.hidden.get(f, ()):
-            total = totals.get((f, action)) or Counters(0, 0)
-            part = seen.get(action) or Counters(0, 0)
+            total = totals.get((f, action)) or _ZERO
+            part = seen.get(action) or _ZERO
             rows.append(
                 CidrTraffic(
                     f,
