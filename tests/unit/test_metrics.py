@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 from fake_clock import FakeClock
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pyrsistent import pmap, pvector
 
@@ -34,8 +33,8 @@ from masq.core.iptables.traffic import traffic_of
 from masq.core.merge import Merged, merge
 from masq.core.names import POSTROUTING
 from masq.core.options import DataplaneOptions
-from masq.core.traffic import OTHER_CIDRS, CidrTraffic, Counters
-from masq.shell.metrics import HEALTH_INTERVALS, TRAFFIC_FAMILIES, Metrics, capped, traffic_text
+from masq.core.traffic import OTHER_CIDRS, Counters
+from masq.shell.metrics import HEALTH_INTERVALS, TRAFFIC_FAMILIES, Metrics, capped
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -463,45 +462,24 @@ def test_series_are_capped_once_per_listing_not_per_scrape(monkeypatch: pytest.M
     assert first[0].get(key) == 1 and after.get(key) == 5
 
 
-class _Oracle(CollectorRegistry):
-    """prometheus_client's own rendering of the per-CIDR families: two CounterMetricFamily
-    with labels family, cidr and action, as the agent exposed them through a collector."""
-
-    def __init__(self, rows: Sequence[CidrTraffic]) -> None:
-        super().__init__(auto_describe=False)
-        self.rows = rows
-        self.register(self)
-
-    def collect(self) -> Iterator[Metric]:
-        for what, documentation in TRAFFIC_FAMILIES:
-            family = CounterMetricFamily(
-                f"ip_masq_agent_{what}", documentation, labels=["family", "cidr", "action"]
-            )
-            for t in self.rows:
-                family.add_metric([t.family, t.cidr, t.action], getattr(t, what))
-            yield family
-
-
-def test_traffic_text_is_what_prometheus_client_writes() -> None:
-    """The per-CIDR families, rendered by the agent for speed, are byte for byte what
-    generate_latest writes for the same samples: counts small and large (Go's exponent
-    form), both families, ``other``, and label values that need escaping."""
-    rows = [
-        CidrTraffic("ipv4", "0.0.0.0/0", "MASQUERADE", 0, 0),
-        CidrTraffic("ipv4", "10.0.0.0/8", "RETURN", 1, 60),
-        CidrTraffic("ipv4", "11.0.2.0/24", "RETURN", 1234567, 98765432109),
-        CidrTraffic("ipv4", OTHER_CIDRS, "RETURN", 2**53 + 1, 10**20),
-        CidrTraffic("ipv6", "fd00::/8", "MASQUERADE", 999999, 1000000),
-        CidrTraffic("ipv6", 'odd "label"\\ with\nnewline', "RETURN", 7, 8),
-    ]
-    assert traffic_text(rows) == generate_latest(_Oracle(rows))
-    assert traffic_text([]) == generate_latest(_Oracle([]))
-
-
-def test_an_exposition_is_the_registry_then_the_capped_traffic() -> None:
+def test_the_registry_exposes_the_capped_traffic_as_counters() -> None:
+    """The per-CIDR counters are two counter families on the agent's registry (rendered by
+    prometheus_client): exactly the capped rows, label values that need escaping and
+    counts past 2**53 included."""
     m = Metrics(max_cidr_series=1)
     kept, past_the_cap = rule("RETURN", "10.0.0.0/8", 1, 2), rule("RETURN", "192.168.0.0/16", 3, 4)
     m.traffic(traffic_of(observed("ipv4", kept, past_the_cap, rule("MASQUERADE", None, 5, 6))))
     rows = capped(m._traffic_snapshot(), 1)
     assert [t.cidr for t in rows] == ["0.0.0.0/0", OTHER_CIDRS]
-    assert m.exposition() == generate_latest(m.registry) + generate_latest(_Oracle(rows))
+    assert m.exposition() == generate_latest(m.registry)
+    exposed = {
+        (s.name, s.labels["cidr"], s.labels["action"]): s.value
+        for family in text_string_to_metric_families(m.exposition().decode())
+        if family.name in (f"ip_masq_agent_{what}" for what, _ in TRAFFIC_FAMILIES)
+        for s in family.samples
+    }
+    assert exposed == {
+        (f"ip_masq_agent_{what}_total", t.cidr, t.action): float(getattr(t, what))
+        for t in rows
+        for what, _ in TRAFFIC_FAMILIES
+    }
