@@ -61,7 +61,8 @@ class SyncHooks(Protocol):
     """What a sync reports as it goes: ``Metrics`` in the daemon."""
 
     def config_loaded(self, fragments: int, merged: Merged) -> None: ...
-    def traffic(self, traffic: Traffic) -> None: ...
+    def stamp(self) -> float: ...
+    def traffic(self, traffic: Traffic, read_at: float) -> None: ...
     def rule_writes(self, family: Family, ops: Sequence[str]) -> None: ...
     def counters_stale(self) -> None: ...
 
@@ -72,7 +73,10 @@ class NoMetrics:
     def config_loaded(self, fragments: int, merged: Merged) -> None:
         pass
 
-    def traffic(self, traffic: Traffic) -> None:
+    def stamp(self) -> float:
+        return 0.0
+
+    def traffic(self, traffic: Traffic, read_at: float) -> None:
         pass
 
     def rule_writes(self, family: Family, ops: Sequence[str]) -> None:
@@ -236,16 +240,17 @@ class Agent:
 
     def _sync(self, plane: Dataplane[P], config: MasqConfig) -> bool:
         """Make the kernel right (or print what would change); whether anything was written."""
+        read_at = self.metrics.stamp()  # the counters a listing shows are at least this new
         if self.opts.dry_run:
             plan = plane.plan(config)
-            self._report_traffic(plan.traffic)
+            self._report_traffic(plan.traffic, read_at)
             plane.describe(plan, self._out)
             return False
         with plane.serialised():
             plan = plane.plan(config)
             wrote = self._report_writes(plane.apply(plan)) > 0
         if not wrote:  # after a write the listed counters are stale: the next scrape reads
-            self._report_traffic(plan.traffic)
+            self._report_traffic(plan.traffic, read_at)
         return wrote
 
     def _remove(self, plane: Dataplane[P]) -> int:
@@ -256,9 +261,9 @@ class Agent:
             return 0
         return self._report_writes(plane.apply(plan))
 
-    def _report_traffic(self, traffic: Traffic) -> None:
+    def _report_traffic(self, traffic: Traffic, read_at: float) -> None:
         if traffic:  # nothing listed (the kernel proved nothing changed): nothing fresher
-            self.metrics.traffic(traffic)
+            self.metrics.traffic(traffic, read_at)
 
     def _report_writes(self, writes: Writes) -> int:
         for family, labels in writes.labels.items():

@@ -270,7 +270,8 @@ class Metrics:
         self._last_ok = True
         self._traffic: dict[Family, tuple[CidrTraffic, ...]] = {}
         self._snapshot: tuple[CidrTraffic, ...] | None = None  # all families, until they change
-        self._traffic_at = -math.inf  # when the per-CIDR counters were last read
+        self._traffic_at = -math.inf  # when the per-CIDR counters were last read (or tried)
+        self._read_at = -math.inf  # when the read that gave the held counters started
         self._last_merged: Merged | None = None
         self._refresh: Refresher | None = None
         self._refresh_lock = threading.Lock()
@@ -337,14 +338,24 @@ class Metrics:
         except Exception:
             LOG.debug("metrics: repair_started failed", exc_info=True)
 
-    def traffic(self, traffic: Traffic) -> None:
-        """Per-CIDR kernel counters per family, as the last listing of what we own showed."""
+    def stamp(self) -> float:
+        """Now, on the clock ``traffic``'s ``read_at`` is on (taken before a listing)."""
+        return self._clock()
+
+    def traffic(self, traffic: Traffic, read_at: float | None = None) -> None:
+        """Per-CIDR kernel counters per family, as a listing that started at ``read_at``
+        (default: now) showed; dropped if a scrape has read newer ones since (a counter
+        never goes back)."""
         try:
             rows = {family: tuple(t) for family, t in traffic.items()}
+            if read_at is None:
+                read_at = self._clock()
             with self._lock:
+                if read_at < self._read_at:
+                    return
                 self._traffic.update(rows)
                 self._snapshot = None
-                self._traffic_at = self._clock()
+                self._read_at = self._traffic_at = read_at
         except Exception:
             LOG.debug("metrics: traffic failed", exc_info=True)
 
@@ -436,6 +447,7 @@ class Metrics:
         with self._refresh_lock:
             if not self._stale():
                 return  # another scraper just read them
+            started = self._clock()
             try:
                 fresh = self._refresh()
             except Exception as e:  # a failed read serves the last counters
@@ -444,9 +456,11 @@ class Metrics:
                     self._traffic_at = self._clock()  # no retry storm: next try in 5 s
                 return
             with self._lock:
+                if started < self._read_at:
+                    return  # a sync reported a newer listing while this one ran
                 self._traffic = dict(fresh)
                 self._snapshot = None
-                self._traffic_at = self._clock()
+                self._read_at = self._traffic_at = started
 
     def _traffic_snapshot(self) -> tuple[CidrTraffic, ...]:
         with self._lock:

@@ -236,3 +236,34 @@ def test_a_write_makes_the_listed_counters_stale() -> None:
     m.traffic({"ipv4": ()})
     m.counters_stale()
     assert packets(m) == {"10.0.0.0/8": 3}
+
+
+def test_a_sync_listing_older_than_a_scrapes_read_never_turns_a_counter_back() -> None:
+    """A sync that listed before a scrape's refresh and reports after it must not replace
+    the scrape's newer counters (Prometheus would see a counter reset); one that listed
+    after it does."""
+    clock = Clock()
+    m = Metrics(clock=clock)
+    reads = iter((50, 55, 57))
+    m.refresh_with(lambda: {"ipv4": (row("10.0.0.0/8", next(reads)),)})
+    listed_at = m.stamp()  # the sync starts listing ...
+    clock.now += TRAFFIC_MAX_AGE_SECONDS + 1
+    assert packets(m) == {"10.0.0.0/8": 50}  # ... a scrape refreshes meanwhile ...
+    clock.now += 0.5
+    m.traffic({"ipv4": (row("10.0.0.0/8", 40),)}, listed_at)  # ... and the sync reports late
+    assert packets(m) == {"10.0.0.0/8": 50}
+    m.traffic({"ipv4": (row("10.0.0.0/8", 60),)}, m.stamp())  # a listing after the scrape
+    assert packets(m) == {"10.0.0.0/8": 60}
+
+
+def test_a_refresh_that_started_before_a_newer_sync_listing_is_dropped() -> None:
+    clock = Clock()
+    m = Metrics(clock=clock)
+
+    def refresh() -> dict[str, tuple[CidrTraffic, ...]]:
+        clock.now += 1  # the read takes a while; a sync reports a newer listing meanwhile
+        m.traffic({"ipv4": (row("10.0.0.0/8", 70),)}, clock.now - 0.5)
+        return {"ipv4": (row("10.0.0.0/8", 65),)}
+
+    m.refresh_with(refresh)  # type: ignore[arg-type]
+    assert packets(m) == {"10.0.0.0/8": 70}
