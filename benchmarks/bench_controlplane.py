@@ -529,13 +529,12 @@ def render(cases: dict[str, Case]) -> list[str]:
     out += table("Targets", columns, lines)
     out += [
         "",
-        "Reading it: a refreshing scrape still lists through `nft -j list table`"
-        " (NftablesRunner.traffic), so it costs the whole table, and beside the writer at",
-        "100,000 that listing timed out after 30 s (logged below; the scrape served old"
-        " counters). At 100,000 the first 'refreshing' scrape (~0.5 s) did not refresh; one of",
-        "the next quick ones did (~1 s mean of 5); hence the median. The 60 s daemon's peak"
-        " RSS is above the idle daemons' (which never scrape) by what the scrapes and",
-        "changes add (the idle daemons' VmHWM is in the idle lines below).",
+        "Reading it: CPU comes from /proc in 10 ms ticks, so an idle figure is a mean over"
+        " many resyncs and a scrape's is a median of a few; 'one CIDR' starts at the",
+        "file's rename and so includes the daemon's 0.1 s debounce of the config dir's"
+        " events and the flows' 10 ms spacing. The 60 s daemon's peak RSS is above the",
+        "idle daemons' (which never scrape) by what the scrapes and changes add (the idle"
+        " daemons' VmHWM is in the idle lines below).",
     ]
     out += ["", "Details"]
     for c in ordered:
