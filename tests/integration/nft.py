@@ -203,14 +203,20 @@ def write_old_jump(
 
 
 def write_old_chain(topo: Topology, backend: Backend, family: Family) -> None:
-    """Our chain (masquerade everything) and its jump as v1 writes them with iptables: what an
+    """Our chain (masquerade everything) and its jump as v1 writes them, in one
+    ``iptables-restore --noflush`` so that a running agent sees all of it or none of it: what an
     old pod leaves on a node, or writes again during a rolling update."""
-    ipt(topo, backend, family, "-t", "nat", "-N", DEFAULT_CHAIN)
-    ipt(
-        topo, backend, family, "-t", "nat", "-A", DEFAULT_CHAIN, "-m", "comment",
-        "--comment", FINAL_COMMENT, "-j", "MASQUERADE",
-    )  # fmt: skip
-    write_old_jump(topo, backend, family)
+    jump = JUMP_COMMENT.format(chain=DEFAULT_CHAIN)
+    script = (
+        "*nat\n"
+        f":{DEFAULT_CHAIN} - [0:0]\n"
+        f'-A {DEFAULT_CHAIN} -m comment --comment "{FINAL_COMMENT}" -j MASQUERADE\n'
+        f'-A POSTROUTING -m comment --comment "{jump}" -m addrtype ! --dst-type LOCAL'
+        f" -j {DEFAULT_CHAIN}\n"
+        "COMMIT\n"
+    )
+    restore = [f"{tables_binary(backend, family)}-restore", "-w", "5", "--noflush"]
+    run(topo.in_ns(topo.node, restore), stdin=script)
 
 
 FOREIGN_TABLES = """
