@@ -266,6 +266,8 @@ def _loop(
             backoff.succeeded()
             metrics.sync_finished(True, time.monotonic() - started)
             frozen.after(report)
+            if not report.wrote:
+                repairs.calm()
             backoff.cap = wait = effective_resync(opts.resync_interval, report.loaded.merged.config)
         if stopper.stopped:
             break

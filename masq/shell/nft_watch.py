@@ -302,7 +302,13 @@ def _moved(s: NftSet, raws: list[RawElement], added: bool) -> NftSet | None:
 class RepairBackoff:
     """How long to wait before repairing ``objects``: 0 the first time; when the same
     objects need a repair again within ``window`` seconds of the last one, ``first``
-    seconds, doubling each time, up to ``cap`` (the resync interval)."""
+    seconds, doubling each time, up to ``cap`` (the resync interval).
+
+    A fight is the agent's writes undone again and again, so a sync that had nothing to
+    write ends it (``calm``).  Notifications lost over and over on a busy node with a small
+    buffer are not a fight: each costs one listing that finds the table whole, and a real
+    change among them is repaired at once, not after a back-off grown by the others.
+    """
 
     first: float = 0.5
     cap: float = 60.0
@@ -319,3 +325,7 @@ class RepairBackoff:
         wait = 0.0 if self.repeats == 0 else min(self.first * 2 ** (self.repeats - 1), self.cap)
         self._last, self._at = objects, now + wait
         return wait
+
+    def calm(self) -> None:
+        """A sync wrote nothing: nobody is undoing the agent's writes."""
+        self.repeats, self._last = 0, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from masq.core.nftables.netlink import ForeignCommit, ObjectChanged
 from masq.shell import daemon
+from masq.shell.agent import SyncReport
 from masq.shell.daemon import ConfigWatcher, KernelWatcher, Stopper, wait_for_change
 from masq.shell.metrics import Metrics
 from masq.shell.nft_watch import Burst, RepairBackoff
@@ -153,3 +155,59 @@ def test_each_repair_is_one_line_with_who_and_repeats_back_off_in_log_and_metric
     assert metric(metrics, "ip_masq_agent_repairs_total", reason="lost") == 1
     assert metric(metrics, "ip_masq_agent_repair_backoffs_total") == 3
     assert metric(metrics, "ip_masq_agent_repair_backoff_seconds") == 0.0  # the last: at once
+
+
+class LoopAgent:
+    """A daemon's agent whose every sync writes (``wrote``) or not, and after which the
+    kernel reports lost notifications again: a small buffer on a busy node."""
+
+    def __init__(self, watching: PipeWatching, stopper: Stopper, *, wrote: bool, rounds: int):
+        from masq.shell.configdir import load
+        from masq.shell.options import Options
+
+        self.loaded = load((("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8]\n"),), Options())
+        self.watching, self.stopper = watching, stopper
+        self.wrote, self.rounds = wrote, rounds
+        self.syncs = 0
+
+    def sync(self) -> SyncReport:
+        self.syncs += 1
+        if self.syncs > self.rounds:
+            self.stopper._handle(signal.SIGTERM, None)
+        self.watching.push(Burst(lost=True))
+        return SyncReport(self.loaded.unwrap(), self.wrote)
+
+
+@pytest.mark.parametrize("wrote", [False, True])
+def test_repairs_that_find_the_table_whole_never_back_off_but_a_fight_does(
+    watcher: ConfigWatcher,
+    stopper: Stopper,
+    watching: PipeWatching,
+    caplog: pytest.LogCaptureFixture,
+    wrote: bool,
+) -> None:
+    """Notifications lost again and again, and each repair's listing finds the table whole
+    (it writes nothing): every one is repaired at once, so a real foreign change among them
+    waits for no back-off.  Repairs that write (someone keeps undoing them) back off."""
+    from masq.shell.options import Options
+
+    agent = LoopAgent(watching, stopper, wrote=wrote, rounds=4)
+    with caplog.at_level(logging.INFO, logger="masq"):
+        code = daemon._loop(
+            Options(resync_interval=1.0),
+            agent,  # type: ignore[arg-type]
+            Metrics(),
+            watcher,
+            stopper,
+            kernel=KernelWatcher(watching),
+        )
+    assert code == 0 and agent.syncs == 5
+    said = [r.getMessage() for r in caplog.records if r.name == "masq.daemon"]
+    repairs = [m for m in said if m.startswith("foreign change")]
+    if wrote:
+        assert repairs == [
+            "foreign change, repairing",
+            *["foreign change again, repair backed off"] * 3,
+        ]
+    else:
+        assert repairs == ["foreign change, repairing"] * 4

@@ -169,6 +169,17 @@ def test_repairs_of_the_same_objects_back_off_doubling_up_to_the_cap() -> None:
     assert backoff.delay(fight, now + 60) == 0.0  # quiet for longer than the window
 
 
+def test_a_sync_that_wrote_nothing_ends_the_back_off() -> None:
+    """Nobody undid the agent's writes, so the next repair of the same objects is not a
+    repeat; without ``calm`` it would wait, as the fight above does."""
+    backoff = RepairBackoff(first=0.5, cap=4.0, window=30.0)
+    lost = frozenset({"notifications lost"})
+    assert [backoff.delay(lost, t) for t in (0.0, 1.0, 2.5)] == [0.0, 0.5, 1.0]
+    backoff.calm()
+    assert backoff.delay(lost, 4.0) == 0.0 and backoff.repeats == 0
+    assert backoff.delay(lost, 4.5) == 0.5  # a repeat again until the next calm
+
+
 def test_a_burst_says_who_from_proc_when_the_kernel_does_not_name_the_process() -> None:
     from masq.core.nftables.netlink import ForeignCommit
 
