@@ -641,9 +641,11 @@ def judge_exits(log: RunLog, blocked: Sequence[Interval], out: list[Violation]) 
             locked = any(h.requested <= signalled <= h.released for h in log.locks)
             if took > TERM_WITHIN + (LOCK_WAIT if locked else 0.0):
                 out.append(Violation(life.ended, "exit", f"{who}: SIGTERM took {took:.2f}s"))
-        elif code == 1 and life.signal in (None, "TERM"):
+        elif code == 1 and life.signal in (None, "TERM", "KILL"):
             # A TERM that arrives once the agent has chosen exit 1 (its one line printed,
             # the handler gone: operations.md, Signals) leaves that code; before, it is 0.
+            # A KILL sent while the agent was already exiting (it had printed its one line
+            # and was leaving the interpreter) finds nothing to kill: the code stays 1.
             errors = error_lines(life.log)
             reasons = {
                 CONFIG_ERROR_PREFIX + e for e in _reads_during(log, life.spawned, life.ended)

@@ -171,6 +171,11 @@ def test_exits_must_be_the_documented_ones() -> None:
     assert kinds(log) == []
     log.lives = [dataclasses.replace(exit_1, signal="TERM", log="ip-masq-agent: other\n"), later]
     assert kinds(log) == ["exit"]
+    # A KILL that found the agent already leaving on its one line: the same.
+    log.lives = [dataclasses.replace(documented, signal="KILL", signalled_at=15.19), later]
+    assert kinds(log) == []
+    log.lives = [dataclasses.replace(exit_1, signal="KILL", log="ip-masq-agent: other\n"), later]
+    assert kinds(log) == ["exit"]
     log.lives = [dataclasses.replace(documented, log=documented.log + "Traceback (most..."), later]
     assert "traceback" in kinds(log)
     log.lives = [dataclasses.replace(later, signal=None, returncode=-9)]
