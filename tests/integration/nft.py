@@ -16,10 +16,11 @@ from typing import Any, Literal
 from integration.expected import (
     DEFAULT_CHAIN,
     FAMILIES,
-    FINAL_COMMENT,
     JUMP_COMMENT,
     Family,
     canonical,
+    expected_rules,
+    jump_rule,
 )
 from integration.topology import BACKENDS, Backend, Topology, run, save_binary, tables_binary
 
@@ -206,14 +207,9 @@ def write_old_chain(topo: Topology, backend: Backend, family: Family) -> None:
     """Our chain (masquerade everything) and its jump as v1 writes them, in one
     ``iptables-restore --noflush`` so that a running agent sees all of it or none of it: what an
     old pod leaves on a node, or writes again during a rolling update."""
-    jump = JUMP_COMMENT.format(chain=DEFAULT_CHAIN)
-    script = (
-        "*nat\n"
-        f":{DEFAULT_CHAIN} - [0:0]\n"
-        f'-A {DEFAULT_CHAIN} -m comment --comment "{FINAL_COMMENT}" -j MASQUERADE\n'
-        f'-A POSTROUTING -m comment --comment "{jump}" -m addrtype ! --dst-type LOCAL'
-        f" -j {DEFAULT_CHAIN}\n"
-        "COMMIT\n"
+    masquerade_all = expected_rules((), keep_link_local=False, random_fully=False)
+    script = "\n".join(
+        ["*nat", f":{DEFAULT_CHAIN} - [0:0]", *masquerade_all, jump_rule(), "COMMIT\n"]
     )
     restore = [f"{tables_binary(backend, family)}-restore", "-w", "5", "--noflush"]
     run(topo.in_ns(topo.node, restore), stdin=script)
