@@ -432,8 +432,7 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric, per-CIDR counters at most 5 s old."""
         self._refresh_if_stale()
-        data: bytes = generate_latest(self.registry)
-        return data
+        return generate_latest(self.registry)
 
     def _stale(self) -> bool:
         with self._lock:

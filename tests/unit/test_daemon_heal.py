@@ -22,9 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from masq.core.nftables.netlink import ForeignCommit, ObjectChanged
 from masq.shell import daemon
 from masq.shell.agent import SyncReport
+from masq.shell.configdir import load
 from masq.shell.daemon import ConfigWatcher, KernelWatcher, Stopper, wait_for_change
 from masq.shell.metrics import Metrics
 from masq.shell.nft_watch import Burst, RepairBackoff
+from masq.shell.options import Options
 
 
 def commit(pid: int, name: str = "non-masquerade-v4") -> ForeignCommit:
@@ -162,9 +164,6 @@ class LoopAgent:
     kernel reports lost notifications again: a small buffer on a busy node."""
 
     def __init__(self, watching: PipeWatching, stopper: Stopper, *, wrote: bool, rounds: int):
-        from masq.shell.configdir import load
-        from masq.shell.options import Options
-
         self.loaded = load((("ip-masq-a", b"nonMasqueradeCIDRs: [10.0.0.0/8]\n"),), Options())
         self.watching, self.stopper = watching, stopper
         self.wrote, self.rounds = wrote, rounds
@@ -189,8 +188,6 @@ def test_repairs_that_find_the_table_whole_never_back_off_but_a_fight_does(
     """Notifications lost again and again, and each repair's listing finds the table whole
     (it writes nothing): every one is repaired at once, so a real foreign change among them
     waits for no back-off.  Repairs that write (someone keeps undoing them) back off."""
-    from masq.shell.options import Options
-
     agent = LoopAgent(watching, stopper, wrote=wrote, rounds=4)
     with caplog.at_level(logging.INFO, logger="masq"):
         code = daemon._loop(
